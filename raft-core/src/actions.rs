@@ -1,0 +1,55 @@
+//! The protocol's output: what the driver must do, and in which order.
+
+use crate::{Entry, Error, HardState, LogIndex, Message, ReadId};
+
+/// A batch of work for the driver, taken with [`crate::Raft::take_actions`].
+///
+/// The driver's duties, in this order (the numbering is the contract):
+///
+/// 1. **Send `messages` now.** They depend on nothing in this batch: they are a leader's
+///    AppendEntries, heartbeats and TimeoutNow, which may go out while the leader's own
+///    write of the same entries is still in progress (dissertation §10.2.1; the leader counts
+///    itself toward a commit only once step 3 reports its entries durable).
+/// 2. **Make `hard_state` and `entries` durable**, in that order, after every earlier batch's
+///    writes. `entries` are contiguous; every stored entry at or after `entries[0].index` is
+///    replaced by them.
+/// 3. **Report durability** with [`crate::Raft::persisted`], passing the id of the last entry of
+///    `entries` (skip when `entries` is empty).
+/// 4. **Only then send `persisted_messages`.** They promise what step 2 made durable: a vote,
+///    a term, stored entries (Figure 2: "respond to RPCs only after updating stable storage").
+/// 5. **Apply `committed`** to the state machine in order, then report the last one with
+///    [`crate::Raft::applied`]. They are committed and durable locally.
+/// 6. **Answer `reads`.** Each resolved read's index is already applied (as of the last
+///    `applied` report), so a query of the state machine now is linearizable; a failed read
+///    carries the error for its caller.
+///
+/// A crash may interrupt the batch anywhere; on restart the driver hands
+/// [`crate::Raft::new`] only what step 2 made durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "the driver must carry out every action in order"]
+pub struct Actions {
+    /// Step 1.
+    pub messages: Vec<Message>,
+    /// Step 2: the new hard state, when it changed.
+    pub hard_state: Option<HardState>,
+    /// Step 2: entries to store.
+    pub entries: Vec<Entry>,
+    /// Step 4.
+    pub persisted_messages: Vec<Message>,
+    /// Step 5.
+    pub committed: Vec<Entry>,
+    /// Step 6: (read, index it is served at, or why it failed).
+    pub reads: Vec<(ReadId, Result<LogIndex, Error>)>,
+}
+
+impl Actions {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.persisted_messages.is_empty()
+            && self.committed.is_empty()
+            && self.reads.is_empty()
+    }
+}

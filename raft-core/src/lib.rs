@@ -1,0 +1,85 @@
+//! # raft-core: the Raft consensus protocol as a pure state machine
+//!
+//! This crate holds the protocol of the Raft paper (Ongaro and Ousterhout, 2014) and of
+//! Ongaro's dissertation (2014), written so that it does no I/O, reads no clock and draws no
+//! randomness it was not given. Time arrives as an [`Instant`] argument; the only randomness (the
+//! election timeout) comes from a seed passed to [`Raft::new`]. The same inputs always produce
+//! the same outputs, which is what lets the simulator in this crate's tests explore thousands of
+//! interleavings of loss, delay, partitions, crashes and clock drift, and replay any of them
+//! from its seed.
+//!
+//! ## How data flows
+//!
+//! ```text
+//!   driver ──tick(now)/step(msg)/propose/read/transfer──▶ Raft ──take_actions()──▶ Actions
+//!      ▲                                                                            │
+//!      └────────── persisted(last id) / applied(index) ◀─── storage, network, state machine
+//! ```
+//!
+//! * [`raft`](Raft) — roles, elections (with PreVote and CheckQuorum), replication and commit,
+//!   leases, reads and leadership transfer. `step` handles the message's term first, then the
+//!   role.
+//! * `log` — the in-memory log: entries, and the commit/apply/durability marks with their
+//!   invariants; the conflict search behind AppendEntries' fast back-off.
+//! * `progress` — the leader's view of each follower (probe / replicate) and the inflight window.
+//! * `quorum` — majority and joint-majority arithmetic over match indexes, rounds and votes.
+//! * `lease` — heartbeat rounds, their majority acknowledgement, and the leader lease.
+//! * `reads` — the queue of reads waiting for confirmation and apply.
+//! * [`Actions`] — the output batch, whose documentation lists the driver's duties in order.
+//!
+//! ## Example: a single-node cluster
+//!
+//! ```
+//! use raft_core::{Config, InitialState, Instant, NodeId, Raft, Role};
+//! use bytes::Bytes;
+//!
+//! let id = NodeId(1);
+//! let state = InitialState { voters: [id].into(), ..InitialState::default() };
+//! let mut raft = Raft::new(Config::new(id), state, 42, Instant(0)).unwrap();
+//!
+//! // Time passes until the election timeout: a lone voter elects itself.
+//! raft.tick(raft.next_deadline());
+//! assert_eq!(raft.role(), Role::Leader);
+//! let index = raft.propose(Bytes::from_static(b"set x = 1")).unwrap().index;
+//!
+//! // The driver's loop: carry out the actions, report durability and apply.
+//! let mut applied = Vec::new();
+//! for _ in 0..3 {
+//!     let actions = raft.take_actions();
+//!     if let Some(last) = actions.entries.last() {
+//!         raft.persisted(last.id()); // (after writing them to stable storage)
+//!     }
+//!     if let Some(last) = actions.committed.last() {
+//!         applied.extend(actions.committed.iter().map(|e| e.index));
+//!         raft.applied(last.index);
+//!     }
+//! }
+//! assert!(applied.contains(&index));
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod actions;
+mod config;
+mod error;
+mod lease;
+mod log;
+mod message;
+mod progress;
+mod quorum;
+mod raft;
+mod reads;
+mod rng;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use actions::Actions;
+pub use config::{Config, ConfigError};
+pub use error::Error;
+pub use log::ConflictHint;
+pub use message::{AppendOutcome, Message, MessageBody};
+pub use raft::{InitialState, Raft, ReadMode, Role};
+pub use reads::ReadId;
+pub use types::{Entry, EntryId, HardState, Instant, LogIndex, NodeId, Payload, Term};

@@ -1,0 +1,419 @@
+//! The protocol's in-memory view of the log: the entries, and how far they are durable,
+//! committed and applied.
+//!
+//! ```text
+//!  1 ............. applied ... applying ... committed ........ last
+//!  1 ................................ persisted ......... last
+//! ```
+//! Invariants (checked by [`RaftLog::check`] in debug builds):
+//! `applied <= applying <= committed <= last`, `applying <= persisted <= last`, and entry `k` of
+//! `entries` has index `first + k` with terms that never decrease.
+
+use crate::{Entry, EntryId, LogIndex, Term};
+use std::collections::VecDeque;
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RaftLog {
+    /// Entries in index order; the first has index 1 (snapshots will move this start).
+    entries: VecDeque<Entry>,
+    /// The highest index known to be committed (Figure 2 `commitIndex`). Never decreases.
+    pub(crate) committed: LogIndex,
+    /// The highest index handed to the driver to apply. `applied <= applying <= committed`.
+    pub(crate) applying: LogIndex,
+    /// The highest index the driver reported applied (Figure 2 `lastApplied`).
+    pub(crate) applied: LogIndex,
+    /// The highest index durable on this node with the term it has now.
+    pub(crate) persisted: LogIndex,
+    /// The lowest index changed since the driver last took the log's new entries, if any.
+    unsaved_from: Option<LogIndex>,
+}
+
+/// Where a follower's log stops matching the leader's, found from an AppendEntries rejection.
+/// With it the leader skips a whole term per round trip instead of one entry (§5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConflictHint {
+    /// The follower's term at the rejected index, or `None` when the follower's log is shorter.
+    pub term: Option<Term>,
+    /// The first index of that term in the follower's log (after its commit index), or, when
+    /// its log is shorter, its last index + 1.
+    pub first_index: LogIndex,
+}
+
+impl RaftLog {
+    /// A log holding `entries` (all durable), of which `applied` have been applied.
+    pub(crate) fn restore(entries: Vec<Entry>, applied: LogIndex) -> RaftLog {
+        let mut log = RaftLog {
+            entries: entries.into(),
+            ..RaftLog::default()
+        };
+        let last = log.last_index();
+        log.persisted = last;
+        log.committed = applied;
+        log.applying = applied;
+        log.applied = applied;
+        log
+    }
+
+    pub(crate) fn first_index(&self) -> LogIndex {
+        LogIndex(1)
+    }
+
+    pub(crate) fn last_index(&self) -> LogIndex {
+        self.entries.back().map_or(LogIndex(0), |e| e.index)
+    }
+
+    pub(crate) fn last_term(&self) -> Term {
+        self.entries.back().map_or(Term(0), |e| e.term)
+    }
+
+    pub(crate) fn last_id(&self) -> EntryId {
+        EntryId {
+            term: self.last_term(),
+            index: self.last_index(),
+        }
+    }
+
+    pub(crate) fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        let offset = index.0.checked_sub(self.first_index().0)?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+
+    /// The term of the entry at `index`; term 0 for index 0; `None` beyond the log.
+    pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index.0 == 0 {
+            return Some(Term(0));
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    /// True when this log has the entry `id` (§5.3 consistency check).
+    pub(crate) fn matches(&self, id: EntryId) -> bool {
+        self.term_at(id.index) == Some(id.term)
+    }
+
+    /// The candidate's log is at least as up to date as this one: a later last term, or the same
+    /// last term and at least as long (§5.4.1).
+    pub(crate) fn is_up_to_date(&self, last: EntryId) -> bool {
+        last.term > self.last_term()
+            || (last.term == self.last_term() && last.index >= self.last_index())
+    }
+
+    /// Entries `from..=to`, stopping early after `max_entries` or once `max_bytes` of payload are
+    /// taken (at least one entry is returned when the range is not empty).
+    pub(crate) fn slice(
+        &self,
+        from: LogIndex,
+        to: LogIndex,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut index = from;
+        while index <= to && out.len() < max_entries {
+            let Some(entry) = self.entry(index) else {
+                break;
+            };
+            bytes = bytes.saturating_add(entry.payload_len());
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(entry.clone());
+            index = index.next();
+        }
+        out
+    }
+
+    /// Appends one entry at the end (a leader's new entry).
+    pub(crate) fn push(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.index, self.last_index().next());
+        debug_assert!(entry.term >= self.last_term());
+        self.mark_unsaved(entry.index);
+        self.entries.push_back(entry);
+    }
+
+    /// The index of the first of `entries` that this log lacks or holds with another term.
+    pub(crate) fn find_conflict(&self, entries: &[Entry]) -> Option<LogIndex> {
+        entries
+            .iter()
+            .find(|e| !self.matches(e.id()))
+            .map(|e| e.index)
+    }
+
+    /// Follower side of AppendEntries after the consistency check passed: keeps every entry that
+    /// already matches, truncates from the first conflict and appends the rest (§5.3, Figure 2
+    /// receiver rules 3 and 4). Returns `Err` (and changes nothing) if that would remove a
+    /// committed entry, which only a faulty leader can ask for.
+    pub(crate) fn append_after_match(&mut self, entries: &[Entry]) -> Result<(), LogIndex> {
+        let Some(conflict) = self.find_conflict(entries) else {
+            return Ok(());
+        };
+        if conflict <= self.committed {
+            return Err(conflict);
+        }
+        self.truncate_from(conflict);
+        let start = entries
+            .iter()
+            .position(|e| e.index == conflict)
+            .unwrap_or(0);
+        for entry in &entries[start..] {
+            self.push(entry.clone());
+        }
+        Ok(())
+    }
+
+    fn truncate_from(&mut self, index: LogIndex) {
+        let keep = index.0.saturating_sub(self.first_index().0);
+        self.entries
+            .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        self.persisted = self.persisted.min(index.prev());
+        self.mark_unsaved(index);
+    }
+
+    fn mark_unsaved(&mut self, index: LogIndex) {
+        self.unsaved_from = Some(self.unsaved_from.map_or(index, |u| u.min(index)));
+    }
+
+    /// The entries the driver has not yet been given to store; any stored entry at or after the
+    /// first of them is to be replaced.
+    pub(crate) fn take_unsaved(&mut self) -> Vec<Entry> {
+        match self.unsaved_from.take() {
+            Some(from) => self.slice(from, self.last_index(), usize::MAX, usize::MAX),
+            None => Vec::new(),
+        }
+    }
+
+    /// The driver made everything up to `id` durable. Ignored when the entry at that index has
+    /// since been replaced (the write it acknowledges is obsolete).
+    pub(crate) fn persisted_to(&mut self, id: EntryId) {
+        if id.index > self.persisted && self.matches(id) {
+            self.persisted = id.index;
+        }
+    }
+
+    /// Raises the commit index to `index` (never lowers it). Returns whether it moved.
+    pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {
+        let index = index.min(self.last_index());
+        if index > self.committed {
+            self.committed = index;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Committed, durable entries not yet handed out for apply; marks them handed out.
+    pub(crate) fn take_committed(&mut self) -> Vec<Entry> {
+        let to = self.committed.min(self.persisted);
+        if to <= self.applying {
+            return Vec::new();
+        }
+        let out = self.slice(self.applying.next(), to, usize::MAX, usize::MAX);
+        self.applying = to;
+        out
+    }
+
+    pub(crate) fn applied_to(&mut self, index: LogIndex) {
+        if index > self.applied {
+            self.applied = index.min(self.applying);
+        }
+    }
+
+    /// The rejection hint for an AppendEntries whose previous entry was `prev` (§5.3).
+    pub(crate) fn conflict_hint(&self, prev: LogIndex) -> ConflictHint {
+        let Some(term) = self.term_at(prev) else {
+            return ConflictHint {
+                term: None,
+                first_index: self.last_index().next(),
+            };
+        };
+        // Entries up to the commit index match the leader's, so the search stops there.
+        let floor = self.committed.next();
+        let mut first = prev;
+        while first > floor && self.term_at(first.prev()) == Some(term) {
+            first = first.prev();
+        }
+        ConflictHint {
+            term: Some(term),
+            first_index: first,
+        }
+    }
+
+    /// Leader side of a rejection: the index to send next, given the follower's hint.
+    pub(crate) fn next_from_hint(&self, rejected: LogIndex, hint: ConflictHint) -> LogIndex {
+        let Some(term) = hint.term else {
+            return hint.first_index;
+        };
+        // The last entry of that term at or before the rejected index, if this log has one:
+        // everything up to it matches the follower (Log Matching).
+        let mut index = rejected.min(self.last_index());
+        while index.0 > 0 {
+            match self.term_at(index) {
+                Some(t) if t == term => return index.next(),
+                Some(t) if t < term => break,
+                _ => index = index.prev(),
+            }
+        }
+        hint.first_index
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Asserts the invariants in the module documentation.
+    pub(crate) fn check(&self) {
+        debug_assert!(self.applied <= self.applying, "applied <= applying");
+        debug_assert!(self.applying <= self.committed, "applying <= committed");
+        debug_assert!(self.committed <= self.last_index(), "committed <= last");
+        debug_assert!(self.applying <= self.persisted, "applying <= persisted");
+        debug_assert!(self.persisted <= self.last_index(), "persisted <= last");
+        debug_assert!(
+            self.entries
+                .iter()
+                .zip(self.entries.iter().skip(1))
+                .all(|(a, b)| b.index == a.index.next() && b.term >= a.term),
+            "entries contiguous with non-decreasing terms"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Payload;
+
+    fn log_of(terms: &[u64]) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Entry {
+                term: Term(t),
+                index: LogIndex(i as u64 + 1),
+                payload: Payload::Blank,
+            })
+            .collect();
+        RaftLog::restore(entries, LogIndex(0))
+    }
+
+    fn ents(first: u64, terms: &[u64]) -> Vec<Entry> {
+        terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Entry {
+                term: Term(t),
+                index: LogIndex(first + i as u64),
+                payload: Payload::Blank,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn up_to_date_compares_last_term_then_length() {
+        let log = log_of(&[1, 1, 2]);
+        let id = |t, i| EntryId {
+            term: Term(t),
+            index: LogIndex(i),
+        };
+        for (candidate, want) in [
+            (id(2, 3), true),
+            (id(2, 9), true),
+            (id(3, 1), true),
+            (id(2, 2), false),
+            (id(1, 9), false),
+        ] {
+            assert_eq!(log.is_up_to_date(candidate), want, "{candidate:?}");
+        }
+    }
+
+    #[test]
+    fn append_keeps_matches_truncates_conflicts() {
+        // (log terms, entries to append from index 2, resulting terms, unsaved from)
+        let cases: &[(&[u64], &[u64], &[u64], Option<u64>)] = &[
+            (&[1, 1, 1], &[1, 1], &[1, 1, 1], None),
+            (&[1, 1, 1], &[1, 1, 2], &[1, 1, 1, 2], Some(4)),
+            (&[1, 1, 1], &[2], &[1, 2], Some(2)),
+            (&[1, 1, 1, 1], &[1, 3], &[1, 1, 3], Some(3)),
+            (&[1], &[1, 2], &[1, 1, 2], Some(2)),
+        ];
+        for (start, append, want, unsaved) in cases {
+            let mut log = log_of(start);
+            log.append_after_match(&ents(2, append)).unwrap();
+            let got: Vec<u64> = log.iter().map(|e| e.term.0).collect();
+            assert_eq!(&got, want, "start {start:?} append {append:?}");
+            let saved = log.take_unsaved();
+            assert_eq!(saved.first().map(|e| e.index.0), *unsaved);
+            assert!(log.persisted <= log.last_index());
+            log.check();
+        }
+    }
+
+    #[test]
+    fn refuses_to_truncate_committed_entries() {
+        let mut log = log_of(&[1, 1, 1]);
+        log.commit_to(LogIndex(2));
+        assert_eq!(log.append_after_match(&ents(2, &[2])), Err(LogIndex(2)));
+        assert_eq!(log.last_index(), LogIndex(3));
+    }
+
+    #[test]
+    fn conflict_hint_and_leader_next() {
+        // follower terms, rejected prev index, hint
+        let follower = log_of(&[1, 1, 4, 4, 4, 4]);
+        assert_eq!(
+            follower.conflict_hint(LogIndex(6)),
+            ConflictHint {
+                term: Some(Term(4)),
+                first_index: LogIndex(3)
+            }
+        );
+        assert_eq!(
+            follower.conflict_hint(LogIndex(9)),
+            ConflictHint {
+                term: None,
+                first_index: LogIndex(7)
+            }
+        );
+        // The leader has no term 4: it goes back to the start of the follower's term 4.
+        let leader = log_of(&[1, 1, 5, 5, 5, 5, 5]);
+        let hint = follower.conflict_hint(LogIndex(6));
+        assert_eq!(leader.next_from_hint(LogIndex(6), hint), LogIndex(3));
+        // The leader has term 4 up to index 4: it resumes right after it.
+        let leader = log_of(&[1, 1, 4, 4, 6, 6, 6]);
+        assert_eq!(leader.next_from_hint(LogIndex(6), hint), LogIndex(5));
+    }
+
+    #[test]
+    fn persisted_ack_for_replaced_entries_is_ignored() {
+        let mut log = log_of(&[1, 1]);
+        log.persisted = LogIndex(0);
+        log.append_after_match(&ents(2, &[2, 2])).unwrap();
+        log.persisted_to(EntryId {
+            term: Term(1),
+            index: LogIndex(2),
+        });
+        assert_eq!(log.persisted, LogIndex(0));
+        log.persisted_to(EntryId {
+            term: Term(2),
+            index: LogIndex(3),
+        });
+        assert_eq!(log.persisted, LogIndex(3));
+    }
+
+    #[test]
+    fn apply_waits_for_commit_and_durability() {
+        let mut log = log_of(&[1, 1, 1]);
+        log.persisted = LogIndex(1);
+        log.commit_to(LogIndex(3));
+        assert_eq!(log.take_committed().len(), 1);
+        log.persisted_to(EntryId {
+            term: Term(1),
+            index: LogIndex(3),
+        });
+        assert_eq!(log.take_committed().len(), 2);
+        assert!(log.take_committed().is_empty());
+        log.applied_to(LogIndex(3));
+        assert_eq!(log.applied, LogIndex(3));
+        log.check();
+    }
+}

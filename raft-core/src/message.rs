@@ -1,0 +1,135 @@
+//! The messages nodes exchange: one variant per RPC of Figure 2 and its response, plus the
+//! heartbeat, pre-vote and TimeoutNow messages of the dissertation.
+
+use crate::{ConflictHint, Entry, EntryId, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// A message between two members of one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender.
+    pub from: NodeId,
+    /// The recipient.
+    pub to: NodeId,
+    /// The sender's term; for a pre-vote request, the term the sender would campaign in.
+    pub term: Term,
+    /// What the message says.
+    pub body: MessageBody,
+}
+
+/// The content of a [`Message`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// RequestVote (§5.2), or its pre-vote rehearsal (dissertation §9.6).
+    RequestVote {
+        /// A rehearsal: granting it changes nothing on the voter.
+        pre_vote: bool,
+        /// The candidate's last log entry, for the up-to-date check (§5.4.1).
+        last_log: EntryId,
+        /// The election was asked for by the leader (TimeoutNow), so voters grant it even while
+        /// they still hear from that leader (dissertation §3.10).
+        transfer: bool,
+    },
+    /// The answer to a RequestVote.
+    RequestVoteResponse {
+        /// Answers a pre-vote.
+        pre_vote: bool,
+        /// The vote was granted.
+        granted: bool,
+    },
+    /// AppendEntries (§5.3): entries after `prev_log`, and the leader's commit index.
+    AppendEntries {
+        /// The entry just before `entries`, which the follower must hold.
+        prev_log: EntryId,
+        /// Entries to store; they directly follow `prev_log` and may be empty.
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        leader_commit: LogIndex,
+        /// The latest heartbeat round the leader had started when sending this.
+        round: u64,
+    },
+    /// The answer to an AppendEntries.
+    AppendEntriesResponse {
+        /// The heartbeat round echoed back.
+        round: u64,
+        /// Whether the entries were stored.
+        outcome: AppendOutcome,
+    },
+    /// A heartbeat: leadership and commit index, no entries. `commit` is at most the
+    /// follower's known match index, so it never points past entries the follower lacks.
+    Heartbeat {
+        /// The commit index the follower may adopt.
+        commit: LogIndex,
+        /// The round this heartbeat belongs to.
+        round: u64,
+    },
+    /// The answer to a Heartbeat.
+    HeartbeatResponse {
+        /// The round echoed back.
+        round: u64,
+    },
+    /// The leader asks the recipient to start an election now (dissertation §3.10).
+    TimeoutNow,
+}
+
+/// How a follower answered an AppendEntries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendOutcome {
+    /// The follower's log matches the leader's up to `match_index`.
+    Success {
+        /// The last index known to match the leader's log.
+        match_index: LogIndex,
+    },
+    /// The consistency check failed at `rejected` (the message's `prev_log.index`).
+    Reject {
+        /// The previous index of the rejected message.
+        rejected: LogIndex,
+        /// Where the follower's log diverges.
+        hint: ConflictHint,
+    },
+}
+
+impl Message {
+    /// Checks what can be checked of a message on its own: that it is addressed from someone
+    /// else, that its entries follow `prev_log` one by one with terms that never decrease and
+    /// never exceed the message's term. The protocol rejects a message that fails, before it
+    /// touches any state.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.from == self.to {
+            return Err(format!("message from {} to itself", self.from));
+        }
+        if self.from.0 == 0 || self.to.0 == 0 {
+            return Err("node id 0 is reserved".to_string());
+        }
+        if let MessageBody::AppendEntries {
+            prev_log, entries, ..
+        } = &self.body
+        {
+            if prev_log.term > self.term {
+                return Err(format!(
+                    "prev_log term {} above message term {}",
+                    prev_log.term, self.term
+                ));
+            }
+            let mut expected = prev_log.index.next();
+            let mut term = prev_log.term;
+            for entry in entries {
+                if entry.index != expected {
+                    return Err(format!(
+                        "entry index {} where {} was expected",
+                        entry.index, expected
+                    ));
+                }
+                if entry.term < term || entry.term > self.term {
+                    return Err(format!(
+                        "entry {} has term {} outside {}..={}",
+                        entry.index, entry.term, term, self.term
+                    ));
+                }
+                term = entry.term;
+                expected = expected.next();
+            }
+        }
+        Ok(())
+    }
+}

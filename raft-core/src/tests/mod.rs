@@ -1,0 +1,1 @@
+//! In-crate tests that need the protocol's internals.

@@ -1,0 +1,141 @@
+//! The vocabulary of the protocol: node ids, terms, log indexes, entries and the hard state.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies one member of a cluster. `0` is never a valid id: it is reserved so that
+/// "no node" can never be mistaken for a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+/// A Raft term (§5.1): a logical clock that only moves forward. Term 0 precedes every election.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Term(pub u64);
+
+/// A position in the replicated log. The first entry has index 1; index 0 is the empty prefix.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogIndex(pub u64);
+
+/// A point in time on the local node's monotonic clock, in milliseconds from an origin of the
+/// driver's choosing. The protocol never reads a clock: every input that depends on time
+/// carries one of these.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Instant(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+impl fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "i{}", self.0)
+    }
+}
+
+impl Term {
+    /// The term after this one.
+    pub fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+impl LogIndex {
+    /// The index after this one.
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+
+    /// The index before this one, or 0 for index 0.
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+}
+
+impl Instant {
+    /// This instant plus `ms` milliseconds (saturating).
+    pub fn plus_ms(self, ms: u64) -> Instant {
+        Instant(self.0.saturating_add(ms))
+    }
+
+    /// Milliseconds from `earlier` to `self`, or 0 if `earlier` is later.
+    pub fn ms_since(self, earlier: Instant) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// The position of an entry: its term and index. Two entries with the same id are identical
+/// (Log Matching, §5.3), which makes this the token a client keeps to recognise its write.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct EntryId {
+    /// The term in which the entry was created by a leader.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: LogIndex,
+}
+
+/// What an entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Payload {
+    /// The entry a new leader appends at the start of its term (§5.4.2, dissertation §6.4): once
+    /// it commits, everything before it is committed and the leader may serve reads.
+    Blank,
+    /// A command for the user's state machine, as opaque bytes. Cloning is cheap: the bytes are
+    /// shared, not copied.
+    Command(Bytes),
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: LogIndex,
+    /// What the entry carries.
+    pub payload: Payload,
+}
+
+impl Entry {
+    /// The entry's term and index.
+    pub fn id(&self) -> EntryId {
+        EntryId {
+            term: self.term,
+            index: self.index,
+        }
+    }
+
+    /// Bytes of payload this entry carries (0 for a blank entry).
+    pub fn payload_len(&self) -> usize {
+        match &self.payload {
+            Payload::Blank => 0,
+            Payload::Command(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// The state a node must keep on stable storage before it answers any RPC (Figure 2,
+/// "Persistent state on all servers"): the latest term it has seen and whom it voted for in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// The candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+}
