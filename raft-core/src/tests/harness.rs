@@ -1,0 +1,270 @@
+//! A synchronous driver for a few [`Raft`] nodes: it carries out every batch of actions at
+//! once (durable writes complete immediately) and routes messages through one queue that a
+//! test can inspect, filter or deliver.
+
+use crate::{
+    Config, Entry, EntryId, Error, HardState, InitialState, Instant, LogIndex, Message,
+    MessageBody, NodeId, Payload, Raft, ReadId, Role, Term,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Timeouts small enough to keep tests short, in the proportions of the defaults.
+pub(crate) fn test_config(id: u64) -> Config {
+    Config {
+        election_timeout_min_ms: 100,
+        election_timeout_max_ms: 200,
+        heartbeat_interval_ms: 10,
+        lease_duration_ms: 80,
+        clock_drift_bound_ms: 10,
+        ..Config::new(NodeId(id))
+    }
+}
+
+pub(crate) fn ids(n: u64) -> BTreeSet<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+/// Entries with the given terms at indexes 1.., each carrying its index as a command.
+pub(crate) fn entries_with_terms(terms: &[u64]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Entry {
+            term: Term(t),
+            index: LogIndex(i as u64 + 1),
+            payload: Payload::Command(Bytes::from((i as u64 + 1).to_be_bytes().to_vec())),
+        })
+        .collect()
+}
+
+pub(crate) fn cmd(text: &'static str) -> Bytes {
+    Bytes::from_static(text.as_bytes())
+}
+
+/// The terms of a node's log, in order.
+pub(crate) fn log_terms(raft: &Raft) -> Vec<u64> {
+    raft.log().iter().map(|e| e.term.0).collect()
+}
+
+pub(crate) struct Network {
+    pub(crate) nodes: BTreeMap<NodeId, Raft>,
+    pub(crate) now: Instant,
+    /// Messages sent and not yet delivered, in send order.
+    pub(crate) queue: VecDeque<Message>,
+    /// Directed links that drop everything: (from, to).
+    pub(crate) cut: BTreeSet<(NodeId, NodeId)>,
+    /// Every entry each node applied, in order.
+    pub(crate) applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Every read outcome each node returned.
+    pub(crate) reads: BTreeMap<NodeId, Vec<(ReadId, Result<LogIndex, Error>)>>,
+    /// Every hard state each node persisted, last one last.
+    pub(crate) hard_states: BTreeMap<NodeId, HardState>,
+}
+
+impl Network {
+    /// `n` fresh nodes with [`test_config`], seeds 1..=n.
+    pub(crate) fn new(n: u64) -> Network {
+        Network::with(n, |_| {})
+    }
+
+    /// `n` fresh nodes whose configuration `tweak` may adjust.
+    pub(crate) fn with(n: u64, tweak: impl Fn(&mut Config)) -> Network {
+        let logs = (1..=n)
+            .map(|_| (HardState::default(), Vec::new()))
+            .collect();
+        Network::with_logs(logs, tweak)
+    }
+
+    /// One node per (hard state, log); node `k` (1-based) gets the k-th.
+    pub(crate) fn with_logs(
+        logs: Vec<(HardState, Vec<Entry>)>,
+        tweak: impl Fn(&mut Config),
+    ) -> Network {
+        let voters = ids(logs.len() as u64);
+        let mut nodes = BTreeMap::new();
+        for (k, (hard_state, entries)) in logs.into_iter().enumerate() {
+            let id = k as u64 + 1;
+            let mut config = test_config(id);
+            tweak(&mut config);
+            let state = InitialState {
+                hard_state,
+                entries,
+                applied: LogIndex(0),
+                voters: voters.clone(),
+            };
+            let raft = Raft::new(config, state, id, Instant(0)).unwrap();
+            nodes.insert(NodeId(id), raft);
+        }
+        Network {
+            nodes,
+            now: Instant(0),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            hard_states: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn node(&mut self, id: u64) -> &mut Raft {
+        self.nodes.get_mut(&NodeId(id)).unwrap()
+    }
+
+    pub(crate) fn peek(&self, id: u64) -> &Raft {
+        &self.nodes[&NodeId(id)]
+    }
+
+    /// Carries out one node's pending actions: writes complete at once, messages are queued.
+    pub(crate) fn drive(&mut self, id: NodeId) {
+        let raft = self.nodes.get_mut(&id).unwrap();
+        let actions = raft.take_actions();
+        self.queue.extend(actions.messages);
+        if let Some(hs) = actions.hard_state {
+            self.hard_states.insert(id, hs);
+        }
+        if let Some(last) = actions.entries.last() {
+            raft.persisted(last.id());
+        }
+        self.queue.extend(actions.persisted_messages);
+        if let Some(last) = actions.committed.last() {
+            let index = last.index;
+            self.applied
+                .entry(id)
+                .or_default()
+                .extend(actions.committed);
+            raft.applied(index);
+        }
+        self.reads.entry(id).or_default().extend(actions.reads);
+        // Acknowledging writes and applies may have produced more work.
+        let more = raft.take_actions();
+        if !more.is_empty() {
+            self.queue.extend(more.messages);
+            if let Some(last) = more.entries.last() {
+                raft.persisted(last.id());
+            }
+            self.queue.extend(more.persisted_messages);
+            if let Some(last) = more.committed.last() {
+                let index = last.index;
+                self.applied.entry(id).or_default().extend(more.committed);
+                raft.applied(index);
+            }
+            self.reads.entry(id).or_default().extend(more.reads);
+        }
+    }
+
+    pub(crate) fn drive_all(&mut self) {
+        let all: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in all {
+            self.drive(id);
+        }
+    }
+
+    /// Takes every queued message (for tests that inspect what was sent).
+    pub(crate) fn take_messages(&mut self) -> Vec<Message> {
+        self.drive_all();
+        self.queue.drain(..).collect()
+    }
+
+    /// Delivers one message now (unless its link is cut) and carries out the recipient's actions.
+    pub(crate) fn deliver(&mut self, msg: Message) {
+        if self.cut.contains(&(msg.from, msg.to)) {
+            return;
+        }
+        let to = msg.to;
+        let now = self.now;
+        if let Some(raft) = self.nodes.get_mut(&to) {
+            raft.step(now, msg).unwrap();
+            self.drive(to);
+        }
+    }
+
+    /// Delivers messages until none is left (bounded, to catch livelock).
+    pub(crate) fn settle(&mut self) {
+        self.drive_all();
+        for _ in 0..100_000 {
+            let Some(msg) = self.queue.pop_front() else {
+                return;
+            };
+            self.deliver(msg);
+        }
+        panic!("messages kept flowing: livelock");
+    }
+
+    /// Moves every clock forward by `ms`, one millisecond at a time, ticking and settling.
+    pub(crate) fn advance(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now = self.now.plus_ms(1);
+            let all: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in all {
+                let now = self.now;
+                self.nodes.get_mut(&id).unwrap().tick(now);
+            }
+            self.settle();
+        }
+    }
+
+    /// Makes node `id` time out at once and campaign; settles the network.
+    pub(crate) fn campaign(&mut self, id: u64) {
+        let raft = self.node(id);
+        let deadline = raft.next_deadline();
+        self.now = self.now.max(deadline);
+        let now = self.now;
+        self.node(id).tick(now);
+        self.settle();
+    }
+
+    /// Elects node `id` and lets its blank entry commit everywhere reachable.
+    pub(crate) fn elect(&mut self, id: u64) {
+        self.campaign(id);
+        assert_eq!(self.peek(id).role(), Role::Leader, "n{id} should have won");
+        // A heartbeat round carries the commit index to followers.
+        self.advance(self.peek(id).config().heartbeat_interval_ms);
+    }
+
+    pub(crate) fn propose(&mut self, id: u64, data: &'static str) -> EntryId {
+        let entry = self.node(id).propose(cmd(data)).unwrap();
+        self.settle();
+        entry
+    }
+
+    /// Cuts every link to and from `id`.
+    pub(crate) fn isolate(&mut self, id: u64) {
+        for &other in self.nodes.keys() {
+            if other != NodeId(id) {
+                self.cut.insert((NodeId(id), other));
+                self.cut.insert((other, NodeId(id)));
+            }
+        }
+    }
+
+    pub(crate) fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// The payloads a node applied, as text (blank entries skipped).
+    pub(crate) fn applied_commands(&self, id: u64) -> Vec<String> {
+        self.applied
+            .get(&NodeId(id))
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| match &e.payload {
+                        Payload::Command(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                        Payload::Blank => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A message of the given body from `from` to `to` at `term`.
+pub(crate) fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(term),
+        body,
+    }
+}
