@@ -709,8 +709,14 @@ impl Raft {
                     // The follower is alive but some acknowledgement went missing.
                     pr.inflights.free_first();
                 }
+                let behind = pr.match_index < self.log.last_index();
                 self.maybe_send_timeout_now(msg.from);
                 self.on_round_acknowledged();
+                if behind {
+                    // Entries in flight may have been lost: an append at the follower's expected
+                    // position either succeeds or draws a rejection that restarts probing.
+                    self.maybe_send_append(msg.from, true);
+                }
             }
             _ => {}
         }
@@ -780,14 +786,16 @@ impl Raft {
         for peer in peers {
             // Bounded: each pass either sends or returns false, and the window limits sends.
             for _ in 0..=self.config.max_inflight_appends {
-                if !self.maybe_send_append(peer) {
+                if !self.maybe_send_append(peer, false) {
                     break;
                 }
             }
         }
     }
 
-    fn maybe_send_append(&mut self, peer: NodeId) -> bool {
+    /// Sends the next AppendEntries to `peer` if it can take one and there is something to send
+    /// (or `even_if_empty`). Returns whether a message went out.
+    fn maybe_send_append(&mut self, peer: NodeId, even_if_empty: bool) -> bool {
         let last = self.log.last_index();
         let committed = self.log.committed;
         let round = self.lease.latest_round();
@@ -797,10 +805,11 @@ impl Raft {
         if pr.paused() {
             return false;
         }
-        let wanted = match pr.state {
-            ReplicationState::Probe => pr.match_index < last || pr.sent_commit < committed,
-            ReplicationState::Replicate => pr.next_index <= last || pr.sent_commit < committed,
-        };
+        let wanted = even_if_empty
+            || match pr.state {
+                ReplicationState::Probe => pr.match_index < last || pr.sent_commit < committed,
+                ReplicationState::Replicate => pr.next_index <= last || pr.sent_commit < committed,
+            };
         if !wanted {
             return false;
         }

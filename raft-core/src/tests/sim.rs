@@ -1,0 +1,998 @@
+//! A deterministic simulator of whole clusters running the pure protocol.
+//!
+//! One seed decides everything: cluster size and tunables, the order in which messages are
+//! delivered, which are lost, duplicated or delayed, partitions (symmetric and one-way), crashes
+//! that lose every write not yet durable, restarts from what was, clock rates that drift within
+//! the configured bound, client proposals and reads, and leadership transfers. After every step
+//! the simulator checks the Raft invariants (Figure 3 of the paper) and this library's own:
+//!
+//! * Election Safety — at most one leader per term;
+//! * Leader Append-Only — a leader never overwrites or deletes entries in its log;
+//! * Log Matching — two logs with an entry of the same index and term are identical up to it;
+//! * Leader Completeness — a new leader holds every entry committed before its election;
+//! * State Machine Safety — no two nodes apply different entries at one index, and an entry
+//!   once committed anywhere never changes;
+//! * the commit index never decreases (within one incarnation of a node), applied <= committed;
+//! * lease safety — at no instant do two nodes hold a lease; and every read is served at an
+//!   index at least the highest index committed anywhere when the read was asked (so a lease or
+//!   ReadIndex read never misses a write that completed before it began).
+//!
+//! After the fault phase the network heals and every node restarts: a leader must be elected
+//! and a proposal committed within a bounded number of steps (liveness).
+//!
+//! A failure prints the seed and the step; `RAFT_SIM_SEED=<seed>` replays that one run, and
+//! `RAFT_SIM_SEEDS=<n>` runs more seeds than the default.
+
+use super::harness::test_config;
+use crate::rng::SplitMix64;
+use crate::{
+    Config, Entry, EntryId, HardState, InitialState, Instant, LogIndex, Message, NodeId, Raft,
+    ReadId, ReadMode, Role, Term,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// Default number of seeds under `cargo test`.
+const DEFAULT_SEEDS: u64 = 1000;
+/// Steps of the fault phase.
+const FAULT_STEPS: u64 = 1000;
+/// After healing, a leader must commit a proposal within this many steps.
+const LIVENESS_STEPS: u64 = 4000;
+
+/// A node's clock: `local = offset + real * rate_ppm / 1_000_000`, monotonic, drifting from
+/// real time by at most the rate bound.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    rate_ppm: u64,
+    offset_ms: u64,
+}
+
+impl Clock {
+    fn local(&self, real_ms: u64) -> Instant {
+        Instant(self.offset_ms + real_ms * self.rate_ppm / 1_000_000)
+    }
+}
+
+/// A write handed to the disk and not yet durable, with the messages that wait for it.
+#[derive(Debug)]
+struct PendingWrite {
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    then_send: Vec<Message>,
+}
+
+struct SimNode {
+    config: Config,
+    clock: Clock,
+    raft: Option<Raft>,
+    incarnation: u64,
+    /// What survives a crash.
+    disk_hard_state: HardState,
+    disk_entries: Vec<Entry>,
+    pending_writes: Vec<PendingWrite>,
+    /// Entries applied in this incarnation, in order (the state machine is volatile).
+    applied: Vec<Entry>,
+    /// Reads asked and not yet answered: id → (mode, highest committed index anywhere then).
+    open_reads: BTreeMap<ReadId, (ReadMode, LogIndex)>,
+    /// Highest commit index seen in this incarnation.
+    last_commit: LogIndex,
+    /// Up to where this node's committed entries were compared with the global record.
+    checked_commit: LogIndex,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    msg: Message,
+    deliver_at_ms: u64,
+}
+
+/// What one seed chose for the network.
+#[derive(Clone, Copy, Debug)]
+struct Faults {
+    loss_percent: u64,
+    duplicate_percent: u64,
+    max_delay_ms: u64,
+    /// Chance per step of a fault (partition, crash, restart, transfer), in thousandths.
+    fault_per_mille: u64,
+}
+
+pub(crate) struct Sim {
+    seed: u64,
+    rng: SplitMix64,
+    real_ms: u64,
+    step: u64,
+    nodes: BTreeMap<NodeId, SimNode>,
+    voters: BTreeSet<NodeId>,
+    network: Vec<InFlight>,
+    /// Directed links that drop everything: (from, to).
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    faults: Faults,
+    next_read: u64,
+    next_proposal: u64,
+    // --- what the invariants remember ---
+    leader_of_term: BTreeMap<Term, NodeId>,
+    /// For each node that is leader: its term and log at the previous check.
+    leader_logs: BTreeMap<NodeId, (Term, Vec<EntryId>)>,
+    /// Every entry known committed, by index.
+    committed: BTreeMap<LogIndex, Entry>,
+    /// Every entry applied anywhere, by index.
+    applied: BTreeMap<LogIndex, Entry>,
+    /// Running hash of everything that happened: equal seeds must give equal hashes.
+    pub(crate) trace_hash: u64,
+    pub(crate) stats: Stats,
+}
+
+/// What a run did, to check that runs exercise something.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) elections: u64,
+    pub(crate) commits: u64,
+    pub(crate) reads_served: u64,
+    pub(crate) lease_reads_without_round_trip: u64,
+    pub(crate) crashes: u64,
+    pub(crate) transfers: u64,
+    pub(crate) truncations: u64,
+}
+
+impl Sim {
+    pub(crate) fn new(seed: u64) -> Sim {
+        let mut rng = SplitMix64::new(seed);
+        let n = if rng.range(0, 2) == 0 { 3 } else { 5 };
+        let voters: BTreeSet<NodeId> = (1..=n).map(NodeId).collect();
+        let pre_vote = rng.range(0, 4) != 0;
+        let window = rng.range(1, 8) as usize;
+        let batch = rng.range(1, 6) as usize;
+        let mut nodes = BTreeMap::new();
+        for &id in &voters {
+            let mut config = test_config(id.0);
+            // The longest lease the rules allow, to test the bound at its edge.
+            config.lease_duration_ms =
+                config.election_timeout_min_ms - config.clock_drift_bound_ms - 1;
+            config.pre_vote = pre_vote;
+            config.max_inflight_appends = window;
+            config.max_entries_per_append = batch;
+            config.validate().unwrap();
+            // Two clocks may disagree by the drift bound over one minimum election timeout; each
+            // drifts by at most 90% of half that, leaving room for millisecond rounding.
+            let max_ppm = config.clock_drift_bound_ms * 1_000_000 * 9
+                / (10 * 2 * config.election_timeout_min_ms);
+            let rate_ppm = 1_000_000 - max_ppm + rng.range(0, 2 * max_ppm + 1);
+            let clock = Clock {
+                rate_ppm,
+                offset_ms: rng.range(0, 1_000_000),
+            };
+            nodes.insert(
+                id,
+                SimNode {
+                    config,
+                    clock,
+                    raft: None,
+                    incarnation: 0,
+                    disk_hard_state: HardState::default(),
+                    disk_entries: Vec::new(),
+                    pending_writes: Vec::new(),
+                    applied: Vec::new(),
+                    open_reads: BTreeMap::new(),
+                    last_commit: LogIndex(0),
+                    checked_commit: LogIndex(0),
+                },
+            );
+        }
+        let faults = Faults {
+            loss_percent: [0, 1, 5, 20][rng.range(0, 4) as usize],
+            duplicate_percent: [0, 2, 10][rng.range(0, 3) as usize],
+            max_delay_ms: [2, 10, 40][rng.range(0, 3) as usize],
+            fault_per_mille: [2, 5, 10][rng.range(0, 3) as usize],
+        };
+        let mut sim = Sim {
+            seed,
+            rng,
+            real_ms: 0,
+            step: 0,
+            nodes,
+            voters: voters.clone(),
+            network: Vec::new(),
+            blocked: BTreeSet::new(),
+            faults,
+            next_read: 1,
+            next_proposal: 1,
+            leader_of_term: BTreeMap::new(),
+            leader_logs: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            trace_hash: 0xcbf2_9ce4_8422_2325,
+            stats: Stats::default(),
+        };
+        for id in voters {
+            sim.start_node(id);
+        }
+        sim
+    }
+
+    fn trace(&mut self, event: std::fmt::Arguments<'_>) {
+        let mut text = String::new();
+        let _ = text.write_fmt(event);
+        for byte in text.bytes() {
+            self.trace_hash = (self.trace_hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+        if std::env::var_os("RAFT_SIM_TRACE").is_some() {
+            eprintln!("[{} @{}ms] {text}", self.step, self.real_ms);
+        }
+    }
+
+    fn local_now(&self, id: NodeId) -> Instant {
+        self.nodes[&id].clock.local(self.real_ms)
+    }
+
+    fn start_node(&mut self, id: NodeId) {
+        let now = self.local_now(id);
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.incarnation += 1;
+        let state = InitialState {
+            hard_state: node.disk_hard_state,
+            entries: node.disk_entries.clone(),
+            applied: LogIndex(0),
+            voters: self.voters.clone(),
+        };
+        let seed = self.seed ^ (id.0 << 48) ^ (node.incarnation << 40);
+        node.raft = Some(Raft::new(node.config.clone(), state, seed, now).unwrap());
+        node.applied.clear();
+        node.open_reads.clear();
+        node.last_commit = LogIndex(0);
+        node.checked_commit = LogIndex(0);
+        let incarnation = self.nodes[&id].incarnation;
+        self.trace(format_args!("start {id} incarnation {incarnation}"));
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.raft = None;
+        node.pending_writes.clear();
+        node.open_reads.clear();
+        self.leader_logs.remove(&id);
+        self.stats.crashes += 1;
+        self.trace(format_args!("crash {id}"));
+    }
+
+    fn live(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft.is_some())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+        if items.is_empty() {
+            None
+        } else {
+            Some(items[self.rng.range(0, items.len() as u64) as usize])
+        }
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.rng.range(0, 100) < p
+    }
+
+    /// The live node that believes it leads in the highest term, if any.
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|(&id, n)| n.raft.as_ref().map(|r| (id, r)))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .max_by_key(|(_, r)| r.term())
+            .map(|(id, _)| id)
+    }
+
+    fn highest_committed(&self) -> LogIndex {
+        self.committed
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(LogIndex(0))
+    }
+
+    // ----- carrying out actions ----------------------------------------------------------------
+
+    fn send(&mut self, msg: Message) {
+        if self.percent(self.faults.loss_percent) {
+            return;
+        }
+        let copies = if self.percent(self.faults.duplicate_percent) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.range(1, self.faults.max_delay_ms + 1);
+            self.network.push(InFlight {
+                msg: msg.clone(),
+                deliver_at_ms: self.real_ms + delay,
+            });
+        }
+    }
+
+    /// Takes a node's actions and carries out what happens at once: messages go out, writes go
+    /// to the disk queue, committed entries are applied, reads are answered.
+    fn drive(&mut self, id: NodeId) -> Result<(), String> {
+        for _ in 0..4 {
+            let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
+                return Ok(());
+            };
+            let actions = raft.take_actions();
+            if actions.is_empty() {
+                return Ok(());
+            }
+            for msg in actions.messages {
+                self.send(msg);
+            }
+            if actions.hard_state.is_some()
+                || !actions.entries.is_empty()
+                || !actions.persisted_messages.is_empty()
+            {
+                if let Some(first) = actions.entries.first() {
+                    if first.index
+                        <= self.nodes[&id]
+                            .disk_entries
+                            .last()
+                            .map_or(LogIndex(0), |e| e.index)
+                    {
+                        self.stats.truncations += 1;
+                    }
+                }
+                self.nodes
+                    .get_mut(&id)
+                    .unwrap()
+                    .pending_writes
+                    .push(PendingWrite {
+                        hard_state: actions.hard_state,
+                        entries: actions.entries,
+                        then_send: actions.persisted_messages,
+                    });
+            }
+            if !actions.committed.is_empty() {
+                self.apply(id, actions.committed)?;
+            }
+            for (read, result) in actions.reads {
+                self.answer_read(id, read, result)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, id: NodeId, entries: Vec<Entry>) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        for entry in entries {
+            let expected = LogIndex(node.applied.len() as u64 + 1);
+            if entry.index != expected {
+                return Err(format!(
+                    "{id} applied {} where {} was next",
+                    entry.index, expected
+                ));
+            }
+            match self.applied.get(&entry.index) {
+                Some(other) if *other != entry => {
+                    return Err(format!(
+                        "State Machine Safety: {id} applied {:?} at {} but {:?} was applied there before",
+                        entry.id(),
+                        entry.index,
+                        other.id()
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.applied.insert(entry.index, entry.clone());
+                }
+            }
+            node.applied.push(entry);
+        }
+        let last = LogIndex(node.applied.len() as u64);
+        if let Some(raft) = node.raft.as_mut() {
+            raft.applied(last);
+        }
+        Ok(())
+    }
+
+    fn answer_read(
+        &mut self,
+        id: NodeId,
+        read: ReadId,
+        result: Result<LogIndex, crate::Error>,
+    ) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some((mode, committed_then)) = node.open_reads.remove(&read) else {
+            return Err(format!("{id} answered read {read:?} that was never asked"));
+        };
+        if let Ok(index) = result {
+            if index < committed_then {
+                return Err(format!(
+                    "stale read: {id} served {mode:?} read {read:?} at index {index}, but {committed_then} was committed before it was asked"
+                ));
+            }
+            if LogIndex(node.applied.len() as u64) < index {
+                return Err(format!("{id} served read at {index} before applying it"));
+            }
+            self.stats.reads_served += 1;
+        }
+        let text = format!("read {read:?} on {id}: {result:?}");
+        self.trace(format_args!("{text}"));
+        Ok(())
+    }
+
+    /// The oldest pending write of `id` becomes durable; then its messages go out.
+    fn complete_write(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        if node.pending_writes.is_empty() {
+            return Ok(());
+        }
+        let write = node.pending_writes.remove(0);
+        if let Some(hs) = write.hard_state {
+            node.disk_hard_state = hs;
+        }
+        if let Some(first) = write.entries.first() {
+            let keep = (first.index.0 - 1) as usize;
+            node.disk_entries.truncate(keep);
+            node.disk_entries.extend(write.entries.iter().cloned());
+        }
+        if let (Some(last), Some(raft)) = (write.entries.last(), node.raft.as_mut()) {
+            raft.persisted(last.id());
+        }
+        for msg in write.then_send {
+            self.send(msg);
+        }
+        self.drive(id)
+    }
+
+    // ----- one step -----------------------------------------------------------------------------
+
+    fn deliver_one(&mut self) -> Result<bool, String> {
+        let due: Vec<usize> = (0..self.network.len())
+            .filter(|&i| self.network[i].deliver_at_ms <= self.real_ms)
+            .collect();
+        let Some(pick) = self.pick(&due) else {
+            return Ok(false);
+        };
+        let InFlight { msg, .. } = self.network.swap_remove(pick);
+        if self.blocked.contains(&(msg.from, msg.to)) {
+            return Ok(true);
+        }
+        let to = msg.to;
+        let now = self.local_now(to);
+        let text = format!("deliver {} -> {} {:?}", msg.from, msg.to, msg.body);
+        self.trace(format_args!("{text}"));
+        if let Some(raft) = self.nodes.get_mut(&to).and_then(|n| n.raft.as_mut()) {
+            raft.step(now, msg)
+                .map_err(|e| format!("valid message refused: {e}"))?;
+            self.drive(to)?;
+        }
+        Ok(true)
+    }
+
+    fn advance_time(&mut self, max_ms: u64) -> Result<(), String> {
+        self.real_ms += self.rng.range(1, max_ms + 1);
+        for id in self.live() {
+            let now = self.local_now(id);
+            if let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) {
+                raft.tick(now);
+            }
+            self.drive(id)?;
+        }
+        Ok(())
+    }
+
+    fn client_request(&mut self) -> Result<(), String> {
+        let live = self.live();
+        let target = match self.leader() {
+            Some(leader) if self.percent(85) => leader,
+            _ => match self.pick(&live) {
+                Some(id) => id,
+                None => return Ok(()),
+            },
+        };
+        let now = self.local_now(target);
+        let committed_now = self.highest_committed();
+        let read_kind = self.rng.range(0, 4);
+        let node = self.nodes.get_mut(&target).unwrap();
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        if read_kind == 0 || read_kind == 1 {
+            let mode = if read_kind == 0 {
+                ReadMode::Lease
+            } else {
+                ReadMode::Linearizable
+            };
+            let id = ReadId(self.next_read);
+            self.next_read += 1;
+            let lease_before = raft.lease_holds();
+            if raft.read(now, id, mode).is_ok() {
+                node.open_reads.insert(id, (mode, committed_now));
+                if mode == ReadMode::Lease && lease_before {
+                    self.stats.lease_reads_without_round_trip += 1;
+                }
+            }
+        } else {
+            let payload = format!("s{}-p{}", self.seed, self.next_proposal);
+            self.next_proposal += 1;
+            let _ = raft.propose(Bytes::from(payload.into_bytes()));
+        }
+        self.trace(format_args!("client request at {target} kind {read_kind}"));
+        self.drive(target)
+    }
+
+    fn fault(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.voters.iter().copied().collect();
+        match self.rng.range(0, 10) {
+            0 | 1 => {
+                // Symmetric partition into two random groups.
+                self.blocked.clear();
+                let side: Vec<bool> = ids.iter().map(|_| self.rng.range(0, 2) == 0).collect();
+                for (i, &a) in ids.iter().enumerate() {
+                    for (j, &b) in ids.iter().enumerate() {
+                        if side[i] != side[j] {
+                            self.blocked.insert((a, b));
+                        }
+                    }
+                }
+                self.trace(format_args!("partition {side:?}"));
+            }
+            2 => {
+                // Isolate the leader.
+                if let Some(leader) = self.leader() {
+                    self.blocked.clear();
+                    for &other in &ids {
+                        if other != leader {
+                            self.blocked.insert((leader, other));
+                            self.blocked.insert((other, leader));
+                        }
+                    }
+                    self.trace(format_args!("isolate leader {leader}"));
+                }
+            }
+            3 => {
+                // One-way: a random directed link drops everything.
+                if let (Some(a), Some(b)) = (self.pick(&ids), self.pick(&ids)) {
+                    if a != b {
+                        self.blocked.insert((a, b));
+                        self.trace(format_args!("block {a} -> {b}"));
+                    }
+                }
+            }
+            4 | 5 => {
+                self.blocked.clear();
+                self.trace(format_args!("heal"));
+            }
+            6 => {
+                // Crash a live node, keeping a majority alive most of the time.
+                let live = self.live();
+                if live.len() * 2 > ids.len() + 1 || self.percent(20) {
+                    if let Some(id) = self.pick(&live) {
+                        self.crash(id);
+                    }
+                }
+            }
+            7 | 8 => {
+                let down: Vec<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| self.nodes[id].raft.is_none())
+                    .collect();
+                if let Some(id) = self.pick(&down) {
+                    self.start_node(id);
+                    self.drive(id)?;
+                }
+            }
+            _ => {
+                if let Some(leader) = self.leader() {
+                    let others: Vec<NodeId> =
+                        ids.iter().copied().filter(|&i| i != leader).collect();
+                    if let Some(to) = self.pick(&others) {
+                        let now = self.local_now(leader);
+                        let raft = self.nodes.get_mut(&leader).unwrap().raft.as_mut().unwrap();
+                        if raft.transfer_leadership(now, to).is_ok() {
+                            self.stats.transfers += 1;
+                        }
+                        self.trace(format_args!("transfer {leader} -> {to}"));
+                        self.drive(leader)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step_once(&mut self) -> Result<(), String> {
+        self.step += 1;
+        if self.rng.range(0, 1000) < self.faults.fault_per_mille {
+            self.fault()?;
+            return self.check_invariants();
+        }
+        match self.rng.range(0, 100) {
+            0..=44 => {
+                // A few due messages arrive, each picked at random among those due (reordering).
+                let burst = self.rng.range(1, 9);
+                for _ in 0..burst {
+                    if !self.deliver_one()? {
+                        break;
+                    }
+                }
+            }
+            45..=64 => self.advance_time(10)?,
+            65..=84 => {
+                // The disk finishes some of a node's queued writes, oldest first: often all of
+                // them (group commit), sometimes only a few.
+                let live = self.live();
+                if let Some(id) = self.pick(&live) {
+                    let queued = self.nodes[&id].pending_writes.len() as u64;
+                    let count = if self.percent(50) {
+                        queued
+                    } else {
+                        self.rng.range(1, queued + 1)
+                    };
+                    for _ in 0..count {
+                        self.complete_write(id)?;
+                    }
+                }
+            }
+            _ => self.client_request()?,
+        }
+        self.check_invariants()
+    }
+
+    // ----- invariants ---------------------------------------------------------------------------
+
+    fn check_invariants(&mut self) -> Result<(), String> {
+        let live = self.live();
+        let mut lease_holders = Vec::new();
+        for &id in &live {
+            let node = &self.nodes[&id];
+            let raft = node.raft.as_ref().unwrap();
+            raft.check_invariants();
+            // Election Safety.
+            if raft.role() == Role::Leader {
+                match self.leader_of_term.get(&raft.term()) {
+                    Some(&other) if other != id => {
+                        return Err(format!(
+                            "Election Safety: {id} and {other} both led term {}",
+                            raft.term()
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        // Leader Completeness, at the moment of election.
+                        for (index, entry) in &self.committed {
+                            if raft.entry(*index) != Some(entry) {
+                                return Err(format!(
+                                    "Leader Completeness: new leader {id} of {} lacks committed {:?}",
+                                    raft.term(),
+                                    entry.id()
+                                ));
+                            }
+                        }
+                        self.leader_of_term.insert(raft.term(), id);
+                        self.stats.elections += 1;
+                    }
+                }
+                // Leader Append-Only.
+                let log: Vec<EntryId> = raft.log().iter().map(Entry::id).collect();
+                if let Some((term, before)) = self.leader_logs.get(&id) {
+                    if *term == raft.term()
+                        && (log.len() < before.len() || log[..before.len()] != before[..])
+                    {
+                        return Err(format!(
+                            "Leader Append-Only: {id} changed its log in term {term}"
+                        ));
+                    }
+                }
+                self.leader_logs.insert(id, (raft.term(), log));
+                if raft.lease_holds() {
+                    lease_holders.push(id);
+                }
+            } else {
+                self.leader_logs.remove(&id);
+            }
+            // Commit never goes back; applied <= committed.
+            if raft.commit_index() < node.last_commit {
+                return Err(format!(
+                    "{id} commit index went back from {} to {}",
+                    node.last_commit,
+                    raft.commit_index()
+                ));
+            }
+            if raft.applied_index() > raft.commit_index() {
+                return Err(format!(
+                    "{id} applied {} beyond commit {}",
+                    raft.applied_index(),
+                    raft.commit_index()
+                ));
+            }
+        }
+        if lease_holders.len() > 1 {
+            return Err(format!(
+                "lease safety: {lease_holders:?} hold a lease at once"
+            ));
+        }
+        // State Machine Safety at commit: committed entries never change.
+        for &id in &live {
+            let node = self.nodes.get_mut(&id).unwrap();
+            let raft = node.raft.as_ref().unwrap();
+            let commit = raft.commit_index();
+            let mut index = node.checked_commit.next();
+            while index <= commit {
+                let Some(entry) = raft.entry(index) else {
+                    return Err(format!("{id} committed {index} beyond its log"));
+                };
+                match self.committed.get(&index) {
+                    Some(known) if known != entry => {
+                        return Err(format!(
+                            "State Machine Safety: {id} committed {:?} at {index}, but {:?} was committed there",
+                            entry.id(),
+                            known.id()
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.committed.insert(index, entry.clone());
+                        self.stats.commits += 1;
+                    }
+                }
+                index = index.next();
+            }
+            node.checked_commit = commit;
+            node.last_commit = commit;
+        }
+        // Log Matching, for every pair of live nodes.
+        for (i, &a) in live.iter().enumerate() {
+            for &b in &live[i + 1..] {
+                let ra = self.nodes[&a].raft.as_ref().unwrap();
+                let rb = self.nodes[&b].raft.as_ref().unwrap();
+                let last = ra.last_log_id().index.min(rb.last_log_id().index);
+                let mut index = last;
+                while index.0 > 0 {
+                    let (ea, eb) = (ra.entry(index).unwrap(), rb.entry(index).unwrap());
+                    if ea.term == eb.term {
+                        let mut k = index;
+                        while k.0 > 0 {
+                            if ra.entry(k) != rb.entry(k) {
+                                return Err(format!(
+                                    "Log Matching: {a} and {b} agree on {index} (term {}) but differ at {k}",
+                                    ea.term
+                                ));
+                            }
+                            k = k.prev();
+                        }
+                        break;
+                    }
+                    index = index.prev();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- whole runs ---------------------------------------------------------------------------
+
+    /// Heals everything and runs until a leader has committed a fresh proposal.
+    fn check_liveness(&mut self) -> Result<(), String> {
+        self.blocked.clear();
+        self.faults.loss_percent = 0;
+        self.faults.duplicate_percent = 0;
+        let down: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| self.nodes[id].raft.is_none())
+            .collect();
+        for id in down {
+            self.start_node(id);
+        }
+        self.trace(format_args!("liveness phase"));
+        let mut proposal: Option<(NodeId, EntryId)> = None;
+        for _ in 0..LIVENESS_STEPS {
+            self.step += 1;
+            // Every write completes, every due message arrives, then time moves on.
+            for id in self.live() {
+                while !self.nodes[&id].pending_writes.is_empty() {
+                    self.complete_write(id)?;
+                }
+            }
+            while self.deliver_one()? {}
+            self.advance_time(5)?;
+            self.check_invariants()?;
+            if let Some((leader, entry)) = proposal {
+                let raft = self.nodes[&leader].raft.as_ref().unwrap();
+                if raft.role() != Role::Leader || raft.term() != entry.term {
+                    proposal = None; // that leader is gone: propose to the next one
+                } else if raft.commit_index() >= entry.index {
+                    if raft.entry(entry.index).map(Entry::id) == Some(entry) {
+                        return Ok(());
+                    }
+                    proposal = None; // lost in a change of leader: propose again
+                }
+            }
+            if proposal.is_none() {
+                if let Some(leader) = self.leader() {
+                    let raft = self.nodes.get_mut(&leader).unwrap().raft.as_mut().unwrap();
+                    let result = raft.propose(Bytes::from_static(b"liveness"));
+                    if std::env::var_os("RAFT_SIM_TRACE").is_some() {
+                        eprintln!("liveness propose: {result:?}");
+                    }
+                    if let Ok(entry) = result {
+                        proposal = Some((leader, entry));
+                    }
+                    self.drive(leader)?;
+                }
+            }
+        }
+        Err(format!(
+            "liveness: no proposal committed within {LIVENESS_STEPS} steps after healing"
+        ))
+    }
+
+    pub(crate) fn run(&mut self, steps: u64) -> Result<(), String> {
+        for _ in 0..steps {
+            self.step_once()?;
+        }
+        self.check_liveness()
+    }
+
+    pub(crate) fn describe_failure(&self, error: &str) -> String {
+        let mut nodes = String::new();
+        for (id, node) in &self.nodes {
+            match &node.raft {
+                Some(r) => {
+                    let _ = write!(
+                        nodes,
+                        "\n  {id}: {:?} {} leader {:?} last {:?} commit {} applied {} pending writes {}",
+                        r.role(),
+                        r.term(),
+                        r.leader(),
+                        r.last_log_id(),
+                        r.commit_index(),
+                        r.applied_index(),
+                        node.pending_writes.len()
+                    );
+                }
+                None => {
+                    let _ = write!(nodes, "\n  {id}: down");
+                }
+            }
+        }
+        format!(
+            "simulation failed: seed {} at step {} ({} ms): {error}{nodes}\n  replay: RAFT_SIM_SEED={} cargo test -p raft-core sim -- --nocapture  (RAFT_SIM_TRACE=1 prints every event)",
+            self.seed, self.step, self.real_ms, self.seed
+        )
+    }
+}
+
+/// Runs one seed; returns the failure description if it fails (including a panic inside).
+pub(crate) fn run_seed(seed: u64, steps: u64) -> Result<(u64, Stats), String> {
+    let outcome = std::panic::catch_unwind(|| {
+        let mut sim = Sim::new(seed);
+        match sim.run(steps) {
+            Ok(()) => Ok((sim.trace_hash, sim.stats)),
+            Err(e) => Err(sim.describe_failure(&e)),
+        }
+    });
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!(
+                "simulation panicked: seed {seed}: {text}\n  replay: RAFT_SIM_SEED={seed} cargo test -p raft-core sim -- --nocapture"
+            ))
+        }
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// Runs `seeds` seeds starting at `first` on every core; returns failures and summed stats.
+fn run_many(first: u64, seeds: u64, steps: u64) -> (Vec<String>, Stats) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let results: Vec<(Vec<String>, Stats)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    let mut total = Stats::default();
+                    let mut seed = first + w;
+                    while seed < first + seeds {
+                        match run_seed(seed, steps) {
+                            Ok((_, s)) => {
+                                total.elections += s.elections;
+                                total.commits += s.commits;
+                                total.reads_served += s.reads_served;
+                                total.lease_reads_without_round_trip +=
+                                    s.lease_reads_without_round_trip;
+                                total.crashes += s.crashes;
+                                total.transfers += s.transfers;
+                                total.truncations += s.truncations;
+                            }
+                            Err(e) => failures.push(e),
+                        }
+                        seed += workers;
+                    }
+                    (failures, total)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut failures = Vec::new();
+    let mut stats = Stats::default();
+    for (f, s) in results {
+        failures.extend(f);
+        stats.elections += s.elections;
+        stats.commits += s.commits;
+        stats.reads_served += s.reads_served;
+        stats.lease_reads_without_round_trip += s.lease_reads_without_round_trip;
+        stats.crashes += s.crashes;
+        stats.transfers += s.transfers;
+        stats.truncations += s.truncations;
+    }
+    failures.sort();
+    (failures, stats)
+}
+
+#[test]
+fn simulated_clusters_keep_every_invariant() {
+    let steps = env_u64("RAFT_SIM_STEPS").unwrap_or(FAULT_STEPS);
+    if let Some(seed) = env_u64("RAFT_SIM_SEED") {
+        match run_seed(seed, steps) {
+            Ok((hash, stats)) => eprintln!("seed {seed}: ok, trace hash {hash:016x}, {stats:?}"),
+            Err(e) => panic!("{e}"),
+        }
+        return;
+    }
+    let seeds = env_u64("RAFT_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let started = std::time::Instant::now();
+    let (failures, stats) = run_many(0, seeds, steps);
+    eprintln!(
+        "simulated {seeds} seeds x {steps} steps in {:.1?}: {} failures; {stats:?}",
+        started.elapsed(),
+        failures.len()
+    );
+    if !failures.is_empty() {
+        panic!(
+            "{} of {seeds} seeds failed; first ones:\n{}",
+            failures.len(),
+            failures
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    // The runs must exercise what they claim to check.
+    assert!(stats.elections >= seeds, "too few elections: {stats:?}");
+    assert!(
+        stats.commits > 0 && stats.reads_served > 0 && stats.crashes > 0 && stats.transfers > 0,
+        "{stats:?}"
+    );
+    assert!(
+        stats.lease_reads_without_round_trip > 0 && stats.truncations > 0,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    for seed in [1, 2, 3, 77] {
+        let a = run_seed(seed, FAULT_STEPS).unwrap();
+        let b = run_seed(seed, FAULT_STEPS).unwrap();
+        assert_eq!(a.0, b.0, "seed {seed} diverged");
+    }
+    assert_ne!(
+        run_seed(1, FAULT_STEPS).unwrap().0,
+        run_seed(2, FAULT_STEPS).unwrap().0
+    );
+}
