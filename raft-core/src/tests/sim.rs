@@ -34,9 +34,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// Default number of seeds under `cargo test`.
-const DEFAULT_SEEDS: u64 = 1000;
+const DEFAULT_SEEDS: u64 = 600;
 /// Steps of the fault phase.
-const FAULT_STEPS: u64 = 1000;
+const FAULT_STEPS: u64 = 4000;
 /// After healing, a leader must commit a proposal within this many steps.
 const LIVENESS_STEPS: u64 = 4000;
 
@@ -95,6 +95,12 @@ struct Faults {
     max_delay_ms: u64,
     /// Chance per step of a fault (partition, crash, restart, transfer), in thousandths.
     fault_per_mille: u64,
+    /// Share of client requests that are writes (the rest are reads). Read-mostly seeds keep
+    /// logs equal for long stretches, which is when a wrongly granted vote can win an election.
+    write_percent: u64,
+    /// Share of messages that take 30–150 ms longer than usual (a heavy tail: retransmits,
+    /// pauses), so that news of a new term can reach a deposed leader late.
+    tail_percent: u64,
 }
 
 pub(crate) struct Sim {
@@ -107,6 +113,8 @@ pub(crate) struct Sim {
     network: Vec<InFlight>,
     /// Directed links that drop everything: (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Directed links with a latency spike: (from, to).
+    slow: BTreeSet<(NodeId, NodeId)>,
     faults: Faults,
     next_read: u64,
     next_proposal: u64,
@@ -183,7 +191,9 @@ impl Sim {
             loss_percent: [0, 1, 5, 20][rng.range(0, 4) as usize],
             duplicate_percent: [0, 2, 10][rng.range(0, 3) as usize],
             max_delay_ms: [2, 10, 40][rng.range(0, 3) as usize],
-            fault_per_mille: [2, 5, 10][rng.range(0, 3) as usize],
+            fault_per_mille: [1, 3, 6][rng.range(0, 3) as usize],
+            write_percent: [2, 20, 50, 80][rng.range(0, 4) as usize],
+            tail_percent: [0, 2, 10][rng.range(0, 3) as usize],
         };
         let mut sim = Sim {
             seed,
@@ -194,6 +204,7 @@ impl Sim {
             voters: voters.clone(),
             network: Vec::new(),
             blocked: BTreeSet::new(),
+            slow: BTreeSet::new(),
             faults,
             next_read: 1,
             next_proposal: 1,
@@ -204,6 +215,10 @@ impl Sim {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             stats: Stats::default(),
         };
+        let faults = sim.faults;
+        sim.trace(format_args!(
+            "{n} nodes, pre_vote {pre_vote}, window {window}, batch {batch}, {faults:?}"
+        ));
         for id in voters {
             sim.start_node(id);
         }
@@ -305,7 +320,10 @@ impl Sim {
             1
         };
         for _ in 0..copies {
-            let delay = self.rng.range(1, self.faults.max_delay_ms + 1);
+            let mut delay = self.rng.range(1, self.faults.max_delay_ms + 1);
+            if self.slow.contains(&(msg.from, msg.to)) || self.percent(self.faults.tail_percent) {
+                delay += self.rng.range(30, 150);
+            }
             self.network.push(InFlight {
                 msg: msg.clone(),
                 deliver_at_ms: self.real_ms + delay,
@@ -482,17 +500,35 @@ impl Sim {
     }
 
     fn client_request(&mut self) -> Result<(), String> {
+        // Mostly to a node that believes it leads, stale leaders included: that is where a read
+        // could wrongly be served.
         let live = self.live();
-        let target = match self.leader() {
-            Some(leader) if self.percent(85) => leader,
-            _ => match self.pick(&live) {
-                Some(id) => id,
-                None => return Ok(()),
-            },
+        let leaders: Vec<NodeId> = live
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.nodes[id]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader)
+            })
+            .collect();
+        let pool = if !leaders.is_empty() && self.percent(85) {
+            leaders
+        } else {
+            live
+        };
+        let Some(target) = self.pick(&pool) else {
+            return Ok(());
         };
         let now = self.local_now(target);
         let committed_now = self.highest_committed();
-        let read_kind = self.rng.range(0, 4);
+        // 0 = lease read, 1 = linearizable read, 2 = write.
+        let read_kind = if self.percent(self.faults.write_percent) {
+            2
+        } else {
+            self.rng.range(0, 2)
+        };
         let node = self.nodes.get_mut(&target).unwrap();
         let Some(raft) = node.raft.as_mut() else {
             return Ok(());
@@ -521,10 +557,14 @@ impl Sim {
         self.drive(target)
     }
 
+    /// One fault, drawn with weights that favour what stresses leases and elections most: a
+    /// leader cut off from part of the cluster while the rest still hears it.
     fn fault(&mut self) -> Result<(), String> {
         let ids: Vec<NodeId> = self.voters.iter().copied().collect();
-        match self.rng.range(0, 10) {
-            0 | 1 => {
+        let roll = self.rng.range(0, 100);
+        match roll {
+            0..=24 => self.cut_leader_link(&ids),
+            25..=34 => {
                 // Symmetric partition into two random groups.
                 self.blocked.clear();
                 let side: Vec<bool> = ids.iter().map(|_| self.rng.range(0, 2) == 0).collect();
@@ -537,8 +577,7 @@ impl Sim {
                 }
                 self.trace(format_args!("partition {side:?}"));
             }
-            2 => {
-                // Isolate the leader.
+            35..=42 => {
                 if let Some(leader) = self.leader() {
                     self.blocked.clear();
                     for &other in &ids {
@@ -550,7 +589,7 @@ impl Sim {
                     self.trace(format_args!("isolate leader {leader}"));
                 }
             }
-            3 => {
+            43..=49 => {
                 // One-way: a random directed link drops everything.
                 if let (Some(a), Some(b)) = (self.pick(&ids), self.pick(&ids)) {
                     if a != b {
@@ -559,11 +598,12 @@ impl Sim {
                     }
                 }
             }
-            4 | 5 => {
+            50..=64 => {
                 self.blocked.clear();
+                self.slow.clear();
                 self.trace(format_args!("heal"));
             }
-            6 => {
+            65..=71 => {
                 // Crash a live node, keeping a majority alive most of the time.
                 let live = self.live();
                 if live.len() * 2 > ids.len() + 1 || self.percent(20) {
@@ -572,7 +612,12 @@ impl Sim {
                     }
                 }
             }
-            7 | 8 => {
+            72..=76 => {
+                if let Some(leader) = self.leader() {
+                    self.crash(leader);
+                }
+            }
+            77..=86 => {
                 let down: Vec<NodeId> = ids
                     .iter()
                     .copied()
@@ -581,6 +626,25 @@ impl Sim {
                 if let Some(id) = self.pick(&down) {
                     self.start_node(id);
                     self.drive(id)?;
+                }
+            }
+            87..=91 => {
+                // Bounce: crash and restart at once, losing every write not yet durable.
+                let live = self.live();
+                if let Some(id) = self.pick(&live) {
+                    self.crash(id);
+                    self.start_node(id);
+                    self.drive(id)?;
+                }
+            }
+            92..=94 => {
+                // A latency spike on one link, both ways, longer than a lease.
+                if let (Some(a), Some(b)) = (self.pick(&ids), self.pick(&ids)) {
+                    if a != b {
+                        self.slow.insert((a, b));
+                        self.slow.insert((b, a));
+                        self.trace(format_args!("slow {a} <-> {b}"));
+                    }
                 }
             }
             _ => {
@@ -600,6 +664,21 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// Cuts the link between the leader and one other node, both ways, leaving every other link
+    /// up: a partial partition in which some node hears both sides.
+    fn cut_leader_link(&mut self, ids: &[NodeId]) {
+        let Some(leader) = self.leader() else { return };
+        let others: Vec<NodeId> = ids.iter().copied().filter(|&i| i != leader).collect();
+        let Some(other) = self.pick(&others) else {
+            return;
+        };
+        self.blocked.clear();
+        self.slow.clear();
+        self.blocked.insert((leader, other));
+        self.blocked.insert((other, leader));
+        self.trace(format_args!("cut {leader} <-> {other}"));
     }
 
     fn step_once(&mut self) -> Result<(), String> {
@@ -713,6 +792,23 @@ impl Sim {
                 "lease safety: {lease_holders:?} hold a lease at once"
             ));
         }
+        // Stronger: while a leader's lease holds, the majority that granted it will not vote, so
+        // no node can have been elected in a later term (dissertation §6.4.1).
+        if let Some(&holder) = lease_holders.first() {
+            let term = self.nodes[&holder]
+                .raft
+                .as_ref()
+                .map_or(Term(0), |r| r.term());
+            for &id in &live {
+                let raft = self.nodes[&id].raft.as_ref().unwrap();
+                if raft.role() == Role::Leader && raft.term() > term {
+                    return Err(format!(
+                        "lease safety: {holder} holds a lease in {term} while {id} leads {}",
+                        raft.term()
+                    ));
+                }
+            }
+        }
         // State Machine Safety at commit: committed entries never change.
         for &id in &live {
             let node = self.nodes.get_mut(&id).unwrap();
@@ -776,6 +872,7 @@ impl Sim {
     /// Heals everything and runs until a leader has committed a fresh proposal.
     fn check_liveness(&mut self) -> Result<(), String> {
         self.blocked.clear();
+        self.slow.clear();
         self.faults.loss_percent = 0;
         self.faults.duplicate_percent = 0;
         let down: Vec<NodeId> = self
