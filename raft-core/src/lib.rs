@@ -65,6 +65,8 @@ mod error;
 mod lease;
 mod log;
 mod message;
+#[cfg(feature = "runtime")]
+pub mod node;
 mod progress;
 mod quorum;
 mod raft;
@@ -80,6 +82,6 @@ pub use config::{Config, ConfigError};
 pub use error::Error;
 pub use log::ConflictHint;
 pub use message::{AppendOutcome, Message, MessageBody};
-pub use raft::{InitialState, Raft, ReadMode, Role};
+pub use raft::{InitialState, PeerProgress, Raft, ReadMode, Role};
 pub use reads::ReadId;
 pub use types::{Entry, EntryId, HardState, Instant, LogIndex, NodeId, Payload, Term};

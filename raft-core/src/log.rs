@@ -257,6 +257,7 @@ impl RaftLog {
         hint.first_index
     }
 
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
     }

@@ -35,6 +35,7 @@ impl Inflights {
         self.last_indexes.len() >= self.capacity
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.last_indexes.len()
     }
@@ -81,6 +82,8 @@ pub(crate) struct Progress {
     pub(crate) acked_round: u64,
     /// The commit index most recently sent to it, so an advance is sent once.
     pub(crate) sent_commit: LogIndex,
+    /// When the leader last heard any answer from it (replication-lag monitoring).
+    pub(crate) last_ack_at: Option<crate::Instant>,
 }
 
 impl Progress {
@@ -93,6 +96,7 @@ impl Progress {
             inflights: Inflights::new(window),
             acked_round: 0,
             sent_commit: LogIndex(0),
+            last_ack_at: None,
         }
     }
 

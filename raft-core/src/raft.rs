@@ -22,7 +22,9 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The role a node plays in its current term (§5.1, plus the pre-vote phase of §9.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Role {
     /// Answers leaders and candidates.
     Follower,
@@ -54,6 +56,21 @@ pub struct InitialState {
     pub applied: LogIndex,
     /// The voting members of the cluster, this node normally among them.
     pub voters: BTreeSet<NodeId>,
+}
+
+/// What a leader knows of one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The follower.
+    pub id: NodeId,
+    /// The highest index known replicated on it.
+    pub match_index: LogIndex,
+    /// The next index the leader will send it.
+    pub next_index: LogIndex,
+    /// When the leader last heard any answer from it, on the leader's clock.
+    pub last_ack_at: Option<Instant>,
+    /// True when the leader streams entries to it; false while it probes for a match.
+    pub replicating: bool,
 }
 
 /// A leadership transfer under way (dissertation §3.10).
@@ -101,6 +118,8 @@ pub struct Raft {
     /// Leader: reads waiting for confirmation or apply.
     reads: ReadQueue,
     transfer: Option<Transfer>,
+    /// The current candidacy (or leadership) began with a TimeoutNow.
+    campaign_by_transfer: bool,
     /// The hard state changed since the last batch.
     hard_state_changed: bool,
     /// The batch being built.
@@ -139,6 +158,7 @@ impl Raft {
             became_leader_at: now,
             reads: ReadQueue::default(),
             transfer: None,
+            campaign_by_transfer: false,
             hard_state_changed: false,
             out: Actions::default(),
             config,
@@ -459,9 +479,41 @@ impl Raft {
         self.progress.get(&peer).map(|p| p.match_index)
     }
 
+    /// The leader's view of every follower, in id order (empty unless this node leads).
+    pub fn peers(&self) -> Vec<PeerProgress> {
+        self.progress
+            .iter()
+            .map(|(&id, p)| PeerProgress {
+                id,
+                match_index: p.match_index,
+                next_index: p.next_index,
+                last_ack_at: p.last_ack_at,
+                replicating: p.state == ReplicationState::Replicate,
+            })
+            .collect()
+    }
+
+    /// The latest time this node had proof that a leader of its current term was alive: for a
+    /// follower, when it last heard from the leader; for a leader, when it sent the latest
+    /// heartbeat round a majority acknowledged. `None` when there is no such proof.
+    pub fn leader_contact(&self) -> Option<Instant> {
+        match self.role {
+            Role::Leader => self.lease.confirmed_sent_at(),
+            Role::Follower if self.leader.is_some() => self.leader_heard_at,
+            _ => None,
+        }
+    }
+
+    /// True when this node won (or is running) an election it started because the previous
+    /// leader handed over leadership (TimeoutNow).
+    pub fn elected_by_transfer(&self) -> bool {
+        self.campaign_by_transfer
+    }
+
     // ----- roles (§5.1, §5.2) ----------------------------------------------------------------
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.campaign_by_transfer = false;
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -495,6 +547,7 @@ impl Raft {
 
     /// Dissertation §9.6: ask first whether an election could be won, without touching the term.
     fn become_pre_candidate(&mut self) {
+        self.campaign_by_transfer = false;
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
@@ -509,6 +562,7 @@ impl Raft {
 
     /// §5.2: increment the term, vote for itself, ask every other voter.
     fn become_candidate(&mut self, transfer: bool) {
+        self.campaign_by_transfer = transfer;
         self.term = self.term.next();
         self.vote = Some(self.config.id);
         self.hard_state_changed = true;
@@ -700,10 +754,12 @@ impl Raft {
                 self.handle_append_response(msg.from, round, outcome);
             }
             MessageBody::HeartbeatResponse { round } => {
+                let now = self.now;
                 let Some(pr) = self.progress.get_mut(&msg.from) else {
                     return;
                 };
                 pr.acked_round = pr.acked_round.max(round);
+                pr.last_ack_at = Some(now);
                 pr.probe_sent = false;
                 if pr.state == ReplicationState::Replicate && pr.inflights.full() {
                     // The follower is alive but some acknowledgement went missing.
@@ -724,10 +780,12 @@ impl Raft {
 
     fn handle_append_response(&mut self, from: NodeId, round: u64, outcome: AppendOutcome) {
         let last = self.log.last_index();
+        let now = self.now;
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.acked_round = pr.acked_round.max(round);
+        pr.last_ack_at = Some(now);
         match outcome {
             AppendOutcome::Success { match_index } => {
                 if match_index > last {
@@ -997,6 +1055,7 @@ impl Raft {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn log(&self) -> &RaftLog {
         &self.log
     }

@@ -1,5 +1,10 @@
 //! # raft-net
 //!
-//! Transports for `raft-core`: in-process channels, and TCP on tokio that also runs over
-//! turmoil's simulated network. This crate is empty until the transport trait of `raft-core`'s
-//! node exists; see the workspace README for the roadmap.
+//! Implementations of [`raft_core::node::Transport`]:
+//!
+//! * [`ChannelNetwork`] connects nodes in one process through their inboxes, with links that a
+//!   test can cut and restore (partitions without sockets).
+
+mod channel;
+
+pub use channel::{ChannelNetwork, ChannelTransport};

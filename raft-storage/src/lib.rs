@@ -1,5 +1,11 @@
 //! # raft-storage
 //!
-//! Log stores for `raft-core`. This crate will hold the in-memory store, the durable segmented
-//! write-ahead log, and a conformance suite any store can run against itself. It is empty until
-//! the storage trait of `raft-core`'s node exists; see the workspace README for the roadmap.
+//! Implementations of [`raft_core::node::LogStore`]:
+//!
+//! * [`MemLogStore`] keeps everything in memory. A clone shares the same contents, so a test
+//!   can "restart" a node on the very store it used before, which is how crash-and-restart is
+//!   simulated without a disk. Its writes are durable for as long as the process lives.
+
+mod memory;
+
+pub use memory::MemLogStore;

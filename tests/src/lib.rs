@@ -1,12 +1,16 @@
 //! Workspace-level tests: turmoil simulations of whole clusters running the async node over the
 //! real transports. The pure protocol's own simulator lives in `raft-core`'s tests.
 //!
+//! * [`kv`] — the key-value state machine the clusters replicate.
 //! * [`linearizability`] — the judge of those simulations: clients record a [`History`] of the
 //!   requests they made to the replicated key-value store and what came back, and
 //!   [`check`](linearizability::check) decides whether some real-time-respecting order of them is
 //!   a legal run of a single-copy map.
 //!
 //! [`History`]: linearizability::History
+
+/// A replicated key-value state machine (get, put, delete, compare-and-swap) for the tests.
+pub mod kv;
 
 /// A Wing–Gong linearizability checker with memoisation, checking each key independently, for
 /// client histories of the replicated key-value store.

@@ -1,0 +1,670 @@
+//! The node's event loop: it owns the protocol, the store and the state machine, and carries
+//! out each batch of [`Actions`] in the order the protocol documents.
+
+use super::{
+    Ack, Consistency, Error, Failover, FailoverTrigger, LogStore, PeerStatus, ReadOutcome,
+    Recovered, Request, Shared, StateMachine, Status, Transport, WriteOutcome,
+};
+use crate::{
+    Actions, Entry, EntryId, InitialState, Instant, LogIndex, Message, NodeId, Payload, Raft,
+    ReadId, ReadMode, Role, Term,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// How many queued requests and messages one batch takes at most, so that a flood of input
+/// cannot starve the writes and applies that complete earlier requests.
+const MAX_BATCH: usize = 4096;
+
+type WriteReply<R> = oneshot::Sender<Result<WriteOutcome<R>, Error>>;
+type ReadReply<Q> = oneshot::Sender<Result<ReadOutcome<Option<Q>>, Error>>;
+
+/// A write waiting for its acknowledgement.
+struct PendingWrite<R> {
+    term: Term,
+    ack: Ack,
+    reply: Option<WriteReply<R>>,
+    /// `Ack::All` writes keep the response here while they wait for the in-sync followers.
+    response: Option<R>,
+}
+
+/// A read waiting for its barrier.
+struct PendingRead<SM: StateMachine> {
+    query: Option<SM::Query>,
+    reply: ReadReply<SM::QueryResponse>,
+}
+
+pub(super) fn initial_status(id: NodeId) -> Status {
+    Status {
+        id,
+        role: Role::Follower,
+        term: Term(0),
+        leader: None,
+        commit_index: LogIndex(0),
+        applied_index: LogIndex(0),
+        last_log_index: LogIndex(0),
+        lease_remaining_ms: None,
+        leader_contact_age_ms: None,
+        peers: Vec::new(),
+        failovers: Vec::new(),
+    }
+}
+
+pub(super) struct Driver<SM: StateMachine, LS, T> {
+    config: super::NodeConfig,
+    raft: Raft,
+    state_machine: SM,
+    store: LS,
+    transport: T,
+    requests: mpsc::Receiver<Request<SM>>,
+    inbound: mpsc::Receiver<Message>,
+    status_tx: watch::Sender<Status>,
+    shared: Arc<Shared>,
+    /// The origin of the protocol's clock.
+    started: tokio::time::Instant,
+    /// Writes by index, waiting for durability, commit or the in-sync followers.
+    writes: BTreeMap<LogIndex, PendingWrite<SM::Response>>,
+    /// Leader reads by the id given to the protocol.
+    reads: BTreeMap<ReadId, PendingRead<SM>>,
+    next_read: u64,
+    /// `AtLeast` reads waiting for the state machine to reach their index, by index.
+    waiting_for_apply: BTreeMap<LogIndex, Vec<PendingRead<SM>>>,
+    /// Leadership changes seen, oldest first.
+    failovers: VecDeque<Failover>,
+    /// What the last published status said of role, term and leader (to detect changes).
+    last_seen: (Role, Term, Option<NodeId>),
+    lease_held: bool,
+    out_of_sync: BTreeSet<NodeId>,
+    /// Set when the loop must end (shutdown or fatal storage error).
+    stop: Option<Vec<oneshot::Sender<()>>>,
+}
+
+impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        config: super::NodeConfig,
+        voters: BTreeSet<NodeId>,
+        recovered: Recovered,
+        state_machine: SM,
+        store: LS,
+        transport: T,
+        requests: mpsc::Receiver<Request<SM>>,
+        inbound: mpsc::Receiver<Message>,
+        status_tx: watch::Sender<Status>,
+        shared: Arc<Shared>,
+    ) -> Result<Self, Error> {
+        let state = InitialState {
+            hard_state: recovered.hard_state,
+            entries: recovered.entries,
+            // The state machine starts empty and is rebuilt from the log.
+            applied: LogIndex(0),
+            voters,
+        };
+        let raft = Raft::new(config.raft.clone(), state, config.seed, Instant(0))?;
+        Ok(Driver {
+            last_seen: (raft.role(), raft.term(), raft.leader()),
+            raft,
+            state_machine,
+            store,
+            transport,
+            requests,
+            inbound,
+            status_tx,
+            shared,
+            started: tokio::time::Instant::now(),
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read: 1,
+            waiting_for_apply: BTreeMap::new(),
+            failovers: VecDeque::new(),
+            lease_held: false,
+            out_of_sync: BTreeSet::new(),
+            stop: None,
+            config,
+        })
+    }
+
+    pub(super) async fn run(self) {
+        let span = info_span!("raft", node = self.raft.id().0);
+        self.run_loop().instrument(span).await;
+    }
+
+    fn now(&self) -> Instant {
+        Instant(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn instant_of(&self, at: Instant) -> tokio::time::Instant {
+        self.started + Duration::from_millis(at.0)
+    }
+
+    async fn run_loop(mut self) {
+        info!(voters = ?self.raft.voters(), term = self.raft.term().0, "node started");
+        loop {
+            let deadline = self.instant_of(self.raft.next_deadline());
+            tokio::select! {
+                biased;
+                message = self.inbound.recv() => {
+                    if let Some(message) = message {
+                        self.step(message);
+                    }
+                }
+                request = self.requests.recv() => {
+                    match request {
+                        Some(request) => self.handle(request),
+                        // Every handle is gone: nobody can use this node any more.
+                        None => {
+                            self.stop.get_or_insert_with(Vec::new);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            // Take everything else that is already waiting: one batch, one write.
+            for _ in 0..MAX_BATCH {
+                match self.inbound.try_recv() {
+                    Ok(message) => self.step(message),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..MAX_BATCH {
+                match self.requests.try_recv() {
+                    Ok(request) => self.handle(request),
+                    Err(_) => break,
+                }
+            }
+            let now = self.now();
+            self.raft.tick(now);
+            if let Err(error) = self.carry_out_actions().await {
+                self.fail_storage(error);
+            }
+            self.publish_status();
+            if let Some(waiters) = self.stop.take() {
+                self.fail_everything(Error::Shutdown);
+                info!("node stopped");
+                for waiter in waiters {
+                    let _ = waiter.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn step(&mut self, message: Message) {
+        let now = self.now();
+        if let Err(error) = self.raft.step(now, message) {
+            debug!(%error, "dropped a message");
+        }
+    }
+
+    fn handle(&mut self, request: Request<SM>) {
+        match request {
+            Request::Propose {
+                command,
+                ack,
+                reply,
+            } => self.propose(command, ack, reply),
+            Request::Read {
+                consistency,
+                query,
+                reply,
+            } => self.read(consistency, query, reply),
+            Request::Transfer { to, reply } => {
+                let now = self.now();
+                let result = self.raft.transfer_leadership(now, to).map_err(Error::from);
+                if result.is_ok() {
+                    info!(to = to.0, "leadership transfer started");
+                }
+                let _ = reply.send(result);
+            }
+            Request::Shutdown { reply } => self.stop.get_or_insert_with(Vec::new).push(reply),
+        }
+    }
+
+    fn propose(&mut self, command: bytes::Bytes, ack: Ack, reply: WriteReply<SM::Response>) {
+        if ack == Ack::All {
+            let in_sync = self.in_sync_voters().len();
+            if self.raft.role() == Role::Leader && in_sync < self.config.min_in_sync {
+                let _ = reply.send(Err(Error::NotEnoughReplicas {
+                    in_sync,
+                    required: self.config.min_in_sync,
+                }));
+                return;
+            }
+        }
+        match self.raft.propose(command) {
+            Ok(id) => {
+                self.writes.insert(
+                    id.index,
+                    PendingWrite {
+                        term: id.term,
+                        ack,
+                        reply: Some(reply),
+                        response: None,
+                    },
+                );
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+            }
+        }
+    }
+
+    fn read(
+        &mut self,
+        consistency: Consistency,
+        query: Option<SM::Query>,
+        reply: ReadReply<SM::QueryResponse>,
+    ) {
+        let pending = PendingRead { query, reply };
+        let now = self.now();
+        match consistency {
+            Consistency::Linearizable | Consistency::Lease => {
+                let mode = if consistency == Consistency::Lease {
+                    ReadMode::Lease
+                } else {
+                    ReadMode::Linearizable
+                };
+                let id = ReadId(self.next_read);
+                self.next_read += 1;
+                match self.raft.read(now, id, mode) {
+                    Ok(()) => {
+                        self.reads.insert(id, pending);
+                    }
+                    Err(error) => {
+                        let _ = pending.reply.send(Err(error.into()));
+                    }
+                }
+            }
+            Consistency::AtLeast(index) => self
+                .waiting_for_apply
+                .entry(index)
+                .or_default()
+                .push(pending),
+            Consistency::BoundedStaleness(bound) => {
+                let fresh = self
+                    .raft
+                    .leader_contact()
+                    .is_some_and(|at| u128::from(now.ms_since(at)) <= bound.as_millis());
+                if fresh {
+                    self.waiting_for_apply
+                        .entry(LogIndex(0))
+                        .or_default()
+                        .push(pending);
+                } else {
+                    let _ = pending.reply.send(Err(Error::TooStale {
+                        leader_hint: self.raft.leader(),
+                    }));
+                }
+            }
+            Consistency::Stale => self
+                .waiting_for_apply
+                .entry(LogIndex(0))
+                .or_default()
+                .push(pending),
+        }
+    }
+
+    /// Carries out the protocol's actions until it has none left (acknowledging a write or an
+    /// apply can produce more).
+    async fn carry_out_actions(&mut self) -> Result<(), String> {
+        loop {
+            let actions = self.raft.take_actions();
+            if actions.is_empty() {
+                break;
+            }
+            let Actions {
+                messages,
+                hard_state,
+                entries,
+                persisted_messages,
+                committed,
+                reads,
+            } = actions;
+            // Duty 1: a leader's replication goes out while its own write runs.
+            if !messages.is_empty() {
+                self.transport.send_batch(messages);
+            }
+            // Duties 2 and 3.
+            if hard_state.is_some() || !entries.is_empty() {
+                if let Some(term) = hard_state.map(|h| h.term) {
+                    if term != self.last_seen.1 {
+                        debug!(term = term.0, "term changed");
+                    }
+                }
+                let last = entries.last().map(Entry::id);
+                self.store
+                    .write(hard_state, entries)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(last) = last {
+                    self.raft.persisted(last);
+                    self.complete_local_writes(last);
+                }
+            }
+            // Duty 4.
+            if !persisted_messages.is_empty() {
+                self.transport.send_batch(persisted_messages);
+            }
+            // Duty 5.
+            if let Some(last) = committed.last().map(|e| e.index) {
+                for entry in committed {
+                    self.apply(entry).await;
+                }
+                self.raft.applied(last);
+            }
+            // Duty 6.
+            for (id, result) in reads {
+                self.complete_read(id, result).await;
+            }
+        }
+        self.answer_waiting_reads().await;
+        self.complete_all_acks();
+        Ok(())
+    }
+
+    async fn apply(&mut self, entry: Entry) {
+        let Entry {
+            term,
+            index,
+            payload,
+        } = entry;
+        let response = match payload {
+            Payload::Blank => None,
+            Payload::Command(bytes) => match postcard::from_bytes::<SM::Command>(&bytes) {
+                Ok(command) => Some(Ok(self.state_machine.apply(index, command).await)),
+                // Every node fails the same way on the same bytes, so skipping keeps replicas
+                // identical; only the proposer learns why.
+                Err(error) => Some(Err(Error::InvalidArgument(format!(
+                    "command at {index} does not decode: {error}"
+                )))),
+            },
+        };
+        let Some(mut write) = self.writes.remove(&index) else {
+            return;
+        };
+        if write.term != term {
+            // Another leader's entry took this index: the write was lost before it committed.
+            if let Some(reply) = write.reply.take() {
+                let _ = reply.send(Err(Error::NotLeader {
+                    leader_hint: self.raft.leader(),
+                }));
+            }
+            return;
+        }
+        match response {
+            Some(Ok(response)) if write.ack == Ack::All => {
+                write.response = Some(response);
+                self.writes.insert(index, write);
+            }
+            Some(Ok(response)) => {
+                if let Some(reply) = write.reply.take() {
+                    let _ = reply.send(Ok(WriteOutcome {
+                        index,
+                        term,
+                        response: Some(response),
+                    }));
+                }
+            }
+            Some(Err(error)) => {
+                if let Some(reply) = write.reply.take() {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// `Ack::Local` writes are acknowledged once the leader's own log holds them durably.
+    fn complete_local_writes(&mut self, last: EntryId) {
+        for (&index, write) in self.writes.range_mut(..=last.index) {
+            if write.ack == Ack::Local && write.term == last.term {
+                if let Some(reply) = write.reply.take() {
+                    let _ = reply.send(Ok(WriteOutcome {
+                        index,
+                        term: write.term,
+                        response: None,
+                    }));
+                }
+            }
+        }
+        // Local writes stay in the map (reply taken) so their apply is still matched; forget
+        // the ones whose reply went and which nothing else waits for once they are applied.
+    }
+
+    /// `Ack::All` writes that are applied complete once every in-sync voter holds them.
+    fn complete_all_acks(&mut self) {
+        if !self.writes.values().any(|w| w.response.is_some()) {
+            return;
+        }
+        let holders: Vec<(NodeId, LogIndex)> = self
+            .raft
+            .peers()
+            .iter()
+            .filter(|p| self.is_in_sync(p.last_ack_at))
+            .map(|p| (p.id, p.match_index))
+            .collect();
+        let ready: Vec<LogIndex> = self
+            .writes
+            .iter()
+            .filter(|(index, w)| {
+                w.response.is_some() && holders.iter().all(|(_, matched)| matched >= *index)
+            })
+            .map(|(&index, _)| index)
+            .collect();
+        for index in ready {
+            if let Some(mut write) = self.writes.remove(&index) {
+                if let Some(reply) = write.reply.take() {
+                    let _ = reply.send(Ok(WriteOutcome {
+                        index,
+                        term: write.term,
+                        response: write.response.take(),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn is_in_sync(&self, last_ack_at: Option<Instant>) -> bool {
+        let now = self.now();
+        last_ack_at.is_some_and(|at| {
+            u128::from(now.ms_since(at)) <= self.config.max_replication_lag.as_millis()
+        })
+    }
+
+    /// The voters in sync with this leader, itself included.
+    fn in_sync_voters(&self) -> Vec<NodeId> {
+        let mut ids = vec![self.raft.id()];
+        ids.extend(
+            self.raft
+                .peers()
+                .iter()
+                .filter(|p| self.is_in_sync(p.last_ack_at))
+                .map(|p| p.id),
+        );
+        ids
+    }
+
+    async fn complete_read(&mut self, id: ReadId, result: Result<LogIndex, crate::Error>) {
+        let Some(read) = self.reads.remove(&id) else {
+            return;
+        };
+        match result {
+            Ok(_) => self.answer(read).await,
+            Err(error) => {
+                let _ = read.reply.send(Err(error.into()));
+            }
+        }
+    }
+
+    async fn answer_waiting_reads(&mut self) {
+        let applied = self.raft.applied_index();
+        let ready: Vec<LogIndex> = self
+            .waiting_for_apply
+            .range(..=applied)
+            .map(|(&index, _)| index)
+            .collect();
+        for index in ready {
+            for read in self.waiting_for_apply.remove(&index).unwrap_or_default() {
+                self.answer(read).await;
+            }
+        }
+        // Forget reads whose callers gave up.
+        self.waiting_for_apply.retain(|_, reads| {
+            reads.retain(|r| !r.reply.is_closed());
+            !reads.is_empty()
+        });
+    }
+
+    async fn answer(&mut self, read: PendingRead<SM>) {
+        let response = match read.query {
+            Some(query) => Some(self.state_machine.query(query).await),
+            None => None,
+        };
+        let _ = read.reply.send(Ok(ReadOutcome {
+            applied_index: self.raft.applied_index(),
+            response,
+        }));
+    }
+
+    fn fail_storage(&mut self, error: String) {
+        warn!(%error, "storage failed; stopping the node");
+        if let Ok(mut fatal) = self.shared.fatal.lock() {
+            *fatal = Some(error.clone());
+        }
+        self.fail_everything(Error::Storage(error));
+        self.stop.get_or_insert_with(Vec::new);
+    }
+
+    fn fail_everything(&mut self, error: Error) {
+        for (_, mut write) in std::mem::take(&mut self.writes) {
+            if let Some(reply) = write.reply.take() {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        for (_, read) in std::mem::take(&mut self.reads) {
+            let _ = read.reply.send(Err(error.clone()));
+        }
+        for (_, reads) in std::mem::take(&mut self.waiting_for_apply) {
+            for read in reads {
+                let _ = read.reply.send(Err(error.clone()));
+            }
+        }
+    }
+
+    /// Publishes a new status when something a watcher cares about changed, and records
+    /// leadership changes, lease changes and lagging followers as tracing events.
+    fn publish_status(&mut self) {
+        let now = self.now();
+        let (role, term, leader) = (self.raft.role(), self.raft.term(), self.raft.leader());
+        if (role, term, leader) != self.last_seen {
+            let (old_role, _, old_leader) = self.last_seen;
+            if role != old_role {
+                info!(?role, term = term.0, "role changed");
+            }
+            if let Some(new_leader) = leader {
+                if Some(new_leader) != old_leader || term != self.last_seen.1 {
+                    self.record_failover(term, old_leader, new_leader, now);
+                }
+            }
+            self.last_seen = (role, term, leader);
+        }
+        let lease = self.raft.lease_holds();
+        if lease != self.lease_held {
+            debug!(lease, "lease {}", if lease { "gained" } else { "lost" });
+            self.lease_held = lease;
+        }
+        let last = self.raft.last_log_id().index;
+        let peers: Vec<PeerStatus> = self
+            .raft
+            .peers()
+            .iter()
+            .map(|p| PeerStatus {
+                id: p.id,
+                match_index: p.match_index,
+                lag_entries: last.0.saturating_sub(p.match_index.0),
+                since_last_ack_ms: p.last_ack_at.map(|at| now.ms_since(at)),
+                in_sync: self.is_in_sync(p.last_ack_at),
+            })
+            .collect();
+        for peer in &peers {
+            let was_out = self.out_of_sync.contains(&peer.id);
+            if !peer.in_sync && !was_out {
+                warn!(
+                    peer = peer.id.0,
+                    lag = peer.lag_entries,
+                    "follower fell out of sync"
+                );
+                self.out_of_sync.insert(peer.id);
+            } else if peer.in_sync && was_out {
+                info!(peer = peer.id.0, "follower back in sync");
+                self.out_of_sync.remove(&peer.id);
+            }
+        }
+        let status = Status {
+            id: self.raft.id(),
+            role,
+            term,
+            leader,
+            commit_index: self.raft.commit_index(),
+            applied_index: self.raft.applied_index(),
+            last_log_index: last,
+            lease_remaining_ms: self.raft.lease_valid_until().map(|end| end.ms_since(now)),
+            leader_contact_age_ms: self.raft.leader_contact().map(|at| now.ms_since(at)),
+            peers,
+            failovers: self.failovers.iter().cloned().collect(),
+        };
+        self.status_tx.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+    }
+
+    fn record_failover(
+        &mut self,
+        term: Term,
+        old_leader: Option<NodeId>,
+        new_leader: NodeId,
+        now: Instant,
+    ) {
+        let me = self.raft.id();
+        let trigger = if new_leader != me {
+            FailoverTrigger::Observed
+        } else if self.raft.elected_by_transfer() {
+            FailoverTrigger::Transfer
+        } else {
+            FailoverTrigger::Election
+        };
+        let unapplied = (new_leader == me).then(|| {
+            self.raft
+                .last_log_id()
+                .index
+                .0
+                .saturating_sub(self.raft.applied_index().0)
+        });
+        info!(
+            term = term.0,
+            old = ?old_leader.map(|n| n.0),
+            new = new_leader.0,
+            ?trigger,
+            "leader changed"
+        );
+        if self.failovers.len() >= self.config.failover_history.max(1) {
+            self.failovers.pop_front();
+        }
+        self.failovers.push_back(Failover {
+            term,
+            old_leader,
+            new_leader,
+            trigger,
+            at_ms: now.0,
+            new_leader_unapplied_entries: unapplied,
+        });
+    }
+}

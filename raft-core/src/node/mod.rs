@@ -1,0 +1,510 @@
+//! The async node: drives the protocol with tokio, through the user's [`StateMachine`],
+//! [`LogStore`] and [`Transport`], and offers the client API on a cloneable [`NodeHandle`].
+//!
+//! ```text
+//!  clients ──NodeHandle──▶ ┌────────────── driver task ──────────────┐
+//!                          │ Raft (pure) ─Actions─▶ 1 send            │──▶ Transport
+//!  Transport ──Inbox─────▶ │                        2 LogStore::write │
+//!                          │                        3 persisted()     │
+//!                          │                        4 send (after 2)  │
+//!                          │                        5 StateMachine    │
+//!                          │                        6 reads, replies  │──▶ watch<Status>
+//!                          └──────────────────────────────────────────┘
+//! ```
+//!
+//! One task owns the protocol, the store and the state machine and carries out every batch of
+//! [`crate::Actions`] in the documented order. While it waits for a write to become durable,
+//! requests and messages queue up; the next batch takes them all, so many proposals share one
+//! write (group commit) and one AppendEntries per follower (batching).
+//!
+//! # Example
+//!
+//! A three-node cluster in one process is in `examples/` of the workspace; the pieces are:
+//!
+//! ```ignore
+//! let (inbox, inbound) = raft_core::node::inbox(4096);
+//! let transport = /* a raft_net transport delivering to peers' inboxes */;
+//! let handle = Node::start(NodeConfig::new(id, voters), MyMachine::default(), store, transport, inbound).await?;
+//! let outcome = handle.propose(MyCommand::Set(1), Ack::Quorum).await?;
+//! let value = handle.query(Consistency::Linearizable, MyQuery::Get).await?;
+//! ```
+
+mod driver;
+mod status;
+mod traits;
+
+pub use status::{Failover, FailoverTrigger, PeerStatus, Status};
+pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
+
+use crate::{Config, LogIndex, Message, NodeId, Term};
+use bytes::Bytes;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How many replicas must hold a write before it is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ack {
+    /// The leader made it durable locally (the asynchronous replication of PostgreSQL or
+    /// MySQL). Fastest; **a write acknowledged this way is lost if the leader fails before a
+    /// majority stores it.** The outcome carries no response: the command has not been applied.
+    Local,
+    /// A majority stored it and it was applied: Raft commit. Survives any minority of failures.
+    #[default]
+    Quorum,
+    /// Committed, and every in-sync voter stored it (Kafka's `acks=all` with
+    /// `min.insync.replicas`). Refused up front with [`Error::NotEnoughReplicas`] when fewer than
+    /// [`NodeConfig::min_in_sync`] voters are in sync.
+    All,
+}
+
+/// What a read must be guaranteed to see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Linearizable, by ReadIndex: the leader confirms it still leads with a heartbeat round
+    /// after the read arrives, then serves once it has applied its commit index.
+    Linearizable,
+    /// Linearizable while the leader's lease holds, without a round trip; otherwise as
+    /// `Linearizable`. Relies on bounded clock drift (see [`crate::Config`]).
+    Lease,
+    /// Read-your-writes on any node: served once the node has applied at least this index (the
+    /// index every write returns).
+    AtLeast(LogIndex),
+    /// Any node, if it heard from a live leader (or is one) within this bound.
+    BoundedStaleness(Duration),
+    /// Any node, now, whatever it has applied.
+    Stale,
+}
+
+/// Why a request failed. Every variant says what the caller can do about it.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Only the leader can do this: retry on `leader_hint` if known. Also returned for a write
+    /// that was lost when leadership changed before it committed.
+    #[error("not the leader (leader: {leader_hint:?})")]
+    NotLeader {
+        /// The leader as far as this node knows.
+        leader_hint: Option<NodeId>,
+    },
+    /// No answer within the request timeout. A write may or may not have been applied.
+    #[error("request timed out")]
+    Timeout,
+    /// An `Ack::All` write was refused: too few voters are in sync.
+    #[error("not enough in-sync replicas ({in_sync} in sync, {required} required)")]
+    NotEnoughReplicas {
+        /// Voters in sync now, the leader included.
+        in_sync: usize,
+        /// The configured minimum.
+        required: usize,
+    },
+    /// The leader is handing over leadership; retry shortly.
+    #[error("leadership transfer in progress")]
+    TransferInProgress,
+    /// A bounded-staleness read found this node out of touch with the leader for longer than
+    /// the bound; read from the leader instead.
+    #[error(
+        "this node has not heard from a leader within the staleness bound (leader: {leader_hint:?})"
+    )]
+    TooStale {
+        /// The leader as far as this node knows.
+        leader_hint: Option<NodeId>,
+    },
+    /// The node has stopped.
+    #[error("node is shut down")]
+    Shutdown,
+    /// Stable storage failed; the node stopped rather than risk acknowledging lost data.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An argument was invalid (for example, a command larger than the configured maximum).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl From<crate::Error> for Error {
+    fn from(e: crate::Error) -> Error {
+        match e {
+            crate::Error::NotLeader { leader_hint } => Error::NotLeader { leader_hint },
+            crate::Error::TransferInProgress => Error::TransferInProgress,
+            crate::Error::InvalidConfig(c) => Error::InvalidConfig(c.to_string()),
+            other => Error::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
+/// The outcome of an acknowledged write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOutcome<R> {
+    /// Where the command sits in the log: the read-your-writes token for
+    /// [`Consistency::AtLeast`].
+    pub index: LogIndex,
+    /// The term it was written in.
+    pub term: Term,
+    /// What the state machine returned; `None` for [`Ack::Local`] writes.
+    pub response: Option<R>,
+}
+
+/// The outcome of a read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadOutcome<R> {
+    /// The state machine had applied up to this index when it answered.
+    pub applied_index: LogIndex,
+    /// The answer.
+    pub response: R,
+}
+
+/// Settings of one node beyond the protocol's own [`Config`].
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The protocol's tunables (this node's id among them).
+    pub raft: Config,
+    /// The voting members when the cluster is first formed. A node that recovers saved voters
+    /// uses those instead.
+    pub voters: BTreeSet<NodeId>,
+    /// How long a client request may take before it fails with [`Error::Timeout`].
+    pub request_timeout: Duration,
+    /// A follower that has not answered the leader for this long is out of sync: `Ack::All`
+    /// writes stop waiting for it, and `Status` reports it.
+    pub max_replication_lag: Duration,
+    /// The fewest in-sync voters (the leader included) an `Ack::All` write accepts.
+    pub min_in_sync: usize,
+    /// The largest encoded command accepted, in bytes.
+    pub max_command_bytes: usize,
+    /// Seeds the protocol's election-timeout randomness (mixed with the node id).
+    pub seed: u64,
+    /// How many leadership changes [`Status::failovers`] keeps.
+    pub failover_history: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for node `id` of a cluster whose voters are `voters`.
+    pub fn new(id: NodeId, voters: impl IntoIterator<Item = NodeId>) -> NodeConfig {
+        NodeConfig {
+            raft: Config::new(id),
+            voters: voters.into_iter().collect(),
+            request_timeout: Duration::from_secs(5),
+            max_replication_lag: Duration::from_secs(1),
+            min_in_sync: 1,
+            max_command_bytes: 4 << 20,
+            seed: 0,
+            failover_history: 64,
+        }
+    }
+
+    /// Checks the protocol configuration and the node's own settings against each other.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.raft
+            .validate()
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        if self.voters.is_empty() {
+            return Err(Error::InvalidConfig("no voters".into()));
+        }
+        if self.voters.contains(&NodeId(0)) {
+            return Err(Error::InvalidConfig("node id 0 is reserved".into()));
+        }
+        if self.min_in_sync == 0 || self.min_in_sync > self.voters.len() {
+            return Err(Error::InvalidConfig(format!(
+                "min_in_sync {} must be between 1 and the number of voters ({})",
+                self.min_in_sync,
+                self.voters.len()
+            )));
+        }
+        if self.request_timeout.is_zero() || self.max_replication_lag.is_zero() {
+            return Err(Error::InvalidConfig(
+                "request_timeout and max_replication_lag must be non-zero".into(),
+            ));
+        }
+        if self.max_command_bytes == 0 {
+            return Err(Error::InvalidConfig(
+                "max_command_bytes must be >= 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a transport delivers inbound messages for one node. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Inbox {
+    /// Hands a message to the node without waiting. Returns false when the node's queue is full
+    /// or the node stopped; the message is dropped, which Raft tolerates like any lost message.
+    pub fn deliver(&self, message: Message) -> bool {
+        self.tx.try_send(message).is_ok()
+    }
+}
+
+/// The receiving end of an [`Inbox`], given to [`Node::start`].
+#[derive(Debug)]
+pub struct InboundMessages {
+    rx: mpsc::Receiver<Message>,
+}
+
+/// A bounded queue of inbound messages for one node; `capacity` messages may wait.
+pub fn inbox(capacity: usize) -> (Inbox, InboundMessages) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (Inbox { tx }, InboundMessages { rx })
+}
+
+/// The future that runs a node; spawn it on any executor (for example
+/// `tokio::task::spawn_local` under turmoil, where task order must be deterministic).
+pub type NodeTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starts nodes.
+pub struct Node;
+
+impl Node {
+    /// Recovers from `store`, then spawns the node's task with `tokio::spawn`.
+    pub async fn start<SM, LS, T>(
+        config: NodeConfig,
+        state_machine: SM,
+        store: LS,
+        transport: T,
+        inbound: InboundMessages,
+    ) -> Result<NodeHandle<SM>, Error>
+    where
+        SM: StateMachine,
+        LS: LogStore,
+        T: Transport,
+    {
+        let (handle, task) = Node::create(config, state_machine, store, transport, inbound).await?;
+        tokio::spawn(task);
+        Ok(handle)
+    }
+
+    /// Recovers from `store` and returns the handle and the task to run, unspawned.
+    pub async fn create<SM, LS, T>(
+        config: NodeConfig,
+        state_machine: SM,
+        mut store: LS,
+        transport: T,
+        inbound: InboundMessages,
+    ) -> Result<(NodeHandle<SM>, NodeTask), Error>
+    where
+        SM: StateMachine,
+        LS: LogStore,
+        T: Transport,
+    {
+        config.validate()?;
+        let recovered = store
+            .recover()
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let voters = match recovered.voters.clone() {
+            Some(voters) => voters,
+            None => {
+                store
+                    .save_voters(&config.voters)
+                    .await
+                    .map_err(|e| Error::Storage(e.to_string()))?;
+                config.voters.clone()
+            }
+        };
+        let (requests_tx, requests_rx) = mpsc::channel(4096);
+        let id = config.raft.id;
+        let (status_tx, status_rx) = watch::channel(driver::initial_status(id));
+        let shared = Arc::new(Shared::default());
+        let task = driver::Driver::new(
+            config.clone(),
+            voters,
+            recovered,
+            state_machine,
+            store,
+            transport,
+            requests_rx,
+            inbound.rx,
+            status_tx,
+            shared.clone(),
+        )?;
+        let handle = NodeHandle {
+            id,
+            requests: requests_tx,
+            status: status_rx,
+            request_timeout: config.request_timeout,
+            max_command_bytes: config.max_command_bytes,
+            shared,
+        };
+        Ok((handle, Box::pin(task.run())))
+    }
+}
+
+/// State the driver shares with handles: why it stopped, if it did.
+#[derive(Debug, Default)]
+struct Shared {
+    fatal: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn stopped_error(&self) -> Error {
+        match self.fatal.lock().ok().and_then(|g| g.clone()) {
+            Some(reason) => Error::Storage(reason),
+            None => Error::Shutdown,
+        }
+    }
+}
+
+/// A request from a handle to the driver.
+enum Request<SM: StateMachine> {
+    Propose {
+        command: Bytes,
+        ack: Ack,
+        reply: oneshot::Sender<Result<WriteOutcome<SM::Response>, Error>>,
+    },
+    Read {
+        consistency: Consistency,
+        query: Option<SM::Query>,
+        reply: oneshot::Sender<Result<ReadOutcome<Option<SM::QueryResponse>>, Error>>,
+    },
+    Transfer {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The client API of one node. Cheap to clone; every clone talks to the same node.
+pub struct NodeHandle<SM: StateMachine> {
+    id: NodeId,
+    requests: mpsc::Sender<Request<SM>>,
+    status: watch::Receiver<Status>,
+    request_timeout: Duration,
+    max_command_bytes: usize,
+    shared: Arc<Shared>,
+}
+
+impl<SM: StateMachine> Clone for NodeHandle<SM> {
+    fn clone(&self) -> Self {
+        NodeHandle {
+            id: self.id,
+            requests: self.requests.clone(),
+            status: self.status.clone(),
+            request_timeout: self.request_timeout,
+            max_command_bytes: self.max_command_bytes,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<SM: StateMachine> NodeHandle<SM> {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Proposes a command on the leader and waits for the acknowledgement `ack` asks for.
+    /// Returns the state machine's response (except for [`Ack::Local`]) and the write's index.
+    pub async fn propose(
+        &self,
+        command: SM::Command,
+        ack: Ack,
+    ) -> Result<WriteOutcome<SM::Response>, Error> {
+        let bytes = postcard::to_stdvec(&command)
+            .map_err(|e| Error::InvalidArgument(format!("command does not encode: {e}")))?;
+        if bytes.len() > self.max_command_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "command of {} bytes exceeds the maximum of {}",
+                bytes.len(),
+                self.max_command_bytes
+            )));
+        }
+        self.call(|reply| Request::Propose {
+            command: Bytes::from(bytes),
+            ack,
+            reply,
+        })
+        .await
+    }
+
+    /// Waits for the read barrier `consistency` asks for, then answers `query` from the state
+    /// machine.
+    pub async fn query(
+        &self,
+        consistency: Consistency,
+        query: SM::Query,
+    ) -> Result<ReadOutcome<SM::QueryResponse>, Error> {
+        let outcome = self
+            .call(|reply| Request::Read {
+                consistency,
+                query: Some(query),
+                reply,
+            })
+            .await?;
+        match outcome.response {
+            Some(response) => Ok(ReadOutcome {
+                applied_index: outcome.applied_index,
+                response,
+            }),
+            None => Err(Error::InvalidArgument("query produced no answer".into())),
+        }
+    }
+
+    /// Waits for the read barrier `consistency` asks for and returns the applied index at which
+    /// a read would now be served (for callers that read the state machine themselves).
+    pub async fn read(&self, consistency: Consistency) -> Result<LogIndex, Error> {
+        let outcome = self
+            .call(|reply| Request::Read {
+                consistency,
+                query: None,
+                reply,
+            })
+            .await?;
+        Ok(outcome.applied_index)
+    }
+
+    /// Asks the leader to hand leadership to `to` (dissertation §3.10). Returns once the
+    /// transfer has started; watch [`NodeHandle::watch_status`] for the new leader.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), Error> {
+        self.call(|reply| Request::Transfer { to, reply }).await
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A channel that sees every new status.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Stops the node: pending requests fail with [`Error::Shutdown`]. Returns once the task
+    /// has ended (at once if it already had).
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self
+            .requests
+            .send(Request::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+    }
+
+    async fn call<R>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<R, Error>>) -> Request<SM>,
+    ) -> Result<R, Error> {
+        let (reply, response) = oneshot::channel();
+        if self.requests.send(make(reply)).await.is_err() {
+            return Err(self.shared.stopped_error());
+        }
+        match tokio::time::timeout(self.request_timeout, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.shared.stopped_error()),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! What a node reports about itself: a [`Status`] snapshot on a watch channel, with the lag of
+//! every follower and the history of leadership changes.
+
+use crate::{LogIndex, NodeId, Role, Term};
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of one node's state, published on [`crate::node::NodeHandle::watch_status`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it knows of in that term.
+    pub leader: Option<NodeId>,
+    /// The highest index it knows committed.
+    pub commit_index: LogIndex,
+    /// The highest index its state machine applied.
+    pub applied_index: LogIndex,
+    /// The index of its last log entry.
+    pub last_log_index: LogIndex,
+    /// Leader only: how long its lease still holds, in milliseconds (`None` without a lease).
+    pub lease_remaining_ms: Option<u64>,
+    /// How long ago this node last had proof of a live leader (itself included), in
+    /// milliseconds: the staleness bound a follower read would have.
+    pub leader_contact_age_ms: Option<u64>,
+    /// Leader only: every follower's replication state, in id order.
+    pub peers: Vec<PeerStatus>,
+    /// The most recent leadership changes this node saw, oldest first (bounded).
+    pub failovers: Vec<Failover>,
+}
+
+/// How far one follower is behind the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The follower.
+    pub id: NodeId,
+    /// The highest index known replicated on it.
+    pub match_index: LogIndex,
+    /// Entries it lacks: the leader's last index minus its match index.
+    pub lag_entries: u64,
+    /// Milliseconds since the leader last heard from it (`None`: never in this term).
+    pub since_last_ack_ms: Option<u64>,
+    /// It answered within the configured maximum replication lag, so `Ack::All` writes wait
+    /// for it (Kafka's in-sync replica set).
+    pub in_sync: bool,
+}
+
+/// Why leadership changed, as far as the observing node can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailoverTrigger {
+    /// This node won an election it started when its election timer expired.
+    Election,
+    /// This node won an election it started at the old leader's request (TimeoutNow).
+    Transfer,
+    /// Another node became leader; this node learned of it from its messages.
+    Observed,
+}
+
+/// One change of leader seen by this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failover {
+    /// The term of the new leader.
+    pub term: Term,
+    /// The leader this node knew before, if any.
+    pub old_leader: Option<NodeId>,
+    /// The new leader.
+    pub new_leader: NodeId,
+    /// What caused it.
+    pub trigger: FailoverTrigger,
+    /// When this node saw it, in milliseconds since the node started.
+    pub at_ms: u64,
+    /// When this node is the new leader: how many entries it held that its state machine had
+    /// not applied when it took office (what it had to catch up on before serving reads).
+    pub new_leader_unapplied_entries: Option<u64>,
+}

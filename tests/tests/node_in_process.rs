@@ -1,0 +1,266 @@
+//! The async node end to end in one process: three nodes over the channel transport with
+//! in-memory stores, exercising every acknowledgement level and read consistency, leadership
+//! transfer, and failover after the leader stops.
+
+use raft_core::node::{
+    Ack, Consistency, Error, FailoverTrigger, Inbox, Node, NodeConfig, NodeHandle,
+};
+use raft_core::{NodeId, Role};
+use raft_net::ChannelNetwork;
+use raft_storage::MemLogStore;
+use raft_tests::kv::{KvCommand, KvResponse, KvStore};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+struct Cluster {
+    network: ChannelNetwork,
+    nodes: BTreeMap<NodeId, NodeHandle<KvStore>>,
+    stores: BTreeMap<NodeId, MemLogStore>,
+    inboxes: BTreeMap<NodeId, Inbox>,
+}
+
+fn config(id: u64) -> NodeConfig {
+    let mut config = NodeConfig::new(NodeId(id), (1..=3).map(NodeId));
+    config.seed = id;
+    config.request_timeout = Duration::from_secs(3);
+    config
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let mut cluster = Cluster {
+            network: ChannelNetwork::new(),
+            nodes: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            inboxes: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            cluster.start_node(id).await;
+        }
+        cluster
+    }
+
+    async fn start_node(&mut self, id: u64) {
+        let node = NodeId(id);
+        let store = self.stores.entry(node).or_default().clone();
+        let (inbox, inbound) = raft_core::node::inbox(1024);
+        self.network.register(node, inbox.clone());
+        let handle = Node::start(
+            config(id),
+            KvStore::default(),
+            store,
+            self.network.transport(node),
+            inbound,
+        )
+        .await
+        .unwrap();
+        self.nodes.insert(node, handle);
+        self.inboxes.insert(node, inbox);
+    }
+
+    async fn leader(&self) -> NodeHandle<KvStore> {
+        for _ in 0..500 {
+            for handle in self.nodes.values() {
+                let status = handle.status();
+                if status.role == Role::Leader && status.commit_index.0 > 0 {
+                    return handle.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no leader elected");
+    }
+}
+
+fn put(key: &str, value: &str) -> KvCommand {
+    KvCommand::Put {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_at_every_level() {
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let written = leader.propose(put("x", "1"), Ack::Quorum).await.unwrap();
+    assert_eq!(written.response, Some(KvResponse::Done));
+    for consistency in [Consistency::Linearizable, Consistency::Lease] {
+        let read = leader.query(consistency, "x".into()).await.unwrap();
+        assert_eq!(read.response, Some("1".into()), "{consistency:?}");
+        assert!(read.applied_index >= written.index);
+    }
+    // Read-your-writes on every node with the write's index as the token.
+    for handle in cluster.nodes.values() {
+        let read = handle
+            .query(Consistency::AtLeast(written.index), "x".into())
+            .await
+            .unwrap();
+        assert_eq!(read.response, Some("1".into()), "node {}", handle.id());
+    }
+    // A follower that hears the leader serves bounded-staleness reads; an impossible bound fails.
+    let follower = cluster
+        .nodes
+        .values()
+        .find(|h| h.id() != leader.id())
+        .unwrap();
+    follower
+        .query(
+            Consistency::BoundedStaleness(Duration::from_secs(5)),
+            "x".into(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        follower
+            .query(Consistency::BoundedStaleness(Duration::ZERO), "x".into())
+            .await,
+        Ok(_) | Err(Error::TooStale { .. })
+    ));
+    // Writes to a follower are refused with the leader's id.
+    match follower.propose(put("y", "2"), Ack::Quorum).await {
+        Err(Error::NotLeader { leader_hint }) => assert_eq!(leader_hint, Some(leader.id())),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    let local = leader.propose(put("z", "3"), Ack::Local).await.unwrap();
+    assert_eq!(local.response, None);
+    let all = leader.propose(put("w", "4"), Ack::All).await.unwrap();
+    assert_eq!(all.response, Some(KvResponse::Done));
+    let status = leader.status();
+    assert_eq!(status.peers.len(), 2);
+    assert!(
+        status
+            .peers
+            .iter()
+            .all(|p| p.in_sync && p.match_index >= all.index)
+    );
+    assert!(status.lease_remaining_ms.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_acks_are_refused_without_enough_in_sync_replicas() {
+    let network = ChannelNetwork::new();
+    let mut handles = Vec::new();
+    for id in 1..=3u64 {
+        let (inbox, inbound) = raft_core::node::inbox(1024);
+        network.register(NodeId(id), inbox);
+        let mut config = config(id);
+        config.min_in_sync = 3;
+        config.max_replication_lag = Duration::from_millis(200);
+        handles.push(
+            Node::start(
+                config,
+                KvStore::default(),
+                MemLogStore::new(),
+                network.transport(NodeId(id)),
+                inbound,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let mut leader = None;
+    for _ in 0..500 {
+        leader = handles
+            .iter()
+            .find(|h| h.status().role == Role::Leader && h.status().commit_index.0 > 0)
+            .cloned();
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leader = leader.expect("a leader");
+    leader.propose(put("a", "1"), Ack::All).await.unwrap();
+    let lagging = handles.iter().find(|h| h.id() != leader.id()).unwrap().id();
+    network.cut(lagging, leader.id());
+    network.cut(leader.id(), lagging);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    match leader.propose(put("a", "2"), Ack::All).await {
+        Err(Error::NotEnoughReplicas { in_sync, required }) => {
+            assert_eq!((in_sync, required), (2, 3));
+        }
+        other => panic!("expected NotEnoughReplicas, got {other:?}"),
+    }
+    // Quorum writes still work with one follower away.
+    leader.propose(put("a", "3"), Ack::Quorum).await.unwrap();
+    let lag = leader
+        .status()
+        .peers
+        .into_iter()
+        .find(|p| p.id == lagging)
+        .unwrap();
+    assert!(!lag.in_sync);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_and_failover_keep_every_acknowledged_write() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        leader.propose(put(&key, "v"), Ack::Quorum).await.unwrap();
+        acknowledged.push(key);
+    }
+    // Hand leadership to a chosen follower.
+    let target = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|&id| id != leader.id())
+        .unwrap();
+    leader.transfer_leadership(target).await.unwrap();
+    let new_leader = cluster.leader().await;
+    let mut waited = 0;
+    let new_leader = if new_leader.id() == target {
+        new_leader
+    } else {
+        loop {
+            let l = cluster.leader().await;
+            if l.id() == target || waited > 100 {
+                break l;
+            }
+            waited += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    assert_eq!(new_leader.id(), target);
+    let failover = new_leader.status().failovers.last().cloned().unwrap();
+    assert_eq!(
+        (failover.new_leader, failover.trigger),
+        (target, FailoverTrigger::Transfer)
+    );
+
+    // Stop the leader: the others elect a new one that has every acknowledged write.
+    new_leader.shutdown().await;
+    cluster.network.unregister(target);
+    cluster.nodes.remove(&target);
+    assert!(matches!(
+        new_leader.propose(put("late", "v"), Ack::Quorum).await,
+        Err(Error::Shutdown)
+    ));
+    let survivor = cluster.leader().await;
+    assert_ne!(survivor.id(), target);
+    for key in &acknowledged {
+        let read = survivor
+            .query(Consistency::Linearizable, key.clone())
+            .await
+            .unwrap();
+        assert_eq!(read.response, Some("v".into()), "{key} lost in failover");
+    }
+    // The old leader restarts from its store and catches up as a follower.
+    cluster.start_node(target.0).await;
+    let written = survivor
+        .propose(put("after", "v"), Ack::Quorum)
+        .await
+        .unwrap();
+    let rejoined = cluster.nodes[&target].clone();
+    let read = rejoined
+        .query(Consistency::AtLeast(written.index), "after".into())
+        .await
+        .unwrap();
+    assert_eq!(read.response, Some("v".into()));
+    assert_eq!(rejoined.status().role, Role::Follower);
+    let _ = &cluster.inboxes;
+}
