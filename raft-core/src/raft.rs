@@ -706,12 +706,8 @@ impl Raft {
                 self.log.commit_to(commit);
                 self.send(msg.from, MessageBody::HeartbeatResponse { round });
             }
-            MessageBody::TimeoutNow => {
-                if self.is_voter() {
-                    // Dissertation §3.10: campaign at once, skipping the pre-vote.
-                    self.become_candidate(true);
-                }
-            }
+            // Dissertation §3.10: campaign at once, skipping the pre-vote.
+            MessageBody::TimeoutNow if self.is_voter() => self.become_candidate(true),
             _ => {}
         }
     }

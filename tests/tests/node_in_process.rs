@@ -2,6 +2,8 @@
 //! in-memory stores, exercising every acknowledgement level and read consistency, leadership
 //! transfer, and failover after the leader stops.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use raft_core::node::{
     Ack, Consistency, Error, FailoverTrigger, Inbox, Node, NodeConfig, NodeHandle,
 };
