@@ -26,6 +26,11 @@
 //! * `lease` — heartbeat rounds, their majority acknowledgement, and the leader lease.
 //! * `reads` — the queue of reads waiting for confirmation and apply.
 //! * [`Actions`] — the output batch, whose documentation lists the driver's duties in order.
+//! * [`node`] (default feature `runtime`) — the async node: it drives the protocol with tokio
+//!   through the [`node::StateMachine`], [`node::LogStore`] and [`node::Transport`] traits and
+//!   offers the client API (writes with an acknowledgement level, reads at a chosen consistency,
+//!   leadership transfer, status and failover history). **To replicate your own state machine,
+//!   start there**: its documentation has a complete, runnable three-node example.
 //!
 //! ## Example: a single-node cluster
 //!

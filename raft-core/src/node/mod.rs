@@ -17,16 +17,70 @@
 //! requests and messages queue up; the next batch takes them all, so many proposals share one
 //! write (group commit) and one AppendEntries per follower (batching).
 //!
-//! # Example
+//! # Example: replicate your own state machine
 //!
-//! A three-node cluster in one process is in `examples/` of the workspace; the pieces are:
+//! Implement [`StateMachine`], then start one node per member with a [`LogStore`] (here
+//! `raft_storage::MemLogStore`) and a [`Transport`] (here `raft_net::ChannelNetwork`, which
+//! links nodes in one process; `raft_net::TcpTransport` links processes).
 //!
-//! ```ignore
-//! let (inbox, inbound) = raft_core::node::inbox(4096);
-//! let transport = /* a raft_net transport delivering to peers' inboxes */;
-//! let handle = Node::start(NodeConfig::new(id, voters), MyMachine::default(), store, transport, inbound).await?;
-//! let outcome = handle.propose(MyCommand::Set(1), Ack::Quorum).await?;
-//! let value = handle.query(Consistency::Linearizable, MyQuery::Get).await?;
+//! ```
+//! use async_trait::async_trait;
+//! use bytes::Bytes;
+//! use raft_core::node::{Ack, Consistency, Node, NodeConfig, StateMachine};
+//! use raft_core::{LogIndex, NodeId, Role};
+//!
+//! /// A register holding the last value written.
+//! #[derive(Default)]
+//! struct Register(String);
+//!
+//! #[async_trait]
+//! impl StateMachine for Register {
+//!     type Command = String;
+//!     type Response = ();
+//!     type Query = ();
+//!     type QueryResponse = String;
+//!     async fn apply(&mut self, _: LogIndex, value: String) {
+//!         self.0 = value;
+//!     }
+//!     async fn query(&self, _: ()) -> String {
+//!         self.0.clone()
+//!     }
+//!     async fn snapshot(&self) -> Bytes {
+//!         Bytes::from(self.0.clone())
+//!     }
+//!     async fn restore(&mut self, image: Bytes) -> Result<(), String> {
+//!         self.0 = String::from_utf8(image.to_vec()).map_err(|e| e.to_string())?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), raft_core::node::Error> {
+//! let voters = [NodeId(1), NodeId(2), NodeId(3)];
+//! let network = raft_net::ChannelNetwork::new();
+//! let mut nodes = Vec::new();
+//! for id in voters {
+//!     let (inbox, inbound) = raft_core::node::inbox(1024);
+//!     network.register(id, inbox);
+//!     let config = NodeConfig::new(id, voters);
+//!     let store = raft_storage::MemLogStore::new();
+//!     nodes.push(Node::start(config, Register::default(), store, network.transport(id), inbound).await?);
+//! }
+//! // Wait for an election, then write through the leader and read back linearizably.
+//! let leader = loop {
+//!     if let Some(n) = nodes.iter().find(|n| n.status().role == Role::Leader) {
+//!         break n.clone();
+//!     }
+//!     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//! };
+//! let written = leader.propose("hello".to_string(), Ack::Quorum).await?;
+//! let read = leader.query(Consistency::Linearizable, ()).await?;
+//! assert_eq!(read.response, "hello");
+//! // Any node serves a read-your-writes read once it has applied the write.
+//! let read = nodes[0].query(Consistency::AtLeast(written.index), ()).await?;
+//! assert_eq!(read.response, "hello");
+//! # Ok(())
+//! # }
 //! ```
 
 mod driver;

@@ -108,9 +108,50 @@ pub struct Recovered {
 /// Stable storage for the log and the hard state of one node.
 ///
 /// Every method that writes returns only once what it wrote is durable: this is the
-/// durability barrier Raft's safety rests on (Figure 2: "updated on stable storage before
-/// responding to RPCs"). `raft_storage` has an in-memory and a file-backed store, and a
-/// conformance suite any implementation can run against itself.
+/// durability barrier Raft's safety rests on (Figure 2: persistent state is updated on stable
+/// storage before the node answers an RPC). `raft_storage` has an in-memory store and a
+/// conformance suite (`raft_storage::conformance::run`) any implementation can run against
+/// itself.
+///
+/// # Example: a store that wraps another and counts durable writes
+///
+/// ```
+/// use async_trait::async_trait;
+/// use raft_core::node::{LogStore, Recovered, StorageError};
+/// use raft_core::{Entry, HardState, LogIndex, NodeId};
+/// use std::collections::BTreeSet;
+///
+/// struct Counting<S> { inner: S, writes: u64 }
+///
+/// #[async_trait]
+/// impl<S: LogStore> LogStore for Counting<S> {
+///     async fn recover(&mut self) -> Result<Recovered, StorageError> {
+///         self.inner.recover().await
+///     }
+///     async fn write(&mut self, hard_state: Option<HardState>, entries: Vec<Entry>) -> Result<(), StorageError> {
+///         self.writes += 1; // one call per batch: the group-commit unit
+///         self.inner.write(hard_state, entries).await
+///     }
+///     async fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+///         self.inner.truncate_suffix(from).await
+///     }
+///     async fn purge_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+///         self.inner.purge_prefix(up_to).await
+///     }
+///     async fn read(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
+///         self.inner.read(from, to).await
+///     }
+///     async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError> {
+///         self.inner.save_voters(voters).await
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let mut store = Counting { inner: raft_storage::MemLogStore::new(), writes: 0 };
+/// store.write(Some(HardState::default()), Vec::new()).await.unwrap();
+/// assert_eq!(store.writes, 1);
+/// # });
+/// ```
 #[async_trait]
 pub trait LogStore: Send + 'static {
     /// Reads back everything durable, to restart the protocol.
@@ -142,6 +183,24 @@ pub trait LogStore: Send + 'static {
 ///
 /// `send` must not block and must not fail loudly: Raft tolerates lost, delayed and duplicated
 /// messages, so a transport drops what it cannot deliver (and may count or log it).
+///
+/// # Example: a transport that delivers straight into peers' inboxes
+///
+/// ```
+/// use raft_core::node::{Inbox, Transport};
+/// use raft_core::{Message, NodeId};
+/// use std::collections::BTreeMap;
+///
+/// struct Direct { peers: BTreeMap<NodeId, Inbox> }
+///
+/// impl Transport for Direct {
+///     fn send(&self, message: Message) {
+///         if let Some(inbox) = self.peers.get(&message.to) {
+///             let _ = inbox.deliver(message); // a full inbox drops it, like a lost packet
+///         }
+///     }
+/// }
+/// ```
 pub trait Transport: Send + Sync + 'static {
     /// Queues `message` for delivery to `message.to`.
     fn send(&self, message: Message);
