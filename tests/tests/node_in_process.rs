@@ -128,14 +128,21 @@ async fn writes_and_reads_at_every_level() {
     assert_eq!(local.response, None);
     let all = leader.propose(put("w", "4"), Ack::All).await.unwrap();
     assert_eq!(all.response, Some(KvResponse::Done));
-    let status = leader.status();
-    assert_eq!(status.peers.len(), 2);
-    assert!(
-        status
-            .peers
-            .iter()
-            .all(|p| p.in_sync && p.match_index >= all.index)
-    );
+    // The status follows within a millisecond; wait for it to show both followers caught up.
+    let mut watch = leader.watch_status();
+    let status = tokio::time::timeout(
+        Duration::from_secs(2),
+        watch.wait_for(|s| {
+            s.peers.len() == 2
+                && s.peers
+                    .iter()
+                    .all(|p| p.in_sync && p.match_index >= all.index)
+        }),
+    )
+    .await
+    .expect("status shows the followers in sync")
+    .expect("node running")
+    .clone();
     assert!(status.lease_remaining_ms.is_some());
 }
 

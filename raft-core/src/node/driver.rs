@@ -65,6 +65,15 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     shared: Arc<Shared>,
     /// The origin of the protocol's clock.
     started: tokio::time::Instant,
+    /// The protocol time at which the current loop iteration began; one clock read per batch.
+    clock: Instant,
+    /// `Ack::Local` writes not yet acknowledged, by index.
+    local_pending: BTreeSet<LogIndex>,
+    /// `Ack::All` writes applied and waiting for the in-sync followers, by index.
+    all_ready: BTreeSet<LogIndex>,
+    /// When the status was last rebuilt, and whether something changed since.
+    status_built_at: Instant,
+    status_dirty: bool,
     /// Writes by index, waiting for durability, commit or the in-sync followers.
     writes: BTreeMap<LogIndex, PendingWrite<SM::Response>>,
     /// Leader reads by the id given to the protocol.
@@ -115,6 +124,11 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             status_tx,
             shared,
             started: tokio::time::Instant::now(),
+            clock: Instant(0),
+            local_pending: BTreeSet::new(),
+            all_ready: BTreeSet::new(),
+            status_built_at: Instant(0),
+            status_dirty: true,
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_read: 1,
@@ -143,7 +157,12 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     async fn run_loop(mut self) {
         info!(voters = ?self.raft.voters(), term = self.raft.term().0, "node started");
         loop {
-            let deadline = self.instant_of(self.raft.next_deadline());
+            let mut wake_at = self.raft.next_deadline();
+            if self.status_dirty {
+                // A status withheld to save work while busy is published within a millisecond.
+                wake_at = wake_at.min(self.status_built_at.plus_ms(1));
+            }
+            let deadline = self.instant_of(wake_at);
             tokio::select! {
                 biased;
                 message = self.inbound.recv() => {
@@ -162,6 +181,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
             }
+            self.clock = self.now();
             // Take everything else that is already waiting: one batch, one write.
             for _ in 0..MAX_BATCH {
                 match self.inbound.try_recv() {
@@ -175,8 +195,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                     Err(_) => break,
                 }
             }
-            let now = self.now();
-            self.raft.tick(now);
+            self.raft.tick(self.clock);
             if let Err(error) = self.carry_out_actions().await {
                 self.fail_storage(error);
             }
@@ -193,8 +212,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     }
 
     fn step(&mut self, message: Message) {
-        let now = self.now();
-        if let Err(error) = self.raft.step(now, message) {
+        if let Err(error) = self.raft.step(self.clock, message) {
             debug!(%error, "dropped a message");
         }
     }
@@ -212,8 +230,10 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 reply,
             } => self.read(consistency, query, reply),
             Request::Transfer { to, reply } => {
-                let now = self.now();
-                let result = self.raft.transfer_leadership(now, to).map_err(Error::from);
+                let result = self
+                    .raft
+                    .transfer_leadership(self.clock, to)
+                    .map_err(Error::from);
                 if result.is_ok() {
                     info!(to = to.0, "leadership transfer started");
                 }
@@ -236,6 +256,9 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         }
         match self.raft.propose(command) {
             Ok(id) => {
+                if ack == Ack::Local {
+                    self.local_pending.insert(id.index);
+                }
                 self.writes.insert(
                     id.index,
                     PendingWrite {
@@ -259,7 +282,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         reply: ReadReply<SM::QueryResponse>,
     ) {
         let pending = PendingRead { query, reply };
-        let now = self.now();
+        let now = self.clock;
         match consistency {
             Consistency::Linearizable | Consistency::Lease => {
                 let mode = if consistency == Consistency::Lease {
@@ -397,6 +420,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         match response {
             Some(Ok(response)) if write.ack == Ack::All => {
                 write.response = Some(response);
+                self.all_ready.insert(index);
                 self.writes.insert(index, write);
             }
             Some(Ok(response)) => {
@@ -419,24 +443,33 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
 
     /// `Ack::Local` writes are acknowledged once the leader's own log holds them durably.
     fn complete_local_writes(&mut self, last: EntryId) {
-        for (&index, write) in self.writes.range_mut(..=last.index) {
-            if write.ack == Ack::Local && write.term == last.term {
-                if let Some(reply) = write.reply.take() {
-                    let _ = reply.send(Ok(WriteOutcome {
-                        index,
-                        term: write.term,
-                        response: None,
-                    }));
-                }
+        if self.local_pending.is_empty() {
+            return;
+        }
+        let durable: Vec<LogIndex> = self.local_pending.range(..=last.index).copied().collect();
+        for index in durable {
+            self.local_pending.remove(&index);
+            // The write at `index` is durable if the log still holds it with its own term; the
+            // batch ending at `last` wrote every entry up to it.
+            let Some(write) = self.writes.get_mut(&index) else {
+                continue;
+            };
+            if self.raft.entry(index).map(|e| e.term) == Some(write.term)
+                && let Some(reply) = write.reply.take()
+            {
+                let _ = reply.send(Ok(WriteOutcome {
+                    index,
+                    term: write.term,
+                    response: None,
+                }));
             }
         }
-        // Local writes stay in the map (reply taken) so their apply is still matched; forget
-        // the ones whose reply went and which nothing else waits for once they are applied.
+        // The write stays in `writes` (its reply taken) so that its apply is still matched.
     }
 
     /// `Ack::All` writes that are applied complete once every in-sync voter holds them.
     fn complete_all_acks(&mut self) {
-        if !self.writes.values().any(|w| w.response.is_some()) {
+        if self.all_ready.is_empty() {
             return;
         }
         let holders: Vec<(NodeId, LogIndex)> = self
@@ -447,14 +480,13 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             .map(|p| (p.id, p.match_index))
             .collect();
         let ready: Vec<LogIndex> = self
-            .writes
+            .all_ready
             .iter()
-            .filter(|(index, w)| {
-                w.response.is_some() && holders.iter().all(|(_, matched)| matched >= *index)
-            })
-            .map(|(&index, _)| index)
+            .copied()
+            .filter(|index| holders.iter().all(|(_, matched)| matched >= index))
             .collect();
         for index in ready {
+            self.all_ready.remove(&index);
             if let Some(mut write) = self.writes.remove(&index) {
                 if let Some(reply) = write.reply.take() {
                     let _ = reply.send(Ok(WriteOutcome {
@@ -468,7 +500,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     }
 
     fn is_in_sync(&self, last_ack_at: Option<Instant>) -> bool {
-        let now = self.now();
+        let now = self.clock;
         last_ack_at.is_some_and(|at| {
             u128::from(now.ms_since(at)) <= self.config.max_replication_lag.as_millis()
         })
@@ -539,6 +571,8 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     }
 
     fn fail_everything(&mut self, error: Error) {
+        self.local_pending.clear();
+        self.all_ready.clear();
         for (_, mut write) in std::mem::take(&mut self.writes) {
             if let Some(reply) = write.reply.take() {
                 let _ = reply.send(Err(error.clone()));
@@ -557,9 +591,18 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     /// Publishes a new status when something a watcher cares about changed, and records
     /// leadership changes, lease changes and lagging followers as tracing events.
     fn publish_status(&mut self) {
-        let now = self.now();
+        let now = self.clock;
         let (role, term, leader) = (self.raft.role(), self.raft.term(), self.raft.leader());
-        if (role, term, leader) != self.last_seen {
+        let changed_hands = (role, term, leader) != self.last_seen;
+        // While busy, rebuild the status at most once per millisecond (the clock's resolution);
+        // a change of role, term or leader is published at once.
+        if !changed_hands && now == self.status_built_at && self.stop.is_none() {
+            self.status_dirty = true;
+            return;
+        }
+        self.status_built_at = now;
+        self.status_dirty = false;
+        if changed_hands {
             let (old_role, _, old_leader) = self.last_seen;
             if role != old_role {
                 info!(?role, term = term.0, "role changed");

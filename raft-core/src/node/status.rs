@@ -5,6 +5,10 @@ use crate::{LogIndex, NodeId, Role, Term};
 use serde::{Deserialize, Serialize};
 
 /// A snapshot of one node's state, published on [`crate::node::NodeHandle::watch_status`].
+///
+/// A change of role, term or leader is published at once; other fields (indexes, lag) are
+/// refreshed at most once per millisecond while the node is busy, and within a millisecond of
+/// the last change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// This node.
