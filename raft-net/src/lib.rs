@@ -1,10 +1,49 @@
 //! # raft-net
 //!
-//! Implementations of [`raft_core::node::Transport`]:
+//! Implementations of [`raft_core::node::Transport`], the node's way out to its peers; the way
+//! in is the node's [`raft_core::node::Inbox`], which every transport delivers to.
 //!
-//! * [`ChannelNetwork`] connects nodes in one process through their inboxes, with links that a
-//!   test can cut and restore (partitions without sockets).
+//! * [`ChannelNetwork`] (module `channel`) connects nodes in one process through their inboxes,
+//!   with links that a test can cut and restore (partitions without sockets).
+//! * [`TcpTransport`] (module `tcp`) connects nodes over TCP. A message goes from `send` into
+//!   its peer's bounded queue (`tcp::queue`); the peer's writer task (`tcp::outbound`) dials on
+//!   first use, exchanges a versioned handshake (magic, version, cluster id, node id), and
+//!   writes everything queued as length-delimited postcard frames in one write (`tcp::wire`);
+//!   it redials with exponential backoff when the connection fails or falls silent. On the
+//!   other node the acceptor and a reader per connection (`tcp::inbound`) check the handshake,
+//!   read and decode frames, drop messages that break a rule, and deliver the rest to the inbox.
+//!
+//! The TCP code is generic over a [`Network`]: [`TokioNet`] is the operating system's TCP, and
+//! `TurmoilNet` (feature `turmoil`) is turmoil's simulated TCP, so a simulation exercises the
+//! very code that runs in production. Its tasks are started by a caller-chosen [`Spawner`]:
+//! [`Spawner::tokio`] in production, [`Spawner::local`] inside a turmoil host.
+//!
+//! ```
+//! use raft_core::NodeId;
+//! use raft_net::{Spawner, TcpConfig, TcpTransport, TokioNet};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), raft_net::TcpError> {
+//! let (inbox, _inbound) = raft_core::node::inbox(4096);
+//! // Node 1 of cluster 7, on a free port; peers can also be added once their ports are known.
+//! let peers = [(NodeId(2), "127.0.0.1:7002".to_string())];
+//! let config = TcpConfig::new(NodeId(1), 7, "127.0.0.1:0", peers);
+//! let transport = TcpTransport::start(TokioNet, config, inbox, Spawner::tokio()).await?;
+//! println!("listening on {}", transport.local_addr());
+//! transport.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Under turmoil the same call takes `TurmoilNet` and [`Spawner::local`], inside the host.
 
 mod channel;
+mod tcp;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
+#[cfg(feature = "turmoil")]
+pub use tcp::TurmoilNet;
+pub use tcp::{
+    ConfigError, Deliver, InboundStats, Network, Overflow, PeerStats, Spawner, Task, TcpConfig,
+    TcpError, TcpTransport, TokioNet, TransportStats,
+};

@@ -1,0 +1,211 @@
+//! The settings of a [`crate::TcpTransport`], and the rules they must satisfy.
+
+use crate::tcp::Overflow;
+use raft_core::NodeId;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use thiserror::Error;
+
+/// The longest timeout or interval accepted.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Settings of one node's TCP transport. Start from [`TcpConfig::new`] and change fields.
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// This node. Messages it sends must come from it; messages it receives must go to it.
+    pub node_id: NodeId,
+    /// Which cluster this node belongs to: connections from or to a node of another cluster
+    /// are refused at the handshake, so two clusters sharing hosts never exchange messages.
+    pub cluster_id: u64,
+    /// Where to listen, `"host:port"` (port 0 picks a free port; see
+    /// [`crate::TcpTransport::local_addr`]).
+    pub listen_addr: String,
+    /// The other members and their addresses, `"host:port"`. Only these may connect (checked at
+    /// the handshake) and only to these are messages sent. Changed at runtime with
+    /// [`crate::TcpTransport::add_peer`] and [`crate::TcpTransport::remove_peer`].
+    pub peers: BTreeMap<NodeId, String>,
+    /// The largest frame payload accepted or sent, in bytes. A peer announcing a larger frame
+    /// is disconnected; an outbound message that would exceed it is dropped. Must exceed the
+    /// largest AppendEntries the protocol builds (`max_bytes_per_append`, or one command of
+    /// `max_command_bytes`) with room for the message's envelope.
+    pub max_frame_bytes: u32,
+    /// How many messages may wait for one peer. Beyond it `send` drops one (see
+    /// [`TcpConfig::overflow`]) rather than wait or grow without bound.
+    pub queue_capacity: usize,
+    /// Which message a full queue drops.
+    pub overflow: Overflow,
+    /// The longest a connection attempt may take, handshake included, on either side. Needed
+    /// because a connection attempt across a partition (in turmoil, or through a firewall that
+    /// drops packets) may never fail by itself.
+    pub connect_timeout: Duration,
+    /// The longest one batch of frames may take to write. A peer that stops reading, or a
+    /// simulated link that lost a segment and stalls, is disconnected after it.
+    pub write_timeout: Duration,
+    /// An idle side of a connection sends an empty frame this often, so that the other side
+    /// can tell a quiet peer from a dead link.
+    pub keepalive_interval: Duration,
+    /// A connection on which nothing (not even a keepalive) arrived for this long is dropped
+    /// and, on the dialling side, dialled again. Must exceed `keepalive_interval`.
+    pub idle_timeout: Duration,
+    /// The first delay before dialling a peer again after a failure; it doubles per failure.
+    pub reconnect_backoff_min: Duration,
+    /// The largest delay between two dials of one peer.
+    pub reconnect_backoff_max: Duration,
+    /// Seeds the jitter of reconnect delays (mixed with the node and peer ids), so a
+    /// simulation replays the same delays.
+    pub seed: u64,
+    /// The most inbound connections open at once; more are closed as soon as accepted. Each
+    /// peer needs one, and a reconnecting peer's new connection replaces its old one.
+    pub max_inbound_connections: usize,
+}
+
+impl TcpConfig {
+    /// Defaults for node `node_id` of cluster `cluster_id`, listening on `listen_addr`, with
+    /// `peers`: 16 MiB frames, 1024 queued messages per peer dropping the oldest, 1 s to
+    /// connect, 2 s to write a batch, a keepalive every 250 ms and a 1 s idle timeout, reconnect
+    /// delays from 10 ms doubling to 1 s, and 64 inbound connections.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: u64,
+        listen_addr: impl Into<String>,
+        peers: impl IntoIterator<Item = (NodeId, String)>,
+    ) -> TcpConfig {
+        TcpConfig {
+            node_id,
+            cluster_id,
+            listen_addr: listen_addr.into(),
+            peers: peers.into_iter().collect(),
+            max_frame_bytes: 16 << 20,
+            queue_capacity: 1024,
+            overflow: Overflow::DropOldest,
+            connect_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_millis(250),
+            idle_timeout: Duration::from_secs(1),
+            reconnect_backoff_min: Duration::from_millis(10),
+            reconnect_backoff_max: Duration::from_secs(1),
+            seed: 0,
+            max_inbound_connections: 64,
+        }
+    }
+
+    /// Checks every rule below and returns the first one broken.
+    ///
+    /// 1. The node id is not 0 (reserved by raft-core), and no peer has id 0 or this node's id.
+    /// 2. `max_frame_bytes >= 64`, enough for any message without entries.
+    /// 3. `queue_capacity >= 1` and `max_inbound_connections >= 1`.
+    /// 4. Every timeout and interval is non-zero and at most a day (deadlines are computed by
+    ///    adding them to the clock, which must not overflow).
+    /// 5. `keepalive_interval < idle_timeout`, or healthy idle connections would be dropped.
+    /// 6. `reconnect_backoff_min <= reconnect_backoff_max`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id.0 == 0 {
+            return Err(ConfigError("node id 0 is reserved".into()));
+        }
+        if let Some(id) = self
+            .peers
+            .keys()
+            .find(|&&id| id.0 == 0 || id == self.node_id)
+        {
+            return Err(ConfigError(format!(
+                "peer id {id} is 0 or this node's own id"
+            )));
+        }
+        if self.max_frame_bytes < 64 {
+            return Err(ConfigError(format!(
+                "max_frame_bytes {} is below the minimum of 64",
+                self.max_frame_bytes
+            )));
+        }
+        if self.queue_capacity == 0 || self.max_inbound_connections == 0 {
+            return Err(ConfigError(
+                "queue_capacity and max_inbound_connections must be at least 1".into(),
+            ));
+        }
+        let durations = [
+            ("connect_timeout", self.connect_timeout),
+            ("write_timeout", self.write_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("reconnect_backoff_min", self.reconnect_backoff_min),
+            ("reconnect_backoff_max", self.reconnect_backoff_max),
+        ];
+        if let Some((name, _)) = durations
+            .iter()
+            .find(|(_, d)| d.is_zero() || *d > MAX_DURATION)
+        {
+            return Err(ConfigError(format!(
+                "{name} must be non-zero and at most {MAX_DURATION:?}"
+            )));
+        }
+        if self.keepalive_interval >= self.idle_timeout {
+            return Err(ConfigError(format!(
+                "keepalive_interval {:?} must be shorter than idle_timeout {:?}",
+                self.keepalive_interval, self.idle_timeout
+            )));
+        }
+        if self.reconnect_backoff_min > self.reconnect_backoff_max {
+            return Err(ConfigError(format!(
+                "reconnect_backoff_min {:?} exceeds reconnect_backoff_max {:?}",
+                self.reconnect_backoff_min, self.reconnect_backoff_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A [`TcpConfig`] rule that does not hold; the text names it.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> TcpConfig {
+        TcpConfig::new(
+            NodeId(1),
+            7,
+            "127.0.0.1:0",
+            [(NodeId(2), "127.0.0.1:1".to_string())],
+        )
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    /// Table: one broken rule per row, and a word the error must name.
+    #[test]
+    fn each_rule_is_enforced() {
+        let cases: Vec<(fn(&mut TcpConfig), &str)> = vec![
+            (|c| c.node_id = NodeId(0), "reserved"),
+            (
+                |c| {
+                    c.peers.insert(NodeId(1), "x:1".into());
+                },
+                "own id",
+            ),
+            (|c| c.max_frame_bytes = 10, "max_frame_bytes"),
+            (|c| c.queue_capacity = 0, "queue_capacity"),
+            (|c| c.write_timeout = Duration::ZERO, "write_timeout"),
+            (|c| c.idle_timeout = Duration::MAX, "idle_timeout"),
+            (
+                |c| c.keepalive_interval = c.idle_timeout,
+                "keepalive_interval",
+            ),
+            (
+                |c| c.reconnect_backoff_min = Duration::from_secs(5),
+                "reconnect_backoff_min",
+            ),
+        ];
+        for (breaks, word) in cases {
+            let mut config = valid();
+            breaks(&mut config);
+            let err = config.validate().unwrap_err();
+            assert!(err.0.contains(word), "{err} should mention {word}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The listener side: the acceptor task, and one reader task per accepted connection.
+//!
+//! A reader first checks the peer's handshake (magic, version, cluster, a configured node id)
+//! and closes the connection on any mismatch. Then it reads frames: each payload must decode
+//! to one message from the handshake's node to this node that passes `Message::validate`,
+//! which then goes to the node's inbox. Bytes that are not a frame or not a message close the
+//! connection; a well-formed message that breaks a rule is dropped alone. Nothing a peer sends
+//! can panic the node: every branch ends in a log line and a counter.
+
+use crate::tcp::network::Network;
+use crate::tcp::outbound::{stopped, write_all};
+use crate::tcp::stats::bump;
+use crate::tcp::transport::{InboundSlot, Shared, TaskToken};
+use crate::tcp::wire::{self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME};
+use raft_core::NodeId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+/// How long the acceptor pauses after a failed `accept` (for example, out of file
+/// descriptors), so that it does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Accepts connections until the transport stops, then drops (closes) the listener.
+pub(crate) async fn accept_loop<N: Network>(
+    shared: Arc<Shared<N>>,
+    mut listener: N::Listener,
+    token: TaskToken,
+) {
+    let node = shared.config.node_id;
+    let mut shutdown = shared.shutdown.clone();
+    // Caps the connections open at once; a permit lives as long as its reader task.
+    let open_connections = Arc::new(Semaphore::new(shared.config.max_inbound_connections));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => break,
+            accepted = shared.network.accept(&mut listener) => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => match Arc::clone(&open_connections).try_acquire_owned() {
+                Ok(permit) => shared.spawner.spawn(serve_connection(
+                    Arc::clone(&shared),
+                    stream,
+                    remote,
+                    permit,
+                    token.clone(),
+                )),
+                Err(_) => {
+                    // Accept and close, rather than stop accepting: a backlog that is never
+                    // drained fills up (and in turmoil, a full backlog panics the simulation).
+                    tracing::warn!(%node, %remote, limit = shared.config.max_inbound_connections, "too many inbound connections; closing a new one");
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%node, %error, "accept failed");
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut shutdown) => break,
+                    () = sleep(ACCEPT_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+    tracing::debug!(%node, "listener closed");
+}
+
+/// Handshakes with one inbound connection, then delivers its messages until it ends.
+async fn serve_connection<N: Network>(
+    shared: Arc<Shared<N>>,
+    stream: N::Stream,
+    remote: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    _token: TaskToken,
+) {
+    let config = &shared.config;
+    let node = config.node_id;
+    let mut shutdown = shared.shutdown.clone();
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    let mut frames = FrameReader::new(read_half, config.max_frame_bytes);
+
+    let hello = tokio::select! {
+        biased;
+        () = stopped(&mut shutdown) => return,
+        hello = read_hello(frames.get_mut(), config.connect_timeout) => hello,
+    };
+    let registered = hello.and_then(|hello| {
+        register(&shared, &hello)
+            .map(|(connection_id, close)| (hello.node_id, connection_id, close))
+            .map_err(|e| e.to_string())
+    });
+    let (peer, connection_id, mut close) = match registered {
+        Ok(registered) => registered,
+        Err(reason) => {
+            bump(&shared.counters.handshakes_refused);
+            tracing::warn!(%node, %remote, %reason, "inbound connection refused at the handshake");
+            return;
+        }
+    };
+    bump(&shared.counters.connections_accepted);
+    tracing::info!(%node, %peer, %remote, "accepted connection from peer");
+
+    let reply = Hello::new(config.cluster_id, node).encode();
+    let mut last_written = Instant::now();
+    let mut last_heard = Instant::now();
+    let mut result = write_all(&mut write_half, &reply, config.connect_timeout).await;
+    while result.is_ok() {
+        // `biased`: a fixed order keeps simulations reproducible. Every branch is cancel-safe.
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => break,
+            _ = &mut close => {
+                tracing::debug!(%node, %peer, %remote, "connection replaced or peer removed");
+                break;
+            }
+            frame = frames.next_frame() => match frame {
+                Ok(Some(payload)) => {
+                    last_heard = Instant::now();
+                    if !payload.is_empty() {
+                        result = deliver(&shared, peer, &payload);
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!(%node, %peer, %remote, "connection closed by peer");
+                    break;
+                }
+                Err(error) => result = Err(error.to_string()),
+            },
+            () = sleep_until(last_heard + config.idle_timeout) => {
+                tracing::info!(%node, %peer, %remote, "peer silent for {:?}; closing its connection", config.idle_timeout);
+                break;
+            }
+            () = sleep_until(last_written + config.keepalive_interval) => {
+                // A write failure here is the link failing, not the peer misbehaving.
+                if let Err(error) = write_all(&mut write_half, &KEEPALIVE_FRAME, config.write_timeout).await {
+                    tracing::debug!(%node, %peer, %remote, %error, "keepalive failed; closing connection");
+                    break;
+                }
+                last_written = Instant::now();
+            }
+        }
+    }
+    if let Err(error) = result {
+        bump(&shared.counters.connections_closed_on_error);
+        tracing::warn!(%node, %peer, %remote, %error, "closing connection");
+    }
+    let mut inbound = shared.inbound();
+    if inbound
+        .get(&peer)
+        .is_some_and(|slot| slot.connection_id == connection_id)
+    {
+        inbound.remove(&peer);
+    }
+}
+
+/// Reads the peer's handshake within `limit`.
+async fn read_hello<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: Duration,
+) -> Result<Hello, String> {
+    let mut bytes = [0u8; HELLO_LEN];
+    // `read_exact` is not cancel-safe, but losing this race ends the connection anyway.
+    match timeout(limit, reader.read_exact(&mut bytes)).await {
+        Ok(Ok(_)) => Ok(Hello::decode(&bytes)),
+        Ok(Err(e)) => Err(format!("no handshake: {e}")),
+        Err(_) => Err(format!("no handshake within {limit:?}")),
+    }
+}
+
+/// Checks `hello` and, if it is acceptable, makes this connection the peer's current one
+/// (closing an older one). Returns its id and the receiver that says when to close it.
+fn register<N>(
+    shared: &Shared<N>,
+    hello: &Hello,
+) -> Result<(u64, oneshot::Receiver<()>), HelloError> {
+    let config = &shared.config;
+    hello.check(config.cluster_id)?;
+    // The membership check and the registration happen under the inbound lock, which
+    // `remove_peer` also takes first, so a peer removed concurrently leaves no connection.
+    let mut inbound = shared.inbound();
+    if hello.node_id == config.node_id || !shared.peers().contains_key(&hello.node_id) {
+        return Err(HelloError::UnknownNode(hello.node_id));
+    }
+    let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let (close_tx, close_rx) = oneshot::channel();
+    inbound.insert(
+        hello.node_id,
+        InboundSlot {
+            connection_id,
+            _close: close_tx,
+        },
+    );
+    Ok((connection_id, close_rx))
+}
+
+/// Decodes one payload from `peer` and hands it to the inbox. Fails (closing the connection)
+/// when the payload is not a message; drops a message that breaks a rule.
+fn deliver<N>(shared: &Shared<N>, peer: NodeId, payload: &[u8]) -> Result<(), String> {
+    let node = shared.config.node_id;
+    let counters = &shared.counters;
+    let message = wire::decode_message(payload).map_err(|e| e.to_string())?;
+    if message.from != peer || message.to != node {
+        bump(&counters.messages_rejected);
+        tracing::warn!(%node, %peer, from = %message.from, to = %message.to, "message with a foreign sender or recipient dropped");
+        return Ok(());
+    }
+    if let Err(reason) = message.validate() {
+        bump(&counters.messages_rejected);
+        tracing::warn!(%node, %peer, %reason, "invalid message dropped");
+        return Ok(());
+    }
+    if shared.inbox.deliver(message) {
+        bump(&counters.messages_delivered);
+    } else {
+        bump(&counters.messages_dropped_inbox_full);
+    }
+    Ok(())
+}

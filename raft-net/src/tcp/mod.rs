@@ -1,0 +1,29 @@
+//! The TCP transport, in the order data flows through it:
+//!
+//! * [`transport`] — [`TcpTransport`]: `send` routes each message to its peer's queue.
+//! * [`queue`] — the bounded per-peer queue; drops by [`Overflow`] policy when full.
+//! * [`outbound`] — one writer task per peer: dial lazily, handshake, write batches, keepalives,
+//!   redial after [`backoff`].
+//! * [`wire`] — the handshake and the frames, the only code that touches raw bytes.
+//! * [`inbound`] — the acceptor and one reader per connection: check the handshake, read
+//!   frames, decode, validate, deliver to the node's inbox.
+//! * [`network`] — the seam to the TCP stack ([`TokioNet`], `TurmoilNet`) and the [`Spawner`].
+//! * [`config`], [`stats`] — settings with their rules, and counters.
+
+mod backoff;
+mod config;
+mod inbound;
+mod network;
+mod outbound;
+mod queue;
+mod stats;
+mod transport;
+mod wire;
+
+pub use config::{ConfigError, TcpConfig};
+#[cfg(feature = "turmoil")]
+pub use network::TurmoilNet;
+pub use network::{Deliver, Network, Spawner, Task, TokioNet};
+pub use queue::Overflow;
+pub use stats::{InboundStats, PeerStats, TransportStats};
+pub use transport::{TcpError, TcpTransport};

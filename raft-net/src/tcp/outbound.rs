@@ -1,0 +1,281 @@
+//! One peer's writer task: dials the peer when there is something to send, handshakes, writes
+//! every queued message in one buffered write per batch, and dials again with backoff when the
+//! connection fails.
+//!
+//! ```text
+//!   idle ──message queued──▶ dial + handshake ──ok──▶ connected ──error / silence──┐
+//!    ▲                            │ fail                  (batches, keepalives)     │
+//!    └──────── backoff delay ◀────┴─────────────────────────────────────────────────┘
+//! ```
+//!
+//! The connection carries messages one way only; the peer sends back nothing but keepalives,
+//! which tell this side the link is alive (turmoil's TCP, and a real network that silently
+//! drops packets, would otherwise let a dead connection look healthy forever).
+
+use crate::tcp::backoff::Backoff;
+use crate::tcp::network::Network;
+use crate::tcp::stats::{add, bump};
+use crate::tcp::transport::{PeerLink, Shared, TaskToken};
+use crate::tcp::wire::{self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME};
+use raft_core::Message;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+/// Resolves once the transport is shutting down (or every handle was dropped). Cancel-safe.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&stop| stop).await;
+}
+
+/// How a connection ended.
+enum End {
+    /// The transport stopped or the peer was removed: the task ends.
+    Stop,
+    /// The connection failed; dial again after a backoff delay.
+    Failed(String),
+}
+
+/// Why dialling failed.
+enum DialError {
+    Io(io::Error),
+    /// The peer answered with a handshake we refuse.
+    Refused(HelloError),
+    /// The peer closed the connection instead of answering: it refused our handshake.
+    ClosedByPeer,
+    TimedOut,
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DialError::Io(e) => write!(f, "{e}"),
+            DialError::Refused(e) => write!(f, "peer's handshake refused: {e}"),
+            DialError::ClosedByPeer => f.write_str("peer closed the connection at the handshake"),
+            DialError::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// The writer task of `link`, until the transport stops or the peer is removed.
+pub(crate) async fn run_writer<N: Network>(
+    shared: Arc<Shared<N>>,
+    link: Arc<PeerLink>,
+    _token: TaskToken,
+) {
+    let config = &shared.config;
+    let node = config.node_id;
+    let peer = link.id;
+    let mut shutdown = shared.shutdown.clone();
+    // The jitter differs per (node, peer) pair so that the pairs do not redial in step.
+    let seed = config.seed ^ node.0.rotate_left(32) ^ peer.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut backoff = Backoff::new(
+        config.reconnect_backoff_min,
+        config.reconnect_backoff_max,
+        seed,
+    );
+    let mut failures_in_a_row = 0u32;
+    let mut batch = Vec::new();
+    let mut buffer = Vec::new();
+    loop {
+        // Dial lazily: only once there is something to send.
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return,
+            () = link.queue.wait() => {}
+        }
+        if !link.queue.has_work() {
+            continue;
+        }
+        if link.queue.is_closed() {
+            return;
+        }
+        let dialled = tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return,
+            dialled = dial(&*shared, &link) => dialled,
+        };
+        match dialled {
+            Ok(stream) => {
+                backoff.reset();
+                failures_in_a_row = 0;
+                bump(&link.connections_opened);
+                link.connected.store(true, Ordering::Relaxed);
+                tracing::info!(%node, %peer, addr = %link.addr, "connected to peer");
+                let end = serve(
+                    &shared,
+                    &link,
+                    stream,
+                    &mut shutdown,
+                    &mut batch,
+                    &mut buffer,
+                )
+                .await;
+                link.connected.store(false, Ordering::Relaxed);
+                match end {
+                    End::Stop => return,
+                    End::Failed(reason) => {
+                        tracing::info!(%node, %peer, %reason, "connection to peer lost");
+                    }
+                }
+            }
+            Err(error) => {
+                failures_in_a_row = failures_in_a_row.saturating_add(1);
+                // A refusal is a configuration problem worth a warning; a peer that is down is
+                // routine, reported once per outage and then only at debug level.
+                match (&error, failures_in_a_row) {
+                    (DialError::Refused(_) | DialError::ClosedByPeer, 1) => {
+                        tracing::warn!(%node, %peer, addr = %link.addr, %error, "peer refused the connection");
+                    }
+                    (_, 1) => {
+                        tracing::info!(%node, %peer, addr = %link.addr, %error, "cannot connect to peer");
+                    }
+                    _ => {
+                        tracing::debug!(%node, %peer, addr = %link.addr, %error, failures_in_a_row, "cannot connect to peer");
+                    }
+                }
+            }
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return,
+            () = sleep(delay) => {}
+        }
+    }
+}
+
+/// Connects to the peer and exchanges handshakes, within the connect timeout.
+async fn dial<N: Network>(shared: &Shared<N>, link: &PeerLink) -> Result<N::Stream, DialError> {
+    let config = &shared.config;
+    let attempt = async {
+        let mut stream = shared
+            .network
+            .connect(&link.addr)
+            .await
+            .map_err(DialError::Io)?;
+        let hello = Hello::new(config.cluster_id, config.node_id);
+        stream
+            .write_all(&hello.encode())
+            .await
+            .map_err(DialError::Io)?;
+        stream.flush().await.map_err(DialError::Io)?;
+        let mut reply = [0u8; HELLO_LEN];
+        match stream.read_exact(&mut reply).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(DialError::ClosedByPeer);
+            }
+            Err(e) => return Err(DialError::Io(e)),
+        }
+        let reply = Hello::decode(&reply);
+        reply.check(config.cluster_id).map_err(DialError::Refused)?;
+        if reply.node_id != link.id {
+            return Err(DialError::Refused(HelloError::WrongNode {
+                expected: link.id,
+                found: reply.node_id,
+            }));
+        }
+        Ok(stream)
+    };
+    // On timeout the half-done attempt is dropped with its stream: `read_exact` losing what it
+    // read does not matter then.
+    timeout(config.connect_timeout, attempt)
+        .await
+        .unwrap_or(Err(DialError::TimedOut))
+}
+
+/// Sends the peer's messages over an established connection until it fails or the task must
+/// stop.
+async fn serve<N: Network>(
+    shared: &Shared<N>,
+    link: &PeerLink,
+    stream: N::Stream,
+    shutdown: &mut watch::Receiver<bool>,
+    batch: &mut Vec<Message>,
+    buffer: &mut Vec<u8>,
+) -> End {
+    let config = &shared.config;
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    let mut frames = FrameReader::new(read_half, config.max_frame_bytes);
+    let mut last_heard = Instant::now();
+    let mut last_written = Instant::now();
+    loop {
+        // `biased`: a fixed order keeps simulations reproducible. Every branch is cancel-safe
+        // (the frame reader keeps partial frames in its own buffer).
+        tokio::select! {
+            biased;
+            () = stopped(shutdown) => return End::Stop,
+            frame = frames.next_frame() => match frame {
+                Ok(Some(frame)) if frame.is_empty() => {
+                    last_heard = Instant::now();
+                    continue;
+                }
+                Ok(Some(_)) => return End::Failed("peer sent data on an outbound connection".into()),
+                Ok(None) => return End::Failed("closed by peer".into()),
+                Err(e) => return End::Failed(e.to_string()),
+            },
+            () = sleep_until(last_heard + config.idle_timeout) => {
+                return End::Failed(format!("peer silent for {:?}", config.idle_timeout));
+            }
+            () = sleep_until(last_written + config.keepalive_interval) => {
+                if let Err(reason) = write_all(&mut write_half, &KEEPALIVE_FRAME, config.write_timeout).await {
+                    return End::Failed(reason);
+                }
+                last_written = Instant::now();
+                continue;
+            }
+            () = link.queue.wait() => {}
+        }
+        batch.clear();
+        if !link.queue.drain_into(batch) {
+            return End::Stop;
+        }
+        buffer.clear();
+        let mut framed = 0u64;
+        for message in batch.drain(..) {
+            match wire::encode_frame(&message, config.max_frame_bytes, buffer) {
+                Ok(()) => framed += 1,
+                Err(error) => {
+                    bump(&link.dropped_too_large);
+                    tracing::warn!(node = %config.node_id, peer = %link.id, %error, "outbound message dropped");
+                }
+            }
+        }
+        if buffer.is_empty() {
+            continue;
+        }
+        // The whole batch in one write and one flush.
+        match write_all(&mut write_half, buffer, config.write_timeout).await {
+            Ok(()) => {
+                add(&link.sent, framed);
+                last_written = Instant::now();
+            }
+            Err(reason) => {
+                add(&link.dropped_connection_lost, framed);
+                return End::Failed(reason);
+            }
+        }
+    }
+}
+
+/// Writes and flushes `bytes` within `limit`. Not cancel-safe, so never raced in a `select!`:
+/// a timeout ends the connection, and with it any question of what part was written.
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    limit: std::time::Duration,
+) -> Result<(), String> {
+    let write = async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    };
+    match timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("write timed out after {limit:?}")),
+    }
+}

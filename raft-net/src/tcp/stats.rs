@@ -1,0 +1,93 @@
+//! Counters of what the transport sent, received and dropped: what an operator graphs and a
+//! test waits on instead of sleeping.
+
+use raft_core::NodeId;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a transport's counters, from [`crate::TcpTransport::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Outbound, per configured peer.
+    pub peers: BTreeMap<NodeId, PeerStats>,
+    /// Inbound, over all connections.
+    pub inbound: InboundStats,
+}
+
+/// The outbound side of one peer. Counts are totals since the peer was added.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer's address.
+    pub addr: String,
+    /// Whether a connection is established now.
+    pub connected: bool,
+    /// Messages waiting in the queue now.
+    pub queued: usize,
+    /// Messages written to a connection (and flushed).
+    pub sent: u64,
+    /// Messages dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Messages dropped because the connection failed while writing them.
+    pub dropped_connection_lost: u64,
+    /// Messages dropped because their frame would exceed `max_frame_bytes`.
+    pub dropped_too_large: u64,
+    /// Connections established (handshake completed).
+    pub connections_opened: u64,
+}
+
+/// The inbound side of a transport. Counts are totals since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InboundStats {
+    /// Connections whose handshake was accepted.
+    pub connections_accepted: u64,
+    /// Connections refused at the handshake: bad magic or version, another cluster, an unknown
+    /// node, or no handshake within the connect timeout.
+    pub handshakes_refused: u64,
+    /// Accepted connections closed because a peer sent bytes that were not a valid frame or
+    /// message (oversized, truncated, undecodable).
+    pub connections_closed_on_error: u64,
+    /// Messages handed to the node's inbox.
+    pub messages_delivered: u64,
+    /// Messages decoded but dropped: a sender other than the handshake's node, another
+    /// recipient than this node, or failing `Message::validate`.
+    pub messages_rejected: u64,
+    /// Messages dropped because the node's inbox was full or closed.
+    pub messages_dropped_inbox_full: u64,
+}
+
+/// The live counters behind [`InboundStats`].
+#[derive(Debug, Default)]
+pub(crate) struct InboundCounters {
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) connections_closed_on_error: AtomicU64,
+    pub(crate) messages_delivered: AtomicU64,
+    pub(crate) messages_rejected: AtomicU64,
+    pub(crate) messages_dropped_inbox_full: AtomicU64,
+}
+
+impl InboundCounters {
+    pub(crate) fn snapshot(&self) -> InboundStats {
+        InboundStats {
+            connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
+            connections_closed_on_error: self.connections_closed_on_error.load(Ordering::Relaxed),
+            messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
+            messages_rejected: self.messages_rejected.load(Ordering::Relaxed),
+            messages_dropped_inbox_full: self.messages_dropped_inbox_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Adds one to a counter. Counters are statistics, never used to synchronise anything.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}

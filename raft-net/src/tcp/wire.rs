@@ -1,0 +1,439 @@
+//! The bytes on a TCP connection: a fixed-size handshake, then length-delimited frames.
+//!
+//! ```text
+//! handshake (22 bytes, both ways):  magic "RAFT" | version u16 BE | cluster id u64 BE | node id u64 BE
+//! frame:                            length u32 BE | payload (length bytes)
+//! payload:                          one `raft_core::Message` in postcard, or empty (a keepalive)
+//! ```
+//!
+//! The connecting side sends its handshake first; the accepting side checks it and answers with
+//! its own, or closes the connection. Postcard is a stable, documented serde format (its wire
+//! format is frozen for 1.x); a change of the encoding or of `Message` bumps [`VERSION`].
+//!
+//! Everything here is checked before it is trusted: a frame is parsed only once it is complete,
+//! its declared length is checked against the maximum before any byte of it is buffered, and a
+//! payload must decode to exactly one message with no bytes left over.
+
+use bytes::{Buf, BytesMut};
+use raft_core::{Message, NodeId};
+use std::io;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The first bytes of every connection: tells a Raft peer from anything else that connects.
+pub(crate) const MAGIC: [u8; 4] = *b"RAFT";
+
+/// The wire protocol's version; peers of different versions refuse each other.
+pub(crate) const VERSION: u16 = 1;
+
+/// Bytes of an encoded [`Hello`].
+pub(crate) const HELLO_LEN: usize = 4 + 2 + 8 + 8;
+
+/// Bytes of a frame's length prefix.
+const LENGTH_PREFIX_LEN: usize = 4;
+
+/// How much the frame buffer grows per read at most, so a peer that announces a large frame
+/// and sends it slowly cannot make us reserve all of it up front.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The handshake each side of a connection sends: who it is and which cluster it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub(crate) magic: [u8; 4],
+    pub(crate) version: u16,
+    pub(crate) cluster_id: u64,
+    pub(crate) node_id: NodeId,
+}
+
+/// Why a [`Hello`] was refused; each reason is logged by the side that refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub(crate) enum HelloError {
+    #[error("bad magic bytes {0:02x?} (not a Raft peer)")]
+    BadMagic([u8; 4]),
+    #[error("protocol version {theirs}, this node speaks {ours}")]
+    Version { theirs: u16, ours: u16 },
+    #[error("cluster id {theirs}, this node belongs to cluster {ours}")]
+    Cluster { theirs: u64, ours: u64 },
+    #[error("node id {0} is not a configured peer")]
+    UnknownNode(NodeId),
+    #[error("expected node {expected}, found node {found}")]
+    WrongNode { expected: NodeId, found: NodeId },
+}
+
+impl Hello {
+    /// The handshake of node `node_id` of cluster `cluster_id`, at this protocol version.
+    pub(crate) fn new(cluster_id: u64, node_id: NodeId) -> Hello {
+        Hello {
+            magic: MAGIC,
+            version: VERSION,
+            cluster_id,
+            node_id,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> [u8; HELLO_LEN] {
+        let mut out = [0u8; HELLO_LEN];
+        out[0..4].copy_from_slice(&self.magic);
+        out[4..6].copy_from_slice(&self.version.to_be_bytes());
+        out[6..14].copy_from_slice(&self.cluster_id.to_be_bytes());
+        out[14..22].copy_from_slice(&self.node_id.0.to_be_bytes());
+        out
+    }
+
+    /// Any 22 bytes decode; [`Hello::check`] decides whether they are acceptable.
+    pub(crate) fn decode(bytes: &[u8; HELLO_LEN]) -> Hello {
+        let mut buf = &bytes[..];
+        let mut magic = [0u8; 4];
+        buf.copy_to_slice(&mut magic);
+        Hello {
+            magic,
+            version: buf.get_u16(),
+            cluster_id: buf.get_u64(),
+            node_id: NodeId(buf.get_u64()),
+        }
+    }
+
+    /// Checks magic, version and cluster against ours; the caller checks the node id, whose
+    /// rule differs between the accepting side (a known peer) and the connecting side (the
+    /// peer it dialled).
+    pub(crate) fn check(&self, cluster_id: u64) -> Result<(), HelloError> {
+        if self.magic != MAGIC {
+            return Err(HelloError::BadMagic(self.magic));
+        }
+        if self.version != VERSION {
+            return Err(HelloError::Version {
+                theirs: self.version,
+                ours: VERSION,
+            });
+        }
+        if self.cluster_id != cluster_id {
+            return Err(HelloError::Cluster {
+                theirs: self.cluster_id,
+                ours: cluster_id,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a connection's byte stream was given up on.
+#[derive(Debug, Error)]
+pub(crate) enum FrameError {
+    #[error("frame of {length} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { length: u64, max: u32 },
+    #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
+    Truncated { buffered: usize },
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why a frame's payload was not a message.
+#[derive(Debug, Error)]
+pub(crate) enum DecodeError {
+    #[error("undecodable payload: {0}")]
+    Postcard(#[from] postcard::Error),
+    #[error("{0} bytes left over after the message")]
+    TrailingBytes(usize),
+}
+
+/// Appends one frame carrying `message` to `out`. Fails, leaving `out` as it was, when the
+/// message does not encode or its frame would exceed `max_frame_bytes` (the receiver would
+/// close the connection over it).
+pub(crate) fn encode_frame(
+    message: &Message,
+    max_frame_bytes: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
+    if let Err(e) = postcard::to_extend(message, Appender(out)) {
+        // Postcard fails only on values serde cannot express, which `Message` has none of;
+        // the frames already in `out` must survive all the same.
+        out.truncate(start);
+        return Err(EncodeError::Postcard(e));
+    }
+    let length = out.len() - start - LENGTH_PREFIX_LEN;
+    match u32::try_from(length) {
+        Ok(length) if length <= max_frame_bytes => {
+            out[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&length.to_be_bytes());
+            Ok(())
+        }
+        _ => {
+            out.truncate(start);
+            Err(EncodeError::TooLarge {
+                length,
+                max: max_frame_bytes,
+            })
+        }
+    }
+}
+
+/// Lets postcard append to a buffer it does not own.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Appender<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
+/// Why an outbound message was not framed.
+#[derive(Debug, Error)]
+pub(crate) enum EncodeError {
+    #[error("message does not encode: {0}")]
+    Postcard(postcard::Error),
+    #[error("encoded message of {length} bytes exceeds the maximum frame of {max} bytes")]
+    TooLarge { length: usize, max: u32 },
+}
+
+/// An empty frame: "still here". Sent by both sides of an idle connection so that each can
+/// tell a quiet peer from a dead link (turmoil's TCP, like a cut cable, reports neither).
+pub(crate) const KEEPALIVE_FRAME: [u8; LENGTH_PREFIX_LEN] = [0; LENGTH_PREFIX_LEN];
+
+/// Decodes one message from a frame's payload, which must hold nothing else.
+pub(crate) fn decode_message(payload: &[u8]) -> Result<Message, DecodeError> {
+    let (message, rest) = postcard::take_from_bytes::<Message>(payload)?;
+    if rest.is_empty() {
+        Ok(message)
+    } else {
+        Err(DecodeError::TrailingBytes(rest.len()))
+    }
+}
+
+/// Reads whole frames from a byte stream.
+///
+/// Cancel-safe: every byte read is kept in the reader's own buffer, so `next_frame` may lose a
+/// `select!` race and be called again without losing or misaligning data (unlike `read_exact`,
+/// which loses what it read when dropped).
+#[derive(Debug)]
+pub(crate) struct FrameReader<R> {
+    reader: R,
+    buffer: BytesMut,
+    max_frame_bytes: u32,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(reader: R, max_frame_bytes: u32) -> FrameReader<R> {
+        FrameReader {
+            reader,
+            buffer: BytesMut::with_capacity(4096),
+            max_frame_bytes,
+        }
+    }
+
+    /// The next frame's payload (empty for a keepalive), or `None` at a clean end of stream.
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+        loop {
+            let wanted = match self.parse()? {
+                Parsed::Frame(payload) => return Ok(Some(payload)),
+                Parsed::NeedBytes(wanted) => wanted,
+            };
+            self.buffer.reserve(wanted.min(READ_CHUNK_BYTES));
+            // `read_buf` is cancel-safe: if this future is dropped, no byte has been consumed.
+            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated {
+                        buffered: self.buffer.len(),
+                    })
+                };
+            }
+        }
+    }
+
+    /// Takes a complete frame off the buffer, or says how many more bytes one needs.
+    fn parse(&mut self) -> Result<Parsed, FrameError> {
+        let Some(prefix) = self.buffer.get(..LENGTH_PREFIX_LEN) else {
+            return Ok(Parsed::NeedBytes(LENGTH_PREFIX_LEN - self.buffer.len()));
+        };
+        let mut length_bytes = [0u8; LENGTH_PREFIX_LEN];
+        length_bytes.copy_from_slice(prefix);
+        let length = u32::from_be_bytes(length_bytes);
+        if length > self.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                length: u64::from(length),
+                max: self.max_frame_bytes,
+            });
+        }
+        // u32 always fits in usize on the 32- and 64-bit targets tokio supports.
+        let total = LENGTH_PREFIX_LEN + length as usize;
+        if self.buffer.len() < total {
+            return Ok(Parsed::NeedBytes(total - self.buffer.len()));
+        }
+        self.buffer.advance(LENGTH_PREFIX_LEN);
+        Ok(Parsed::Frame(
+            self.buffer.split_to(total - LENGTH_PREFIX_LEN),
+        ))
+    }
+
+    /// The underlying reader, for the handshake that precedes the frames.
+    pub(crate) fn get_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+}
+
+enum Parsed {
+    Frame(BytesMut),
+    NeedBytes(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::{EntryId, LogIndex, MessageBody, Term};
+
+    fn heartbeat(round: u64) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::Heartbeat {
+                commit: LogIndex(4),
+                round,
+            },
+        }
+    }
+
+    async fn read_all(bytes: Vec<u8>, max: u32) -> (Vec<BytesMut>, Result<(), FrameError>) {
+        let mut reader = FrameReader::new(&bytes[..], max);
+        let mut frames = Vec::new();
+        loop {
+            match reader.next_frame().await {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => return (frames, Ok(())),
+                Err(e) => return (frames, Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn hello_round_trips_and_is_checked_field_by_field() {
+        let hello = Hello::new(7, NodeId(3));
+        assert_eq!(Hello::decode(&hello.encode()), hello);
+        assert_eq!(hello.check(7), Ok(()));
+        assert_eq!(
+            hello.check(8),
+            Err(HelloError::Cluster { theirs: 7, ours: 8 })
+        );
+        let mut bytes = hello.encode();
+        bytes[0] = b'X';
+        assert!(matches!(
+            Hello::decode(&bytes).check(7),
+            Err(HelloError::BadMagic(_))
+        ));
+        let mut bytes = hello.encode();
+        bytes[5] = 99;
+        assert!(matches!(
+            Hello::decode(&bytes).check(7),
+            Err(HelloError::Version { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_in_order_with_keepalives_between() {
+        let mut bytes = Vec::new();
+        for round in 0..3 {
+            encode_frame(&heartbeat(round), 1024, &mut bytes).unwrap();
+            bytes.extend_from_slice(&KEEPALIVE_FRAME);
+        }
+        let (frames, end) = read_all(bytes, 1024).await;
+        assert!(end.is_ok());
+        let messages: Vec<Message> = frames
+            .iter()
+            .filter(|f| !f.is_empty())
+            .map(|f| decode_message(f).unwrap())
+            .collect();
+        assert_eq!(messages, (0..3).map(heartbeat).collect::<Vec<_>>());
+        assert_eq!(frames.len(), 6);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_maximum_is_not_framed_and_earlier_frames_survive() {
+        let mut bytes = Vec::new();
+        encode_frame(&heartbeat(1), 1024, &mut bytes).unwrap();
+        let before = bytes.clone();
+        let err = encode_frame(&heartbeat(2), 2, &mut bytes).unwrap_err();
+        assert!(matches!(err, EncodeError::TooLarge { max: 2, .. }));
+        assert_eq!(bytes, before);
+    }
+
+    /// Table: byte sequences a peer may send, and how the reader must end.
+    #[tokio::test]
+    async fn hostile_byte_sequences_end_the_stream_with_an_error_not_a_panic() {
+        let mut valid = Vec::new();
+        encode_frame(&heartbeat(1), 1024, &mut valid).unwrap();
+        type Expectation = fn(&Result<(), FrameError>) -> bool;
+        let cases: Vec<(&str, Vec<u8>, Expectation)> = vec![
+            ("empty stream", vec![], |r| r.is_ok()),
+            ("half a length prefix", vec![0, 0], |r| {
+                matches!(r, Err(FrameError::Truncated { buffered: 2 }))
+            }),
+            ("length 0xFFFFFFFF", vec![0xFF; 8], |r| {
+                matches!(
+                    r,
+                    Err(FrameError::TooLarge {
+                        length: 0xFFFF_FFFF,
+                        ..
+                    })
+                )
+            }),
+            (
+                "truncated payload",
+                valid[..valid.len() - 1].to_vec(),
+                |r| matches!(r, Err(FrameError::Truncated { .. })),
+            ),
+            (
+                "one byte over the maximum",
+                1025u32.to_be_bytes().to_vec(),
+                |r| matches!(r, Err(FrameError::TooLarge { length: 1025, .. })),
+            ),
+        ];
+        for (name, bytes, expected) in cases {
+            let (_, end) = read_all(bytes, 1024).await;
+            assert!(expected(&end), "{name}: {end:?}");
+        }
+    }
+
+    #[test]
+    fn undecodable_or_padded_payloads_are_refused() {
+        assert!(decode_message(&[0xFF; 16]).is_err());
+        assert!(decode_message(&[]).is_err());
+        let mut frame = Vec::new();
+        encode_frame(&heartbeat(1), 1024, &mut frame).unwrap();
+        let mut padded = frame[LENGTH_PREFIX_LEN..].to_vec();
+        padded.push(0);
+        assert!(matches!(
+            decode_message(&padded),
+            Err(DecodeError::TrailingBytes(1))
+        ));
+    }
+
+    #[test]
+    fn an_append_entries_survives_the_round_trip() {
+        let message = Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(2),
+            body: MessageBody::AppendEntries {
+                prev_log: EntryId {
+                    term: Term(1),
+                    index: LogIndex(1),
+                },
+                entries: vec![raft_core::Entry {
+                    term: Term(2),
+                    index: LogIndex(2),
+                    payload: raft_core::Payload::Command(bytes::Bytes::from_static(b"x")),
+                }],
+                leader_commit: LogIndex(1),
+                round: 9,
+            },
+        };
+        let mut frame = Vec::new();
+        encode_frame(&message, 1024, &mut frame).unwrap();
+        assert_eq!(
+            decode_message(&frame[LENGTH_PREFIX_LEN..]).unwrap(),
+            message
+        );
+    }
+}
