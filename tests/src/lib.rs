@@ -9,9 +9,15 @@
 //!
 //! [`History`]: linearizability::History
 
+/// Turmoil simulations of whole clusters with a nemesis and history checks.
+pub mod cluster_sim;
+
 /// A replicated key-value state machine (get, put, delete, compare-and-swap) for the tests.
 pub mod kv;
 
 /// A Wing–Gong linearizability checker with memoisation, checking each key independently, for
 /// client histories of the replicated key-value store.
 pub mod linearizability;
+
+/// A seeded random generator for the simulations' choices.
+pub mod rng;

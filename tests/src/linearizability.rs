@@ -244,6 +244,9 @@ enum Ending {
     /// The client gave up waiting. The operation may take effect at any time after its call, or
     /// never.
     TimedOut,
+    /// The client learned that the operation took no effect (for example, the node refused it
+    /// before proposing it). It is left out of the check.
+    Failed,
 }
 
 /// Where an event falls in real time: its time, then its recording sequence to break ties.
@@ -306,6 +309,17 @@ impl History {
     /// If `id` is not from this history or the operation already ended.
     pub fn time_out(&mut self, id: OperationId) {
         self.pending_record(id).ending = Ending::TimedOut;
+    }
+
+    /// Records that the operation `id` certainly took no effect: it is left out of the check.
+    /// Use it only when the store guarantees the operation was never applied; when in doubt, use
+    /// [`History::time_out`].
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not from this history or the operation already ended.
+    pub fn fail(&mut self, id: OperationId) {
+        self.pending_record(id).ending = Ending::Failed;
     }
 
     fn take_sequence(&mut self) -> u64 {
@@ -386,6 +400,9 @@ pub fn check(history: &History) -> CheckResult {
 pub fn check_with_budget(history: &History, step_budget: u64) -> CheckResult {
     let mut records_by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (index, record) in history.records.iter().enumerate() {
+        if matches!(record.ending, Ending::Failed) {
+            continue;
+        }
         records_by_key
             .entry(record.operation.key())
             .or_default()
@@ -520,7 +537,7 @@ fn check_key(history: &History, key: &str, records: &[usize], step_budget: u64) 
         let record = &history.records[index];
         let (answer, returned) = match &record.ending {
             Ending::Completed { response, at } => (Some(response), Some(*at)),
-            Ending::Pending | Ending::TimedOut => (None, None),
+            Ending::Pending | Ending::TimedOut | Ending::Failed => (None, None),
         };
         let effect = match (&record.operation, answer) {
             // A read that may never have happened neither changes nor reveals anything.
@@ -590,7 +607,7 @@ fn check_key(history: &History, key: &str, records: &[usize], step_budget: u64) 
                     Ending::Completed { response, at } => {
                         format!(" -> {response}, returned at {}", at.0)
                     }
-                    Ending::Pending | Ending::TimedOut => String::new(),
+                    Ending::Pending | Ending::TimedOut | Ending::Failed => String::new(),
                 };
                 explanation.push_str(&format!(
                     "it cannot be extended to place {} {}{answer}\n",
@@ -670,6 +687,7 @@ fn describe_operations(
             Ending::Completed { response, at } => format!("returned at {} -> {response}", at.0),
             Ending::TimedOut => "timed out".to_owned(),
             Ending::Pending => "never returned".to_owned(),
+            Ending::Failed => "failed without effect".to_owned(),
         };
         let ignored = if searched.contains(&index) {
             ""
@@ -1129,6 +1147,24 @@ mod tests {
         completed(&mut history, 2, Operation::get("x"), 100, 101, value("1"));
         completed(&mut history, 2, Operation::get("x"), 102, 103, value("1"));
         assert_linearizable(&history);
+    }
+
+    #[test]
+    fn failed_operations_are_left_out() {
+        let mut history = History::new();
+        let put = history.call(1, Operation::put("x", "1"), 10);
+        history.fail(put);
+        // Had the failed put counted, this read of "1" would be fine; without it, "1" was never
+        // written and the read is impossible.
+        let get = history.call(2, Operation::get("x"), 30);
+        history.complete(get, Response::Value(Some("1".into())), 40);
+        assert!(matches!(check(&history), CheckResult::Violation { .. }));
+        let mut history = History::new();
+        let put = history.call(1, Operation::put("x", "1"), 10);
+        history.fail(put);
+        let get = history.call(2, Operation::get("x"), 30);
+        history.complete(get, Response::Value(None), 40);
+        assert!(check(&history).is_linearizable());
     }
 
     #[test]

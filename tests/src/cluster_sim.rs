@@ -1,0 +1,739 @@
+//! Turmoil simulations of whole clusters: the real node, the real TCP transport over
+//! `turmoil::net`, the key-value state machine, concurrent clients, and a nemesis.
+//!
+//! One seed decides the run: turmoil's network (latency, loss), the nemesis' faults and their
+//! timing, and every client's choices. A run records:
+//!
+//! * a client [`History`] of puts, deletes, compare-and-swaps and linearizable or lease reads,
+//!   with their call and return times, checked by [`crate::linearizability`]; requests that timed
+//!   out, or whose node died under them, count as "may or may not have happened";
+//! * read-your-writes probes: after a write to a key only it writes, a client reads the key from
+//!   a random node with `Consistency::AtLeast(token)` and must see its write;
+//! * every lease read (when, which node, its term) and every election (when, which term), so that
+//!   a lease read served after a later term's leader was elected is caught;
+//! * whether, once the faults stop, a leader is elected and a write succeeds within a bound.
+//!
+//! The nemesis partitions the cluster (majority/minority, one-way, leader isolated), holds and
+//! releases links, adds latency spikes and message loss (`fail_rate`), and crashes and restarts
+//! nodes; a node's [`MemLogStore`] outlives its crashes, like a disk.
+
+use crate::kv::{KvCommand, KvResponse, KvStore};
+use crate::linearizability::{History, Operation, Response};
+use crate::rng::SplitMix64;
+use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle};
+use raft_core::{NodeId, Role, Term};
+use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
+use raft_storage::MemLogStore;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+const PORT: u16 = 7000;
+const CLUSTER_ID: u64 = 0x5eed;
+
+/// What one simulation run does.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Decides everything else.
+    pub seed: u64,
+    /// Cluster size (3 or 5).
+    pub nodes: u64,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// How long clients run their workload while the nemesis acts.
+    pub workload: Duration,
+    /// Whether the nemesis acts at all.
+    pub nemesis: bool,
+    /// Keys the clients share (few keys, many conflicts).
+    pub shared_keys: u64,
+}
+
+impl SimConfig {
+    /// The run for `seed`: its size and intensity vary with the seed.
+    pub fn for_seed(seed: u64) -> SimConfig {
+        let mut rng = SplitMix64::new(seed ^ 0xC0FF_EE00);
+        SimConfig {
+            seed,
+            nodes: if rng.percent(50) { 3 } else { 5 },
+            clients: rng.range(2, 5),
+            workload: Duration::from_millis(rng.range(3_000, 6_000)),
+            nemesis: true,
+            shared_keys: rng.range(2, 5),
+        }
+    }
+}
+
+/// What a run observed.
+#[derive(Debug, Default)]
+pub struct SimOutcome {
+    /// Every shared-key operation the clients made.
+    pub history: History,
+    /// Violations found while running (read-your-writes, lease, liveness).
+    pub violations: Vec<String>,
+    /// A digest of the history and of every fault: equal seeds must give equal digests.
+    pub digest: u64,
+    /// The faults applied, in order, for the failure report.
+    pub faults: Vec<String>,
+    /// Operations that completed successfully.
+    pub completed: u64,
+    /// Lease reads served.
+    pub lease_reads: u64,
+    /// Elections seen.
+    pub elections: u64,
+}
+
+/// State shared by hosts, clients and the driver of one run (turmoil runs everything on one
+/// thread, so a mutex is never contended).
+#[derive(Default)]
+struct World {
+    handles: BTreeMap<NodeId, NodeHandle<KvStore>>,
+    history: History,
+    violations: Vec<String>,
+    /// (time ms, node, term) of every lease read served.
+    lease_reads: Vec<(u64, NodeId, Term)>,
+    /// Term → (time ms, leader) of the first sighting of that term's leader.
+    elections: BTreeMap<Term, (u64, NodeId)>,
+    /// Set once the workload ends: clients stop.
+    finished: bool,
+    completed: u64,
+    digest: u64,
+}
+
+fn lock(world: &Arc<Mutex<World>>) -> MutexGuard<'_, World> {
+    world
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(turmoil::elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn mix(digest: &mut u64, text: &str) {
+    for byte in text.bytes() {
+        *digest = (*digest ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+fn host(id: NodeId) -> String {
+    format!("n{}", id.0)
+}
+
+/// The node believed to lead in the highest term, by the nodes' own status.
+fn believed_leader(world: &World) -> Option<NodeHandle<KvStore>> {
+    world
+        .handles
+        .values()
+        .filter(|h| h.status().role == Role::Leader)
+        .max_by_key(|h| h.status().term)
+        .cloned()
+}
+
+/// Runs one simulation and returns what it observed. Panics only on a harness error (a host
+/// failing to start), never on a protocol violation: those are in the outcome.
+pub fn run(config: &SimConfig) -> SimOutcome {
+    let mut rng = SplitMix64::new(config.seed);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(config.seed)
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(rng.range(2, 15)))
+        .simulation_duration(config.workload + Duration::from_secs(60))
+        .build();
+    let world = Arc::new(Mutex::new(World {
+        digest: 0xcbf2_9ce4_8422_2325,
+        ..World::default()
+    }));
+    let ids: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
+    let stores: BTreeMap<NodeId, MemLogStore> =
+        ids.iter().map(|&id| (id, MemLogStore::new())).collect();
+
+    for &id in &ids {
+        let store = stores[&id].clone();
+        let world = Arc::clone(&world);
+        let peers: Vec<(NodeId, String)> = ids
+            .iter()
+            .filter(|&&p| p != id)
+            .map(|&p| (p, format!("{}:{PORT}", host(p))))
+            .collect();
+        let seed = config.seed;
+        let voters = ids.clone();
+        sim.host(host(id), move || {
+            let store = store.clone();
+            let world = Arc::clone(&world);
+            let peers = peers.clone();
+            let voters = voters.clone();
+            async move {
+                let (inbox, inbound) = raft_core::node::inbox(4096);
+                let mut tcp = TcpConfig::new(id, CLUSTER_ID, format!("0.0.0.0:{PORT}"), peers);
+                tcp.seed = seed ^ id.0;
+                let transport =
+                    TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await?;
+                let mut node = NodeConfig::new(id, voters);
+                node.seed = seed.rotate_left(17) ^ id.0 ^ now_ms();
+                node.request_timeout = Duration::from_secs(1);
+                let (handle, task) =
+                    Node::create(node, KvStore::default(), store, transport, inbound)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                lock(&world).handles.insert(id, handle);
+                task.await;
+                Ok(())
+            }
+        });
+    }
+
+    for client in 1..=config.clients {
+        let world = Arc::clone(&world);
+        let seed = config.seed ^ (client << 32);
+        let keys = config.shared_keys;
+        let nodes = ids.clone();
+        sim.client(format!("c{client}"), async move {
+            run_client(client, seed, keys, nodes, world).await;
+            Ok(())
+        });
+    }
+
+    let mut nemesis = Nemesis::new(ids.clone(), config.nemesis);
+    let workload_ms = u64::try_from(config.workload.as_millis()).unwrap_or(u64::MAX);
+    let mut healed_at = None;
+    let mut liveness: Option<u64> = None;
+    loop {
+        let done = match sim.step() {
+            Ok(done) => done,
+            Err(error) => {
+                lock(&world)
+                    .violations
+                    .push(format!("simulation error: {error}"));
+                break;
+            }
+        };
+        let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+        observe_elections(&world, now);
+        if now < workload_ms {
+            nemesis.maybe_act(&mut sim, &mut rng, &world, now);
+        } else if healed_at.is_none() {
+            nemesis.heal_all(&mut sim);
+            lock(&world).finished = true;
+            healed_at = Some(now);
+            let world = Arc::clone(&world);
+            sim.client("liveness", async move {
+                check_liveness(world).await;
+                Ok(())
+            });
+        }
+        if done {
+            liveness = healed_at;
+            break;
+        }
+    }
+    let faults = nemesis.log;
+    let mut world = lock(&world);
+    check_lease_reads(&mut world);
+    if liveness.is_none() {
+        world
+            .violations
+            .push("the run ended before the faults were healed".into());
+    }
+    let mut digest = world.digest;
+    for fault in &faults {
+        mix(&mut digest, fault);
+    }
+    SimOutcome {
+        history: std::mem::take(&mut world.history),
+        violations: std::mem::take(&mut world.violations),
+        digest,
+        faults,
+        completed: world.completed,
+        lease_reads: world.lease_reads.len() as u64,
+        elections: world.elections.len() as u64,
+    }
+}
+
+fn observe_elections(world: &Arc<Mutex<World>>, now: u64) {
+    let mut world = lock(world);
+    let leaders: Vec<(Term, NodeId)> = world
+        .handles
+        .values()
+        .map(|h| h.status())
+        .filter(|s| s.role == Role::Leader)
+        .map(|s| (s.term, s.id))
+        .collect();
+    for (term, id) in leaders {
+        world.elections.entry(term).or_insert((now, id));
+    }
+}
+
+/// A lease read is served on the strength of a lease; no later term may have had a leader
+/// before it (dissertation §6.4.1).
+fn check_lease_reads(world: &mut World) {
+    let mut found = Vec::new();
+    for &(at, node, term) in &world.lease_reads {
+        if let Some((&later, &(elected, leader))) = world
+            .elections
+            .range(Term(term.0 + 1)..)
+            .find(|(_, (t, _))| *t < at)
+        {
+            found.push(format!(
+                "lease read on {node} in {term} at {at} ms, but {leader} was elected leader of {later} at {elected} ms"
+            ));
+        }
+    }
+    world.violations.extend(found);
+}
+
+/// After healing, some leader must accept and commit a write within ten seconds.
+async fn check_liveness(world: Arc<Mutex<World>>) {
+    let started = now_ms();
+    loop {
+        let target = believed_leader(&lock(&world));
+        if let Some(leader) = target {
+            let command = KvCommand::Put {
+                key: "liveness".into(),
+                value: "ok".into(),
+            };
+            if leader.propose(command, Ack::Quorum).await.is_ok() {
+                return;
+            }
+        }
+        if now_ms() - started > 10_000 {
+            lock(&world)
+                .violations
+                .push("liveness: no write committed within 10 s of healing".into());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One client: random operations on the shared keys, plus read-your-writes probes on its own
+/// key, until the workload ends; then a final linearizable read of every shared key.
+async fn run_client(
+    client: u64,
+    seed: u64,
+    keys: u64,
+    nodes: Vec<NodeId>,
+    world: Arc<Mutex<World>>,
+) {
+    let mut rng = SplitMix64::new(seed);
+    let mut counter = 0u64;
+    let own_key = format!("own-{client}");
+    let mut hint: Option<NodeId> = None;
+    loop {
+        if lock(&world).finished {
+            break;
+        }
+        // Mostly the believed leader (or the last hint), sometimes any node: stale leaders get
+        // requests too, which is where a wrong answer would come from.
+        let target = {
+            let world = lock(&world);
+            let any = rng
+                .pick(&nodes)
+                .and_then(|id| world.handles.get(&id).cloned());
+            let hinted = hint.and_then(|id| world.handles.get(&id).cloned());
+            if rng.percent(25) {
+                any
+            } else {
+                hinted.or_else(|| believed_leader(&world)).or(any)
+            }
+        };
+        let Some(node) = target else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let key = format!("k{}", rng.range(0, keys));
+        counter += 1;
+        let value = format!("c{client}-{counter}");
+        let roll = rng.range(0, 100);
+        let outcome = match roll {
+            0..=29 => write(&world, client, &node, KvCommand::Put { key, value }).await,
+            30..=34 => write(&world, client, &node, KvCommand::Delete { key }).await,
+            35..=49 => {
+                let expect = if rng.percent(30) {
+                    None
+                } else {
+                    Some(format!(
+                        "c{}-{}",
+                        rng.range(1, 5),
+                        rng.range(1, counter + 1)
+                    ))
+                };
+                let command = KvCommand::Cas {
+                    key,
+                    expect,
+                    new: value,
+                };
+                write(&world, client, &node, command).await
+            }
+            50..=64 => read(&world, client, &node, key, Consistency::Linearizable).await,
+            65..=84 => read(&world, client, &node, key, Consistency::Lease).await,
+            _ => read_your_write(&world, &mut rng, &node, &own_key, &value, &nodes).await,
+        };
+        match outcome {
+            Err(Error::NotLeader { leader_hint }) => {
+                hint = leader_hint;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(_) => {
+                hint = None;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(()) => {}
+        }
+    }
+    // Final reads, once the cluster is healed: they pin down every key's last value, so a lost
+    // acknowledged write shows up as a violation.
+    for k in 0..keys {
+        let key = format!("k{k}");
+        for _ in 0..200 {
+            let leader = believed_leader(&lock(&world));
+            if let Some(leader) = leader
+                && read(
+                    &world,
+                    client,
+                    &leader,
+                    key.clone(),
+                    Consistency::Linearizable,
+                )
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether an error proves the request had no effect.
+fn definitely_failed(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::NotLeader { .. }
+            | Error::NotEnoughReplicas { .. }
+            | Error::TransferInProgress
+            | Error::TooStale { .. }
+            | Error::InvalidArgument(_)
+    )
+}
+
+async fn write(
+    world: &Arc<Mutex<World>>,
+    client: u64,
+    node: &NodeHandle<KvStore>,
+    command: KvCommand,
+) -> Result<(), Error> {
+    let operation = match &command {
+        KvCommand::Put { key, value } => Operation::put(key.clone(), value.clone()),
+        KvCommand::Delete { key } => Operation::delete(key.clone()),
+        KvCommand::Cas { key, expect, new } => {
+            Operation::cas(key.clone(), expect.as_deref(), new.clone())
+        }
+    };
+    let id = lock(world)
+        .history
+        .call(client, operation.clone(), now_ms());
+    let result = node.propose(command, Ack::Quorum).await;
+    let mut world = lock(world);
+    let now = now_ms();
+    match result {
+        Ok(outcome) => {
+            let response = match outcome.response {
+                Some(KvResponse::Cas { swapped, current }) => Response::Cas { swapped, current },
+                _ => Response::Done,
+            };
+            mix(
+                &mut world.digest,
+                &format!("{client} {operation} {response} {now}"),
+            );
+            world.history.complete(id, response, now);
+            world.completed += 1;
+            Ok(())
+        }
+        Err(error) => {
+            mix(
+                &mut world.digest,
+                &format!("{client} {operation} {error} {now}"),
+            );
+            if definitely_failed(&error) {
+                world.history.fail(id);
+            } else {
+                // A timeout, or the node died under it: it may or may not have happened.
+                world.history.time_out(id);
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn read(
+    world: &Arc<Mutex<World>>,
+    client: u64,
+    node: &NodeHandle<KvStore>,
+    key: String,
+    consistency: Consistency,
+) -> Result<(), Error> {
+    let id = lock(world)
+        .history
+        .call(client, Operation::get(key.clone()), now_ms());
+    let result = node.query(consistency, key.clone()).await;
+    let mut world = lock(world);
+    let now = now_ms();
+    match result {
+        Ok(outcome) => {
+            mix(
+                &mut world.digest,
+                &format!("{client} get {key} {:?} {now}", outcome.response),
+            );
+            world
+                .history
+                .complete(id, Response::Value(outcome.response), now);
+            world.completed += 1;
+            if consistency == Consistency::Lease {
+                let status = node.status();
+                world.lease_reads.push((now, status.id, status.term));
+            }
+            Ok(())
+        }
+        Err(error) => {
+            mix(
+                &mut world.digest,
+                &format!("{client} get {key} {error} {now}"),
+            );
+            world.history.time_out(id);
+            Err(error)
+        }
+    }
+}
+
+/// Writes `value` to the client's own key, then reads it back from a random node at the
+/// write's index: it must see the write (or, for a timed-out write, nothing is asserted).
+async fn read_your_write(
+    world: &Arc<Mutex<World>>,
+    rng: &mut SplitMix64,
+    node: &NodeHandle<KvStore>,
+    own_key: &str,
+    value: &str,
+    nodes: &[NodeId],
+) -> Result<(), Error> {
+    let command = KvCommand::Put {
+        key: own_key.to_string(),
+        value: value.to_string(),
+    };
+    let written = node.propose(command, Ack::Quorum).await?;
+    let reader = {
+        let world = lock(world);
+        rng.pick(nodes)
+            .and_then(|id| world.handles.get(&id).cloned())
+    };
+    let Some(reader) = reader else { return Ok(()) };
+    match reader
+        .query(Consistency::AtLeast(written.index), own_key.to_string())
+        .await
+    {
+        Ok(read) if read.response.as_deref() != Some(value) => {
+            lock(world).violations.push(format!(
+                "read-your-writes: {} wrote {own_key}={value} at {:?}, {} read {:?} at applied {:?}",
+                node.id(),
+                written.index,
+                reader.id(),
+                read.response,
+                read.applied_index
+            ));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The fault injector: one fault at a time, each lasting a random while.
+struct Nemesis {
+    ids: Vec<NodeId>,
+    enabled: bool,
+    next_at: u64,
+    /// Pairs partitioned (both ways or one way) by the current fault.
+    partitioned: BTreeSet<(String, String)>,
+    held: BTreeSet<(String, String)>,
+    slowed: BTreeSet<(String, String)>,
+    lossy: bool,
+    crashed: BTreeSet<NodeId>,
+    log: Vec<String>,
+}
+
+impl Nemesis {
+    fn new(ids: Vec<NodeId>, enabled: bool) -> Nemesis {
+        Nemesis {
+            ids,
+            enabled,
+            next_at: 500,
+            partitioned: BTreeSet::new(),
+            held: BTreeSet::new(),
+            slowed: BTreeSet::new(),
+            lossy: false,
+            crashed: BTreeSet::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn maybe_act(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut SplitMix64,
+        world: &Arc<Mutex<World>>,
+        now: u64,
+    ) {
+        if !self.enabled || now < self.next_at {
+            return;
+        }
+        self.next_at = now + rng.range(150, 1200);
+        self.undo(sim, rng.percent(70));
+        let leader = believed_leader(&lock(world)).map(|h| h.id());
+        let names: Vec<String> = self.ids.iter().map(|&id| host(id)).collect();
+        let fault = match rng.range(0, 9) {
+            0 | 1 => {
+                // Majority / minority split.
+                let mut side: Vec<bool> = names.iter().map(|_| rng.percent(50)).collect();
+                if side.iter().all(|&s| s) || side.iter().all(|&s| !s) {
+                    side[0] = !side[0];
+                }
+                for (i, a) in names.iter().enumerate() {
+                    for (j, b) in names.iter().enumerate() {
+                        if i < j && side[i] != side[j] {
+                            sim.partition(a.as_str(), b.as_str());
+                            self.partitioned.insert((a.clone(), b.clone()));
+                        }
+                    }
+                }
+                format!("partition {side:?}")
+            }
+            2 => {
+                let Some(leader) = leader else { return };
+                let a = host(leader);
+                for b in names.iter().filter(|b| **b != a) {
+                    sim.partition(a.as_str(), b.as_str());
+                    self.partitioned.insert((a.clone(), b.clone()));
+                }
+                format!("isolate leader {a}")
+            }
+            3 => {
+                let (Some(a), Some(b)) = (rng.pick(&names), rng.pick(&names)) else {
+                    return;
+                };
+                if a == b {
+                    return;
+                }
+                sim.partition_oneway(a.as_str(), b.as_str());
+                self.partitioned.insert((a.clone(), b.clone()));
+                format!("one-way {a} -> {b}")
+            }
+            4 => {
+                let (Some(a), Some(b)) = (rng.pick(&names), rng.pick(&names)) else {
+                    return;
+                };
+                if a == b {
+                    return;
+                }
+                sim.hold(a.as_str(), b.as_str());
+                self.held.insert((a.clone(), b.clone()));
+                format!("hold {a} <-> {b}")
+            }
+            5 => {
+                let Some(a) = leader.map(host).or_else(|| rng.pick(&names)) else {
+                    return;
+                };
+                let spike = Duration::from_millis(rng.range(50, 400));
+                for b in names.iter().filter(|b| **b != a) {
+                    sim.set_link_max_message_latency(a.as_str(), b.as_str(), spike);
+                    self.slowed.insert((a.clone(), b.clone()));
+                }
+                format!("latency spike {spike:?} at {a}")
+            }
+            6 => {
+                sim.set_fail_rate(0.05);
+                self.lossy = true;
+                "5% message loss".to_string()
+            }
+            7 => {
+                let Some(id) = rng.pick(&self.ids) else {
+                    return;
+                };
+                if self.crashed.insert(id) {
+                    lock(world).handles.remove(&id);
+                    sim.crash(host(id));
+                }
+                format!("crash {}", host(id))
+            }
+            _ => {
+                let Some(id) = leader.or_else(|| rng.pick(&self.ids)) else {
+                    return;
+                };
+                lock(world).handles.remove(&id);
+                sim.bounce(host(id));
+                self.crashed.remove(&id);
+                format!("restart {}", host(id))
+            }
+        };
+        self.log.push(format!("{now} ms: {fault}"));
+    }
+
+    /// Ends the current fault: repairs links, releases held messages, restores latency and loss,
+    /// and (when `restart` or at the end) restarts crashed nodes.
+    fn undo(&mut self, sim: &mut turmoil::Sim<'_>, restart: bool) {
+        for (a, b) in std::mem::take(&mut self.partitioned) {
+            sim.repair(a.as_str(), b.as_str());
+        }
+        for (a, b) in std::mem::take(&mut self.held) {
+            sim.release(a.as_str(), b.as_str());
+        }
+        for (a, b) in std::mem::take(&mut self.slowed) {
+            sim.set_link_max_message_latency(a.as_str(), b.as_str(), Duration::from_millis(10));
+        }
+        if self.lossy {
+            sim.set_fail_rate(0.0);
+            self.lossy = false;
+        }
+        if restart {
+            for id in std::mem::take(&mut self.crashed) {
+                sim.bounce(host(id));
+            }
+        }
+    }
+
+    fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>) {
+        self.undo(sim, true);
+        self.log.push("heal".into());
+    }
+}
+
+/// Runs `seed` and returns a description of everything wrong with it (empty when it passed).
+pub fn check_seed(seed: u64) -> Result<SimOutcome, String> {
+    let config = SimConfig::for_seed(seed);
+    let outcome = run(&config);
+    let mut problems = outcome.violations.clone();
+    match crate::linearizability::check(&outcome.history) {
+        crate::linearizability::CheckResult::Linearizable => {}
+        other => problems.push(format!("history: {other}")),
+    }
+    if outcome.completed == 0 {
+        problems.push("no operation completed".into());
+    }
+    if problems.is_empty() {
+        Ok(outcome)
+    } else {
+        Err(format!(
+            "cluster simulation failed: seed {seed} ({config:?})\n  {}\n  faults: {:?}\n  replay: RAFT_SIM_SEED={seed} cargo test -p raft-tests --test sim_cluster -- --nocapture",
+            problems.join("\n  "),
+            outcome.faults
+        ))
+    }
+}
+
+/// Seeds to run: `RAFT_SIM_SEED` alone if set, else `RAFT_SIM_SEEDS` (or `default`) from 0.
+pub fn seeds_from_env(default: u64) -> Vec<u64> {
+    let parse = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    match parse("RAFT_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..parse("RAFT_SIM_SEEDS").unwrap_or(default)).collect(),
+    }
+}
