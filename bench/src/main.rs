@@ -1,0 +1,407 @@
+//! `raft-bench`: measures a 3-node cluster in one process.
+//!
+//! ```text
+//! raft-bench --case CASE [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--json]
+//! ```
+//!
+//! Cases:
+//! * `mem` — in-process transport, in-memory log and state machine, empty commands; a write is
+//!   timed from `propose` until it is applied on the leader.
+//! * `tcp` — the same over loopback TCP (the real transport), with 128-byte payloads by default.
+//! * `lease-read`, `read-index` — reads on the leader (`Consistency::Lease`, `::Linearizable`).
+//! * `failover` — the leader is stopped under load; the time until a new leader acknowledges a
+//!   write, over 20 repetitions (p50 and max).
+//! * `memory` — resident memory per log entry held by the protocol (`--clients 2`: plus a stored
+//!   copy, as `MemLogStore` keeps), with `--ops` entries of `--payload` bytes.
+//!
+//! `tcp-durable` needs the durable log store, which does not exist yet; the `tcp` case is built
+//! on a store factory so that it can be switched on by adding the store there.
+//!
+//! Clients are tokio tasks on a multi-thread runtime with 2 worker threads. Every run prints a
+//! table row and, with `--json`, one JSON line.
+
+mod cluster;
+
+use cluster::{Cluster, Wire};
+use raft_core::node::{Ack, Consistency};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+struct Args {
+    case: String,
+    nodes: u64,
+    clients: u64,
+    ops: u64,
+    payload: Option<usize>,
+    json: bool,
+}
+
+fn usage() -> String {
+    "usage: raft-bench --case mem|tcp|lease-read|read-index|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--json]".to_string()
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        case: String::new(),
+        nodes: 3,
+        clients: 1,
+        ops: 10_000,
+        payload: None,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .ok_or(format!("{name} needs a value\n{}", usage()))
+        };
+        let number = |text: String, name: &str| {
+            text.parse::<u64>()
+                .map_err(|_| format!("{name}: not a number: {text}"))
+        };
+        match flag.as_str() {
+            "--case" => args.case = value("--case")?,
+            "--nodes" => args.nodes = number(value("--nodes")?, "--nodes")?,
+            "--clients" => args.clients = number(value("--clients")?, "--clients")?,
+            "--ops" => args.ops = number(value("--ops")?, "--ops")?,
+            "--payload" => args.payload = Some(number(value("--payload")?, "--payload")? as usize),
+            "--json" => args.json = true,
+            "--help" | "-h" => return Err(usage()),
+            other => return Err(format!("unknown argument {other}\n{}", usage())),
+        }
+    }
+    if args.case.is_empty() {
+        return Err(usage());
+    }
+    if args.nodes == 0 || args.clients == 0 || args.ops == 0 {
+        return Err("--nodes, --clients and --ops must be at least 1".into());
+    }
+    Ok(args)
+}
+
+/// Latencies in microseconds, and the wall time of the run.
+struct Measured {
+    latencies_us: Vec<u64>,
+    elapsed: Duration,
+}
+
+struct Report {
+    case: String,
+    nodes: u64,
+    clients: u64,
+    ops: u64,
+    payload: usize,
+    ops_per_sec: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+impl Report {
+    fn new(args: &Args, payload: usize, mut measured: Measured) -> Report {
+        measured.latencies_us.sort_unstable();
+        let ops = measured.latencies_us.len() as u64;
+        Report {
+            case: args.case.clone(),
+            nodes: args.nodes,
+            clients: args.clients,
+            ops,
+            payload,
+            ops_per_sec: ops as f64 / measured.elapsed.as_secs_f64().max(1e-9),
+            p50_us: percentile(&measured.latencies_us, 0.50),
+            p99_us: percentile(&measured.latencies_us, 0.99),
+            max_us: measured.latencies_us.last().copied().unwrap_or(0),
+        }
+    }
+
+    fn print(&self, json: bool) {
+        println!(
+            "{:<11} nodes {} clients {:>5} ops {:>8} payload {:>4}  {:>12.0} ops/s  p50 {:>7} us  p99 {:>7} us  max {:>8} us",
+            self.case,
+            self.nodes,
+            self.clients,
+            self.ops,
+            self.payload,
+            self.ops_per_sec,
+            self.p50_us,
+            self.p99_us,
+            self.max_us
+        );
+        if json {
+            println!(
+                "{{\"case\":\"{}\",\"nodes\":{},\"clients\":{},\"ops\":{},\"payload\":{},\"ops_per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+                self.case,
+                self.nodes,
+                self.clients,
+                self.ops,
+                self.payload,
+                self.ops_per_sec,
+                self.p50_us,
+                self.p99_us,
+                self.max_us
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    Write,
+    Read(Consistency),
+}
+
+/// Runs `clients` tasks that share `ops` operations on the leader, timing each.
+async fn drive(
+    cluster: &Cluster,
+    args: &Args,
+    payload: usize,
+    load: Load,
+) -> Result<Measured, String> {
+    let leader = cluster.leader().await?;
+    // Warm up: connections open, lease established.
+    for _ in 0..100 {
+        leader
+            .propose(vec![0u8; payload], Ack::Quorum)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let remaining = Arc::new(AtomicU64::new(args.ops));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let leader = leader.clone();
+        let remaining = Arc::clone(&remaining);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let command = vec![0u8; payload];
+            while remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let t0 = Instant::now();
+                let result = match load {
+                    Load::Write => leader
+                        .propose(command.clone(), Ack::Quorum)
+                        .await
+                        .map(|_| ()),
+                    Load::Read(consistency) => leader.query(consistency, ()).await.map(|_| ()),
+                };
+                result.map_err(|e| e.to_string())?;
+                latencies.push(t0.elapsed().as_micros() as u64);
+            }
+            Ok::<Vec<u64>, String>(latencies)
+        }));
+    }
+    let mut latencies_us = Vec::with_capacity(args.ops as usize);
+    for task in tasks {
+        latencies_us.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    Ok(Measured {
+        latencies_us,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Stops the leader while `--clients` tasks keep writing, and measures how long until a write
+/// is acknowledged by a new leader; repeated 20 times on fresh clusters (default timeouts).
+async fn failover(args: &Args) -> Result<Measured, String> {
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    for round in 0..20u64 {
+        let mut cluster = Cluster::start(Wire::Channel, args.nodes, round).await?;
+        let leader = cluster.leader().await?;
+        let old = leader.id();
+        let nodes = cluster.nodes();
+        // (the instant the leader was stopped, the instant a new leader acknowledged a write)
+        let (tx, rx) = tokio::sync::watch::channel::<Option<Instant>>(None);
+        let acknowledged = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let mut load = Vec::new();
+        for client in 0..args.clients {
+            let nodes = nodes.clone();
+            let rx = rx.clone();
+            let acknowledged = Arc::clone(&acknowledged);
+            load.push(tokio::spawn(async move {
+                let mut next = client as usize;
+                loop {
+                    let stopped_at = *rx.borrow();
+                    if let (Some(_), Some(_)) = (stopped_at, *acknowledged.lock().map_err(|_| ())?)
+                    {
+                        return Ok::<(), ()>(());
+                    }
+                    let node = &nodes[next % nodes.len()];
+                    match node.propose(vec![0u8; 16], Ack::Quorum).await {
+                        Ok(_) if stopped_at.is_some() && node.id() != old => {
+                            let mut slot = acknowledged.lock().map_err(|_| ())?;
+                            slot.get_or_insert_with(Instant::now);
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            next += 1;
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stopped = Instant::now();
+        cluster.stop(old).await;
+        let _ = tx.send(Some(stopped));
+        for task in load {
+            let _ = task.await;
+        }
+        let at = acknowledged
+            .lock()
+            .map_err(|_| "poisoned")?
+            .ok_or("no write acknowledged after the failover")?;
+        samples.push(at.duration_since(stopped).as_micros() as u64);
+        cluster.shutdown().await;
+    }
+    Ok(Measured {
+        latencies_us: samples,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Resident memory of this process in bytes (Linux `/proc/self/statm`), or `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Memory per log entry: `--ops` entries of `--payload` bytes are proposed, made durable and
+/// committed on a single-node protocol (the log the protocol keeps in memory), and optionally
+/// also stored in a `MemLogStore` (which shares the payload bytes). Reported as the resident
+/// memory growth per entry minus the payload.
+fn memory(args: &Args) -> Result<(), String> {
+    use raft_core::{Config, InitialState, Instant as At, NodeId, Raft};
+    let payload = args.payload.unwrap_or(128);
+    let before = resident_bytes().ok_or("resident memory is only measured on Linux")?;
+    let id = NodeId(1);
+    let state = InitialState {
+        voters: [id].into(),
+        ..InitialState::default()
+    };
+    let mut raft = Raft::new(Config::new(id), state, 1, At(0)).map_err(|e| e.to_string())?;
+    raft.tick(raft.next_deadline());
+    let mut kept = Vec::new();
+    for i in 0..args.ops {
+        raft.propose(bytes::Bytes::from(vec![(i % 251) as u8; payload]))
+            .map_err(|e| e.to_string())?;
+        if i % 1024 == 1023 || i + 1 == args.ops {
+            let actions = raft.take_actions();
+            if let Some(last) = actions.entries.last() {
+                raft.persisted(last.id());
+            }
+            // A store would keep these; the bench keeps them when asked to (`--clients 2`).
+            if args.clients > 1 {
+                kept.extend(actions.entries);
+            }
+            if let Some(last) = actions.committed.last() {
+                raft.applied(last.index);
+            }
+        }
+    }
+    let after = resident_bytes().ok_or("no resident memory")?;
+    let per_entry = (after.saturating_sub(before)) as f64 / args.ops as f64;
+    let what = if args.clients > 1 {
+        "protocol log + a stored copy"
+    } else {
+        "protocol log"
+    };
+    println!(
+        "memory      {} entries of {payload} bytes in the {what}: {:.1} bytes per entry, {:.1} above the payload (Entry is {} bytes)",
+        args.ops,
+        per_entry,
+        per_entry - payload as f64,
+        std::mem::size_of::<raft_core::Entry>()
+    );
+    if args.json {
+        println!(
+            "{{\"case\":\"memory\",\"entries\":{},\"payload\":{payload},\"stored_copy\":{},\"bytes_per_entry\":{per_entry:.1},\"overhead_bytes\":{:.1}}}",
+            args.ops,
+            args.clients > 1,
+            per_entry - payload as f64
+        );
+    }
+    drop(kept);
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let (report, payload) = match args.case.as_str() {
+        "mem" => {
+            let payload = args.payload.unwrap_or(0);
+            let cluster = Cluster::start(Wire::Channel, args.nodes, 1).await?;
+            let measured = drive(&cluster, &args, payload, Load::Write).await?;
+            cluster.shutdown().await;
+            (measured, payload)
+        }
+        "tcp" => {
+            let payload = args.payload.unwrap_or(128);
+            let cluster = Cluster::start(Wire::Tcp, args.nodes, 1).await?;
+            let measured = drive(&cluster, &args, payload, Load::Write).await?;
+            cluster.shutdown().await;
+            (measured, payload)
+        }
+        "lease-read" | "read-index" => {
+            let consistency = if args.case == "lease-read" {
+                Consistency::Lease
+            } else {
+                Consistency::Linearizable
+            };
+            let cluster = Cluster::start(Wire::Channel, args.nodes, 1).await?;
+            let measured = drive(&cluster, &args, 0, Load::Read(consistency)).await?;
+            cluster.shutdown().await;
+            (measured, 0)
+        }
+        "failover" => (failover(&args).await?, 16),
+        "memory" => return memory(&args),
+        "tcp-durable" => {
+            return Err("tcp-durable needs the durable log store, which is not built yet; run `--case tcp` (same cluster, in-memory store)".into());
+        }
+        other => return Err(format!("unknown case {other}\n{}", usage())),
+    };
+    Report::new(&args, payload, report).print(args.json);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("raft-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
