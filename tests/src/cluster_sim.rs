@@ -4,7 +4,7 @@
 //! One seed decides the run: turmoil's network (latency, loss), the nemesis' faults and their
 //! timing, and every client's choices. A run records:
 //!
-//! * a client [`History`] of puts, deletes, compare-and-swaps and linearizable or lease reads,
+//! * a client [`History`](crate::linearizability::History) of puts, deletes, compare-and-swaps and linearizable or lease reads,
 //!   with their call and return times, checked by [`crate::linearizability`]; requests that timed
 //!   out, or whose node died under them, count as "may or may not have happened";
 //! * read-your-writes probes: after a write to a key only it writes, a client reads the key from
@@ -15,7 +15,7 @@
 //!
 //! The nemesis partitions the cluster (majority/minority, one-way, leader isolated), holds and
 //! releases links, adds latency spikes and message loss (`fail_rate`), and crashes and restarts
-//! nodes; a node's [`MemLogStore`] outlives its crashes, like a disk.
+//! nodes; a node's [`MemLogStore`](raft_storage::MemLogStore) outlives its crashes, like a disk.
 
 use crate::kv::{KvCommand, KvResponse, KvStore};
 use crate::linearizability::{History, Operation, Response};

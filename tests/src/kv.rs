@@ -1,4 +1,4 @@
-//! A small key-value map as a [`StateMachine`]: the workload of the cluster tests.
+//! A small key-value map as a [`StateMachine`](raft_core::node::StateMachine): the workload of the cluster tests.
 
 use async_trait::async_trait;
 use bytes::Bytes;
