@@ -62,14 +62,19 @@ fn restarted_follower_does_not_vote_while_a_lease_it_granted_may_hold() {
     run_and_check(&mut net, 90);
     let n3 = net.peek(3);
     let state = InitialState {
-        hard_state: net.hard_states.get(&NodeId(3)).copied().unwrap_or(HardState::default()),
+        hard_state: net
+            .hard_states
+            .get(&NodeId(3))
+            .copied()
+            .unwrap_or(HardState::default()),
         entries: n3.log().iter().cloned().collect(),
         applied: crate::LogIndex(0),
         voters: ids(3),
     };
     let config: Config = test_config(3);
     let now: Instant = net.now;
-    net.nodes.insert(NodeId(3), Raft::new(config, state, 99, now).unwrap());
+    net.nodes
+        .insert(NodeId(3), Raft::new(config, state, 99, now).unwrap());
     // n3 also stops hearing from n1 for a while, so only the restart rule protects the lease.
     net.cut.insert((NodeId(1), NodeId(3)));
     run_and_check(&mut net, 60);
