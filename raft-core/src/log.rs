@@ -144,20 +144,17 @@ impl RaftLog {
     /// already matches, truncates from the first conflict and appends the rest (§5.3, Figure 2
     /// receiver rules 3 and 4). Returns `Err` (and changes nothing) if that would remove a
     /// committed entry, which only a faulty leader can ask for.
-    pub(crate) fn append_after_match(&mut self, entries: &[Entry]) -> Result<(), LogIndex> {
-        let Some(conflict) = self.find_conflict(entries) else {
+    /// The entries are taken by value: the ones kept move into the log without a copy.
+    pub(crate) fn append_after_match(&mut self, entries: Vec<Entry>) -> Result<(), LogIndex> {
+        let Some(conflict) = self.find_conflict(&entries) else {
             return Ok(());
         };
         if conflict <= self.committed {
             return Err(conflict);
         }
         self.truncate_from(conflict);
-        let start = entries
-            .iter()
-            .position(|e| e.index == conflict)
-            .unwrap_or(0);
-        for entry in &entries[start..] {
-            self.push(entry.clone());
+        for entry in entries.into_iter().filter(|e| e.index >= conflict) {
+            self.push(entry);
         }
         Ok(())
     }
@@ -339,7 +336,7 @@ mod tests {
         ];
         for (start, append, want, unsaved) in cases {
             let mut log = log_of(start);
-            log.append_after_match(&ents(2, append)).unwrap();
+            log.append_after_match(ents(2, append)).unwrap();
             let got: Vec<u64> = log.iter().map(|e| e.term.0).collect();
             assert_eq!(&got, want, "start {start:?} append {append:?}");
             let saved = log.take_unsaved();
@@ -353,7 +350,7 @@ mod tests {
     fn refuses_to_truncate_committed_entries() {
         let mut log = log_of(&[1, 1, 1]);
         log.commit_to(LogIndex(2));
-        assert_eq!(log.append_after_match(&ents(2, &[2])), Err(LogIndex(2)));
+        assert_eq!(log.append_after_match(ents(2, &[2])), Err(LogIndex(2)));
         assert_eq!(log.last_index(), LogIndex(3));
     }
 
@@ -388,7 +385,7 @@ mod tests {
     fn persisted_ack_for_replaced_entries_is_ignored() {
         let mut log = log_of(&[1, 1]);
         log.persisted = LogIndex(0);
-        log.append_after_match(&ents(2, &[2, 2])).unwrap();
+        log.append_after_match(ents(2, &[2, 2])).unwrap();
         log.persisted_to(EntryId {
             term: Term(1),
             index: LogIndex(2),

@@ -305,14 +305,20 @@ impl Raft {
         }
         let committed = self.log.committed;
         if mode == ReadMode::Lease && self.lease_holds() {
-            self.reads.push(id, Some(committed), 0);
+            if committed <= self.log.applied {
+                // Nothing to wait for: the common case of a lease read, answered without
+                // touching the queue.
+                self.out.reads.push((id, Ok(committed)));
+            } else {
+                self.reads.push(id, Some(committed), 0);
+            }
         } else {
             // Until an entry of this term commits, the commit index may be behind what earlier
-            // leaders committed; the read gets its index when that entry commits.
+            // leaders committed; the read gets its index when that entry commits. Either way it
+            // waits for a round not sent yet, so it cannot be ready now.
             let index = self.term_committed().then_some(committed);
             self.reads.push(id, index, self.lease.latest_round() + 1);
         }
-        self.resolve_reads();
         Ok(())
     }
 
@@ -692,7 +698,7 @@ impl Raft {
                 round,
             } => {
                 self.heard_from_leader(msg.from);
-                let outcome = self.handle_append(prev_log, &entries, leader_commit);
+                let outcome = self.handle_append(prev_log, entries, leader_commit);
                 if let Some(outcome) = outcome {
                     self.send(
                         msg.from,
@@ -723,7 +729,7 @@ impl Raft {
     fn handle_append(
         &mut self,
         prev_log: EntryId,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         leader_commit: LogIndex,
     ) -> Option<AppendOutcome> {
         if !self.log.matches(prev_log) {
@@ -732,10 +738,10 @@ impl Raft {
                 hint: self.log.conflict_hint(prev_log.index),
             });
         }
+        let last_new = LogIndex(prev_log.index.0 + entries.len() as u64);
         if self.log.append_after_match(entries).is_err() {
             return None;
         }
-        let last_new = LogIndex(prev_log.index.0 + entries.len() as u64);
         self.log.commit_to(leader_commit.min(last_new));
         Some(AppendOutcome::Success {
             match_index: last_new,
