@@ -10,7 +10,8 @@ use raft_storage::MemLogStore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Applies nothing; commands are opaque bytes.
+/// Applies nothing; commands are opaque bytes (`Bytes`, which serde encodes as one length and
+/// the bytes, not as a sequence of numbers like a `Vec<u8>`).
 #[derive(Default)]
 pub struct Null {
     applied: u64,
@@ -18,12 +19,12 @@ pub struct Null {
 
 #[async_trait]
 impl StateMachine for Null {
-    type Command = Vec<u8>;
+    type Command = Bytes;
     type Response = ();
     type Query = ();
     type QueryResponse = u64;
 
-    async fn apply(&mut self, _index: LogIndex, _command: Vec<u8>) {
+    async fn apply(&mut self, _index: LogIndex, _command: Bytes) {
         self.applied += 1;
     }
     async fn query(&self, _: ()) -> u64 {

@@ -172,7 +172,7 @@ async fn drive(
     // Warm up: connections open, lease established.
     for _ in 0..100 {
         leader
-            .propose(vec![0u8; payload], Ack::Quorum)
+            .propose(bytes::Bytes::from(vec![0u8; payload]), Ack::Quorum)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -184,7 +184,7 @@ async fn drive(
         let remaining = Arc::clone(&remaining);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let command = vec![0u8; payload];
+            let command = bytes::Bytes::from(vec![0u8; payload]);
             while remaining
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()
@@ -240,7 +240,10 @@ async fn failover(args: &Args) -> Result<Measured, String> {
                         return Ok::<(), ()>(());
                     }
                     let node = &nodes[next % nodes.len()];
-                    match node.propose(vec![0u8; 16], Ack::Quorum).await {
+                    match node
+                        .propose(bytes::Bytes::from_static(&[0u8; 16]), Ack::Quorum)
+                        .await
+                    {
                         Ok(_) if stopped_at.is_some() && node.id() != old => {
                             let mut slot = acknowledged.lock().map_err(|_| ())?;
                             slot.get_or_insert_with(Instant::now);
