@@ -143,6 +143,18 @@ pub(crate) struct Stats {
     pub(crate) truncations: u64,
 }
 
+impl Stats {
+    fn add(&mut self, other: &Stats) {
+        self.elections += other.elections;
+        self.commits += other.commits;
+        self.reads_served += other.reads_served;
+        self.lease_reads_without_round_trip += other.lease_reads_without_round_trip;
+        self.crashes += other.crashes;
+        self.transfers += other.transfers;
+        self.truncations += other.truncations;
+    }
+}
+
 impl Sim {
     pub(crate) fn new(seed: u64) -> Sim {
         let mut rng = SplitMix64::new(seed);
@@ -1003,16 +1015,7 @@ fn run_many(first: u64, seeds: u64, steps: u64) -> (Vec<String>, Stats) {
                     let mut seed = first + w;
                     while seed < first + seeds {
                         match run_seed(seed, steps) {
-                            Ok((_, s)) => {
-                                total.elections += s.elections;
-                                total.commits += s.commits;
-                                total.reads_served += s.reads_served;
-                                total.lease_reads_without_round_trip +=
-                                    s.lease_reads_without_round_trip;
-                                total.crashes += s.crashes;
-                                total.transfers += s.transfers;
-                                total.truncations += s.truncations;
-                            }
+                            Ok((_, s)) => total.add(&s),
                             Err(e) => failures.push(e),
                         }
                         seed += workers;
@@ -1027,13 +1030,7 @@ fn run_many(first: u64, seeds: u64, steps: u64) -> (Vec<String>, Stats) {
     let mut stats = Stats::default();
     for (f, s) in results {
         failures.extend(f);
-        stats.elections += s.elections;
-        stats.commits += s.commits;
-        stats.reads_served += s.reads_served;
-        stats.lease_reads_without_round_trip += s.lease_reads_without_round_trip;
-        stats.crashes += s.crashes;
-        stats.transfers += s.transfers;
-        stats.truncations += s.truncations;
+        stats.add(&s);
     }
     failures.sort();
     (failures, stats)
