@@ -36,7 +36,6 @@
 //!
 //! ```
 //! use raft_core::{Config, InitialState, Instant, NodeId, Raft, Role};
-//! use bytes::Bytes;
 //!
 //! let id = NodeId(1);
 //! let state = InitialState { voters: [id].into(), ..InitialState::default() };
@@ -45,7 +44,7 @@
 //! // Time passes until the election timeout: a lone voter elects itself.
 //! raft.tick(raft.next_deadline());
 //! assert_eq!(raft.role(), Role::Leader);
-//! let index = raft.propose(Bytes::from_static(b"set x = 1")).unwrap().index;
+//! let index = raft.propose(b"set x = 1").unwrap().index;
 //!
 //! // The driver's loop: carry out the actions, report durability and apply.
 //! let mut applied = Vec::new();
@@ -89,4 +88,4 @@ pub use log::ConflictHint;
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use raft::{InitialState, PeerProgress, Raft, ReadMode, Role};
 pub use reads::ReadId;
-pub use types::{Entry, EntryId, HardState, Instant, LogIndex, NodeId, Payload, Term};
+pub use types::{Entry, EntryData, EntryId, HardState, Instant, LogIndex, NodeId, Payload, Term};

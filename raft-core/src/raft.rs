@@ -15,10 +15,9 @@ use crate::quorum::{JointConfig, VoteResult};
 use crate::reads::ReadQueue;
 use crate::rng::SplitMix64;
 use crate::{
-    Actions, AppendOutcome, Config, Entry, EntryId, Error, HardState, Instant, LogIndex, Message,
-    MessageBody, NodeId, Payload, ReadId, Term,
+    Actions, AppendOutcome, Config, Entry, EntryData, EntryId, Error, HardState, Instant, LogIndex,
+    Message, MessageBody, NodeId, Payload, ReadId, Term,
 };
-use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The role a node plays in its current term (§5.1, plus the pre-vote phase of §9.6).
@@ -279,7 +278,7 @@ impl Raft {
     /// Appends a command to the leader's log and returns its id: once an applied entry has this
     /// index and term, the command is committed; if the index is applied with another term,
     /// the command was lost in a change of leader.
-    pub fn propose(&mut self, command: Bytes) -> Result<EntryId, Error> {
+    pub fn propose(&mut self, command: impl Into<EntryData>) -> Result<EntryId, Error> {
         if self.role != Role::Leader {
             return Err(self.not_leader());
         }
@@ -289,7 +288,7 @@ impl Raft {
         let entry = Entry {
             term: self.term,
             index: self.log.last_index().next(),
-            payload: Payload::Command(command),
+            payload: Payload::Command(command.into()),
         };
         let id = entry.id();
         self.log.push(entry);

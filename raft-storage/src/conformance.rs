@@ -42,7 +42,6 @@
 //!
 //! [`MemLogStore`]: crate::MemLogStore
 
-use bytes::Bytes;
 use raft_core::node::{LogStore, Recovered, StorageError};
 use raft_core::{Entry, HardState, LogIndex, NodeId, Payload, Term};
 use std::collections::BTreeSet;
@@ -1077,7 +1076,7 @@ fn describe(entry: &Entry) -> String {
         Payload::Command(bytes) => format!(
             "command of {} bytes starting {:?}",
             bytes.len(),
-            bytes.slice(..16)
+            bytes[..16].escape_ascii().to_string()
         ),
     };
     format!("{{{} {} {payload}}}", entry.term, entry.index)
@@ -1109,7 +1108,7 @@ fn blank(term: u64, index: u64) -> Entry {
     }
 }
 
-fn command(term: u64, index: u64, payload: impl Into<Bytes>) -> Entry {
+fn command(term: u64, index: u64, payload: impl Into<raft_core::EntryData>) -> Entry {
     Entry {
         term: Term(term),
         index: LogIndex(index),

@@ -243,7 +243,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         }
     }
 
-    fn propose(&mut self, command: bytes::Bytes, ack: Ack, reply: WriteReply<SM::Response>) {
+    fn propose(&mut self, command: crate::EntryData, ack: Ack, reply: WriteReply<SM::Response>) {
         if ack == Ack::All {
             let in_sync = self.in_sync_voters().len();
             if self.raft.role() == Role::Leader && in_sync < self.config.min_in_sync {

@@ -91,7 +91,6 @@ pub use status::{Failover, FailoverTrigger, PeerStatus, Status};
 pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
 
 use crate::{Config, LogIndex, Message, NodeId, Term};
-use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -410,7 +409,7 @@ impl Shared {
 /// A request from a handle to the driver.
 enum Request<SM: StateMachine> {
     Propose {
-        command: Bytes,
+        command: crate::EntryData,
         ack: Ack,
         reply: oneshot::Sender<Result<WriteOutcome<SM::Response>, Error>>,
     },
@@ -474,7 +473,7 @@ impl<SM: StateMachine> NodeHandle<SM> {
             )));
         }
         self.call(|reply| Request::Propose {
-            command: Bytes::from(bytes),
+            command: crate::EntryData::from(bytes),
             ack,
             reply,
         })

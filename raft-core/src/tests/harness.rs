@@ -33,7 +33,7 @@ pub(crate) fn entries_with_terms(terms: &[u64]) -> Vec<Entry> {
         .map(|(i, &t)| Entry {
             term: Term(t),
             index: LogIndex(i as u64 + 1),
-            payload: Payload::Command(Bytes::from((i as u64 + 1).to_be_bytes().to_vec())),
+            payload: Payload::Command((i as u64 + 1).to_be_bytes().to_vec().into()),
         })
         .collect()
 }

@@ -423,7 +423,7 @@ mod tests {
                 entries: vec![raft_core::Entry {
                     term: Term(2),
                     index: LogIndex(2),
-                    payload: raft_core::Payload::Command(bytes::Bytes::from_static(b"x")),
+                    payload: raft_core::Payload::Command(b"x".into()),
                 }],
                 leader_commit: LogIndex(1),
                 round: 9,
