@@ -699,6 +699,19 @@ impl Sim {
             self.fault()?;
             return self.check_invariants();
         }
+        // Now and then, crash a leader that has committed entries its own disk does not hold
+        // yet: legal (a majority of followers holds them), and the moment a leader that counted
+        // itself too early would lose a committed entry (dissertation §10.2.1).
+        if self.percent(3) {
+            if let Some(leader) = self.leader() {
+                let raft = self.nodes[&leader].raft.as_ref().unwrap();
+                if raft.commit_index() > raft.log().persisted {
+                    self.trace(format_args!("crash {leader} ahead of its disk"));
+                    self.crash(leader);
+                    return self.check_invariants();
+                }
+            }
+        }
         match self.rng.range(0, 100) {
             0..=44 => {
                 // A few due messages arrive, each picked at random among those due (reordering).
