@@ -4,6 +4,10 @@
 use crate::{ConflictHint, Entry, EntryId, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
+/// Terms and indexes at or above this are refused: far beyond any real cluster's life, and it
+/// keeps the arithmetic on them in range.
+const MAX_VALUE: u64 = 1 << 62;
+
 /// A message between two members of one cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -95,6 +99,40 @@ impl Message {
     /// never exceed the message's term. The protocol rejects a message that fails, before it
     /// touches any state.
     pub fn validate(&self) -> Result<(), String> {
+        // No honest cluster comes near these; refusing them keeps every `+ 1` in range.
+        if self.term.0 >= MAX_VALUE {
+            return Err(format!("term {} is out of range", self.term));
+        }
+        match &self.body {
+            MessageBody::RequestVote { last_log, .. }
+                if last_log.index.0 >= MAX_VALUE || last_log.term.0 >= MAX_VALUE =>
+            {
+                return Err("last log entry out of range".to_string());
+            }
+            MessageBody::AppendEntries {
+                prev_log,
+                entries,
+                leader_commit,
+                ..
+            } if prev_log.index.0.saturating_add(entries.len() as u64) >= MAX_VALUE
+                || leader_commit.0 >= MAX_VALUE =>
+            {
+                return Err("log index out of range".to_string());
+            }
+            MessageBody::AppendEntriesResponse {
+                outcome: AppendOutcome::Success { match_index },
+                ..
+            } if match_index.0 >= MAX_VALUE => {
+                return Err("match index out of range".to_string());
+            }
+            MessageBody::AppendEntriesResponse {
+                outcome: AppendOutcome::Reject { rejected, hint },
+                ..
+            } if rejected.0 >= MAX_VALUE || hint.first_index.0 >= MAX_VALUE => {
+                return Err("rejected index out of range".to_string());
+            }
+            _ => {}
+        }
         if self.from == self.to {
             return Err(format!("message from {} to itself", self.from));
         }

@@ -188,8 +188,14 @@ impl Raft {
                 }
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
-                if now >= self.election_deadline && self.is_voter() {
-                    self.start_election();
+                if now >= self.election_deadline {
+                    if self.is_voter() {
+                        self.start_election();
+                    } else {
+                        // A non-voter never campaigns; keep its deadline ahead of the clock so
+                        // that a driver sleeping until it does not spin.
+                        self.reset_election_deadline();
+                    }
                 }
             }
         }
@@ -240,11 +246,10 @@ impl Raft {
             }
         } else if msg.term < self.term {
             match &msg.body {
-                // Tell a stale leader about the newer term so it steps down; with PreVote or
-                // CheckQuorum it may otherwise never learn of it (dissertation §9.6).
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
-                    if self.config.pre_vote || self.config.check_quorum =>
-                {
+                // Tell a stale leader about the newer term so it steps down: its followers are
+                // sticky and ignore this node's vote requests, so without this reply a node whose
+                // term ran ahead (say, after a partition) could never rejoin (dissertation §9.6).
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
                     self.send(msg.from, MessageBody::HeartbeatResponse { round: 0 });
                 }
                 MessageBody::RequestVote { pre_vote, .. } => {
@@ -635,16 +640,23 @@ impl Raft {
 
     fn handle_request_vote(&mut self, msg: Message) {
         let MessageBody::RequestVote {
-            pre_vote, last_log, ..
+            pre_vote,
+            last_log,
+            transfer,
         } = msg.body
         else {
             return;
         };
+        // Stickiness holds whatever brought this node to the request's term: a node that heard
+        // from a leader less than a minimum election timeout ago helps elect no one else
+        // (dissertation §4.2.3, §6.4.1), unless the leader itself asked for the election.
+        let sticky = !transfer && self.vote != Some(msg.from) && self.in_lease();
         // One vote per term, first come first served; a pre-vote for a later term promises
         // nothing and may be granted to anyone.
-        let can_vote = self.vote == Some(msg.from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (pre_vote && msg.term > self.term);
+        let can_vote = !sticky
+            && (self.vote == Some(msg.from)
+                || (self.vote.is_none() && self.leader.is_none())
+                || (pre_vote && msg.term > self.term));
         let granted = can_vote && self.log.is_up_to_date(last_log);
         if granted && !pre_vote {
             self.vote = Some(msg.from);
@@ -1066,6 +1078,9 @@ fn validate_initial_state(state: &InitialState) -> Result<(), Error> {
     let bad = |why: String| Err(Error::InvalidState(why));
     if state.voters.is_empty() {
         return bad("no voters".into());
+    }
+    if state.hard_state.term.0 >= 1 << 62 {
+        return bad(format!("term {} is out of range", state.hard_state.term));
     }
     if state.voters.contains(&NodeId(0)) || state.hard_state.vote == Some(NodeId(0)) {
         return bad("node id 0 is reserved".into());

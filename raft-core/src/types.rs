@@ -48,16 +48,17 @@ impl fmt::Display for LogIndex {
 }
 
 impl Term {
-    /// The term after this one.
+    /// The term after this one (saturating; [`crate::Message::validate`] refuses terms near
+    /// the end of the range, so a running node never gets there).
     pub fn next(self) -> Term {
-        Term(self.0 + 1)
+        Term(self.0.saturating_add(1))
     }
 }
 
 impl LogIndex {
-    /// The index after this one.
+    /// The index after this one (saturating, like [`Term::next`]).
     pub fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
+        LogIndex(self.0.saturating_add(1))
     }
 
     /// The index before this one, or 0 for index 0.

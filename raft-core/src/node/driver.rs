@@ -53,6 +53,13 @@ pub(super) fn initial_status(id: NodeId) -> Status {
     }
 }
 
+/// What ended the loop's wait.
+enum Wake<R> {
+    Message(Option<Message>),
+    Request(Option<R>),
+    Timer,
+}
+
 pub(super) struct Driver<SM: StateMachine, LS, T> {
     config: super::NodeConfig,
     raft: Raft,
@@ -61,6 +68,8 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     transport: T,
     requests: mpsc::Receiver<Request<SM>>,
     inbound: mpsc::Receiver<Message>,
+    /// False once every inbox has been dropped.
+    inbound_open: bool,
     status_tx: watch::Sender<Status>,
     shared: Arc<Shared>,
     /// The origin of the protocol's clock.
@@ -121,6 +130,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             transport,
             requests,
             inbound,
+            inbound_open: true,
             status_tx,
             shared,
             started: tokio::time::Instant::now(),
@@ -163,27 +173,33 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 wake_at = wake_at.min(self.status_built_at.plus_ms(1));
             }
             let deadline = self.instant_of(wake_at);
-            tokio::select! {
+            // Only take the input here; it is handled after the clock is read, so that it is
+            // judged at the time it arrived, not at the start of the wait (a lease or a
+            // staleness bound checked against an old clock would hold too long).
+            let woken_by = tokio::select! {
                 biased;
-                message = self.inbound.recv() => {
-                    if let Some(message) = message {
-                        self.step(message);
-                    }
-                }
-                request = self.requests.recv() => {
-                    match request {
-                        Some(request) => self.handle(request),
-                        // Every handle is gone: nobody can use this node any more.
-                        None => {
-                            self.stop.get_or_insert_with(Vec::new);
-                        }
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
+                message = self.inbound.recv(), if self.inbound_open => Wake::Message(message),
+                request = self.requests.recv() => Wake::Request(request),
+                _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+            };
             self.clock = self.now();
+            match woken_by {
+                Wake::Message(Some(message)) => self.step(message),
+                // Every inbox is gone (the transport stopped): stop listening for messages
+                // rather than wake on a closed channel forever.
+                Wake::Message(None) => self.inbound_open = false,
+                Wake::Request(Some(request)) => self.handle(request),
+                // Every handle is gone: nobody can use this node any more.
+                Wake::Request(None) => {
+                    self.stop.get_or_insert_with(Vec::new);
+                }
+                Wake::Timer => {}
+            }
             // Take everything else that is already waiting: one batch, one write.
             for _ in 0..MAX_BATCH {
+                if !self.inbound_open {
+                    break;
+                }
                 match self.inbound.try_recv() {
                     Ok(message) => self.step(message),
                     Err(_) => break,
@@ -256,6 +272,17 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         }
         match self.raft.propose(command) {
             Ok(id) => {
+                // A write still waiting at this index was proposed in an earlier term and its
+                // entry has been replaced: it was lost.
+                if let Some(mut lost) = self.writes.remove(&id.index) {
+                    self.all_ready.remove(&id.index);
+                    self.local_pending.remove(&id.index);
+                    if let Some(reply) = lost.reply.take() {
+                        let _ = reply.send(Err(Error::NotLeader {
+                            leader_hint: self.raft.leader(),
+                        }));
+                    }
+                }
                 if ack == Ack::Local {
                     self.local_pending.insert(id.index);
                 }
@@ -472,6 +499,19 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         if self.all_ready.is_empty() {
             return;
         }
+        if self.raft.role() != Role::Leader {
+            // Committed, but this node can no longer see which replicas hold it, so the
+            // `Ack::All` promise cannot be confirmed: the caller learns it timed out (the write
+            // may or may not be on every in-sync voter; it is committed).
+            for index in std::mem::take(&mut self.all_ready) {
+                if let Some(mut write) = self.writes.remove(&index)
+                    && let Some(reply) = write.reply.take()
+                {
+                    let _ = reply.send(Err(Error::Timeout));
+                }
+            }
+            return;
+        }
         let holders: Vec<(NodeId, LogIndex)> = self
             .raft
             .peers()
@@ -608,8 +648,12 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 info!(?role, term = term.0, "role changed");
             }
             if let Some(new_leader) = leader {
-                if Some(new_leader) != old_leader || term != self.last_seen.1 {
-                    self.record_failover(term, old_leader, new_leader, now);
+                // A failed pre-vote passes through "no leader" and back to the same leader in the
+                // same term: not a change of leader.
+                let last = self.failovers.back().map(|f| (f.term, f.new_leader));
+                if last != Some((term, new_leader)) {
+                    let previous = old_leader.or(last.map(|(_, l)| l));
+                    self.record_failover(term, previous, new_leader, now);
                 }
             }
             self.last_seen = (role, term, leader);

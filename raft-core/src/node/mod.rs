@@ -111,7 +111,9 @@ pub enum Ack {
     Quorum,
     /// Committed, and every in-sync voter stored it (Kafka's `acks=all` with
     /// `min.insync.replicas`). Refused up front with [`Error::NotEnoughReplicas`] when fewer than
-    /// [`NodeConfig::min_in_sync`] voters are in sync.
+    /// [`NodeConfig::min_in_sync`] voters are in sync. If the node loses leadership after the
+    /// commit but before it has seen every in-sync voter store the write, the caller gets
+    /// [`Error::Timeout`]: the write is committed, the extra promise is unconfirmed.
     All,
 }
 
@@ -551,12 +553,18 @@ impl<SM: StateMachine> NodeHandle<SM> {
         make: impl FnOnce(oneshot::Sender<Result<R, Error>>) -> Request<SM>,
     ) -> Result<R, Error> {
         let (reply, response) = oneshot::channel();
-        if self.requests.send(make(reply)).await.is_err() {
-            return Err(self.shared.stopped_error());
-        }
-        match tokio::time::timeout(self.request_timeout, response).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.shared.stopped_error()),
+        // The timeout covers waiting for room in the node's queue too.
+        let exchange = async {
+            if self.requests.send(make(reply)).await.is_err() {
+                return Err(self.shared.stopped_error());
+            }
+            match response.await {
+                Ok(result) => result,
+                Err(_) => Err(self.shared.stopped_error()),
+            }
+        };
+        match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(result) => result,
             Err(_) => Err(Error::Timeout),
         }
     }

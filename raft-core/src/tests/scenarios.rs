@@ -81,3 +81,133 @@ fn restarted_follower_does_not_vote_while_a_lease_it_granted_may_hold() {
     net.cut.remove(&(NodeId(1), NodeId(3)));
     run_and_check(&mut net, 600);
 }
+
+/// A follower that adopts a higher term from some message other than a vote request (here a
+/// delayed pre-vote rejection) is still sticky: a vote request in that term, arriving while it
+/// still hears from its leader, is not granted (dissertation §4.2.3).
+#[test]
+fn stickiness_survives_a_term_learned_from_another_message() {
+    use crate::{EntryId, LogIndex, MessageBody, Term};
+    let mut net = Network::new(5);
+    net.elect(1);
+    net.advance(20);
+    let now = net.now;
+    // Node 2 learns of term 2 from a stray pre-vote rejection by node 3.
+    let rejection = msg(
+        3,
+        2,
+        2,
+        MessageBody::RequestVoteResponse {
+            pre_vote: true,
+            granted: false,
+        },
+    );
+    net.node(2).step(now, rejection).unwrap();
+    assert_eq!(net.peek(2).term(), Term(2));
+    let last_log = net.peek(2).last_log_id();
+    let request = msg(
+        5,
+        2,
+        2,
+        MessageBody::RequestVote {
+            pre_vote: false,
+            last_log: EntryId {
+                term: last_log.term,
+                index: LogIndex(last_log.index.0 + 5),
+            },
+            transfer: false,
+        },
+    );
+    net.node(2).step(now, request).unwrap();
+    let actions = net.node(2).take_actions();
+    let granted = actions.persisted_messages.iter().any(|m| {
+        matches!(
+            m.body,
+            MessageBody::RequestVoteResponse { granted: true, .. }
+        )
+    });
+    assert!(!granted, "a sticky follower granted a vote");
+    assert_eq!(net.peek(2).hard_state().vote, None);
+}
+
+/// Without PreVote and CheckQuorum, a follower cut off long enough to run its term up must
+/// still rejoin once the partition heals: the leader learns the higher term from its answer to
+/// a heartbeat and steps down, and an election brings everyone back to one term (§5.1).
+#[test]
+fn a_node_whose_term_ran_ahead_rejoins_without_pre_vote_or_check_quorum() {
+    let mut net = Network::with(3, |c| {
+        c.pre_vote = false;
+        c.check_quorum = false;
+    });
+    net.elect(1);
+    net.isolate(3);
+    net.advance(1000);
+    assert!(
+        net.peek(3).term() > net.peek(1).term(),
+        "node 3 campaigned alone"
+    );
+    net.heal();
+    net.advance(2000);
+    let terms: Vec<u64> = (1..=3).map(|i| net.peek(i).term().0).collect();
+    let leaders: Vec<u64> = (1..=3)
+        .filter(|&i| net.peek(i).role() == Role::Leader)
+        .collect();
+    assert_eq!(leaders.len(), 1, "terms {terms:?}");
+    assert!(terms.iter().all(|&t| t == terms[0]), "terms {terms:?}");
+    let leader = NodeId(leaders[0]);
+    assert!((1..=3).all(|i| net.peek(i).leader() == Some(leader)));
+}
+
+/// A node that is not a voter never campaigns, and its next deadline stays ahead of its clock
+/// (a driver sleeping until that deadline would otherwise spin).
+#[test]
+fn a_non_voter_keeps_its_deadline_ahead_of_the_clock() {
+    let state = InitialState {
+        voters: [NodeId(1), NodeId(2), NodeId(3)].into(),
+        ..InitialState::default()
+    };
+    let mut raft = Raft::new(test_config(9), state, 1, Instant(0)).unwrap();
+    for _ in 0..5 {
+        let deadline = raft.next_deadline();
+        raft.tick(deadline);
+        assert_eq!(raft.role(), Role::Follower);
+        assert!(raft.next_deadline() > deadline);
+    }
+}
+
+/// A peer cannot push terms or indexes to the end of their range: such a message is refused
+/// before it changes anything.
+#[test]
+fn terms_and_indexes_near_the_end_of_the_range_are_refused() {
+    use crate::{EntryId, LogIndex, MessageBody, Term};
+    let mut net = Network::new(3);
+    net.elect(1);
+    let now = net.now;
+    let huge_term = msg(
+        2,
+        3,
+        u64::MAX,
+        MessageBody::Heartbeat {
+            commit: LogIndex(0),
+            round: 1,
+        },
+    );
+    assert!(net.node(3).step(now, huge_term).is_err());
+    let huge_index = msg(
+        1,
+        3,
+        1,
+        MessageBody::AppendEntries {
+            prev_log: EntryId {
+                term: Term(1),
+                index: LogIndex(u64::MAX),
+            },
+            entries: Vec::new(),
+            leader_commit: LogIndex(0),
+            round: 1,
+        },
+    );
+    assert!(net.node(3).step(now, huge_index).is_err());
+    assert_eq!(net.peek(3).term(), Term(1));
+    assert_eq!(Term(u64::MAX).next(), Term(u64::MAX));
+}

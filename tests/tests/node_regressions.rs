@@ -1,0 +1,217 @@
+//! Regression tests for node-level bugs found in review, each on a 3-node in-process cluster
+//! with paused tokio time (so the timings are exact and the runs instant).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use async_trait::async_trait;
+use raft_core::node::{
+    Ack, Consistency, Error, LogStore, Node, NodeConfig, NodeHandle, Recovered, StorageError,
+};
+use raft_core::{Entry, HardState, LogIndex, NodeId, Role};
+use raft_net::ChannelNetwork;
+use raft_storage::MemLogStore;
+use raft_tests::kv::{KvCommand, KvStore};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A store whose next write takes `stall_ms` (then the stall resets): a slow disk.
+#[derive(Clone)]
+struct SlowStore {
+    inner: MemLogStore,
+    stall_ms: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl LogStore for SlowStore {
+    async fn recover(&mut self) -> Result<Recovered, StorageError> {
+        self.inner.recover().await
+    }
+    async fn write(&mut self, h: Option<HardState>, e: Vec<Entry>) -> Result<(), StorageError> {
+        let ms = self.stall_ms.swap(0, Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        self.inner.write(h, e).await
+    }
+    async fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.inner.truncate_suffix(from).await
+    }
+    async fn purge_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+        self.inner.purge_prefix(up_to).await
+    }
+    async fn read(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
+        self.inner.read(from, to).await
+    }
+    async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError> {
+        self.inner.save_voters(voters).await
+    }
+}
+
+struct Cluster {
+    network: ChannelNetwork,
+    nodes: BTreeMap<NodeId, NodeHandle<KvStore>>,
+    stalls: BTreeMap<NodeId, Arc<AtomicU64>>,
+}
+
+async fn cluster() -> Cluster {
+    let network = ChannelNetwork::new();
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let (mut nodes, mut stalls) = (BTreeMap::new(), BTreeMap::new());
+    for id in voters {
+        let (inbox, inbound) = raft_core::node::inbox(1024);
+        network.register(id, inbox);
+        let mut config = NodeConfig::new(id, voters);
+        config.seed = id.0;
+        config.request_timeout = Duration::from_secs(30);
+        let stall = Arc::new(AtomicU64::new(0));
+        let store = SlowStore {
+            inner: MemLogStore::new(),
+            stall_ms: stall.clone(),
+        };
+        let transport = network.transport(id);
+        let handle = Node::start(config, KvStore::default(), store, transport, inbound).await;
+        nodes.insert(id, handle.unwrap());
+        stalls.insert(id, stall);
+    }
+    Cluster {
+        network,
+        nodes,
+        stalls,
+    }
+}
+
+impl Cluster {
+    async fn leader(&self, except: Option<NodeId>) -> NodeHandle<KvStore> {
+        loop {
+            let found = self.nodes.values().find(|n| {
+                let s = n.status();
+                Some(n.id()) != except && s.role == Role::Leader && s.commit_index.0 > 0
+            });
+            if let Some(node) = found {
+                return node.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+fn put(key: &str, value: &str) -> KvCommand {
+    KvCommand::Put {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+/// The message or request that wakes the node must be judged at the time it arrives. Here the
+/// old leader, cut off and stuck 400 ms in a slow write, gets a lease read after a new leader
+/// committed a newer value; it must not serve its old value from a lease long expired.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_lease_read_is_judged_at_the_time_it_arrives() {
+    let cluster = cluster().await;
+    let old = cluster.leader(None).await;
+    old.propose(put("x", "a"), Ack::Quorum).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.network.isolate(old.id());
+    cluster.stalls[&old.id()].store(400, Ordering::SeqCst);
+    let writer = old.clone();
+    tokio::spawn(async move {
+        let _ = writer.propose(put("x", "lost"), Ack::Local).await;
+    });
+    let new = cluster.leader(Some(old.id())).await;
+    new.propose(put("x", "b"), Ack::Quorum).await.unwrap();
+    let read = old.query(Consistency::Lease, "x".into()).await;
+    assert!(
+        !matches!(&read, Ok(r) if r.response.as_deref() == Some("a")),
+        "stale lease read: {read:?}"
+    );
+}
+
+/// A write lost in a change of leader, whose index a later write reuses, fails with
+/// `NotLeader` (lost), not `Shutdown`.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_lost_write_whose_index_is_reused_reports_not_leader() {
+    let cluster = cluster().await;
+    let first = cluster.leader(None).await;
+    first.propose(put("x", "1"), Ack::Quorum).await.unwrap();
+    cluster.network.isolate(first.id());
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        let handle = first.clone();
+        let command = put("w", &i.to_string());
+        pending.push(tokio::spawn(async move {
+            handle.propose(command, Ack::Quorum).await
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let second = cluster.leader(Some(first.id())).await;
+    cluster.network.heal();
+    loop {
+        let s = first.status();
+        if s.leader == Some(second.id()) && s.applied_index >= second.status().commit_index {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    second.transfer_leadership(first.id()).await.unwrap();
+    loop {
+        let s = first.status();
+        if s.role == Role::Leader && s.commit_index.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.propose(put("y", "new"), Ack::Quorum).await.unwrap();
+    for write in pending {
+        match write.await.unwrap() {
+            Err(Error::NotLeader { .. }) => {}
+            other => panic!("a lost write must fail with NotLeader, got {other:?}"),
+        }
+    }
+}
+
+/// A follower whose pre-vote fails (it cannot hear the leader for a while) and then hears the
+/// same leader again has seen no change of leader: the failover history gains nothing.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_failed_pre_vote_is_not_a_failover() {
+    let cluster = cluster().await;
+    let leader = cluster.leader(None).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let follower = cluster
+        .nodes
+        .values()
+        .find(|n| n.id() != leader.id())
+        .unwrap()
+        .clone();
+    let before = follower.status().failovers.len();
+    cluster.network.cut(leader.id(), follower.id());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.network.heal();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = follower.status();
+    assert_eq!(after.leader, Some(leader.id()));
+    assert_eq!(after.failovers.len(), before, "{:?}", after.failovers);
+}
+
+/// Once every inbox is dropped (the transport stopped), the node keeps serving its handles
+/// instead of spinning on a closed channel: requests still get answers and time moves on.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_node_whose_transport_stopped_still_answers() {
+    let cluster = cluster().await;
+    let leader = cluster.leader(None).await;
+    let follower = cluster
+        .nodes
+        .values()
+        .find(|n| n.id() != leader.id())
+        .unwrap()
+        .clone();
+    cluster.network.unregister(follower.id());
+    // Were the loop spinning, this sleep would never return on a current-thread runtime.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = follower
+        .query(Consistency::Stale, "x".into())
+        .await
+        .unwrap();
+    assert_eq!(read.response, None);
+}
