@@ -553,18 +553,23 @@ impl<SM: StateMachine> NodeHandle<SM> {
         make: impl FnOnce(oneshot::Sender<Result<R, Error>>) -> Request<SM>,
     ) -> Result<R, Error> {
         let (reply, response) = oneshot::channel();
-        // The timeout covers waiting for room in the node's queue too.
-        let exchange = async {
-            if self.requests.send(make(reply)).await.is_err() {
-                return Err(self.shared.stopped_error());
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        // The common case takes a free slot at once; when the node's queue is full, the wait
+        // for room counts against the same deadline as the answer.
+        match self.requests.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.shared.stopped_error()),
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                match tokio::time::timeout_at(deadline, self.requests.send(request)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(self.shared.stopped_error()),
+                    Err(_) => return Err(Error::Timeout),
+                }
             }
-            match response.await {
-                Ok(result) => result,
-                Err(_) => Err(self.shared.stopped_error()),
-            }
-        };
-        match tokio::time::timeout(self.request_timeout, exchange).await {
-            Ok(result) => result,
+        }
+        match tokio::time::timeout_at(deadline, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.shared.stopped_error()),
             Err(_) => Err(Error::Timeout),
         }
     }
