@@ -126,30 +126,23 @@ impl Report {
     }
 
     fn print(&self, json: bool) {
+        let Report {
+            case,
+            nodes,
+            clients,
+            ops,
+            payload,
+            ops_per_sec,
+            p50_us,
+            p99_us,
+            max_us,
+        } = self;
         println!(
-            "{:<11} nodes {} clients {:>5} ops {:>8} payload {:>4}  {:>12.0} ops/s  p50 {:>7} us  p99 {:>7} us  max {:>8} us",
-            self.case,
-            self.nodes,
-            self.clients,
-            self.ops,
-            self.payload,
-            self.ops_per_sec,
-            self.p50_us,
-            self.p99_us,
-            self.max_us
+            "{case:<11} nodes {nodes} clients {clients:>5} ops {ops:>8} payload {payload:>4}  {ops_per_sec:>12.0} ops/s  p50 {p50_us:>7} us  p99 {p99_us:>7} us  max {max_us:>8} us"
         );
         if json {
             println!(
-                "{{\"case\":\"{}\",\"nodes\":{},\"clients\":{},\"ops\":{},\"payload\":{},\"ops_per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"max_us\":{}}}",
-                self.case,
-                self.nodes,
-                self.clients,
-                self.ops,
-                self.payload,
-                self.ops_per_sec,
-                self.p50_us,
-                self.p99_us,
-                self.max_us
+                "{{\"case\":\"{case}\",\"nodes\":{nodes},\"clients\":{clients},\"ops\":{ops},\"payload\":{payload},\"ops_per_sec\":{ops_per_sec:.0},\"p50_us\":{p50_us},\"p99_us\":{p99_us},\"max_us\":{max_us}}}"
             );
         }
     }

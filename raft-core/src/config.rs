@@ -122,11 +122,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// True when lease reads are enabled.
-    pub fn leases_enabled(&self) -> bool {
-        self.lease_duration_ms > 0
-    }
 }
 
 /// The rule of [`Config::validate`] that a configuration breaks.

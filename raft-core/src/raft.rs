@@ -225,7 +225,7 @@ impl Raft {
                 MessageBody::RequestVote {
                     pre_vote, transfer, ..
                 } => {
-                    if !transfer && self.in_lease() {
+                    if self.is_sticky_against(*transfer) {
                         // Stickiness (dissertation §4.2.3): a live leader is known, so this
                         // candidate is disruptive; ignore it without adopting its term.
                         return Ok(());
@@ -485,7 +485,8 @@ impl Raft {
 
     /// The leader's view of a follower's log: its match index, if this node leads and `peer` is
     /// a follower.
-    pub fn match_index(&self, peer: NodeId) -> Option<LogIndex> {
+    #[cfg(test)]
+    pub(crate) fn match_index(&self, peer: NodeId) -> Option<LogIndex> {
         self.progress.get(&peer).map(|p| p.match_index)
     }
 
@@ -650,7 +651,7 @@ impl Raft {
         // Stickiness holds whatever brought this node to the request's term: a node that heard
         // from a leader less than a minimum election timeout ago helps elect no one else
         // (dissertation §4.2.3, §6.4.1), unless the leader itself asked for the election.
-        let sticky = !transfer && self.vote != Some(msg.from) && self.in_lease();
+        let sticky = self.vote != Some(msg.from) && self.is_sticky_against(transfer);
         // One vote per term, first come first served; a pre-vote for a later term promises
         // nothing and may be granted to anyone.
         let can_vote = !sticky
@@ -996,6 +997,12 @@ impl Raft {
             .confirmed_sent_at()
             .map_or(self.became_leader_at, |t| t.max(self.became_leader_at));
         heard.plus_ms(self.config.election_timeout_min_ms)
+    }
+
+    /// True when this node must refuse to help an election along: it is in lease, and the
+    /// election was not asked for by the leader itself (a transfer overrides stickiness).
+    fn is_sticky_against(&self, transfer: bool) -> bool {
+        !transfer && self.in_lease()
     }
 
     /// True while this node must not help elect anyone else: it leads, or it heard from a leader

@@ -110,13 +110,6 @@ pub enum Payload {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntryData(Arc<[u8]>);
 
-impl EntryData {
-    /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 impl std::ops::Deref for EntryData {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

@@ -1444,22 +1444,18 @@ mod tests {
 
     // ---- randomized ----------------------------------------------------------------------------
 
-    /// SplitMix64 (Steele, Lea and Flood, 2014): enough randomness for test generation, and a
-    /// failing seed replays exactly.
-    struct SplitMix64(u64);
+    /// The crate's seeded generator ([`crate::rng::SplitMix64`]), with the draws these tests
+    /// use; a failing seed replays exactly.
+    struct SplitMix64(crate::rng::SplitMix64);
 
     impl SplitMix64 {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+        fn seeded(seed: u64) -> SplitMix64 {
+            SplitMix64(crate::rng::SplitMix64::new(seed))
         }
 
-        /// A number in `0..bound` (bias is irrelevant for test generation).
+        /// A number in `0..bound`.
         fn below(&mut self, bound: usize) -> usize {
-            (self.next_u64() % bound as u64) as usize
+            self.0.range(0, bound as u64) as usize
         }
 
         fn percent(&mut self, percent: usize) -> bool {
@@ -1622,7 +1618,7 @@ mod tests {
     #[test]
     fn random_linearizable_histories_are_accepted() {
         for seed in 0..400 {
-            let mut random = SplitMix64(seed);
+            let mut random = SplitMix64::seeded(seed);
             let shape = Shape {
                 clients: 3 + seed as usize % 3,
                 ..RANDOM_SHAPE
@@ -1637,7 +1633,7 @@ mod tests {
     fn random_histories_with_a_read_of_a_never_written_value_are_rejected() {
         let mut rejected = 0;
         for seed in 0..400 {
-            let mut random = SplitMix64(seed);
+            let mut random = SplitMix64::seeded(seed);
             let shape = Shape {
                 clients: 3 + seed as usize % 3,
                 ..RANDOM_SHAPE
@@ -1786,7 +1782,7 @@ mod tests {
         };
         let (mut accepted, mut rejected) = (0, 0);
         for seed in 0..3000 {
-            let mut random = SplitMix64(seed);
+            let mut random = SplitMix64::seeded(seed);
             let mut generated = generate(&mut random, &shape);
             if random.percent(70) {
                 mutate(&mut random, &mut generated);
@@ -1825,7 +1821,7 @@ mod tests {
             values: &["a", "b", "c", "d"],
             timeout_percent: 2,
         };
-        let mut random = SplitMix64(2024);
+        let mut random = SplitMix64::seeded(2024);
         let mut generated = generate(&mut random, &shape);
         // A fiftieth of the default budget is plenty.
         let budget = DEFAULT_STEP_BUDGET / 50;

@@ -97,6 +97,13 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    fn follower_of(&self, leader: &NodeHandle<KvStore>) -> NodeHandle<KvStore> {
+        let follower = self.nodes.values().find(|n| n.id() != leader.id());
+        follower.expect("a follower").clone()
+    }
+}
+
 fn put(key: &str, value: &str) -> KvCommand {
     KvCommand::Put {
         key: key.into(),
@@ -178,12 +185,7 @@ async fn a_failed_pre_vote_is_not_a_failover() {
     let cluster = cluster().await;
     let leader = cluster.leader(None).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let follower = cluster
-        .nodes
-        .values()
-        .find(|n| n.id() != leader.id())
-        .unwrap()
-        .clone();
+    let follower = cluster.follower_of(&leader);
     let before = follower.status().failovers.len();
     cluster.network.cut(leader.id(), follower.id());
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -200,12 +202,7 @@ async fn a_failed_pre_vote_is_not_a_failover() {
 async fn a_node_whose_transport_stopped_still_answers() {
     let cluster = cluster().await;
     let leader = cluster.leader(None).await;
-    let follower = cluster
-        .nodes
-        .values()
-        .find(|n| n.id() != leader.id())
-        .unwrap()
-        .clone();
+    let follower = cluster.follower_of(&leader);
     cluster.network.unregister(follower.id());
     // Were the loop spinning, this sleep would never return on a current-thread runtime.
     tokio::time::sleep(Duration::from_millis(500)).await;

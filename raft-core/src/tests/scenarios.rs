@@ -211,3 +211,41 @@ fn terms_and_indexes_near_the_end_of_the_range_are_refused() {
     assert_eq!(net.peek(3).term(), Term(1));
     assert_eq!(Term(u64::MAX).next(), Term(u64::MAX));
 }
+
+/// A lease read needs no round trip, but it still waits until the state machine has applied
+/// the commit index it was given (dissertation §6.4.1): served earlier, it could miss a write
+/// that completed before it was asked.
+#[test]
+fn a_lease_read_waits_for_the_state_machine_to_reach_the_commit_index() {
+    use crate::{ReadId, ReadMode};
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.advance(20);
+    assert!(net.peek(1).lease_holds());
+    let now = net.now;
+    let entry = net.node(1).propose(cmd("x")).unwrap();
+    // Replicate by hand: the leader's write completes and both followers answer, but the
+    // leader's state machine is not told to apply anything yet.
+    let actions = net.node(1).take_actions();
+    net.node(1).persisted(actions.entries.last().unwrap().id());
+    for message in actions.messages {
+        net.deliver(message);
+    }
+    let answers: Vec<_> = net.queue.drain(..).filter(|m| m.to == NodeId(1)).collect();
+    for answer in answers {
+        net.node(1).step(now, answer).unwrap();
+    }
+    assert!(net.peek(1).commit_index() >= entry.index);
+    assert!(net.peek(1).applied_index() < entry.index);
+    net.node(1).read(now, ReadId(1), ReadMode::Lease).unwrap();
+    let actions = net.node(1).take_actions();
+    assert!(
+        actions.reads.is_empty(),
+        "served before applying: {:?}",
+        actions.reads
+    );
+    let last = actions.committed.last().unwrap().index;
+    net.node(1).applied(last);
+    let actions = net.node(1).take_actions();
+    assert_eq!(actions.reads, vec![(ReadId(1), Ok(entry.index))]);
+}
