@@ -170,18 +170,30 @@ async fn drive(
             .map_err(|e| e.to_string())?;
     }
     let remaining = Arc::new(AtomicU64::new(args.ops));
+    // Clients claim operations a few at a time, so that they do not all write one shared
+    // counter per operation; the chunk is small enough that they finish together.
+    let chunk = (args.ops / args.clients / 8).clamp(1, 32);
+    let per_client = usize::try_from(args.ops / args.clients + chunk).unwrap_or(0);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
         let leader = leader.clone();
         let remaining = Arc::clone(&remaining);
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let mut latencies = Vec::with_capacity(per_client);
             let command = bytes::Bytes::from(vec![0u8; payload]);
-            while remaining
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-            {
+            let mut claimed = 0u64;
+            loop {
+                if claimed == 0 {
+                    claimed =
+                        match remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            n.checked_sub(n.min(chunk)).filter(|_| n > 0)
+                        }) {
+                            Ok(before) => before.min(chunk),
+                            Err(_) => break,
+                        };
+                }
+                claimed -= 1;
                 let t0 = Instant::now();
                 let result = match load {
                     Load::Write => leader

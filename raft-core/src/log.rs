@@ -107,7 +107,12 @@ impl RaftLog {
         max_entries: usize,
         max_bytes: usize,
     ) -> Vec<Entry> {
-        let mut out = Vec::new();
+        let end = to.min(self.last_index());
+        if from > end {
+            return Vec::new();
+        }
+        let available = usize::try_from(end.0 - from.0 + 1).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(available.min(max_entries));
         let mut bytes = 0usize;
         let mut index = from;
         while index <= to && out.len() < max_entries {

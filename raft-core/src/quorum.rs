@@ -32,10 +32,23 @@ pub(crate) fn committed(voters: &BTreeSet<NodeId>, acked: impl Fn(NodeId) -> u64
     if voters.is_empty() {
         return u64::MAX;
     }
-    let mut values: Vec<u64> = voters.iter().map(|&id| acked(id)).collect();
-    // Sorted descending, the value at position majority-1 is held by at least a majority.
-    values.sort_unstable_by(|a, b| b.cmp(a));
-    values[majority(values.len()) - 1]
+    // This runs on every replication response, so small clusters count on the stack.
+    const ON_STACK: usize = 9;
+    let n = voters.len();
+    let mut stack = [0u64; ON_STACK];
+    let mut heap = Vec::new();
+    let values: &mut [u64] = if n <= ON_STACK {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0);
+        &mut heap
+    };
+    for (slot, &id) in values.iter_mut().zip(voters) {
+        *slot = acked(id);
+    }
+    // Ordered descending, the value at position majority-1 is held by at least a majority.
+    let (_, value, _) = values.select_nth_unstable_by(majority(n) - 1, |a, b| b.cmp(a));
+    *value
 }
 
 /// Counts `votes` (true = granted) among `voters`; votes from non-voters are ignored.

@@ -19,6 +19,7 @@ use crate::{
     Message, MessageBody, NodeId, Payload, ReadId, Term,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 /// The role a node plays in its current term (§5.1, plus the pre-vote phase of §9.6).
 #[derive(
@@ -854,14 +855,20 @@ impl Raft {
             // One round confirms every read queued since the last one (batching).
             self.broadcast_heartbeat();
         }
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
+        // Walks the peers by id without collecting them (this runs once per batch).
+        let mut next = self.progress.keys().next().copied();
+        while let Some(peer) = next {
             // Bounded: each pass either sends or returns false, and the window limits sends.
             for _ in 0..=self.config.max_inflight_appends {
                 if !self.maybe_send_append(peer, false) {
                     break;
                 }
             }
+            next = self
+                .progress
+                .range((Bound::Excluded(peer), Bound::Unbounded))
+                .next()
+                .map(|(&id, _)| id);
         }
     }
 

@@ -212,3 +212,78 @@ async fn a_node_whose_transport_stopped_still_answers() {
         .unwrap();
     assert_eq!(read.response, None);
 }
+
+/// Request deadlines are kept by the node itself (no timer per request): a write that cannot
+/// commit and a read that cannot be served each fail with `Timeout` once `request_timeout`
+/// (30 s here) has passed, not before.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn requests_that_cannot_complete_time_out_at_their_deadline() {
+    let cluster = cluster().await;
+    let leader = cluster.leader(None).await;
+    leader.propose(put("x", "1"), Ack::Quorum).await.unwrap();
+    let follower = cluster.follower_of(&leader);
+    cluster.network.isolate(leader.id());
+
+    // The outer bound only turns a node that never answers into a failure instead of a hang.
+    let bound = Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    let write = tokio::time::timeout(bound, leader.propose(put("x", "2"), Ack::Quorum))
+        .await
+        .expect("the node answers");
+    assert!(matches!(write, Err(Error::Timeout)), "{write:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
+
+    let started = tokio::time::Instant::now();
+    let far = LogIndex(1_000_000);
+    let read = tokio::time::timeout(bound, follower.query(Consistency::AtLeast(far), "x".into()))
+        .await
+        .expect("the node answers");
+    assert!(matches!(read, Err(Error::Timeout)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
+    // The node still serves requests that can complete.
+    let read = follower
+        .query(Consistency::Stale, "x".into())
+        .await
+        .unwrap();
+    assert_eq!(read.response.as_deref(), Some("1"));
+}
+
+/// The request timeout counts from when the node takes a request. A node blocked in its
+/// storage (here a disk write stalled for 40 s) cannot answer until the call returns, so a
+/// caller that needs a hard bound wraps the call in `tokio::time::timeout`; a request whose
+/// caller gave up that way while it sat in the queue is never started.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_request_whose_caller_gave_up_in_the_queue_is_not_started() {
+    let cluster = cluster().await;
+    let leader = cluster.leader(None).await;
+    leader.propose(put("x", "1"), Ack::Quorum).await.unwrap();
+    let before = leader.status().last_log_index;
+    // Cut off, so that nothing but its own queue reaches it when the disk returns.
+    cluster.network.isolate(leader.id());
+    cluster.stalls[&leader.id()].store(40_000, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let stuck = leader.clone();
+    let stuck = tokio::spawn(async move { stuck.propose(put("x", "2"), Ack::Quorum).await });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let queued = tokio::time::timeout(
+        Duration::from_secs(5),
+        leader.propose(put("x", "3"), Ack::Quorum),
+    )
+    .await;
+    assert!(queued.is_err(), "the caller's own bound: {queued:?}");
+    // The stalled write is answered once the disk returns, 40 s in (past its 30 s).
+    let stuck = stuck.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(40));
+    assert!(matches!(stuck, Err(Error::Timeout)), "{stuck:?}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The stalled write is in its log; the abandoned one was never appended.
+    assert_eq!(leader.status().last_log_index, before.next());
+}

@@ -24,17 +24,21 @@ type ReadReply<Q> = oneshot::Sender<Result<ReadOutcome<Option<Q>>, Error>>;
 
 /// A write waiting for its acknowledgement.
 struct PendingWrite<R> {
+    index: LogIndex,
     term: Term,
     ack: Ack,
+    /// Taken when the write is answered; the record stays until its entry is applied.
     reply: Option<WriteReply<R>>,
     /// `Ack::All` writes keep the response here while they wait for the in-sync followers.
     response: Option<R>,
+    deadline: tokio::time::Instant,
 }
 
 /// A read waiting for its barrier.
 struct PendingRead<SM: StateMachine> {
     query: Option<SM::Query>,
     reply: ReadReply<SM::QueryResponse>,
+    deadline: tokio::time::Instant,
 }
 
 pub(super) fn initial_status(id: NodeId) -> Status {
@@ -74,22 +78,29 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     shared: Arc<Shared>,
     /// The origin of the protocol's clock.
     started: tokio::time::Instant,
-    /// The protocol time at which the current loop iteration began; one clock read per batch.
+    /// The time at which the current loop iteration began; one clock read per batch.
     clock: Instant,
+    /// The same moment on tokio's clock, for request deadlines.
+    now: tokio::time::Instant,
     /// `Ack::Local` writes not yet acknowledged, by index.
     local_pending: BTreeSet<LogIndex>,
-    /// `Ack::All` writes applied and waiting for the in-sync followers, by index.
-    all_ready: BTreeSet<LogIndex>,
     /// When the status was last rebuilt, and whether something changed since.
     status_built_at: Instant,
     status_dirty: bool,
-    /// Writes by index, waiting for durability, commit or the in-sync followers.
-    writes: BTreeMap<LogIndex, PendingWrite<SM::Response>>,
-    /// Leader reads by the id given to the protocol.
+    /// Writes waiting for durability or apply, in index order (the order of their deadlines,
+    /// since every request gets the same timeout and writes are proposed as they arrive).
+    writes: VecDeque<PendingWrite<SM::Response>>,
+    /// Every write up to this index has had its deadline checked (and is answered).
+    expired_through: LogIndex,
+    /// `Ack::All` writes applied and waiting for the in-sync followers, by index.
+    all_ready: BTreeMap<LogIndex, PendingWrite<SM::Response>>,
+    /// Leader reads by the id given to the protocol (ids, and so deadlines, in arrival order).
     reads: BTreeMap<ReadId, PendingRead<SM>>,
     next_read: u64,
     /// `AtLeast` reads waiting for the state machine to reach their index, by index.
     waiting_for_apply: BTreeMap<LogIndex, Vec<PendingRead<SM>>>,
+    /// The earliest deadline among `waiting_for_apply` (or later: it is only lowered on insert).
+    waiting_deadline: Option<tokio::time::Instant>,
     /// Leadership changes seen, oldest first.
     failovers: VecDeque<Failover>,
     /// What the last published status said of role, term and leader (to detect changes).
@@ -122,6 +133,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             voters,
         };
         let raft = Raft::new(config.raft.clone(), state, config.seed, Instant(0))?;
+        let started = tokio::time::Instant::now();
         Ok(Driver {
             last_seen: (raft.role(), raft.term(), raft.leader()),
             raft,
@@ -133,16 +145,19 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             inbound_open: true,
             status_tx,
             shared,
-            started: tokio::time::Instant::now(),
+            started,
             clock: Instant(0),
+            now: started,
             local_pending: BTreeSet::new(),
-            all_ready: BTreeSet::new(),
             status_built_at: Instant(0),
             status_dirty: true,
-            writes: BTreeMap::new(),
+            writes: VecDeque::new(),
+            expired_through: LogIndex(0),
+            all_ready: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_read: 1,
             waiting_for_apply: BTreeMap::new(),
+            waiting_deadline: None,
             failovers: VecDeque::new(),
             lease_held: false,
             out_of_sync: BTreeSet::new(),
@@ -156,8 +171,19 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         self.run_loop().instrument(span).await;
     }
 
-    fn now(&self) -> Instant {
-        Instant(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    /// Reads the clock once for the batch about to be handled.
+    fn read_clock(&mut self) {
+        self.now = tokio::time::Instant::now();
+        let elapsed = self.now.saturating_duration_since(self.started);
+        self.clock = Instant(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    /// `timeout` from now; a timeout too long for the clock means about a century.
+    fn deadline_after(&self, timeout: Duration) -> tokio::time::Instant {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        self.now
+            .checked_add(timeout.min(CENTURY))
+            .unwrap_or(self.now)
     }
 
     fn instant_of(&self, at: Instant) -> tokio::time::Instant {
@@ -172,7 +198,10 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 // A status withheld to save work while busy is published within a millisecond.
                 wake_at = wake_at.min(self.status_built_at.plus_ms(1));
             }
-            let deadline = self.instant_of(wake_at);
+            let mut deadline = self.instant_of(wake_at);
+            if let Some(request_deadline) = self.earliest_request_deadline() {
+                deadline = deadline.min(request_deadline);
+            }
             // Only take the input here; it is handled after the clock is read, so that it is
             // judged at the time it arrived, not at the start of the wait (a lease or a
             // staleness bound checked against an old clock would hold too long).
@@ -182,7 +211,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 request = self.requests.recv() => Wake::Request(request),
                 _ = tokio::time::sleep_until(deadline) => Wake::Timer,
             };
-            self.clock = self.now();
+            self.read_clock();
             match woken_by {
                 Wake::Message(Some(message)) => self.step(message),
                 // Every inbox is gone (the transport stopped): stop listening for messages
@@ -215,6 +244,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             if let Err(error) = self.carry_out_actions().await {
                 self.fail_storage(error);
             }
+            self.expire_requests();
             self.publish_status();
             if let Some(waiters) = self.stop.take() {
                 self.fail_everything(Error::Shutdown);
@@ -235,16 +265,29 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
 
     fn handle(&mut self, request: Request<SM>) {
         match request {
+            // A request whose caller stopped waiting (it was cancelled while the request sat
+            // in the queue) is not started.
+            Request::Propose { reply, .. } if reply.is_closed() => {}
+            Request::Read { reply, .. } if reply.is_closed() => {}
             Request::Propose {
                 command,
                 ack,
                 reply,
-            } => self.propose(command, ack, reply),
+                timeout,
+            } => self.propose(command, ack, reply, self.deadline_after(timeout)),
             Request::Read {
                 consistency,
                 query,
                 reply,
-            } => self.read(consistency, query, reply),
+                timeout,
+            } => self.read(
+                consistency,
+                PendingRead {
+                    query,
+                    reply,
+                    deadline: self.deadline_after(timeout),
+                },
+            ),
             Request::Transfer { to, reply } => {
                 let result = self
                     .raft
@@ -259,7 +302,13 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         }
     }
 
-    fn propose(&mut self, command: crate::EntryData, ack: Ack, reply: WriteReply<SM::Response>) {
+    fn propose(
+        &mut self,
+        command: crate::EntryData,
+        ack: Ack,
+        reply: WriteReply<SM::Response>,
+        deadline: tokio::time::Instant,
+    ) {
         if ack == Ack::All {
             let in_sync = self.in_sync_voters().len();
             if self.raft.role() == Role::Leader && in_sync < self.config.min_in_sync {
@@ -272,11 +321,13 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         }
         match self.raft.propose(command) {
             Ok(id) => {
-                // A write still waiting at this index was proposed in an earlier term and its
-                // entry has been replaced: it was lost.
-                if let Some(mut lost) = self.writes.remove(&id.index) {
-                    self.all_ready.remove(&id.index);
-                    self.local_pending.remove(&id.index);
+                // Writes still waiting at or after this index were proposed in an earlier term
+                // and their entries have been replaced: they were lost.
+                while self.writes.back().is_some_and(|w| w.index >= id.index) {
+                    let Some(mut lost) = self.writes.pop_back() else {
+                        break;
+                    };
+                    self.local_pending.remove(&lost.index);
                     if let Some(reply) = lost.reply.take() {
                         let _ = reply.send(Err(Error::NotLeader {
                             leader_hint: self.raft.leader(),
@@ -286,15 +337,14 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 if ack == Ack::Local {
                     self.local_pending.insert(id.index);
                 }
-                self.writes.insert(
-                    id.index,
-                    PendingWrite {
-                        term: id.term,
-                        ack,
-                        reply: Some(reply),
-                        response: None,
-                    },
-                );
+                self.writes.push_back(PendingWrite {
+                    index: id.index,
+                    term: id.term,
+                    ack,
+                    reply: Some(reply),
+                    response: None,
+                    deadline,
+                });
             }
             Err(error) => {
                 let _ = reply.send(Err(error.into()));
@@ -302,13 +352,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         }
     }
 
-    fn read(
-        &mut self,
-        consistency: Consistency,
-        query: Option<SM::Query>,
-        reply: ReadReply<SM::QueryResponse>,
-    ) {
-        let pending = PendingRead { query, reply };
+    fn read(&mut self, consistency: Consistency, pending: PendingRead<SM>) {
         let now = self.clock;
         match consistency {
             Consistency::Linearizable | Consistency::Lease => {
@@ -328,33 +372,30 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                     }
                 }
             }
-            Consistency::AtLeast(index) => self
-                .waiting_for_apply
-                .entry(index)
-                .or_default()
-                .push(pending),
+            Consistency::AtLeast(index) => self.wait_for_apply(index, pending),
             Consistency::BoundedStaleness(bound) => {
                 let fresh = self
                     .raft
                     .leader_contact()
                     .is_some_and(|at| u128::from(now.ms_since(at)) <= bound.as_millis());
                 if fresh {
-                    self.waiting_for_apply
-                        .entry(LogIndex(0))
-                        .or_default()
-                        .push(pending);
+                    self.wait_for_apply(LogIndex(0), pending);
                 } else {
                     let _ = pending.reply.send(Err(Error::TooStale {
                         leader_hint: self.raft.leader(),
                     }));
                 }
             }
-            Consistency::Stale => self
-                .waiting_for_apply
-                .entry(LogIndex(0))
-                .or_default()
-                .push(pending),
+            Consistency::Stale => self.wait_for_apply(LogIndex(0), pending),
         }
+    }
+
+    fn wait_for_apply(&mut self, index: LogIndex, read: PendingRead<SM>) {
+        let deadline = self
+            .waiting_deadline
+            .map_or(read.deadline, |d| d.min(read.deadline));
+        self.waiting_deadline = Some(deadline);
+        self.waiting_for_apply.entry(index).or_default().push(read);
     }
 
     /// Carries out the protocol's actions until it has none left (acknowledging a write or an
@@ -432,10 +473,17 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 )))),
             },
         };
-        let Some(mut write) = self.writes.remove(&index) else {
+        // Entries are applied in order and writes are kept in order, so a write waiting for
+        // this entry is at the front.
+        if self.writes.front().is_none_or(|w| w.index > index) {
+            return;
+        }
+        let Some(mut write) = self.writes.pop_front() else {
             return;
         };
-        if write.term != term {
+        self.local_pending.remove(&write.index);
+        debug_assert_eq!(write.index, index, "a write was skipped by apply");
+        if write.index != index || write.term != term {
             // Another leader's entry took this index: the write was lost before it committed.
             if let Some(reply) = write.reply.take() {
                 let _ = reply.send(Err(Error::NotLeader {
@@ -445,11 +493,12 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             return;
         }
         match response {
-            Some(Ok(response)) if write.ack == Ack::All => {
+            // (One whose reply was taken timed out; it needs no more tracking.)
+            Some(Ok(response)) if write.ack == Ack::All && write.reply.is_some() => {
                 write.response = Some(response);
-                self.all_ready.insert(index);
-                self.writes.insert(index, write);
+                self.all_ready.insert(index, write);
             }
+            Some(Ok(_)) if write.ack == Ack::All => {}
             Some(Ok(response)) => {
                 if let Some(reply) = write.reply.take() {
                     let _ = reply.send(Ok(WriteOutcome {
@@ -478,10 +527,11 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             self.local_pending.remove(&index);
             // The write at `index` is durable if the log still holds it with its own term; the
             // batch ending at `last` wrote every entry up to it.
-            let Some(write) = self.writes.get_mut(&index) else {
+            let stored_term = self.raft.entry(index).map(|e| e.term);
+            let Some(write) = self.write_at(index) else {
                 continue;
             };
-            if self.raft.entry(index).map(|e| e.term) == Some(write.term)
+            if stored_term == Some(write.term)
                 && let Some(reply) = write.reply.take()
             {
                 let _ = reply.send(Ok(WriteOutcome {
@@ -503,10 +553,8 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             // Committed, but this node can no longer see which replicas hold it, so the
             // `Ack::All` promise cannot be confirmed: the caller learns it timed out (the write
             // may or may not be on every in-sync voter; it is committed).
-            for index in std::mem::take(&mut self.all_ready) {
-                if let Some(mut write) = self.writes.remove(&index)
-                    && let Some(reply) = write.reply.take()
-                {
+            for (_, mut write) in std::mem::take(&mut self.all_ready) {
+                if let Some(reply) = write.reply.take() {
                     let _ = reply.send(Err(Error::Timeout));
                 }
             }
@@ -521,20 +569,19 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             .collect();
         let ready: Vec<LogIndex> = self
             .all_ready
-            .iter()
+            .keys()
             .copied()
             .filter(|index| holders.iter().all(|(_, matched)| matched >= index))
             .collect();
         for index in ready {
-            self.all_ready.remove(&index);
-            if let Some(mut write) = self.writes.remove(&index) {
-                if let Some(reply) = write.reply.take() {
-                    let _ = reply.send(Ok(WriteOutcome {
-                        index,
-                        term: write.term,
-                        response: write.response.take(),
-                    }));
-                }
+            if let Some(mut write) = self.all_ready.remove(&index)
+                && let Some(reply) = write.reply.take()
+            {
+                let _ = reply.send(Ok(WriteOutcome {
+                    index,
+                    term: write.term,
+                    response: write.response.take(),
+                }));
             }
         }
     }
@@ -557,6 +604,76 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 .map(|p| p.id),
         );
         ids
+    }
+
+    /// The pending write at `index`, if any.
+    fn write_at(&mut self, index: LogIndex) -> Option<&mut PendingWrite<SM::Response>> {
+        let position = self.writes.binary_search_by_key(&index, |w| w.index).ok()?;
+        self.writes.get_mut(position)
+    }
+
+    /// The earliest deadline of a request not yet answered (or, for reads waiting on apply,
+    /// possibly an earlier one that has been answered since).
+    fn earliest_request_deadline(&self) -> Option<tokio::time::Instant> {
+        let first_unchecked = self
+            .writes
+            .partition_point(|w| w.index <= self.expired_through);
+        [
+            self.writes.get(first_unchecked).map(|w| w.deadline),
+            self.reads.first_key_value().map(|(_, r)| r.deadline),
+            self.all_ready.values().map(|w| w.deadline).min(),
+            self.waiting_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Answers [`Error::Timeout`] to every request whose deadline has passed. A write that
+    /// timed out keeps its record, so that its entry is still recognised when applied.
+    fn expire_requests(&mut self) {
+        let now = self.now;
+        let first_unchecked = self
+            .writes
+            .partition_point(|w| w.index <= self.expired_through);
+        for write in self.writes.range_mut(first_unchecked..) {
+            if write.deadline > now {
+                break;
+            }
+            self.expired_through = write.index;
+            if let Some(reply) = write.reply.take() {
+                let _ = reply.send(Err(Error::Timeout));
+            }
+        }
+        self.all_ready.retain(|_, write| {
+            if write.deadline > now {
+                return true;
+            }
+            if let Some(reply) = write.reply.take() {
+                let _ = reply.send(Err(Error::Timeout));
+            }
+            false
+        });
+        while let Some(entry) = self.reads.first_entry()
+            && entry.get().deadline <= now
+        {
+            let _ = entry.remove().reply.send(Err(Error::Timeout));
+        }
+        if self.waiting_deadline.is_some_and(|d| d <= now) {
+            let mut earliest = None::<tokio::time::Instant>;
+            self.waiting_for_apply.retain(|_, reads| {
+                for read in std::mem::take(reads) {
+                    if read.deadline <= now {
+                        let _ = read.reply.send(Err(Error::Timeout));
+                    } else {
+                        earliest = Some(earliest.map_or(read.deadline, |e| e.min(read.deadline)));
+                        reads.push(read);
+                    }
+                }
+                !reads.is_empty()
+            });
+            self.waiting_deadline = earliest;
+        }
     }
 
     async fn complete_read(&mut self, id: ReadId, result: Result<LogIndex, crate::Error>) {
@@ -612,8 +729,9 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
 
     fn fail_everything(&mut self, error: Error) {
         self.local_pending.clear();
-        self.all_ready.clear();
-        for (_, mut write) in std::mem::take(&mut self.writes) {
+        let writes = std::mem::take(&mut self.writes);
+        let all_ready = std::mem::take(&mut self.all_ready);
+        for mut write in writes.into_iter().chain(all_ready.into_values()) {
             if let Some(reply) = write.reply.take() {
                 let _ = reply.send(Err(error.clone()));
             }
