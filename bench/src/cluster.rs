@@ -56,8 +56,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes; `seed` varies the election timeouts between runs.
-    pub async fn start(wire: Wire, n: u64, seed: u64) -> Result<Cluster, String> {
+    /// Starts `n` nodes; `seed` varies the election timeouts between runs; `max_inflight`
+    /// overrides the protocol's default window of AppendEntries in flight per follower.
+    pub async fn start(
+        wire: Wire,
+        n: u64,
+        seed: u64,
+        max_inflight: Option<usize>,
+    ) -> Result<Cluster, String> {
         let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
         let network = ChannelNetwork::new();
         let mut cluster = Cluster {
@@ -100,7 +106,9 @@ impl Cluster {
         for &id in &ids {
             let mut config = NodeConfig::new(id, ids.iter().copied());
             config.seed = seed.wrapping_mul(0x9E37_79B9) ^ id.0;
-            config.raft.max_inflight_appends = 256;
+            if let Some(window) = max_inflight {
+                config.raft.max_inflight_appends = window;
+            }
             let inbound = inbounds.remove(&id).ok_or("missing inbox")?;
             let store = MemLogStore::new();
             let handle = match wire {
@@ -141,6 +149,15 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         Err("no leader within 10 s".into())
+    }
+
+    /// Messages sent over TCP so far, by every node to every peer (0 in-process).
+    pub fn tcp_messages_sent(&self) -> u64 {
+        self.tcp
+            .values()
+            .flat_map(|t| t.stats().peers.into_values())
+            .map(|p| p.sent)
+            .sum()
     }
 
     /// Stops one node as if its process died.

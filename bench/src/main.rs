@@ -1,7 +1,8 @@
 //! `raft-bench`: measures a 3-node cluster in one process.
 //!
 //! ```text
-//! raft-bench --case CASE [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--json]
+//! raft-bench --case CASE [--nodes 3] [--clients N] [--ops M] [--payload BYTES]
+//!            [--max-inflight N] [--json]
 //! ```
 //!
 //! Cases:
@@ -16,6 +17,9 @@
 //!
 //! `tcp-durable` needs the durable log store, which does not exist yet; the `tcp` case is built
 //! on a store factory so that it can be switched on by adding the store there.
+//!
+//! `--max-inflight` overrides the protocol's window of AppendEntries in flight per follower
+//! (`Config::max_inflight_appends`); every other setting is the library's default.
 //!
 //! Clients are tokio tasks on a multi-thread runtime with 2 worker threads. Every run prints a
 //! table row and, with `--json`, one JSON line.
@@ -36,11 +40,12 @@ struct Args {
     clients: u64,
     ops: u64,
     payload: Option<usize>,
+    max_inflight: Option<usize>,
     json: bool,
 }
 
 fn usage() -> String {
-    "usage: raft-bench --case mem|tcp|lease-read|read-index|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--json]".to_string()
+    "usage: raft-bench --case mem|tcp|lease-read|read-index|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--json]".to_string()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         clients: 1,
         ops: 10_000,
         payload: None,
+        max_inflight: None,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -68,6 +74,10 @@ fn parse_args() -> Result<Args, String> {
             "--clients" => args.clients = number(value("--clients")?, "--clients")?,
             "--ops" => args.ops = number(value("--ops")?, "--ops")?,
             "--payload" => args.payload = Some(number(value("--payload")?, "--payload")? as usize),
+            "--max-inflight" => {
+                let window = number(value("--max-inflight")?, "--max-inflight")?;
+                args.max_inflight = Some(window as usize);
+            }
             "--json" => args.json = true,
             "--help" | "-h" => return Err(usage()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
@@ -224,7 +234,8 @@ async fn failover(args: &Args) -> Result<Measured, String> {
     let mut samples = Vec::new();
     let started = Instant::now();
     for round in 0..20u64 {
-        let mut cluster = Cluster::start(Wire::Channel, args.nodes, round).await?;
+        let mut cluster =
+            Cluster::start(Wire::Channel, args.nodes, round, args.max_inflight).await?;
         let leader = cluster.leader().await?;
         let old = leader.id();
         let nodes = cluster.nodes();
@@ -352,15 +363,21 @@ async fn run(args: Args) -> Result<(), String> {
     let (report, payload) = match args.case.as_str() {
         "mem" => {
             let payload = args.payload.unwrap_or(0);
-            let cluster = Cluster::start(Wire::Channel, args.nodes, 1).await?;
+            let cluster = Cluster::start(Wire::Channel, args.nodes, 1, args.max_inflight).await?;
             let measured = drive(&cluster, &args, payload, Load::Write).await?;
             cluster.shutdown().await;
             (measured, payload)
         }
         "tcp" => {
             let payload = args.payload.unwrap_or(128);
-            let cluster = Cluster::start(Wire::Tcp, args.nodes, 1).await?;
+            let cluster = Cluster::start(Wire::Tcp, args.nodes, 1, args.max_inflight).await?;
+            let before = cluster.tcp_messages_sent();
             let measured = drive(&cluster, &args, payload, Load::Write).await?;
+            let messages = cluster.tcp_messages_sent() - before;
+            if !args.json {
+                let per_write = messages as f64 / measured.latencies_us.len().max(1) as f64;
+                println!("  {messages} messages between the nodes, {per_write:.3} per write");
+            }
             cluster.shutdown().await;
             (measured, payload)
         }
@@ -370,7 +387,7 @@ async fn run(args: Args) -> Result<(), String> {
             } else {
                 Consistency::Linearizable
             };
-            let cluster = Cluster::start(Wire::Channel, args.nodes, 1).await?;
+            let cluster = Cluster::start(Wire::Channel, args.nodes, 1, args.max_inflight).await?;
             let measured = drive(&cluster, &args, 0, Load::Read(consistency)).await?;
             cluster.shutdown().await;
             (measured, 0)
