@@ -328,8 +328,8 @@ fn memory(args: &Args) -> Result<(), String> {
             if args.clients > 1 {
                 kept.extend(actions.entries);
             }
-            if let Some(last) = actions.committed.last() {
-                raft.applied(last.index);
+            if let Some(range) = actions.committed {
+                raft.applied(range.last);
             }
         }
     }

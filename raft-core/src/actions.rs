@@ -2,6 +2,34 @@
 
 use crate::{Entry, Error, HardState, LogIndex, Message, ReadId};
 
+/// Committed entries to apply: `first..=last`, all held by the protocol's log. The driver reads
+/// them in place with [`crate::Raft::entry`] (no copy, no reference-count traffic), or copies
+/// them out with [`crate::Raft::committed_entries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The first entry to apply (the one after the last handed out).
+    pub first: LogIndex,
+    /// The last entry to apply.
+    pub last: LogIndex,
+}
+
+impl Committed {
+    /// How many entries the range holds.
+    pub fn len(&self) -> u64 {
+        self.last.0.saturating_sub(self.first.0) + 1
+    }
+
+    /// Always false: an empty range is `None` in [`Actions::committed`].
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The indexes of the range, in order.
+    pub fn indexes(&self) -> impl Iterator<Item = LogIndex> + use<> {
+        (self.first.0..=self.last.0).map(LogIndex)
+    }
+}
+
 /// A batch of work for the driver, taken with [`crate::Raft::take_actions`].
 ///
 /// The driver's duties, in this order (the numbering is the contract):
@@ -17,8 +45,9 @@ use crate::{Entry, Error, HardState, LogIndex, Message, ReadId};
 ///    `entries` (skip when `entries` is empty).
 /// 4. **Only then send `persisted_messages`.** They promise what step 2 made durable: a vote,
 ///    a term, stored entries (Figure 2: "respond to RPCs only after updating stable storage").
-/// 5. **Apply `committed`** to the state machine in order, then report the last one with
-///    [`crate::Raft::applied`]. They are committed and durable locally.
+/// 5. **Apply the `committed` range** to the state machine in order, reading each entry with
+///    [`crate::Raft::entry`], then report the last one with [`crate::Raft::applied`]. They are
+///    committed and durable locally, and the log keeps them at least until then.
 /// 6. **Answer `reads`.** Each resolved read's index is already applied (as of the last
 ///    `applied` report), so a query of the state machine now is linearizable; a failed read
 ///    carries the error for its caller.
@@ -37,7 +66,7 @@ pub struct Actions {
     /// Step 4.
     pub persisted_messages: Vec<Message>,
     /// Step 5.
-    pub committed: Vec<Entry>,
+    pub committed: Option<Committed>,
     /// Step 6: (read, index it is served at, or why it failed).
     pub reads: Vec<(ReadId, Result<LogIndex, Error>)>,
 }
@@ -49,7 +78,7 @@ impl Actions {
             && self.hard_state.is_none()
             && self.entries.is_empty()
             && self.persisted_messages.is_empty()
-            && self.committed.is_empty()
+            && self.committed.is_none()
             && self.reads.is_empty()
     }
 }

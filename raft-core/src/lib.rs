@@ -53,9 +53,12 @@
 //!     if let Some(last) = actions.entries.last() {
 //!         raft.persisted(last.id()); // (after writing them to stable storage)
 //!     }
-//!     if let Some(last) = actions.committed.last() {
-//!         applied.extend(actions.committed.iter().map(|e| e.index));
-//!         raft.applied(last.index);
+//!     if let Some(range) = actions.committed {
+//!         for index in range.indexes() {
+//!             let entry = raft.entry(index).unwrap(); // read in place: apply it
+//!             applied.push(entry.index);
+//!         }
+//!         raft.applied(range.last);
 //!     }
 //! }
 //! assert!(applied.contains(&index));
@@ -81,7 +84,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use actions::Actions;
+pub use actions::{Actions, Committed};
 pub use config::{Config, ConfigError};
 pub use error::Error;
 pub use log::ConflictHint;

@@ -9,7 +9,7 @@
 //! `applied <= applying <= committed <= last`, `applying <= persisted <= last`, and entry `k` of
 //! `entries` has index `first + k` with terms that never decrease.
 
-use crate::{Entry, EntryId, LogIndex, Term};
+use crate::{Committed, Entry, EntryId, LogIndex, Term};
 use std::collections::VecDeque;
 
 #[derive(Clone, Debug, Default)]
@@ -205,14 +205,17 @@ impl RaftLog {
     }
 
     /// Committed, durable entries not yet handed out for apply; marks them handed out.
-    pub(crate) fn take_committed(&mut self) -> Vec<Entry> {
+    pub(crate) fn take_committed(&mut self) -> Option<Committed> {
         let to = self.committed.min(self.persisted);
         if to <= self.applying {
-            return Vec::new();
+            return None;
         }
-        let out = self.slice(self.applying.next(), to, usize::MAX, usize::MAX);
+        let range = Committed {
+            first: self.applying.next(),
+            last: to,
+        };
         self.applying = to;
-        out
+        Some(range)
     }
 
     pub(crate) fn applied_to(&mut self, index: LogIndex) {
@@ -408,13 +411,17 @@ mod tests {
         let mut log = log_of(&[1, 1, 1]);
         log.persisted = LogIndex(1);
         log.commit_to(LogIndex(3));
-        assert_eq!(log.take_committed().len(), 1);
+        assert_eq!(log.take_committed().map(|c| c.len()), Some(1));
         log.persisted_to(EntryId {
             term: Term(1),
             index: LogIndex(3),
         });
-        assert_eq!(log.take_committed().len(), 2);
-        assert!(log.take_committed().is_empty());
+        let rest = log.take_committed();
+        assert_eq!(
+            rest.map(|c| (c.first, c.last)),
+            Some((LogIndex(2), LogIndex(3)))
+        );
+        assert_eq!(log.take_committed(), None);
         log.applied_to(LogIndex(3));
         assert_eq!(log.applied, LogIndex(3));
         log.check();

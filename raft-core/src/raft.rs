@@ -15,8 +15,8 @@ use crate::quorum::{JointConfig, VoteResult};
 use crate::reads::ReadQueue;
 use crate::rng::SplitMix64;
 use crate::{
-    Actions, AppendOutcome, Config, Entry, EntryData, EntryId, Error, HardState, Instant, LogIndex,
-    Message, MessageBody, NodeId, Payload, ReadId, Term,
+    Actions, AppendOutcome, Committed, Config, Entry, EntryData, EntryId, Error, HardState,
+    Instant, LogIndex, Message, MessageBody, NodeId, Payload, ReadId, Term,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -443,6 +443,15 @@ impl Raft {
     /// The entry at `index`, if the log holds it.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.log.entry(index)
+    }
+
+    /// Copies of the entries of a [`Committed`] range (for drivers and tests that want to own
+    /// them; [`Raft::entry`] reads them in place).
+    pub fn committed_entries(&self, range: Committed) -> Vec<Entry> {
+        range
+            .indexes()
+            .map_while(|index| self.log.entry(index).cloned())
+            .collect()
     }
 
     /// The voting members.

@@ -440,11 +440,11 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 self.transport.send_batch(persisted_messages);
             }
             // Duty 5.
-            if let Some(last) = committed.last().map(|e| e.index) {
-                for entry in committed {
-                    self.apply(entry).await;
+            if let Some(range) = committed {
+                for index in range.indexes() {
+                    self.apply(index).await?;
                 }
-                self.raft.applied(last);
+                self.raft.applied(range.last);
             }
             // Duty 6.
             for (id, result) in reads {
@@ -456,30 +456,33 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         Ok(())
     }
 
-    async fn apply(&mut self, entry: Entry) {
-        let Entry {
-            term,
-            index,
-            payload,
-        } = entry;
-        let response = match payload {
+    /// Applies the committed entry at `index`, read in place from the protocol's log.
+    async fn apply(&mut self, index: LogIndex) -> Result<(), String> {
+        let entry = self
+            .raft
+            .entry(index)
+            .ok_or_else(|| format!("committed entry {index} is not in the log"))?;
+        let term = entry.term;
+        let command = match &entry.payload {
             Payload::Blank => None,
-            Payload::Command(bytes) => match postcard::from_bytes::<SM::Command>(&bytes) {
-                Ok(command) => Some(Ok(self.state_machine.apply(index, command).await)),
-                // Every node fails the same way on the same bytes, so skipping keeps replicas
-                // identical; only the proposer learns why.
-                Err(error) => Some(Err(Error::InvalidArgument(format!(
-                    "command at {index} does not decode: {error}"
-                )))),
-            },
+            Payload::Command(bytes) => Some(postcard::from_bytes::<SM::Command>(bytes)),
+        };
+        let response = match command {
+            None => None,
+            Some(Ok(command)) => Some(Ok(self.state_machine.apply(index, command).await)),
+            // Every node fails the same way on the same bytes, so skipping keeps replicas
+            // identical; only the proposer learns why.
+            Some(Err(error)) => Some(Err(Error::InvalidArgument(format!(
+                "command at {index} does not decode: {error}"
+            )))),
         };
         // Entries are applied in order and writes are kept in order, so a write waiting for
         // this entry is at the front.
         if self.writes.front().is_none_or(|w| w.index > index) {
-            return;
+            return Ok(());
         }
         let Some(mut write) = self.writes.pop_front() else {
-            return;
+            return Ok(());
         };
         self.local_pending.remove(&write.index);
         debug_assert_eq!(write.index, index, "a write was skipped by apply");
@@ -490,7 +493,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                     leader_hint: self.raft.leader(),
                 }));
             }
-            return;
+            return Ok(());
         }
         match response {
             // (One whose reply was taken timed out; it needs no more tracking.)
@@ -515,6 +518,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             }
             None => {}
         }
+        Ok(())
     }
 
     /// `Ack::Local` writes are acknowledged once the leader's own log holds them durably.

@@ -127,13 +127,10 @@ impl Network {
             raft.persisted(last.id());
         }
         self.queue.extend(actions.persisted_messages);
-        if let Some(last) = actions.committed.last() {
-            let index = last.index;
-            self.applied
-                .entry(id)
-                .or_default()
-                .extend(actions.committed);
-            raft.applied(index);
+        if let Some(range) = actions.committed {
+            let entries = raft.committed_entries(range);
+            self.applied.entry(id).or_default().extend(entries);
+            raft.applied(range.last);
         }
         self.reads.entry(id).or_default().extend(actions.reads);
         // Acknowledging writes and applies may have produced more work.
@@ -144,10 +141,10 @@ impl Network {
                 raft.persisted(last.id());
             }
             self.queue.extend(more.persisted_messages);
-            if let Some(last) = more.committed.last() {
-                let index = last.index;
-                self.applied.entry(id).or_default().extend(more.committed);
-                raft.applied(index);
+            if let Some(range) = more.committed {
+                let entries = raft.committed_entries(range);
+                self.applied.entry(id).or_default().extend(entries);
+                raft.applied(range.last);
             }
             self.reads.entry(id).or_default().extend(more.reads);
         }

@@ -244,7 +244,7 @@ fn a_lease_read_waits_for_the_state_machine_to_reach_the_commit_index() {
         "served before applying: {:?}",
         actions.reads
     );
-    let last = actions.committed.last().unwrap().index;
+    let last = actions.committed.unwrap().last;
     net.node(1).applied(last);
     let actions = net.node(1).take_actions();
     assert_eq!(actions.reads, vec![(ReadId(1), Ok(entry.index))]);

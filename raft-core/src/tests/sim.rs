@@ -354,6 +354,9 @@ impl Sim {
             if actions.is_empty() {
                 return Ok(());
             }
+            let committed = actions
+                .committed
+                .map(|range| (range, raft.committed_entries(range)));
             for msg in actions.messages {
                 self.send(msg);
             }
@@ -381,8 +384,13 @@ impl Sim {
                         then_send: actions.persisted_messages,
                     });
             }
-            if !actions.committed.is_empty() {
-                self.apply(id, actions.committed)?;
+            if let Some((range, entries)) = committed {
+                if entries.len() as u64 != range.len() {
+                    return Err(format!(
+                        "{id}: committed range {range:?} not all in the log"
+                    ));
+                }
+                self.apply(id, entries)?;
             }
             for (read, result) in actions.reads {
                 self.answer_read(id, read, result)?;
