@@ -56,6 +56,10 @@ struct Cluster {
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(|_| {}).await
+}
+
+async fn cluster_with(adjust: impl Fn(&mut NodeConfig)) -> Cluster {
     let network = ChannelNetwork::new();
     let voters = [NodeId(1), NodeId(2), NodeId(3)];
     let (mut nodes, mut stalls) = (BTreeMap::new(), BTreeMap::new());
@@ -65,6 +69,7 @@ async fn cluster() -> Cluster {
         let mut config = NodeConfig::new(id, voters);
         config.seed = id.0;
         config.request_timeout = Duration::from_secs(30);
+        adjust(&mut config);
         let stall = Arc::new(AtomicU64::new(0));
         let store = SlowStore {
             inner: MemLogStore::new(),
@@ -286,4 +291,95 @@ async fn a_request_whose_caller_gave_up_in_the_queue_is_not_started() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     // The stalled write is in its log; the abandoned one was never appended.
     assert_eq!(leader.status().last_log_index, before.next());
+}
+
+/// A write proposed at an index whose earlier writes already timed out (they were lost in a
+/// change of leader) still gets its own deadline checked.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_write_at_a_reused_index_still_times_out() {
+    let cluster = cluster().await;
+    let first = cluster.leader(None).await;
+    first.propose(put("x", "1"), Ack::Quorum).await.unwrap();
+    cluster.network.isolate(first.id());
+    let mut lost = Vec::new();
+    for i in 0..5 {
+        let handle = first.clone();
+        let command = put("w", &i.to_string());
+        lost.push(tokio::spawn(async move {
+            handle.propose(command, Ack::Quorum).await
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for write in lost {
+        let outcome = write.await.unwrap();
+        assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
+    }
+    // Another leader replaces those entries; then the first leads again, at lower indexes.
+    let second = cluster.leader(Some(first.id())).await;
+    cluster.network.heal();
+    loop {
+        let s = first.status();
+        if s.leader == Some(second.id()) && s.applied_index >= second.status().commit_index {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    second.transfer_leadership(first.id()).await.unwrap();
+    let first = cluster.leader(Some(second.id())).await;
+    cluster.network.isolate(first.id());
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        first.propose(put("z", "1"), Ack::Quorum),
+    )
+    .await
+    .expect("the node answers");
+    assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(31),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A request that waited for room in a full queue has less of its timeout left than requests
+/// queued before it; it still times out at its own deadline, not theirs.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_request_that_waited_for_room_times_out_at_its_own_deadline() {
+    const QUEUE: usize = 4096; // the node's request queue
+    // Without CheckQuorum the cut-off leader stays leader, so its writes wait until they time
+    // out (rather than fail when it steps down).
+    let cluster = cluster_with(|config| config.raft.check_quorum = false).await;
+    let leader = cluster.leader(None).await;
+    leader.propose(put("x", "1"), Ack::Quorum).await.unwrap();
+    cluster.network.isolate(leader.id());
+    // A write stalls the node's disk for 3 s; meanwhile its queue fills up.
+    cluster.stalls[&leader.id()].store(3_000, Ordering::SeqCst);
+    let spawn_write = |i: usize| {
+        let handle = leader.clone();
+        tokio::spawn(async move { handle.propose(put("q", &i.to_string()), Ack::Quorum).await })
+    };
+    let mut queued = vec![spawn_write(0)];
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    queued.extend((1..=QUEUE).map(spawn_write));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // This one waits about 3 s for room, so it has about 27 s left when the node takes it,
+    // while every write queued before it has 30.
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        leader.propose(put("late", "1"), Ack::Quorum),
+    )
+    .await
+    .expect("the node answers");
+    assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
+    for write in queued {
+        let outcome = write.await.unwrap();
+        assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
+    }
 }

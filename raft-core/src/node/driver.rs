@@ -34,6 +34,13 @@ struct PendingWrite<R> {
     deadline: tokio::time::Instant,
 }
 
+/// A pending request named in [`Driver::out_of_order`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Write(LogIndex),
+    Read(ReadId),
+}
+
 /// A read waiting for its barrier.
 struct PendingRead<SM: StateMachine> {
     query: Option<SM::Query>,
@@ -92,6 +99,10 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     writes: VecDeque<PendingWrite<SM::Response>>,
     /// Every write up to this index has had its deadline checked (and is answered).
     expired_through: LogIndex,
+    /// Requests whose deadline is earlier than that of a request queued before them (they
+    /// waited for room in a full queue, so less of their timeout was left), which the scans in
+    /// arrival order would reach late.
+    out_of_order: BTreeSet<(tokio::time::Instant, Key)>,
     /// `Ack::All` writes applied and waiting for the in-sync followers, by index.
     all_ready: BTreeMap<LogIndex, PendingWrite<SM::Response>>,
     /// Leader reads by the id given to the protocol (ids, and so deadlines, in arrival order).
@@ -153,6 +164,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             status_dirty: true,
             writes: VecDeque::new(),
             expired_through: LogIndex(0),
+            out_of_order: BTreeSet::new(),
             all_ready: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_read: 1,
@@ -334,8 +346,13 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                         }));
                     }
                 }
+                // The new write has not been checked, whatever its index held before.
+                self.expired_through = self.expired_through.min(id.index.prev());
                 if ack == Ack::Local {
                     self.local_pending.insert(id.index);
+                }
+                if self.writes.back().is_some_and(|w| w.deadline > deadline) {
+                    self.out_of_order.insert((deadline, Key::Write(id.index)));
                 }
                 self.writes.push_back(PendingWrite {
                     index: id.index,
@@ -365,6 +382,14 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 self.next_read += 1;
                 match self.raft.read(now, id, mode) {
                     Ok(()) => {
+                        let deadline = pending.deadline;
+                        if self
+                            .reads
+                            .last_key_value()
+                            .is_some_and(|(_, r)| r.deadline > deadline)
+                        {
+                            self.out_of_order.insert((deadline, Key::Read(id)));
+                        }
                         self.reads.insert(id, pending);
                     }
                     Err(error) => {
@@ -627,6 +652,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             self.reads.first_key_value().map(|(_, r)| r.deadline),
             self.all_ready.values().map(|w| w.deadline).min(),
             self.waiting_deadline,
+            self.out_of_order.first().map(|&(deadline, _)| deadline),
         ]
         .into_iter()
         .flatten()
@@ -662,6 +688,30 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             && entry.get().deadline <= now
         {
             let _ = entry.remove().reply.send(Err(Error::Timeout));
+        }
+        while let Some(&(deadline, key)) = self.out_of_order.first()
+            && deadline <= now
+        {
+            self.out_of_order.pop_first();
+            // The request may have been answered, or its index reused, since: only the one
+            // with this very deadline is timed out.
+            match key {
+                Key::Write(index) => {
+                    if let Some(write) = self.write_at(index)
+                        && write.deadline == deadline
+                        && let Some(reply) = write.reply.take()
+                    {
+                        let _ = reply.send(Err(Error::Timeout));
+                    }
+                }
+                Key::Read(id) => {
+                    if self.reads.get(&id).is_some_and(|r| r.deadline == deadline)
+                        && let Some(read) = self.reads.remove(&id)
+                    {
+                        let _ = read.reply.send(Err(Error::Timeout));
+                    }
+                }
+            }
         }
         if self.waiting_deadline.is_some_and(|d| d <= now) {
             let mut earliest = None::<tokio::time::Instant>;
@@ -733,6 +783,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
 
     fn fail_everything(&mut self, error: Error) {
         self.local_pending.clear();
+        self.out_of_order.clear();
         let writes = std::mem::take(&mut self.writes);
         let all_ready = std::mem::take(&mut self.all_ready);
         for mut write in writes.into_iter().chain(all_ready.into_values()) {
