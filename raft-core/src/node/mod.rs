@@ -572,23 +572,33 @@ impl<SM: StateMachine> NodeHandle<SM> {
         match self.requests.try_send(make(reply, self.request_timeout)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.shared.stopped_error()),
+            // Boxed: the wait's state (a timer among it) would otherwise make every request's
+            // future larger, and futures are moved when they are first awaited.
             Err(mpsc::error::TrySendError::Full(request)) => {
-                let started = tokio::time::Instant::now();
-                let permit =
-                    match tokio::time::timeout(self.request_timeout, self.requests.reserve()).await
-                    {
-                        Ok(Ok(permit)) => permit,
-                        Ok(Err(_)) => return Err(self.shared.stopped_error()),
-                        Err(_) => return Err(Error::Timeout),
-                    };
-                let left = self.request_timeout.saturating_sub(started.elapsed());
-                permit.send(request.with_timeout(left));
+                Box::pin(self.send_when_there_is_room(request)).await?;
             }
         }
         match response.await {
             Ok(result) => result,
             Err(_) => Err(self.shared.stopped_error()),
         }
+    }
+}
+
+impl<SM: StateMachine> NodeHandle<SM> {
+    /// Waits for room in the node's full queue, against the request's timeout, and sends the
+    /// request with what is left of it.
+    async fn send_when_there_is_room(&self, request: Request<SM>) -> Result<(), Error> {
+        let started = tokio::time::Instant::now();
+        let permit = match tokio::time::timeout(self.request_timeout, self.requests.reserve()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(self.shared.stopped_error()),
+            Err(_) => return Err(Error::Timeout),
+        };
+        let left = self.request_timeout.saturating_sub(started.elapsed());
+        permit.send(request.with_timeout(left));
+        Ok(())
     }
 }
 
