@@ -16,12 +16,17 @@ pub struct Committed {
 impl Committed {
     /// How many entries the range holds.
     pub fn len(&self) -> u64 {
-        self.last.0.saturating_sub(self.first.0) + 1
+        if self.is_empty() {
+            0
+        } else {
+            self.last.0 - self.first.0 + 1
+        }
     }
 
-    /// Always false: an empty range is `None` in [`Actions::committed`].
+    /// True when `first > last` (the protocol never hands out such a range: nothing to apply
+    /// is `None` in [`Actions::committed`]).
     pub fn is_empty(&self) -> bool {
-        false
+        self.first > self.last
     }
 
     /// The indexes of the range, in order.
@@ -80,5 +85,29 @@ impl Actions {
             && self.persisted_messages.is_empty()
             && self.committed.is_none()
             && self.reads.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_committed_range_counts_and_lists_its_indexes() {
+        let range = Committed {
+            first: LogIndex(3),
+            last: LogIndex(5),
+        };
+        assert_eq!(range.len(), 3);
+        assert!(!range.is_empty());
+        let indexes: Vec<LogIndex> = range.indexes().collect();
+        assert_eq!(indexes, [LogIndex(3), LogIndex(4), LogIndex(5)]);
+        let empty = Committed {
+            first: LogIndex(5),
+            last: LogIndex(4),
+        };
+        assert_eq!(empty.len(), 0);
+        assert!(empty.is_empty());
+        assert_eq!(empty.indexes().count(), 0);
     }
 }
