@@ -10,7 +10,7 @@ use raft_core::node::{
 use raft_core::{Entry, HardState, LogIndex, NodeId, Role};
 use raft_net::ChannelNetwork;
 use raft_storage::MemLogStore;
-use raft_tests::kv::{KvCommand, KvStore};
+use raft_tests::kv::{KvCommand, KvResponse, KvStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,6 +109,47 @@ impl Cluster {
     }
 }
 
+type Pending = tokio::task::JoinHandle<Result<raft_core::node::WriteOutcome<KvResponse>, Error>>;
+
+/// Proposes `n` writes on `node`, 1 ms apart, each in its own task.
+async fn spawn_writes(node: &NodeHandle<KvStore>, n: usize) -> Vec<Pending> {
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let handle = node.clone();
+        let command = put("w", &i.to_string());
+        pending.push(tokio::spawn(async move {
+            handle.propose(command, Ack::Quorum).await
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    pending
+}
+
+/// Heals the network, lets `first` catch up with `second`, the current leader, and has
+/// `second` hand leadership to `first`; returns once `first` leads and has committed.
+async fn hand_leadership_back(
+    cluster: &Cluster,
+    first: &NodeHandle<KvStore>,
+    second: &NodeHandle<KvStore>,
+) {
+    cluster.network.heal();
+    loop {
+        let s = first.status();
+        if s.leader == Some(second.id()) && s.applied_index >= second.status().commit_index {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    second.transfer_leadership(first.id()).await.unwrap();
+    loop {
+        let s = first.status();
+        if s.role == Role::Leader && s.commit_index.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn put(key: &str, value: &str) -> KvCommand {
     KvCommand::Put {
         key: key.into(),
@@ -148,32 +189,9 @@ async fn a_lost_write_whose_index_is_reused_reports_not_leader() {
     let first = cluster.leader(None).await;
     first.propose(put("x", "1"), Ack::Quorum).await.unwrap();
     cluster.network.isolate(first.id());
-    let mut pending = Vec::new();
-    for i in 0..3 {
-        let handle = first.clone();
-        let command = put("w", &i.to_string());
-        pending.push(tokio::spawn(async move {
-            handle.propose(command, Ack::Quorum).await
-        }));
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let pending = spawn_writes(&first, 3).await;
     let second = cluster.leader(Some(first.id())).await;
-    cluster.network.heal();
-    loop {
-        let s = first.status();
-        if s.leader == Some(second.id()) && s.applied_index >= second.status().commit_index {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    second.transfer_leadership(first.id()).await.unwrap();
-    loop {
-        let s = first.status();
-        if s.role == Role::Leader && s.commit_index.0 > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    hand_leadership_back(&cluster, &first, &second).await;
     first.propose(put("y", "new"), Ack::Quorum).await.unwrap();
     for write in pending {
         match write.await.unwrap() {
@@ -301,31 +319,13 @@ async fn a_write_at_a_reused_index_still_times_out() {
     let first = cluster.leader(None).await;
     first.propose(put("x", "1"), Ack::Quorum).await.unwrap();
     cluster.network.isolate(first.id());
-    let mut lost = Vec::new();
-    for i in 0..5 {
-        let handle = first.clone();
-        let command = put("w", &i.to_string());
-        lost.push(tokio::spawn(async move {
-            handle.propose(command, Ack::Quorum).await
-        }));
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    for write in lost {
+    for write in spawn_writes(&first, 5).await {
         let outcome = write.await.unwrap();
         assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
     }
     // Another leader replaces those entries; then the first leads again, at lower indexes.
     let second = cluster.leader(Some(first.id())).await;
-    cluster.network.heal();
-    loop {
-        let s = first.status();
-        if s.leader == Some(second.id()) && s.applied_index >= second.status().commit_index {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    second.transfer_leadership(first.id()).await.unwrap();
-    let first = cluster.leader(Some(second.id())).await;
+    hand_leadership_back(&cluster, &first, &second).await;
     cluster.network.isolate(first.id());
     let started = tokio::time::Instant::now();
     let outcome = tokio::time::timeout(
