@@ -150,6 +150,24 @@ async fn hand_leadership_back(
     }
 }
 
+/// Awaits `call`, which must fail with `Timeout` once the cluster's 30 s request timeout has
+/// passed, and not before. (The outer 120 s bound only turns a node that never answers into a
+/// failure instead of a hang.)
+async fn assert_times_out_after_30_s<T: std::fmt::Debug>(
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) {
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(120), call)
+        .await
+        .expect("the node answers");
+    assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
+}
+
 fn put(key: &str, value: &str) -> KvCommand {
     KvCommand::Put {
         key: key.into(),
@@ -247,30 +265,9 @@ async fn requests_that_cannot_complete_time_out_at_their_deadline() {
     let follower = cluster.follower_of(&leader);
     cluster.network.isolate(leader.id());
 
-    // The outer bound only turns a node that never answers into a failure instead of a hang.
-    let bound = Duration::from_secs(60);
-    let started = tokio::time::Instant::now();
-    let write = tokio::time::timeout(bound, leader.propose(put("x", "2"), Ack::Quorum))
-        .await
-        .expect("the node answers");
-    assert!(matches!(write, Err(Error::Timeout)), "{write:?}");
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
-        "{waited:?}"
-    );
-
-    let started = tokio::time::Instant::now();
+    assert_times_out_after_30_s(leader.propose(put("x", "2"), Ack::Quorum)).await;
     let far = LogIndex(1_000_000);
-    let read = tokio::time::timeout(bound, follower.query(Consistency::AtLeast(far), "x".into()))
-        .await
-        .expect("the node answers");
-    assert!(matches!(read, Err(Error::Timeout)), "{read:?}");
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
-        "{waited:?}"
-    );
+    assert_times_out_after_30_s(follower.query(Consistency::AtLeast(far), "x".into())).await;
     // The node still serves requests that can complete.
     let read = follower
         .query(Consistency::Stale, "x".into())
@@ -327,19 +324,7 @@ async fn a_write_at_a_reused_index_still_times_out() {
     let second = cluster.leader(Some(first.id())).await;
     hand_leadership_back(&cluster, &first, &second).await;
     cluster.network.isolate(first.id());
-    let started = tokio::time::Instant::now();
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(120),
-        first.propose(put("z", "1"), Ack::Quorum),
-    )
-    .await
-    .expect("the node answers");
-    assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(31),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_times_out_after_30_s(first.propose(put("z", "1"), Ack::Quorum)).await;
 }
 
 /// A request that waited for room in a full queue has less of its timeout left than requests
@@ -365,19 +350,7 @@ async fn a_request_that_waited_for_room_times_out_at_its_own_deadline() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     // This one waits about 3 s for room, so it has about 27 s left when the node takes it,
     // while every write queued before it has 30.
-    let started = tokio::time::Instant::now();
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(120),
-        leader.propose(put("late", "1"), Ack::Quorum),
-    )
-    .await
-    .expect("the node answers");
-    assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
-        "{waited:?}"
-    );
+    assert_times_out_after_30_s(leader.propose(put("late", "1"), Ack::Quorum)).await;
     for write in queued {
         let outcome = write.await.unwrap();
         assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
