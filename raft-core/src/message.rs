@@ -33,6 +33,10 @@ pub enum MessageBody {
         /// The election was asked for by the leader (TimeoutNow), so voters grant it even while
         /// they still hear from that leader (dissertation §3.10).
         transfer: bool,
+        /// The candidate's count of the campaigns (pre-vote rounds and elections) it has
+        /// started; the answer echoes it, so that an answer to an earlier campaign, delayed in
+        /// the network, is never counted in a later one.
+        campaign: u64,
     },
     /// The answer to a RequestVote.
     RequestVoteResponse {
@@ -40,6 +44,8 @@ pub enum MessageBody {
         pre_vote: bool,
         /// The vote was granted.
         granted: bool,
+        /// The `campaign` of the request answered.
+        campaign: u64,
     },
     /// AppendEntries (§5.3): entries after `prev_log`, and the leader's commit index.
     AppendEntries {
@@ -66,6 +72,9 @@ pub enum MessageBody {
         commit: LogIndex,
         /// The round this heartbeat belongs to.
         round: u64,
+        /// Sent while the leader's lease holds: what the follower needs to serve
+        /// bounded-staleness reads.
+        freshness: Option<Freshness>,
     },
     /// The answer to a Heartbeat.
     HeartbeatResponse {
@@ -74,6 +83,24 @@ pub enum MessageBody {
     },
     /// The leader asks the recipient to start an election now (dissertation §3.10).
     TimeoutNow,
+}
+
+/// A leader's statement to one follower, sent while its lease holds: every write acknowledged
+/// anywhere before the follower sent its first answer to round `answered_round` is at or below
+/// `commit`.
+///
+/// It holds because the leader took `commit`, its own commit index with an entry of its term
+/// committed, after it had received that answer, and while its lease held no other leader could
+/// have acknowledged a write (which rests on the lease's bounded clock drift). The follower knows
+/// on its own clock when it first answered the round, so it can tell how old the data at
+/// `commit` may be without comparing clocks with the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freshness {
+    /// The latest heartbeat round of this term the follower has answered, as far as the leader
+    /// has heard.
+    pub answered_round: u64,
+    /// The leader's commit index when it sent this.
+    pub commit: LogIndex,
 }
 
 /// How a follower answered an AppendEntries.
@@ -130,6 +157,11 @@ impl Message {
                 ..
             } if rejected.0 >= MAX_VALUE || hint.first_index.0 >= MAX_VALUE => {
                 return Err("rejected index out of range".to_string());
+            }
+            MessageBody::Heartbeat {
+                commit, freshness, ..
+            } if commit.0 >= MAX_VALUE || freshness.is_some_and(|f| f.commit.0 >= MAX_VALUE) => {
+                return Err("commit index out of range".to_string());
             }
             _ => {}
         }

@@ -15,10 +15,10 @@ use crate::quorum::{JointConfig, VoteResult};
 use crate::reads::ReadQueue;
 use crate::rng::SplitMix64;
 use crate::{
-    Actions, AppendOutcome, Committed, Config, Entry, EntryData, EntryId, Error, HardState,
-    Instant, LogIndex, Message, MessageBody, NodeId, Payload, ReadId, Term,
+    Actions, AppendOutcome, Committed, Config, Entry, EntryData, EntryId, Error, Freshness,
+    HardState, Instant, LogIndex, Message, MessageBody, NodeId, Payload, ReadId, Term,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 
 /// The role a node plays in its current term (§5.1, plus the pre-vote phase of §9.6).
@@ -73,13 +73,32 @@ pub struct PeerProgress {
     pub replicating: bool,
 }
 
+/// How fresh the data a node holds is: every write acknowledged anywhere before `as_of` (on
+/// this node's clock) is at or below `index`, which this node holds committed. A node that has
+/// applied `index` may serve a read that must reflect every write acknowledged more than
+/// `now - as_of` ago (a bounded-staleness read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreshCommit {
+    /// A committed index this node holds.
+    pub index: LogIndex,
+    /// Every write acknowledged before this instant is at or below `index`.
+    pub as_of: Instant,
+}
+
+/// Freshness statements a follower keeps (see [`Freshness`]), bounded.
+const MAX_FRESHNESS: usize = 64;
+/// Rounds whose first answer time a follower remembers, bounded.
+const MAX_ANSWERED_ROUNDS: usize = 1024;
+
 /// A leadership transfer under way (dissertation §3.10).
 #[derive(Clone, Copy, Debug)]
 struct Transfer {
     target: NodeId,
     /// The transfer is abandoned if the target has not taken over by then.
     deadline: Instant,
-    timeout_now_sent: bool,
+    /// The latest heartbeat round when TimeoutNow was last sent; it is sent again if the target
+    /// answers a later round (the first was lost, or reached a node that could not act on it).
+    timeout_now_round: Option<u64>,
 }
 
 /// The Raft protocol for one node. See the [crate documentation](crate) for how to drive it.
@@ -120,6 +139,17 @@ pub struct Raft {
     transfer: Option<Transfer>,
     /// The current candidacy (or leadership) began with a TimeoutNow.
     campaign_by_transfer: bool,
+    /// Campaigns (pre-vote rounds and elections) started by this incarnation; vote requests
+    /// carry it and answers echo it, so an answer to an earlier campaign is never counted.
+    campaign: u64,
+    /// Follower: the first time it answered each recent heartbeat round of the current leader,
+    /// oldest first (rounds increase). Cleared when the term or the leader changes, since each
+    /// leader numbers its own rounds.
+    answered_rounds: VecDeque<(u64, Instant)>,
+    /// Follower: what its leaders said of their commit index, as `FreshCommit`s with `as_of`
+    /// and `index` both increasing; the newest one whose index this node has committed is the
+    /// freshness of its data (bounded-staleness reads).
+    freshness: VecDeque<FreshCommit>,
     /// The hard state changed since the last batch.
     hard_state_changed: bool,
     /// The batch being built.
@@ -159,6 +189,9 @@ impl Raft {
             reads: ReadQueue::default(),
             transfer: None,
             campaign_by_transfer: false,
+            campaign: 0,
+            answered_rounds: VecDeque::new(),
+            freshness: VecDeque::new(),
             hard_state_changed: false,
             out: Actions::default(),
             config,
@@ -235,10 +268,12 @@ impl Raft {
                         self.become_follower(msg.term, None);
                     }
                 }
-                // A granted pre-vote carries the term the candidate would campaign in.
+                // A granted pre-vote carries the term the candidate would campaign in; it only
+                // counts for the pre-vote this node is running now (checked by the role).
                 MessageBody::RequestVoteResponse {
                     pre_vote: true,
                     granted: true,
+                    ..
                 } => {}
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
@@ -253,15 +288,29 @@ impl Raft {
                 MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
                     self.send(msg.from, MessageBody::HeartbeatResponse { round: 0 });
                 }
-                MessageBody::RequestVote { pre_vote, .. } => {
-                    let pre_vote = *pre_vote;
+                MessageBody::RequestVote {
+                    pre_vote, campaign, ..
+                } => {
+                    let (pre_vote, campaign) = (*pre_vote, *campaign);
                     self.send(
                         msg.from,
                         MessageBody::RequestVoteResponse {
                             pre_vote,
                             granted: false,
+                            campaign,
                         },
                     );
+                }
+                // Dissertation §3.10: the leader of the previous term asked this node to take
+                // over, but it had already started an election of its own (its timer fired
+                // first). That election lacks the transfer's right to override stickiness, so
+                // campaign again as the transfer asked; once, not for every duplicate.
+                MessageBody::TimeoutNow
+                    if self.role == Role::Candidate
+                        && !self.campaign_by_transfer
+                        && msg.term.next() == self.term =>
+                {
+                    self.become_candidate(true);
                 }
                 _ => {}
             }
@@ -350,7 +399,7 @@ impl Raft {
         self.transfer = Some(Transfer {
             target: to,
             deadline: now.plus_ms(self.config.election_timeout_min_ms),
-            timeout_now_sent: false,
+            timeout_now_round: None,
         });
         // Once the target may win, this leader must not serve from its lease any more; a
         // delayed TimeoutNow could start that election at any time in this term.
@@ -514,14 +563,33 @@ impl Raft {
             .collect()
     }
 
-    /// The latest time this node had proof that a leader of its current term was alive: for a
-    /// follower, when it last heard from the leader; for a leader, when it sent the latest
-    /// heartbeat round a majority acknowledged. `None` when there is no such proof.
-    pub fn leader_contact(&self) -> Option<Instant> {
+    /// How fresh this node's committed data is, for bounded-staleness reads: the newest
+    /// [`FreshCommit`] it can vouch for, or `None`.
+    ///
+    /// A leader that has committed an entry of its term vouches for its commit index as of the
+    /// send time of its latest heartbeat round a majority acknowledged: no later leader can have
+    /// been elected before that round reached the majority, so every write acknowledged before
+    /// it was sent is committed, and so in this leader's log. This needs no clock assumption.
+    ///
+    /// A follower vouches for what its leader stated in a [`Freshness`] (sent only while the
+    /// leader's lease holds, so it rests on the lease's bounded clock drift), as of the first
+    /// time the follower answered the round the statement names, and only for an index it has
+    /// itself committed.
+    pub fn fresh_commit(&self) -> Option<FreshCommit> {
         match self.role {
-            Role::Leader => self.lease.confirmed_sent_at(),
-            Role::Follower if self.leader.is_some() => self.leader_heard_at,
-            _ => None,
+            Role::Leader if self.term_committed() => {
+                self.lease.confirmed_sent_at().map(|as_of| FreshCommit {
+                    index: self.log.committed,
+                    as_of,
+                })
+            }
+            Role::Leader => None,
+            _ => self
+                .freshness
+                .iter()
+                .rev()
+                .find(|f| f.index <= self.log.committed)
+                .copied(),
         }
     }
 
@@ -545,6 +613,7 @@ impl Raft {
         if leader.is_some() {
             self.leader_heard_at = Some(self.now);
         }
+        self.answered_rounds.clear();
         self.votes.clear();
         self.progress.clear();
         self.lease = LeaseClock::default();
@@ -569,6 +638,8 @@ impl Raft {
     /// Dissertation §9.6: ask first whether an election could be won, without touching the term.
     fn become_pre_candidate(&mut self) {
         self.campaign_by_transfer = false;
+        self.campaign += 1;
+        self.answered_rounds.clear();
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
@@ -584,6 +655,8 @@ impl Raft {
     /// §5.2: increment the term, vote for itself, ask every other voter.
     fn become_candidate(&mut self, transfer: bool) {
         self.campaign_by_transfer = transfer;
+        self.campaign += 1;
+        self.answered_rounds.clear();
         self.term = self.term.next();
         self.vote = Some(self.config.id);
         self.hard_state_changed = true;
@@ -616,6 +689,7 @@ impl Raft {
                     pre_vote,
                     last_log,
                     transfer,
+                    campaign: self.campaign,
                 },
             });
         }
@@ -654,6 +728,7 @@ impl Raft {
             pre_vote,
             last_log,
             transfer,
+            campaign,
         } = msg.body
         else {
             return;
@@ -682,7 +757,11 @@ impl Raft {
         self.send_with_term(
             msg.from,
             term,
-            MessageBody::RequestVoteResponse { pre_vote, granted },
+            MessageBody::RequestVoteResponse {
+                pre_vote,
+                granted,
+                campaign,
+            },
         );
     }
 
@@ -693,9 +772,16 @@ impl Raft {
                 self.become_follower(self.term, Some(msg.from));
                 self.step_follower(msg);
             }
-            MessageBody::RequestVoteResponse { pre_vote, granted } => {
-                if pre_vote != (self.role == Role::PreCandidate) {
-                    return; // an answer to an earlier phase
+            MessageBody::RequestVoteResponse {
+                pre_vote,
+                granted,
+                campaign,
+            } => {
+                if campaign != self.campaign || pre_vote != (self.role == Role::PreCandidate) {
+                    return; // an answer to an earlier campaign or phase
+                }
+                if pre_vote && granted && msg.term != self.term.next() {
+                    return; // a grant for another term than the one this pre-vote proposes
                 }
                 self.votes.insert(msg.from, granted);
                 match self.voters.vote_result(&self.votes) {
@@ -704,6 +790,11 @@ impl Raft {
                     VoteResult::Lost => self.become_follower(self.term, None),
                     VoteResult::Pending => {}
                 }
+            }
+            // Dissertation §3.10: the leader of this term hands over leadership; a node that
+            // was rehearsing an election of its own (pre-vote) takes it up at once.
+            MessageBody::TimeoutNow if self.role == Role::PreCandidate && self.is_voter() => {
+                self.become_candidate(true);
             }
             _ => {}
         }
@@ -722,16 +813,25 @@ impl Raft {
                 self.heard_from_leader(msg.from);
                 let outcome = self.handle_append(prev_log, entries, leader_commit);
                 if let Some(outcome) = outcome {
+                    self.answered_round(round);
                     self.send(
                         msg.from,
                         MessageBody::AppendEntriesResponse { round, outcome },
                     );
                 }
             }
-            MessageBody::Heartbeat { commit, round } => {
+            MessageBody::Heartbeat {
+                commit,
+                round,
+                freshness,
+            } => {
                 self.heard_from_leader(msg.from);
                 // The leader sends at most our match index, so those entries are the leader's.
                 self.log.commit_to(commit);
+                if let Some(freshness) = freshness {
+                    self.record_freshness(freshness);
+                }
+                self.answered_round(round);
                 self.send(msg.from, MessageBody::HeartbeatResponse { round });
             }
             // Dissertation §3.10: campaign at once, skipping the pre-vote.
@@ -740,7 +840,79 @@ impl Raft {
         }
     }
 
+    /// Remembers when this follower first answered `round` (its answer leaves no earlier than
+    /// now; a later answer to the same round may be the one the leader hears first, so only the
+    /// first counts).
+    fn answered_round(&mut self, round: u64) {
+        if round == 0
+            || self
+                .answered_rounds
+                .back()
+                .is_some_and(|&(r, _)| r >= round)
+        {
+            return;
+        }
+        if self.answered_rounds.len() >= MAX_ANSWERED_ROUNDS {
+            self.answered_rounds.pop_front();
+        }
+        self.answered_rounds.push_back((round, self.now));
+    }
+
+    /// The leader vouched for its commit index as of this follower's answer to a round.
+    fn record_freshness(&mut self, freshness: Freshness) {
+        // The first answer to the named round, or to an earlier one (sent no later): the
+        // leader's commit index covers every write acknowledged before it.
+        let Some(&(_, as_of)) = self
+            .answered_rounds
+            .iter()
+            .rev()
+            .find(|&&(r, _)| r <= freshness.answered_round)
+        else {
+            return;
+        };
+        while let Some(&(r, _)) = self.answered_rounds.front() {
+            if r >= freshness.answered_round {
+                break;
+            }
+            self.answered_rounds.pop_front();
+        }
+        let fact = FreshCommit {
+            index: freshness.commit,
+            as_of,
+        };
+        if self
+            .freshness
+            .back()
+            .is_some_and(|last| last.as_of >= as_of)
+        {
+            return;
+        }
+        // A newer statement with an index no higher makes the older ones useless.
+        while self
+            .freshness
+            .back()
+            .is_some_and(|last| last.index >= fact.index)
+        {
+            self.freshness.pop_back();
+        }
+        // Only the newest statement this node has committed, and the ones after it, are useful.
+        while self
+            .freshness
+            .get(1)
+            .is_some_and(|next| next.index <= self.log.committed)
+        {
+            self.freshness.pop_front();
+        }
+        if self.freshness.len() >= MAX_FRESHNESS {
+            self.freshness.pop_back();
+        }
+        self.freshness.push_back(fact);
+    }
+
     fn heard_from_leader(&mut self, leader: NodeId) {
+        if self.leader != Some(leader) {
+            self.answered_rounds.clear();
+        }
         self.leader = Some(leader);
         self.leader_heard_at = Some(self.now);
         self.reset_election_deadline();
@@ -861,7 +1033,9 @@ impl Raft {
     /// Sends what each follower can take now: new entries, a commit advance, or a probe.
     fn flush_leader(&mut self) {
         if self.reads.needs_round(self.lease.latest_round()) {
-            // One round confirms every read queued since the last one (batching).
+            // One round confirms every read queued since the last one (batching). Any number
+            // of rounds may be in flight: the lease clock keeps their send times per
+            // millisecond, not per round.
             self.broadcast_heartbeat();
         }
         // Walks the peers by id without collecting them (this runs once per batch).
@@ -931,16 +1105,30 @@ impl Raft {
     }
 
     fn broadcast_heartbeat(&mut self) {
+        // Whether the lease holds as this round goes out: only then can the leader vouch that no
+        // other leader acknowledged a write (see `Freshness`).
+        let vouch = self.lease_holds();
         let round = self.lease.start_round(self.now);
         self.heartbeat_deadline = self.now.plus_ms(self.config.heartbeat_interval_ms);
         let committed = self.log.committed;
-        let beats: Vec<(NodeId, LogIndex)> = self
+        let beats: Vec<(NodeId, LogIndex, u64)> = self
             .progress
             .iter()
-            .map(|(&id, pr)| (id, committed.min(pr.match_index)))
+            .map(|(&id, pr)| (id, committed.min(pr.match_index), pr.acked_round))
             .collect();
-        for (peer, commit) in beats {
-            self.send(peer, MessageBody::Heartbeat { commit, round });
+        for (peer, commit, answered_round) in beats {
+            let freshness = (vouch && answered_round > 0).then_some(Freshness {
+                answered_round,
+                commit: committed,
+            });
+            self.send(
+                peer,
+                MessageBody::Heartbeat {
+                    commit,
+                    round,
+                    freshness,
+                },
+            );
         }
         self.on_round_acknowledged();
     }
@@ -963,20 +1151,26 @@ impl Raft {
         }
     }
 
+    /// Sends TimeoutNow to a transfer's target once it holds the whole log; again if it later
+    /// answers a round sent after the last TimeoutNow (which was then lost, or reached it before
+    /// it could act on it).
     fn maybe_send_timeout_now(&mut self, peer: NodeId) {
         let last = self.log.last_index();
+        let latest_round = self.lease.latest_round();
         let Some(transfer) = self.transfer.as_mut() else {
             return;
         };
-        if transfer.target != peer || transfer.timeout_now_sent {
+        if transfer.target != peer {
             return;
         }
-        if self
-            .progress
-            .get(&peer)
-            .is_some_and(|p| p.match_index == last)
-        {
-            transfer.timeout_now_sent = true;
+        let Some(pr) = self.progress.get(&peer) else {
+            return;
+        };
+        let due = transfer
+            .timeout_now_round
+            .is_none_or(|sent| pr.acked_round > sent);
+        if due && pr.match_index == last {
+            transfer.timeout_now_round = Some(latest_round);
             self.send(peer, MessageBody::TimeoutNow);
         }
     }

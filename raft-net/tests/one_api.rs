@@ -32,6 +32,7 @@ fn heartbeat(from: u64, to: u64) -> Message {
         body: MessageBody::Heartbeat {
             commit: LogIndex(0),
             round: 1,
+            freshness: None,
         },
     }
 }

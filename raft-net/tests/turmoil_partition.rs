@@ -54,6 +54,7 @@ fn heartbeat(from: u64, to: u64, round: u64) -> Message {
         body: MessageBody::Heartbeat {
             commit: LogIndex(0),
             round,
+            freshness: None,
         },
     }
 }

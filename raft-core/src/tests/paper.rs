@@ -70,6 +70,7 @@ fn vote_request(from: u64, to: u64, term: u64, last_log: EntryId, pre_vote: bool
             pre_vote,
             last_log,
             transfer: false,
+            campaign: 1,
         },
     )
 }
@@ -82,6 +83,7 @@ fn vote_answer(from: u64, to: u64, term: u64, granted: bool) -> Message {
         MessageBody::RequestVoteResponse {
             pre_vote: false,
             granted,
+            campaign: 1,
         },
     )
 }
@@ -122,6 +124,7 @@ fn heartbeat(from: u64, to: u64, term: u64) -> Message {
         MessageBody::Heartbeat {
             commit: LogIndex(0),
             round: 1,
+            freshness: None,
         },
     )
 }
@@ -300,6 +303,7 @@ fn higher_term_in_any_message_makes_any_role_adopt_it_and_follow() {
             MessageBody::Heartbeat {
                 commit: LogIndex(0),
                 round: 1,
+                freshness: None,
             },
             true,
         ),
@@ -333,6 +337,7 @@ fn higher_term_in_any_message_makes_any_role_adopt_it_and_follow() {
             MessageBody::RequestVoteResponse {
                 pre_vote: false,
                 granted: false,
+                campaign: 1,
             },
             false,
         ),
@@ -479,7 +484,8 @@ fn election_timeout_makes_follower_a_candidate_that_votes_for_itself() {
             MessageBody::RequestVote {
                 pre_vote: false,
                 last_log: eid(0, 0),
-                transfer: false
+                transfer: false,
+                campaign: 1,
             }
         );
         to.push(m.to.0);
@@ -507,7 +513,8 @@ fn election_timeout_with_pre_vote_starts_a_pre_vote_without_changing_term() {
             MessageBody::RequestVote {
                 pre_vote: true,
                 last_log: eid(4, 2),
-                transfer: false
+                transfer: false,
+                campaign: 1,
             }
         );
     }
@@ -1404,6 +1411,7 @@ fn pre_vote_changes_no_term_on_voters_or_pre_candidate() {
         MessageBody::RequestVoteResponse {
             pre_vote: true,
             granted: true,
+            campaign: 1,
         },
     );
     pre_candidate.step(LATER, granted).unwrap();

@@ -100,6 +100,7 @@ fn stickiness_survives_a_term_learned_from_another_message() {
         MessageBody::RequestVoteResponse {
             pre_vote: true,
             granted: false,
+            campaign: 1,
         },
     );
     net.node(2).step(now, rejection).unwrap();
@@ -116,6 +117,7 @@ fn stickiness_survives_a_term_learned_from_another_message() {
                 index: LogIndex(last_log.index.0 + 5),
             },
             transfer: false,
+            campaign: 1,
         },
     );
     net.node(2).step(now, request).unwrap();
@@ -190,6 +192,7 @@ fn terms_and_indexes_near_the_end_of_the_range_are_refused() {
         MessageBody::Heartbeat {
             commit: LogIndex(0),
             round: 1,
+            freshness: None,
         },
     );
     assert!(net.node(3).step(now, huge_term).is_err());

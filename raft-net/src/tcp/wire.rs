@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub(crate) const MAGIC: [u8; 4] = *b"RAFT";
 
 /// The wire protocol's version; peers of different versions refuse each other.
-pub(crate) const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 2;
 
 /// Bytes of an encoded [`Hello`].
 pub(crate) const HELLO_LEN: usize = 4 + 2 + 8 + 8;
@@ -291,6 +291,7 @@ mod tests {
             body: MessageBody::Heartbeat {
                 commit: LogIndex(4),
                 round,
+                freshness: None,
             },
         }
     }

@@ -71,6 +71,7 @@ pub fn heartbeat(from: u64, to: u64, round: u64) -> Message {
         body: MessageBody::Heartbeat {
             commit: raft_core::LogIndex(0),
             round,
+            freshness: None,
         },
     }
 }
@@ -103,6 +104,9 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// The wire version this build speaks (`raft_net`'s handshake version).
+pub const WIRE_VERSION: u16 = 2;
+
 /// The 22-byte handshake, built by hand so that tests also check the documented layout.
 pub fn hello_bytes(magic: &[u8; 4], version: u16, cluster: u64, node: u64) -> Vec<u8> {
     let mut bytes = magic.to_vec();
@@ -130,14 +134,14 @@ pub async fn handshaken_client(node: &TestNode, as_node: u64) -> TcpStream {
         .await
         .expect("connects");
     stream
-        .write_all(&hello_bytes(b"RAFT", 1, CLUSTER, as_node))
+        .write_all(&hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, as_node))
         .await
         .expect("writes");
     let mut reply = [0u8; 22];
     stream.read_exact(&mut reply).await.expect("hello reply");
     assert_eq!(
         reply.to_vec(),
-        hello_bytes(b"RAFT", 1, CLUSTER, node.transport.node_id().0)
+        hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, node.transport.node_id().0)
     );
     stream
 }

@@ -1,0 +1,329 @@
+//! Rules that a review found broken while every invariant the simulator checks held: a healthy
+//! leader deposed by read load, stale pre-vote grants, a transfer target that ignored
+//! TimeoutNow, and bounded-staleness data that was older than its bound. Each test is named
+//! for the rule it proves and failed before the fix.
+
+use super::harness::*;
+use crate::{
+    HardState, InitialState, Instant, LogIndex, Message, MessageBody, NodeId, Raft, ReadId,
+    ReadMode, Role, Term,
+};
+use std::collections::VecDeque;
+
+/// Runs the network for `ms` milliseconds with every message taking `one_way_ms` to arrive,
+/// calling `each_ms` once per millisecond (after the ticks, before the deliveries).
+fn run_with_latency(
+    net: &mut Network,
+    ms: u64,
+    one_way_ms: u64,
+    mut each_ms: impl FnMut(&mut Network),
+) {
+    let mut in_flight: VecDeque<(Instant, Message)> = VecDeque::new();
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    for _ in 0..ms {
+        net.now = net.now.plus_ms(1);
+        let now = net.now;
+        for &id in &ids {
+            net.nodes.get_mut(&id).unwrap().tick(now);
+        }
+        each_ms(net);
+        loop {
+            net.drive_all();
+            let due = now.plus_ms(one_way_ms);
+            in_flight.extend(net.queue.drain(..).map(|m| (due, m)));
+            let mut delivered = false;
+            while in_flight.front().is_some_and(|(at, _)| *at <= now) {
+                let (_, m) = in_flight.pop_front().unwrap();
+                if !net.cut.contains(&(m.from, m.to)) {
+                    net.node(m.to.0).step(now, m).unwrap();
+                    delivered = true;
+                }
+            }
+            if !delivered {
+                break;
+            }
+        }
+    }
+}
+
+/// The number of heartbeat rounds in flight must not decide whether a leader keeps office
+/// (dissertation §6.2, §6.4.1): under 80 read batches per millisecond, each starting a round,
+/// with a 60 ms round trip (5,000 rounds in flight), the leader stays leader and serves reads.
+#[test]
+fn a_leader_under_heavy_read_load_on_a_slow_network_keeps_office() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let term = net.peek(1).term();
+    let mut next = 0;
+    run_with_latency(&mut net, 600, 30, |net| {
+        for _ in 0..80 {
+            next += 1;
+            let now = net.now;
+            net.node(1)
+                .read(now, ReadId(next), ReadMode::Linearizable)
+                .unwrap();
+            net.drive(NodeId(1));
+        }
+    });
+    assert_eq!(net.peek(1).role(), Role::Leader, "deposed by its own reads");
+    assert_eq!(net.peek(1).term(), term);
+    let served = net.reads[&NodeId(1)]
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .count();
+    assert!(served > 40_000, "reads served: {served}");
+}
+
+fn follower(id: u64, term: u64) -> Raft {
+    let state = InitialState {
+        hard_state: HardState {
+            term: Term(term),
+            vote: None,
+        },
+        voters: ids(3),
+        ..InitialState::default()
+    };
+    Raft::new(test_config(id), state, id, Instant(0)).unwrap()
+}
+
+fn pre_vote_grant(from: u64, to: u64, term: u64, campaign: u64) -> Message {
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::RequestVoteResponse {
+            pre_vote: true,
+            granted: true,
+            campaign,
+        },
+    )
+}
+
+fn pre_vote_refusal(from: u64, to: u64, term: u64, campaign: u64) -> Message {
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::RequestVoteResponse {
+            pre_vote: true,
+            granted: false,
+            campaign,
+        },
+    )
+}
+
+/// The campaign number of the vote requests a node just sent.
+fn campaign_of(raft: &mut Raft) -> u64 {
+    let actions = raft.take_actions();
+    let campaigns: Vec<u64> = actions
+        .persisted_messages
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::RequestVote { campaign, .. } => Some(campaign),
+            _ => None,
+        })
+        .collect();
+    assert!(!campaigns.is_empty(), "no vote request sent");
+    campaigns[0]
+}
+
+/// A pre-vote grant counts only in the pre-vote it answers (dissertation §9.6): a grant
+/// delayed from an earlier round of the same term, or from a round whose term the node has
+/// since reached, must not start an election (which would depose a healthy leader).
+#[test]
+fn a_pre_vote_grant_counts_only_in_the_round_it_answers() {
+    // An earlier round of the same term.
+    let mut node = follower(3, 1);
+    let now = node.next_deadline();
+    node.tick(now);
+    assert_eq!(node.role(), Role::PreCandidate);
+    let first = campaign_of(&mut node);
+    node.step(now, pre_vote_refusal(1, 3, 1, first)).unwrap();
+    node.step(now, pre_vote_refusal(2, 3, 1, first)).unwrap();
+    assert_eq!(node.role(), Role::Follower, "the first round lost");
+    let now = node.next_deadline();
+    node.tick(now);
+    assert_eq!(node.role(), Role::PreCandidate);
+    let second = campaign_of(&mut node);
+    assert_ne!(first, second);
+    node.step(now, pre_vote_grant(2, 3, 2, first)).unwrap();
+    assert_eq!(
+        node.role(),
+        Role::PreCandidate,
+        "a grant from round one counted in round two"
+    );
+    node.step(now, pre_vote_grant(2, 3, 2, second)).unwrap();
+    assert_eq!(node.role(), Role::Candidate, "its own round's grant counts");
+
+    // A round whose proposed term the node has reached since.
+    let mut node = follower(3, 1);
+    let now = node.next_deadline();
+    node.tick(now);
+    let early = campaign_of(&mut node);
+    // A leader of term 2 appears, then goes silent; the node pre-votes for term 3.
+    node.step(now, msg(1, 3, 2, heartbeat_body())).unwrap();
+    assert_eq!((node.role(), node.term()), (Role::Follower, Term(2)));
+    let now = node.next_deadline();
+    node.tick(now);
+    assert_eq!(node.role(), Role::PreCandidate);
+    let late = campaign_of(&mut node);
+    node.step(now, pre_vote_grant(2, 3, 2, early)).unwrap();
+    node.step(now, pre_vote_grant(2, 3, 2, late)).unwrap();
+    assert_eq!(
+        node.role(),
+        Role::PreCandidate,
+        "a grant for term 2 counted in the pre-vote for term 3"
+    );
+}
+
+fn heartbeat_body() -> MessageBody {
+    MessageBody::Heartbeat {
+        commit: LogIndex(0),
+        round: 1,
+        freshness: None,
+    }
+}
+
+/// A transfer's target honours TimeoutNow even while it is running a pre-vote of its own
+/// (dissertation §3.10), and the leader sends TimeoutNow again if the first was lost: the
+/// transfer completes instead of stalling until it is abandoned.
+#[test]
+fn a_transfer_target_that_is_pre_voting_takes_over() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    // n3 stops hearing n1 and starts a pre-vote, which n2 (hearing n1) refuses.
+    net.cut.insert((NodeId(1), NodeId(3)));
+    for _ in 0..400 {
+        if net.peek(3).role() == Role::PreCandidate {
+            break;
+        }
+        net.advance(1);
+    }
+    assert_eq!(net.peek(3).role(), Role::PreCandidate);
+    assert_eq!(net.peek(1).role(), Role::Leader);
+    net.cut.clear();
+    let now = net.now;
+    net.node(1).transfer_leadership(now, NodeId(3)).unwrap();
+    net.settle();
+    assert_eq!(net.peek(3).role(), Role::Leader, "n3 took over at once");
+    assert_eq!(net.peek(1).leader(), Some(NodeId(3)));
+}
+
+/// As above, with the first TimeoutNow lost: the leader sends it again once the target has
+/// answered a later heartbeat round, well within the transfer's timeout.
+#[test]
+fn a_lost_timeout_now_is_sent_again() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let now = net.now;
+    net.node(1).transfer_leadership(now, NodeId(3)).unwrap();
+    let sent = net.take_messages();
+    let timeout_now = sent
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::TimeoutNow))
+        .count();
+    assert_eq!(timeout_now, 1);
+    // Lost: drop every message taken above; heartbeats continue.
+    let timeout_ms = net.peek(1).config().election_timeout_min_ms;
+    let started = net.now;
+    for _ in 0..timeout_ms {
+        net.advance(1);
+        if net.peek(3).role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(net.peek(3).role(), Role::Leader, "the transfer stalled");
+    assert!(net.now.ms_since(started) < timeout_ms);
+}
+
+/// A candidate whose own election started just before the leader's TimeoutNow arrived campaigns
+/// again as the transfer asked (dissertation §3.10), so that voters who still hear the leader
+/// grant it; once only.
+#[test]
+fn a_candidate_takes_up_a_timeout_now_from_the_previous_term() {
+    let mut config = test_config(3);
+    config.pre_vote = false;
+    let state = InitialState {
+        hard_state: HardState {
+            term: Term(1),
+            vote: None,
+        },
+        voters: ids(3),
+        ..InitialState::default()
+    };
+    let mut node = Raft::new(config, state, 3, Instant(0)).unwrap();
+    let now = node.next_deadline();
+    node.tick(now);
+    assert_eq!((node.role(), node.term()), (Role::Candidate, Term(2)));
+    assert!(!node.elected_by_transfer());
+    let _ = node.take_actions();
+    node.step(now, msg(1, 3, 1, MessageBody::TimeoutNow))
+        .unwrap();
+    assert_eq!((node.role(), node.term()), (Role::Candidate, Term(3)));
+    assert!(node.elected_by_transfer());
+    let requests = node.take_actions().persisted_messages;
+    assert!(
+        requests
+            .iter()
+            .all(|m| matches!(m.body, MessageBody::RequestVote { transfer: true, .. }))
+    );
+    node.step(now, msg(1, 3, 1, MessageBody::TimeoutNow))
+        .unwrap();
+    assert_eq!(node.term(), Term(3), "a duplicate starts nothing");
+}
+
+/// A follower vouches for its data's freshness only up to what it holds (bounded-staleness
+/// reads): one whose appends are lost while heartbeats arrive cannot claim to reflect writes
+/// the leader committed without it.
+#[test]
+fn a_follower_vouches_only_for_entries_it_holds() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.advance(50);
+    let fresh = net
+        .peek(3)
+        .fresh_commit()
+        .expect("a caught-up follower vouches");
+    assert!(
+        net.now.ms_since(fresh.as_of) <= 30,
+        "{fresh:?} at {:?}",
+        net.now
+    );
+    // Appends to n3 are lost from now on; heartbeats still arrive.
+    let written = net.node(1).propose(cmd("w")).unwrap();
+    let committed_at = net.now;
+    for _ in 0..500 {
+        net.now = net.now.plus_ms(1);
+        let now = net.now;
+        for id in 1..=3 {
+            net.node(id).tick(now);
+        }
+        net.drive_all();
+        for _ in 0..1000 {
+            let Some(m) = net.queue.pop_front() else {
+                break;
+            };
+            let to_n3_append =
+                m.to == NodeId(3) && matches!(m.body, MessageBody::AppendEntries { .. });
+            if !to_n3_append {
+                net.deliver(m);
+            }
+        }
+    }
+    assert!(net.peek(1).commit_index() >= written.index);
+    assert!(net.peek(3).commit_index() < written.index);
+    assert_eq!(net.peek(3).leader(), Some(NodeId(1)), "n3 hears the leader");
+    if let Some(fresh) = net.peek(3).fresh_commit() {
+        assert!(fresh.index < written.index);
+        assert!(
+            fresh.as_of <= committed_at,
+            "n3 claims to reflect every write acknowledged before {:?}, but lacks one \
+             committed at {committed_at:?}",
+            fresh.as_of
+        );
+    }
+    // The leader itself vouches for its commit index, recently.
+    let fresh = net.peek(1).fresh_commit().expect("the leader vouches");
+    assert!(fresh.index >= written.index);
+    assert!(net.now.ms_since(fresh.as_of) <= 30);
+}
