@@ -12,6 +12,9 @@
 /// Turmoil simulations of whole clusters with a nemesis and history checks.
 pub mod cluster_sim;
 
+/// An in-process network that loses messages by kind, for scenario tests.
+pub mod filtered;
+
 /// A replicated key-value state machine (get, put, delete, compare-and-swap) for the tests.
 pub mod kv;
 

@@ -37,7 +37,7 @@ struct PendingWrite<R> {
 /// A pending request named in [`Driver::out_of_order`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
-    Write(LogIndex),
+    Write(LogIndex, Term),
     Read(ReadId),
 }
 
@@ -46,6 +46,9 @@ struct PendingRead<SM: StateMachine> {
     query: Option<SM::Query>,
     reply: ReadReply<SM::QueryResponse>,
     deadline: tokio::time::Instant,
+    /// A bounded-staleness read: the data served must reflect every write acknowledged more
+    /// than this many milliseconds before it is answered (checked again when it is).
+    max_age_ms: Option<u64>,
 }
 
 pub(super) fn initial_status(id: NodeId) -> Status {
@@ -58,7 +61,7 @@ pub(super) fn initial_status(id: NodeId) -> Status {
         applied_index: LogIndex(0),
         last_log_index: LogIndex(0),
         lease_remaining_ms: None,
-        leader_contact_age_ms: None,
+        staleness_ms: None,
         peers: Vec::new(),
         failovers: Vec::new(),
     }
@@ -85,7 +88,9 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     shared: Arc<Shared>,
     /// The origin of the protocol's clock.
     started: tokio::time::Instant,
-    /// The time at which the current loop iteration began; one clock read per batch.
+    /// The time of the current batch, read once every input of the batch had arrived, so that
+    /// no input is judged at a time before it arrived (a lease, a staleness bound or the time a
+    /// follower heard its leader would otherwise be stretched by the time spent draining).
     clock: Instant,
     /// The same moment on tokio's clock, for request deadlines.
     now: tokio::time::Instant,
@@ -97,6 +102,14 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     /// Writes waiting for durability or apply, in index order (the order of their deadlines,
     /// since every request gets the same timeout and writes are proposed as they arrive).
     writes: VecDeque<PendingWrite<SM::Response>>,
+    /// Writes whose entries this node's log no longer holds (a later leader replaced them) and
+    /// whose index a newer write now uses, by (index, term). Their fate is unknown until their
+    /// index commits: another node may still hold the entry and win an election with it. With
+    /// their own term they took effect; with another, they were lost.
+    superseded: BTreeMap<(LogIndex, Term), PendingWrite<SM::Response>>,
+    /// Inputs taken for the current batch (kept to reuse their allocations).
+    message_batch: Vec<Message>,
+    request_batch: Vec<Request<SM>>,
     /// Every write up to this index has had its deadline checked (and is answered).
     expired_through: LogIndex,
     /// Requests whose deadline is earlier than that of a request queued before them (they
@@ -163,6 +176,9 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             status_built_at: Instant(0),
             status_dirty: true,
             writes: VecDeque::new(),
+            superseded: BTreeMap::new(),
+            message_batch: Vec::new(),
+            request_batch: Vec::new(),
             expired_through: LogIndex(0),
             out_of_order: BTreeSet::new(),
             all_ready: BTreeMap::new(),
@@ -186,8 +202,13 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     /// Reads the clock once for the batch about to be handled.
     fn read_clock(&mut self) {
         self.now = tokio::time::Instant::now();
-        let elapsed = self.now.saturating_duration_since(self.started);
-        self.clock = Instant(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+        self.clock = self.protocol_time(self.now);
+    }
+
+    /// `at` on the protocol's clock (whole milliseconds since the node started, rounded down).
+    fn protocol_time(&self, at: tokio::time::Instant) -> Instant {
+        let elapsed = at.saturating_duration_since(self.started);
+        Instant(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// `timeout` from now; a timeout too long for the clock means about a century.
@@ -214,22 +235,20 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             if let Some(request_deadline) = self.earliest_request_deadline() {
                 deadline = deadline.min(request_deadline);
             }
-            // Only take the input here; it is handled after the clock is read, so that it is
-            // judged at the time it arrived, not at the start of the wait (a lease or a
-            // staleness bound checked against an old clock would hold too long).
             let woken_by = tokio::select! {
                 biased;
                 message = self.inbound.recv(), if self.inbound_open => Wake::Message(message),
                 request = self.requests.recv() => Wake::Request(request),
                 _ = tokio::time::sleep_until(deadline) => Wake::Timer,
             };
-            self.read_clock();
+            let mut messages = std::mem::take(&mut self.message_batch);
+            let mut requests = std::mem::take(&mut self.request_batch);
             match woken_by {
-                Wake::Message(Some(message)) => self.step(message),
+                Wake::Message(Some(message)) => messages.push(message),
                 // Every inbox is gone (the transport stopped): stop listening for messages
                 // rather than wake on a closed channel forever.
                 Wake::Message(None) => self.inbound_open = false,
-                Wake::Request(Some(request)) => self.handle(request),
+                Wake::Request(Some(request)) => requests.push(request),
                 // Every handle is gone: nobody can use this node any more.
                 Wake::Request(None) => {
                     self.stop.get_or_insert_with(Vec::new);
@@ -237,21 +256,30 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 Wake::Timer => {}
             }
             // Take everything else that is already waiting: one batch, one write.
-            for _ in 0..MAX_BATCH {
-                if !self.inbound_open {
-                    break;
-                }
+            while self.inbound_open && messages.len() < MAX_BATCH {
                 match self.inbound.try_recv() {
-                    Ok(message) => self.step(message),
+                    Ok(message) => messages.push(message),
                     Err(_) => break,
                 }
             }
-            for _ in 0..MAX_BATCH {
+            while requests.len() < MAX_BATCH {
                 match self.requests.try_recv() {
-                    Ok(request) => self.handle(request),
+                    Ok(request) => requests.push(request),
                     Err(_) => break,
                 }
             }
+            // Only now read the clock: every input of the batch arrived before it, so none is
+            // judged at a time before it arrived (a lease, a staleness bound or the time a
+            // follower heard its leader, judged against an earlier clock, would hold too long).
+            self.read_clock();
+            for message in messages.drain(..) {
+                self.step(message);
+            }
+            for request in requests.drain(..) {
+                self.handle(request);
+            }
+            self.message_batch = messages;
+            self.request_batch = requests;
             self.raft.tick(self.clock);
             if let Err(error) = self.carry_out_actions().await {
                 self.fail_storage(error);
@@ -298,6 +326,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                     query,
                     reply,
                     deadline: self.deadline_after(timeout),
+                    max_age_ms: None,
                 },
             ),
             Request::Transfer { to, reply } => {
@@ -334,17 +363,16 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         match self.raft.propose(command) {
             Ok(id) => {
                 // Writes still waiting at or after this index were proposed in an earlier term
-                // and their entries have been replaced: they were lost.
+                // and this log no longer holds their entries. They are not necessarily lost:
+                // another node may hold them and win a later election. They wait, apart, for
+                // their index to commit (or for their deadline).
                 while self.writes.back().is_some_and(|w| w.index >= id.index) {
-                    let Some(mut lost) = self.writes.pop_back() else {
+                    let Some(replaced) = self.writes.pop_back() else {
                         break;
                     };
-                    self.local_pending.remove(&lost.index);
-                    if let Some(reply) = lost.reply.take() {
-                        let _ = reply.send(Err(Error::NotLeader {
-                            leader_hint: self.raft.leader(),
-                        }));
-                    }
+                    self.local_pending.remove(&replaced.index);
+                    self.superseded
+                        .insert((replaced.index, replaced.term), replaced);
                 }
                 // The new write has not been checked, whatever its index held before.
                 self.expired_through = self.expired_through.min(id.index.prev());
@@ -352,7 +380,8 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                     self.local_pending.insert(id.index);
                 }
                 if self.writes.back().is_some_and(|w| w.deadline > deadline) {
-                    self.out_of_order.insert((deadline, Key::Write(id.index)));
+                    self.out_of_order
+                        .insert((deadline, Key::Write(id.index, id.term)));
                 }
                 self.writes.push_back(PendingWrite {
                     index: id.index,
@@ -399,20 +428,35 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             }
             Consistency::AtLeast(index) => self.wait_for_apply(index, pending),
             Consistency::BoundedStaleness(bound) => {
-                let fresh = self
-                    .raft
-                    .leader_contact()
-                    .is_some_and(|at| u128::from(now.ms_since(at)) <= bound.as_millis());
-                if fresh {
-                    self.wait_for_apply(LogIndex(0), pending);
-                } else {
-                    let _ = pending.reply.send(Err(Error::TooStale {
-                        leader_hint: self.raft.leader(),
-                    }));
+                let max_age_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+                match self.fresh_index(now, max_age_ms) {
+                    Some(index) => self.wait_for_apply(
+                        index,
+                        PendingRead {
+                            max_age_ms: Some(max_age_ms),
+                            ..pending
+                        },
+                    ),
+                    None => {
+                        let _ = pending.reply.send(Err(Error::TooStale {
+                            leader_hint: self.raft.leader(),
+                        }));
+                    }
                 }
             }
             Consistency::Stale => self.wait_for_apply(LogIndex(0), pending),
         }
+    }
+
+    /// The committed index a bounded-staleness read may be served at, at `now`: one this node
+    /// can vouch covers every write acknowledged more than `max_age_ms` ago. The age is
+    /// compared strictly in whole milliseconds, which keeps the true age under the bound
+    /// whatever the rounding of either instant.
+    fn fresh_index(&self, now: Instant, max_age_ms: u64) -> Option<LogIndex> {
+        self.raft
+            .fresh_commit()
+            .filter(|fresh| now.ms_since(fresh.as_of) < max_age_ms)
+            .map(|fresh| fresh.index)
     }
 
     fn wait_for_apply(&mut self, index: LogIndex, read: PendingRead<SM>) {
@@ -502,24 +546,43 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             )))),
         };
         // Entries are applied in order and writes are kept in order, so a write waiting for
-        // this entry is at the front.
-        if self.writes.front().is_none_or(|w| w.index > index) {
+        // this entry is at the front (or among the superseded ones, rarely).
+        if self.writes.front().is_none_or(|w| w.index > index)
+            && self
+                .superseded
+                .first_key_value()
+                .is_none_or(|(k, _)| k.0 > index)
+        {
             return Ok(());
         }
-        let Some(mut write) = self.writes.pop_front() else {
-            return Ok(());
-        };
-        self.local_pending.remove(&write.index);
-        debug_assert_eq!(write.index, index, "a write was skipped by apply");
-        if write.index != index || write.term != term {
-            // Another leader's entry took this index: the write was lost before it committed.
-            if let Some(reply) = write.reply.take() {
+        // Every write waiting for this index: at most one has the committed entry's term.
+        let mut waiting = Vec::new();
+        if self.writes.front().is_some_and(|w| w.index <= index)
+            && let Some(write) = self.writes.pop_front()
+        {
+            debug_assert_eq!(write.index, index, "a write was skipped by apply");
+            self.local_pending.remove(&write.index);
+            waiting.push(write);
+        }
+        while let Some(entry) = self.superseded.first_entry()
+            && entry.key().0 <= index
+        {
+            waiting.push(entry.remove());
+        }
+        let mut committed = None;
+        for mut write in waiting {
+            if write.index == index && write.term == term {
+                committed = Some(write);
+            } else if let Some(reply) = write.reply.take() {
+                // Another entry committed at this index: this write can never take effect.
                 let _ = reply.send(Err(Error::NotLeader {
                     leader_hint: self.raft.leader(),
                 }));
             }
-            return Ok(());
         }
+        let Some(mut write) = committed else {
+            return Ok(());
+        };
         match response {
             // (One whose reply was taken timed out; it needs no more tracking.)
             Some(Ok(response)) if write.ack == Ack::All && write.reply.is_some() => {
@@ -653,6 +716,11 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             self.all_ready.values().map(|w| w.deadline).min(),
             self.waiting_deadline,
             self.out_of_order.first().map(|&(deadline, _)| deadline),
+            self.superseded
+                .values()
+                .filter(|w| w.reply.is_some())
+                .map(|w| w.deadline)
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -684,6 +752,14 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             }
             false
         });
+        // A superseded write keeps its record (its fate is decided when its index commits).
+        for write in self.superseded.values_mut() {
+            if write.deadline <= now
+                && let Some(reply) = write.reply.take()
+            {
+                let _ = reply.send(Err(Error::Timeout));
+            }
+        }
         while let Some(entry) = self.reads.first_entry()
             && entry.get().deadline <= now
         {
@@ -696,8 +772,9 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             // The request may have been answered, or its index reused, since: only the one
             // with this very deadline is timed out.
             match key {
-                Key::Write(index) => {
+                Key::Write(index, term) => {
                     if let Some(write) = self.write_at(index)
+                        && write.term == term
                         && write.deadline == deadline
                         && let Some(reply) = write.reply.take()
                     {
@@ -762,6 +839,24 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     }
 
     async fn answer(&mut self, read: PendingRead<SM>) {
+        if let Some(max_age_ms) = read.max_age_ms {
+            // Judged again now that it is about to be answered (applying took time), on a
+            // fresh clock: the bound is on the data's age when the read is answered.
+            let now = self.protocol_time(tokio::time::Instant::now());
+            match self.fresh_index(now, max_age_ms) {
+                Some(index) if index <= self.raft.applied_index() => {}
+                Some(index) => {
+                    self.wait_for_apply(index, read);
+                    return;
+                }
+                None => {
+                    let _ = read.reply.send(Err(Error::TooStale {
+                        leader_hint: self.raft.leader(),
+                    }));
+                    return;
+                }
+            }
+        }
         let response = match read.query {
             Some(query) => Some(self.state_machine.query(query).await),
             None => None,
@@ -786,7 +881,12 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         self.out_of_order.clear();
         let writes = std::mem::take(&mut self.writes);
         let all_ready = std::mem::take(&mut self.all_ready);
-        for mut write in writes.into_iter().chain(all_ready.into_values()) {
+        let superseded = std::mem::take(&mut self.superseded);
+        for mut write in writes
+            .into_iter()
+            .chain(all_ready.into_values())
+            .chain(superseded.into_values())
+        {
             if let Some(reply) = write.reply.take() {
                 let _ = reply.send(Err(error.clone()));
             }
@@ -872,7 +972,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             applied_index: self.raft.applied_index(),
             last_log_index: last,
             lease_remaining_ms: self.raft.lease_valid_until().map(|end| end.ms_since(now)),
-            leader_contact_age_ms: self.raft.leader_contact().map(|at| now.ms_since(at)),
+            staleness_ms: self.raft.fresh_commit().map(|f| now.ms_since(f.as_of)),
             peers,
             failovers: self.failovers.iter().cloned().collect(),
         };

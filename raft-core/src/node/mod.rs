@@ -129,27 +129,51 @@ pub enum Consistency {
     /// Read-your-writes on any node: served once the node has applied at least this index (the
     /// index every write returns).
     AtLeast(LogIndex),
-    /// Any node, if it heard from a live leader (or is one) within this bound.
+    /// Any node whose data reflects every write acknowledged more than this long before the
+    /// read is answered (the follower reads of PostgreSQL's and MySQL's replicas with a maximum
+    /// lag); otherwise [`Error::TooStale`]. [`Status::staleness_ms`] shows how stale a node is.
+    ///
+    /// A leader can always tell (from its heartbeat rounds, without any clock assumption). A
+    /// follower relies on statements its leader sends with heartbeats while the leader's lease
+    /// holds, so this rests on the same bounded clock drift as [`Consistency::Lease`]; with
+    /// leases disabled only the leader serves these reads. Ages are measured on the serving
+    /// node's own clock in whole milliseconds.
     BoundedStaleness(Duration),
     /// Any node, now, whatever it has applied.
     Stale,
 }
 
 /// Why a request failed. Every variant says what the caller can do about it.
+///
+/// For a write, each variant also says whether the write may still take effect:
+///
+/// | variant | the write |
+/// |---|---|
+/// | `NotLeader` | never takes effect: it was refused, or another entry committed at its index |
+/// | `NotEnoughReplicas`, `TransferInProgress`, `InvalidArgument`, `InvalidConfig` | never takes effect: refused before it was proposed (or, for a command that does not decode, skipped by every replica) |
+/// | `Timeout` | **unknown**: it may have taken effect, or may still |
+/// | `Shutdown`, `Storage` | **unknown** if the node had taken it; refused otherwise |
+///
+/// A write whose entry this node's log lost in a change of leader is not answered `NotLeader`
+/// at once: another node may still hold the entry and commit it in a later term. It is answered
+/// when its index commits (with its own entry: success; with another: `NotLeader`), or
+/// `Timeout` at its deadline.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Only the leader can do this: retry on `leader_hint` if known. Also returned for a write
-    /// that was lost when leadership changed before it committed.
+    /// Only the leader can do this: retry on `leader_hint` if known. For a write: it has not
+    /// taken effect and never will (refused, or another entry committed at its index), so a
+    /// retry cannot apply it twice.
     #[error("not the leader (leader: {leader_hint:?})")]
     NotLeader {
         /// The leader as far as this node knows.
         leader_hint: Option<NodeId>,
     },
-    /// No answer within the request timeout. A write may or may not have been applied.
+    /// No answer within the request timeout. A write's outcome is unknown: it may have been
+    /// applied, or may still be (read it back, or make the command idempotent, before a retry).
     #[error("request timed out")]
     Timeout,
-    /// An `Ack::All` write was refused: too few voters are in sync.
+    /// An `Ack::All` write was refused up front (no effect): too few voters are in sync.
     #[error("not enough in-sync replicas ({in_sync} in sync, {required} required)")]
     NotEnoughReplicas {
         /// Voters in sync now, the leader included.
@@ -157,11 +181,12 @@ pub enum Error {
         /// The configured minimum.
         required: usize,
     },
-    /// The leader is handing over leadership; retry shortly.
+    /// The leader is handing over leadership; retry shortly. A write was refused (no effect).
     #[error("leadership transfer in progress")]
     TransferInProgress,
-    /// A bounded-staleness read found this node out of touch with the leader for longer than
-    /// the bound; read from the leader instead.
+    /// A bounded-staleness read found that this node cannot vouch for data that recent: its
+    /// leader's word is older than the bound, or it lacks entries its leader committed. Read
+    /// from the leader instead.
     #[error(
         "this node has not heard from a leader within the staleness bound (leader: {leader_hint:?})"
     )]
@@ -169,10 +194,12 @@ pub enum Error {
         /// The leader as far as this node knows.
         leader_hint: Option<NodeId>,
     },
-    /// The node has stopped.
+    /// The node has stopped. A write it had already taken may or may not take effect (other
+    /// nodes may commit it); one it never took had no effect.
     #[error("node is shut down")]
     Shutdown,
-    /// Stable storage failed; the node stopped rather than risk acknowledging lost data.
+    /// Stable storage failed; the node stopped rather than risk acknowledging lost data. As
+    /// with `Shutdown`, a write it had taken may or may not take effect.
     #[error("storage failure: {0}")]
     Storage(String),
     /// The configuration is invalid.

@@ -27,9 +27,13 @@ pub struct Status {
     pub last_log_index: LogIndex,
     /// Leader only: how long its lease still holds, in milliseconds (`None` without a lease).
     pub lease_remaining_ms: Option<u64>,
-    /// How long ago this node last had proof of a live leader (itself included), in
-    /// milliseconds: the staleness bound a follower read would have.
-    pub leader_contact_age_ms: Option<u64>,
+    /// How stale this node's data may be, in milliseconds: every write acknowledged more than
+    /// this long ago is in its committed log (see [`crate::Raft::fresh_commit`]), so a
+    /// [`crate::node::Consistency::BoundedStaleness`] read with a larger bound is served here
+    /// once the node has applied that far. `None` when it cannot vouch for any (a follower whose
+    /// leader's lease does not hold, or which lacks the entries the leader committed; a
+    /// leader before its first entry commits).
+    pub staleness_ms: Option<u64>,
     /// Leader only: every follower's replication state, in id order.
     pub peers: Vec<PeerStatus>,
     /// The most recent leadership changes this node saw, oldest first (bounded).
