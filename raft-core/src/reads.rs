@@ -28,6 +28,7 @@ impl ReadQueue {
         self.pending.push_back(PendingRead { id, index, round });
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
     }

@@ -1,0 +1,679 @@
+//! One node's Raft state machine: inputs in, [`Actions`] out, no I/O.
+//!
+//! Inputs are [`Raft::tick`] (time passes), [`Raft::step`] (a message arrives),
+//! [`Raft::propose`], [`Raft::read`], [`Raft::transfer_leadership`], and the driver's reports
+//! [`Raft::persisted`] and [`Raft::applied`]. After any of them the driver calls
+//! [`Raft::take_actions`] and carries out the batch as [`Actions`] documents.
+//!
+//! `step` resolves the message's term first (§5.1: a higher term makes this node a follower, a
+//! lower term is stale), then hands the message to the handler of the current role.
+//!
+//! Each role's state is a variant of [`RoleState`]: what only a leader knows (the progress of
+//! every follower, the lease clock, the read queue, a transfer in progress) lives in
+//! [`LeaderState`], so it exists exactly while the node leads. The protocol is split by concept,
+//! one `impl Raft` block per file:
+//!
+//! * this file — the inputs, what observers may read, stepping down, and the helpers;
+//! * `election` — elections, votes and PreVote (§5.2, §5.4.1, dissertation §9.6);
+//! * `replication` — proposals, AppendEntries, heartbeats and commit (§5.3, §5.4.2);
+//! * `reads` — the lease, ReadIndex, bounded-staleness freshness and leadership transfer
+//!   (dissertation §3.10, §6.2, §6.4).
+
+mod election;
+mod reads;
+mod replication;
+
+pub use reads::FreshCommit;
+
+use crate::lease::LeaseClock;
+use crate::log::RaftLog;
+use crate::progress::{Progress, ReplicationState};
+use crate::quorum::JointConfig;
+use crate::reads::ReadQueue;
+use crate::rng::SplitMix64;
+use crate::{
+    Actions, Committed, Config, Entry, EntryId, Error, HardState, Instant, LogIndex, Message,
+    MessageBody, NodeId, Term,
+};
+use reads::Transfer;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// The role a node plays in its current term (§5.1, plus the pre-vote phase of §9.6).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Role {
+    /// Answers leaders and candidates.
+    Follower,
+    /// Asks whether it could win an election, without changing any term.
+    PreCandidate,
+    /// Campaigns for leadership in a new term.
+    Candidate,
+    /// Handles client requests and replicates the log.
+    Leader,
+}
+
+/// How a read must be confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex: confirm leadership with a heartbeat round before serving.
+    Linearizable,
+    /// Serve without a round trip while the leader's lease holds; otherwise as `Linearizable`.
+    Lease,
+}
+
+/// What a node recovered from stable storage when it starts (or its empty state on first boot).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitialState {
+    /// The last durable hard state.
+    pub hard_state: HardState,
+    /// Every durable log entry, from index 1, in order.
+    pub entries: Vec<Entry>,
+    /// The last index the state machine has applied (0 when it starts empty).
+    pub applied: LogIndex,
+    /// The voting members of the cluster, this node normally among them.
+    pub voters: BTreeSet<NodeId>,
+}
+
+/// What a leader knows of one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The follower.
+    pub id: NodeId,
+    /// The highest index known replicated on it.
+    pub match_index: LogIndex,
+    /// The next index the leader will send it.
+    pub next_index: LogIndex,
+    /// When the leader last heard any answer from it, on the leader's clock.
+    pub last_ack_at: Option<Instant>,
+    /// True when the leader streams entries to it; false while it probes for a match.
+    pub replicating: bool,
+}
+
+/// What the node's role holds: one variant per role, each with the state only it needs.
+#[derive(Debug)]
+enum RoleState {
+    Follower {
+        /// The leader of the current term, once known.
+        leader: Option<NodeId>,
+        /// The first time this follower answered each recent heartbeat round of `leader`,
+        /// oldest first (rounds increase); each leader numbers its own rounds, so a new leader
+        /// starts a new list. Used for bounded-staleness reads (see `reads`).
+        answered_rounds: VecDeque<(u64, Instant)>,
+    },
+    PreCandidate(Campaign),
+    Candidate(Campaign),
+    Leader(Box<LeaderState>),
+}
+
+impl RoleState {
+    fn follower(leader: Option<NodeId>) -> RoleState {
+        RoleState::Follower {
+            leader,
+            answered_rounds: VecDeque::new(),
+        }
+    }
+}
+
+/// A pre-vote round or an election in progress.
+#[derive(Debug)]
+struct Campaign {
+    /// Answers received (true = granted), this node's own vote among them.
+    votes: BTreeMap<NodeId, bool>,
+    /// The election was started by a TimeoutNow (dissertation §3.10); never for a pre-vote.
+    by_transfer: bool,
+}
+
+/// What only a leader knows.
+#[derive(Debug)]
+struct LeaderState {
+    /// One entry per other voter, in id order.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Heartbeat rounds, their acknowledgement, and the lease.
+    lease: LeaseClock,
+    /// When it took office (the CheckQuorum clock starts there).
+    took_office_at: Instant,
+    /// When to send the next heartbeat round.
+    heartbeat_deadline: Instant,
+    /// Reads waiting for confirmation or apply.
+    reads: ReadQueue,
+    transfer: Option<Transfer>,
+    /// It won an election started by a TimeoutNow.
+    by_transfer: bool,
+}
+
+/// Freshness statements a follower keeps (see [`crate::Freshness`]), bounded.
+const MAX_FRESHNESS: usize = 64;
+/// Rounds whose first answer time a follower remembers, bounded.
+const MAX_ANSWERED_ROUNDS: usize = 1024;
+
+/// The Raft protocol for one node. See the [crate documentation](crate) for how to drive it.
+#[derive(Debug)]
+pub struct Raft {
+    config: Config,
+    voters: JointConfig,
+    /// Persistent (Figure 2): the latest term seen.
+    term: Term,
+    /// Persistent (Figure 2): the candidate voted for in `term`.
+    vote: Option<NodeId>,
+    role: RoleState,
+    log: RaftLog,
+    rng: SplitMix64,
+    /// The latest time any input carried. Never goes back.
+    now: Instant,
+    /// Followers and candidates: when to start an election.
+    election_deadline: Instant,
+    /// When this node last heard from a current leader. While less than a minimum election
+    /// timeout ago, it neither campaigns nor grants (pre)votes (dissertation §4.2.3, §6.4.1).
+    /// A restarting node sets it to its start time: it may have acknowledged a lease before the
+    /// crash and cannot remember.
+    leader_heard_at: Option<Instant>,
+    /// Campaigns (pre-vote rounds and elections) started by this incarnation; vote requests
+    /// carry it and answers echo it, so an answer to an earlier campaign is never counted.
+    campaign: u64,
+    /// What leaders said of their commit index, as `FreshCommit`s with `as_of` and `index` both
+    /// increasing; the newest one whose index this node has committed is the freshness of its
+    /// data while it follows (bounded-staleness reads).
+    freshness: VecDeque<FreshCommit>,
+    /// The hard state changed since the last batch.
+    hard_state_changed: bool,
+    /// The batch being built.
+    out: Actions,
+}
+
+impl Raft {
+    /// Starts a node from what it recovered from storage.
+    ///
+    /// `seed` feeds the only randomness the protocol uses (election timeouts); `now` is the
+    /// current time on the node's clock. Fails when the configuration breaks a rule of
+    /// [`Config::validate`] or the recovered state is inconsistent.
+    pub fn new(
+        config: Config,
+        state: InitialState,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Raft, Error> {
+        config.validate()?;
+        validate_initial_state(&state)?;
+        let mut raft = Raft {
+            voters: JointConfig::simple(state.voters),
+            term: state.hard_state.term,
+            vote: state.hard_state.vote,
+            role: RoleState::follower(None),
+            log: RaftLog::restore(state.entries, state.applied),
+            rng: SplitMix64::new(seed ^ config.id.0.rotate_left(32)),
+            now,
+            election_deadline: now,
+            leader_heard_at: Some(now),
+            campaign: 0,
+            freshness: VecDeque::new(),
+            hard_state_changed: false,
+            out: Actions::default(),
+            config,
+        };
+        raft.reset_election_deadline();
+        Ok(raft)
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// Time has passed: start an election, send heartbeats, step down without a quorum, or
+    /// abandon a transfer, as due. Call it at [`Raft::next_deadline`] (calling it more often is
+    /// harmless).
+    pub fn tick(&mut self, now: Instant) {
+        self.advance_clock(now);
+        let election_timeout_min_ms = self.config.election_timeout_min_ms;
+        let check_quorum = self.config.check_quorum;
+        if let RoleState::Leader(leader) = &mut self.role {
+            if leader.transfer.is_some_and(|t| now >= t.deadline) {
+                leader.transfer = None;
+            }
+            if check_quorum && now >= leader.check_quorum_deadline(election_timeout_min_ms) {
+                // Dissertation §6.2: no majority heard from in an election timeout.
+                self.become_follower(self.term, None);
+                return;
+            }
+            if now >= leader.heartbeat_deadline {
+                self.broadcast_heartbeat();
+            }
+        } else if now >= self.election_deadline {
+            if self.is_voter() {
+                self.start_election();
+            } else {
+                // A non-voter never campaigns; keep its deadline ahead of the clock so that a
+                // driver sleeping until it does not spin.
+                self.reset_election_deadline();
+            }
+        }
+    }
+
+    /// A message arrived. A malformed message, one misaddressed, or one from a node outside
+    /// the cluster is refused with [`Error::RejectedMessage`] and changes nothing.
+    pub fn step(&mut self, now: Instant, msg: Message) -> Result<(), Error> {
+        msg.validate().map_err(Error::RejectedMessage)?;
+        if msg.to != self.config.id {
+            return Err(Error::RejectedMessage(format!(
+                "addressed to {}, this is {}",
+                msg.to, self.config.id
+            )));
+        }
+        if !self.voters.contains(msg.from) {
+            return Err(Error::RejectedMessage(format!(
+                "{} is not a member of this cluster",
+                msg.from
+            )));
+        }
+        self.advance_clock(now);
+
+        // §5.1: the term first.
+        if msg.term > self.term {
+            match &msg.body {
+                MessageBody::RequestVote {
+                    pre_vote, transfer, ..
+                } => {
+                    if self.is_sticky_against(*transfer) {
+                        // Stickiness (dissertation §4.2.3): a live leader is known, so this
+                        // candidate is disruptive; ignore it without adopting its term.
+                        return Ok(());
+                    }
+                    if !pre_vote {
+                        self.become_follower(msg.term, None);
+                    }
+                }
+                // A granted pre-vote carries the term the candidate would campaign in; it only
+                // counts for the pre-vote this node is running now (checked by the role).
+                MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                    ..
+                } => {}
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::TimeoutNow => self.become_follower(msg.term, Some(msg.from)),
+                _ => self.become_follower(msg.term, None),
+            }
+        } else if msg.term < self.term {
+            self.answer_stale(msg);
+            return Ok(());
+        }
+
+        // Then the role.
+        if let MessageBody::RequestVote { .. } = msg.body {
+            self.handle_request_vote(msg);
+            return Ok(());
+        }
+        match self.role {
+            RoleState::Leader(_) => self.step_leader(msg),
+            RoleState::PreCandidate(_) | RoleState::Candidate(_) => self.step_candidate(msg),
+            RoleState::Follower { .. } => self.step_follower(msg),
+        }
+        Ok(())
+    }
+
+    /// Answers a message of an older term (§5.1): it changes nothing here.
+    fn answer_stale(&mut self, msg: Message) {
+        match msg.body {
+            // Tell a stale leader about the newer term so it steps down: its followers are
+            // sticky and ignore this node's vote requests, so without this reply a node whose
+            // term ran ahead (say, after a partition) could never rejoin (dissertation §9.6).
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                self.send(msg.from, MessageBody::HeartbeatResponse { round: 0 });
+            }
+            MessageBody::RequestVote {
+                pre_vote, campaign, ..
+            } => {
+                self.send(
+                    msg.from,
+                    MessageBody::RequestVoteResponse {
+                        pre_vote,
+                        granted: false,
+                        campaign,
+                    },
+                );
+            }
+            // Dissertation §3.10: the leader of the previous term asked this node to take over,
+            // but it had already started an election of its own (its timer fired first). That
+            // election lacks the transfer's right to override stickiness, so campaign again as
+            // the transfer asked; once, not for every duplicate.
+            MessageBody::TimeoutNow
+                if matches!(&self.role, RoleState::Candidate(c) if !c.by_transfer)
+                    && msg.term.next() == self.term =>
+            {
+                self.become_candidate(true);
+            }
+            _ => {}
+        }
+    }
+
+    /// The driver made the log durable up to `last` (duty 3 of [`Actions`]).
+    pub fn persisted(&mut self, last: EntryId) {
+        self.log.persisted_to(last);
+        if self.is_leader() {
+            // The leader counts itself toward a commit only now (dissertation §10.2.1).
+            self.maybe_commit();
+        }
+    }
+
+    /// The state machine applied every entry up to `index` (duty 5 of [`Actions`]).
+    pub fn applied(&mut self, index: LogIndex) {
+        self.log.applied_to(index);
+        self.resolve_reads();
+    }
+
+    /// Takes the work the driver must do now; see [`Actions`] for the order.
+    pub fn take_actions(&mut self) -> Actions {
+        if self.is_leader() {
+            self.flush_leader();
+        }
+        let mut out = std::mem::take(&mut self.out);
+        if self.hard_state_changed {
+            self.hard_state_changed = false;
+            out.hard_state = Some(self.hard_state());
+        }
+        out.entries = self.log.take_unsaved();
+        out.committed = self.log.take_committed();
+        self.check_invariants();
+        out
+    }
+
+    // ----- what the driver and observers may read --------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        match self.role {
+            RoleState::Follower { .. } => Role::Follower,
+            RoleState::PreCandidate(_) => Role::PreCandidate,
+            RoleState::Candidate(_) => Role::Candidate,
+            RoleState::Leader(_) => Role::Leader,
+        }
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The leader of the current term, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.role {
+            RoleState::Follower { leader, .. } => leader,
+            RoleState::Leader(_) => Some(self.config.id),
+            RoleState::PreCandidate(_) | RoleState::Candidate(_) => None,
+        }
+    }
+
+    /// The hard state as it is now (not necessarily durable yet).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+        }
+    }
+
+    /// The highest index known to be committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+
+    /// The highest index the driver reported applied.
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+
+    /// The id of the last entry in the log.
+    pub fn last_log_id(&self) -> EntryId {
+        self.log.last_id()
+    }
+
+    /// The entry at `index`, if the log holds it.
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// Copies of the entries of a [`Committed`] range (for drivers and tests that want to own
+    /// them; [`Raft::entry`] reads them in place).
+    pub fn committed_entries(&self, range: Committed) -> Vec<Entry> {
+        range
+            .indexes()
+            .map_while(|index| self.log.entry(index).cloned())
+            .collect()
+    }
+
+    /// The voting members.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.voters.ids()
+    }
+
+    /// The next instant at which [`Raft::tick`] has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        match &self.role {
+            RoleState::Leader(leader) => {
+                let mut at = leader.heartbeat_deadline;
+                if self.config.check_quorum {
+                    at = at.min(leader.check_quorum_deadline(self.config.election_timeout_min_ms));
+                }
+                if let Some(t) = leader.transfer {
+                    at = at.min(t.deadline);
+                }
+                at
+            }
+            _ => self.election_deadline,
+        }
+    }
+
+    /// The leader's view of a follower's log: its match index, if this node leads and `peer` is
+    /// a follower.
+    #[cfg(test)]
+    pub(crate) fn match_index(&self, peer: NodeId) -> Option<LogIndex> {
+        match &self.role {
+            RoleState::Leader(leader) => leader.progress.get(&peer).map(|p| p.match_index),
+            _ => None,
+        }
+    }
+
+    /// The leader's view of every follower, in id order (empty unless this node leads).
+    pub fn peers(&self) -> Vec<PeerProgress> {
+        let RoleState::Leader(leader) = &self.role else {
+            return Vec::new();
+        };
+        leader
+            .progress
+            .iter()
+            .map(|(&id, p)| PeerProgress {
+                id,
+                match_index: p.match_index,
+                next_index: p.next_index,
+                last_ack_at: p.last_ack_at,
+                replicating: p.state == ReplicationState::Replicate,
+            })
+            .collect()
+    }
+
+    /// True when this node won (or is running) an election it started because the previous
+    /// leader handed over leadership (TimeoutNow).
+    pub fn elected_by_transfer(&self) -> bool {
+        match &self.role {
+            RoleState::Candidate(campaign) => campaign.by_transfer,
+            RoleState::Leader(leader) => leader.by_transfer,
+            _ => false,
+        }
+    }
+
+    // ----- stepping down (§5.1) ------------------------------------------------------------
+
+    /// Becomes a follower of `leader` (if known) in `term`, which may be the current one. What
+    /// the previous role held goes with it; reads a leader was serving fail.
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+            self.hard_state_changed = true;
+        }
+        let previous = std::mem::replace(&mut self.role, RoleState::follower(leader));
+        if let RoleState::Leader(mut was_leading) = previous {
+            for id in was_leading.reads.drain() {
+                self.out
+                    .reads
+                    .push((id, Err(Error::NotLeader { leader_hint: leader })));
+            }
+        }
+        if leader.is_some() {
+            self.leader_heard_at = Some(self.now);
+        }
+        self.reset_election_deadline();
+    }
+
+    // ----- helpers ------------------------------------------------------------------------------
+
+    fn advance_clock(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn is_leader(&self) -> bool {
+        matches!(self.role, RoleState::Leader(_))
+    }
+
+    /// The leader's state, or the error a caller gets from any other role.
+    fn leader_state(&mut self) -> Result<&mut LeaderState, Error> {
+        let hint = self.leader();
+        match &mut self.role {
+            RoleState::Leader(leader) => Ok(leader),
+            _ => Err(Error::NotLeader { leader_hint: hint }),
+        }
+    }
+
+    fn term_committed(&self) -> bool {
+        self.log.term_at(self.log.committed) == Some(self.term)
+    }
+
+    fn is_voter(&self) -> bool {
+        self.voters.contains(self.config.id)
+    }
+
+    fn other_voters(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        self.voters
+            .ids()
+            .into_iter()
+            .filter(|&id| id != me)
+            .collect()
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    /// A leader's messages depend on nothing unpersisted (duty 1 of [`Actions`]); everything a
+    /// follower or candidate says may promise state it has not written yet (duty 4).
+    fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let msg = Message {
+            from: self.config.id,
+            to,
+            term,
+            body,
+        };
+        if self.is_leader() {
+            self.out.messages.push(msg);
+        } else {
+            self.out.persisted_messages.push(msg);
+        }
+    }
+
+    /// Asserts this node's own invariants (debug builds). What the role types rule out (a
+    /// follower tracking progress or holding reads) needs no check.
+    pub(crate) fn check_invariants(&self) {
+        self.log.check();
+        if let RoleState::Leader(leader) = &self.role {
+            debug_assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
+            for pr in leader.progress.values() {
+                debug_assert!(pr.match_index < pr.next_index, "match < next");
+                debug_assert!(pr.match_index <= self.log.last_index(), "match <= last");
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn log(&self) -> &RaftLog {
+        &self.log
+    }
+}
+
+impl LeaderState {
+    /// When CheckQuorum steps this leader down: one minimum election timeout after the later of
+    /// taking office and the send time of the latest round a majority acknowledged.
+    fn check_quorum_deadline(&self, election_timeout_min_ms: u64) -> Instant {
+        let heard = self
+            .lease
+            .confirmed_sent_at()
+            .map_or(self.took_office_at, |t| t.max(self.took_office_at));
+        heard.plus_ms(election_timeout_min_ms)
+    }
+}
+
+/// A leader's message (duty 1 of [`Actions`]: it promises nothing unpersisted), built from the
+/// fields it needs so that leader code can send while it holds its own state.
+fn leader_message(out: &mut Actions, from: NodeId, term: Term, to: NodeId, body: MessageBody) {
+    out.messages.push(Message {
+        from,
+        to,
+        term,
+        body,
+    });
+}
+
+/// A leader tracks one `Progress` per other voter, starting at `next`.
+fn fresh_progress(peers: Vec<NodeId>, next: LogIndex, window: usize) -> BTreeMap<NodeId, Progress> {
+    peers
+        .into_iter()
+        .map(|peer| (peer, Progress::new(next, window)))
+        .collect()
+}
+
+fn validate_initial_state(state: &InitialState) -> Result<(), Error> {
+    let bad = |why: String| Err(Error::InvalidState(why));
+    if state.voters.is_empty() {
+        return bad("no voters".into());
+    }
+    if state.hard_state.term.0 >= 1 << 62 {
+        return bad(format!("term {} is out of range", state.hard_state.term));
+    }
+    if state.voters.contains(&NodeId(0)) || state.hard_state.vote == Some(NodeId(0)) {
+        return bad("node id 0 is reserved".into());
+    }
+    let mut expected = LogIndex(1);
+    let mut term = Term(0);
+    for entry in &state.entries {
+        if entry.index != expected {
+            return bad(format!(
+                "entry {} where {} was expected",
+                entry.index, expected
+            ));
+        }
+        if entry.term < term || entry.term > state.hard_state.term {
+            return bad(format!(
+                "entry {} has term {}, outside {}..={}",
+                entry.index, entry.term, term, state.hard_state.term
+            ));
+        }
+        term = entry.term;
+        expected = expected.next();
+    }
+    if state.applied > expected.prev() {
+        return bad(format!(
+            "applied index {} beyond the last entry {}",
+            state.applied,
+            expected.prev()
+        ));
+    }
+    Ok(())
+}
