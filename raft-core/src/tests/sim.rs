@@ -24,9 +24,14 @@
 //! After the fault phase the network heals and every node restarts: a leader must be elected
 //! and a proposal committed within a bounded number of steps (liveness).
 //!
+//! A second kind of run, in [`healthy`], keeps the network healthy and checks stability: under
+//! heavy read and write load, no leader change but the transfers it asks for, and each transfer
+//! to a caught-up node completes in time.
+//!
 //! A failure prints the seed and the step, and the command that replays it:
-//! `RAFT_SIM_SEED=<seed>` replays that one run, and `RAFT_SIM_SEEDS=<n>` runs more seeds than
-//! the default.
+//! `RAFT_SIM_SEED=<seed>` runs that one seed (of each kind of run, or of the test named), and
+//! `RAFT_SIM_SEEDS=<n>` runs more seeds than the default: `n` fault runs and `n / 12` healthy
+//! ones.
 
 use super::harness::test_config;
 use crate::rng::SplitMix64;
@@ -37,6 +42,8 @@ use crate::{
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+
+mod healthy;
 
 /// Default number of seeds under `cargo test`.
 const DEFAULT_SEEDS: u64 = 600;
@@ -132,6 +139,8 @@ pub(crate) struct Sim {
     faults: Faults,
     next_read: u64,
     next_proposal: u64,
+    /// Set for a healthy run: steady latency instead of the fault model above.
+    steady: Option<healthy::SteadyNetwork>,
     // --- what the invariants remember ---
     /// The latest leadership transfer each leader began: a refused proposal is checked against it.
     transfers: BTreeMap<NodeId, TransferStart>,
@@ -148,7 +157,7 @@ pub(crate) struct Sim {
 }
 
 /// What a run did, to check that runs exercise something.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Stats {
     pub(crate) elections: u64,
     pub(crate) commits: u64,
@@ -157,6 +166,15 @@ pub(crate) struct Stats {
     pub(crate) crashes: u64,
     pub(crate) transfers: u64,
     pub(crate) truncations: u64,
+    /// Healthy runs: transfers that ended with the target leading.
+    pub(crate) transfers_completed: u64,
+    /// Healthy runs: of those, transfers to a node that was running a pre-vote.
+    pub(crate) transfers_to_pre_voting: u64,
+    /// Healthy runs: abandoned transfers after which another leader had to be elected.
+    pub(crate) transfers_disrupted: u64,
+    /// Healthy runs: the most heartbeat rounds a leader started between sending a round and
+    /// hearing it acknowledged (a maximum, not a sum).
+    pub(crate) max_rounds_in_flight: u64,
 }
 
 impl Stats {
@@ -168,6 +186,10 @@ impl Stats {
         self.crashes += other.crashes;
         self.transfers += other.transfers;
         self.truncations += other.truncations;
+        self.transfers_completed += other.transfers_completed;
+        self.transfers_to_pre_voting += other.transfers_to_pre_voting;
+        self.transfers_disrupted += other.transfers_disrupted;
+        self.max_rounds_in_flight = self.max_rounds_in_flight.max(other.max_rounds_in_flight);
     }
 }
 
@@ -236,6 +258,7 @@ impl Sim {
             faults,
             next_read: 1,
             next_proposal: 1,
+            steady: None,
             transfers: BTreeMap::new(),
             leader_of_term: BTreeMap::new(),
             leader_logs: BTreeMap::new(),
@@ -340,6 +363,10 @@ impl Sim {
     // ----- carrying out actions ----------------------------------------------------------------
 
     fn send(&mut self, msg: Message) {
+        if self.steady.is_some() {
+            self.send_steady(msg);
+            return;
+        }
         if self.percent(self.faults.loss_percent) {
             return;
         }
