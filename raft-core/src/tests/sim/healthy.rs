@@ -11,7 +11,9 @@
 //!   read starts a heartbeat round; a burst in some seeds keeps more than 4,096 rounds in
 //!   flight at once, which is what a leader under heavy ReadIndex load on a slow link sees;
 //! * pre-vote answers have a heavy tail (100–1,500 ms more), so that a grant given in one
-//!   pre-vote round can arrive during a later one, or after the term moved on;
+//!   pre-vote round can arrive during a later one, or after the term moved on; a node with
+//!   such a grant in flight to it is the favourite target of the cut below, which then lasts
+//!   until the grant has arrived;
 //! * the leader hands leadership over at random times, sometimes to a node it first cut off
 //!   (one way, leader to target) until the target ran a pre-vote. A transfer to a caught-up
 //!   voter on a network fast enough for the three hops it needs (TimeoutNow, RequestVote, the
@@ -37,6 +39,8 @@ const SEEDS_DIVISOR: u64 = 12;
 const ESTABLISH_MS: u64 = 5_000;
 /// How long stability is checked once a leader is established.
 const STABLE_MS: u64 = 1_000;
+/// The longest a scripted cut lasts.
+const MAX_CUT_MS: u64 = 1_500;
 /// After an abandoned transfer, how long a TimeoutNow in flight may still start an election.
 const GRACE_MS: u64 = 200;
 /// The lease clock remembers this many rounds; a burst aims past it.
@@ -305,7 +309,13 @@ impl Sim {
 
     fn advance_scenario(&mut self, run: &mut Run) -> Result<(), String> {
         let leader = run.leader;
-        if self.role_of(leader) != Some(Role::Leader) {
+        // Whatever changed since the last check is for the check at the end of this
+        // millisecond to judge, before a transfer could make it look asked for.
+        let changed = self
+            .nodes
+            .values()
+            .any(|n| n.raft.as_ref().is_some_and(|r| r.term() > run.term));
+        if changed || self.role_of(leader) != Some(Role::Leader) {
             return Ok(());
         }
         match run.scenario {
@@ -317,14 +327,19 @@ impl Sim {
                     .filter(|&id| id != leader)
                     .collect();
                 let pre_vote = self.nodes[&leader].config.pre_vote;
-                let kind = self.rng.range(0, if pre_vote { 3 } else { 2 });
-                // A cut target that has a pre-vote grant of its own term in flight is where a
-                // stale grant could count: prefer one.
+                // A follower with a pre-vote grant of its own term in flight to it is where a
+                // stale grant could count if it ran a pre-vote now: cut one off, mostly.
                 let stale: Vec<NodeId> = followers
                     .iter()
                     .copied()
                     .filter(|&id| self.stale_grant_in_flight(id))
                     .collect();
+                // 0: transfer at once; 1: once the target caught up; 2: cut, then transfer.
+                let kind = if pre_vote && !stale.is_empty() && self.percent(70) {
+                    2
+                } else {
+                    self.rng.range(0, if pre_vote { 3 } else { 2 })
+                };
                 let pool = if kind == 2 && !stale.is_empty() {
                     stale
                 } else {
@@ -373,8 +388,11 @@ impl Sim {
             } => {
                 let pre_voting_since_ms = pre_voting_since_ms
                     .or((self.role_of(target) == Some(Role::PreCandidate)).then_some(self.real_ms));
-                let lingered = pre_voting_since_ms.is_some_and(|t| self.real_ms >= t + linger_ms);
-                if lingered || self.real_ms - since_ms > 1_000 {
+                // A grant in flight to the target from an earlier pre-vote must not count in
+                // this one: keep the link down until it has arrived.
+                let lingered = pre_voting_since_ms.is_some_and(|t| self.real_ms >= t + linger_ms)
+                    && !self.stale_grant_in_flight(target);
+                if lingered || self.real_ms - since_ms > MAX_CUT_MS {
                     if let Some(net) = self.steady.as_mut() {
                         net.cut = None;
                     }
