@@ -30,7 +30,7 @@
 //!
 //! A failure prints the seed and the step, and the command that replays it:
 //! `RAFT_SIM_SEED=<seed>` runs that one seed (of each kind of run, or of the test named), and
-//! `RAFT_SIM_SEEDS=<n>` runs more seeds than the default: `n` fault runs and `n / 12` healthy
+//! `RAFT_SIM_SEEDS=<n>` runs more seeds than the default: `n` fault runs and `n / 15` healthy
 //! ones.
 
 use super::harness::test_config;
