@@ -17,11 +17,21 @@
 //!   index at least the highest index committed anywhere when the read was asked (so a lease or
 //!   ReadIndex read never misses a write that completed before it began).
 //!
+//! * a leadership transfer ends or is abandoned a minimum election timeout after it began: a
+//!   leader that refuses a proposal with `TransferInProgress` later than that (plus the drift
+//!   bound) is stuck. Some transfers go to a node that is running a pre-vote.
+//!
 //! After the fault phase the network heals and every node restarts: a leader must be elected
 //! and a proposal committed within a bounded number of steps (liveness).
 //!
-//! A failure prints the seed and the step; `RAFT_SIM_SEED=<seed>` replays that one run, and
-//! `RAFT_SIM_SEEDS=<n>` runs more seeds than the default.
+//! A second kind of run, in [`healthy`], keeps the network healthy and checks stability: under
+//! heavy read and write load, no leader change but the transfers it asks for, and each transfer
+//! to a caught-up node completes in time.
+//!
+//! A failure prints the seed and the step, and the command that replays it:
+//! `RAFT_SIM_SEED=<seed>` runs that one seed (of each kind of run, or of the test named), and
+//! `RAFT_SIM_SEEDS=<n>` runs more seeds than the default: `n` fault runs and `n / 15` healthy
+//! ones.
 
 use super::harness::test_config;
 use crate::rng::SplitMix64;
@@ -32,6 +42,8 @@ use crate::{
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+
+mod healthy;
 
 /// Default number of seeds under `cargo test`.
 const DEFAULT_SEEDS: u64 = 600;
@@ -87,6 +99,15 @@ struct InFlight {
     deliver_at_ms: u64,
 }
 
+/// A leadership transfer as its leader began it.
+#[derive(Clone, Copy, Debug)]
+struct TransferStart {
+    term: Term,
+    target: NodeId,
+    /// On the leader's clock.
+    started_at: Instant,
+}
+
 /// What one seed chose for the network.
 #[derive(Clone, Copy, Debug)]
 struct Faults {
@@ -118,7 +139,11 @@ pub(crate) struct Sim {
     faults: Faults,
     next_read: u64,
     next_proposal: u64,
+    /// Set for a healthy run: steady latency instead of the fault model above.
+    steady: Option<healthy::SteadyNetwork>,
     // --- what the invariants remember ---
+    /// The latest leadership transfer each leader began: a refused proposal is checked against it.
+    transfers: BTreeMap<NodeId, TransferStart>,
     leader_of_term: BTreeMap<Term, NodeId>,
     /// For each node that is leader: its term and log at the previous check.
     leader_logs: BTreeMap<NodeId, (Term, Vec<EntryId>)>,
@@ -132,7 +157,7 @@ pub(crate) struct Sim {
 }
 
 /// What a run did, to check that runs exercise something.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Stats {
     pub(crate) elections: u64,
     pub(crate) commits: u64,
@@ -141,6 +166,15 @@ pub(crate) struct Stats {
     pub(crate) crashes: u64,
     pub(crate) transfers: u64,
     pub(crate) truncations: u64,
+    /// Healthy runs: transfers that ended with the target leading.
+    pub(crate) transfers_completed: u64,
+    /// Healthy runs: of those, transfers to a node that was running a pre-vote.
+    pub(crate) transfers_to_pre_voting: u64,
+    /// Healthy runs: abandoned transfers after which another leader had to be elected.
+    pub(crate) transfers_disrupted: u64,
+    /// Healthy runs: the most heartbeat rounds a leader started between sending a round and
+    /// hearing it acknowledged (a maximum, not a sum).
+    pub(crate) max_rounds_in_flight: u64,
 }
 
 impl Stats {
@@ -152,6 +186,10 @@ impl Stats {
         self.crashes += other.crashes;
         self.transfers += other.transfers;
         self.truncations += other.truncations;
+        self.transfers_completed += other.transfers_completed;
+        self.transfers_to_pre_voting += other.transfers_to_pre_voting;
+        self.transfers_disrupted += other.transfers_disrupted;
+        self.max_rounds_in_flight = self.max_rounds_in_flight.max(other.max_rounds_in_flight);
     }
 }
 
@@ -220,6 +258,8 @@ impl Sim {
             faults,
             next_read: 1,
             next_proposal: 1,
+            steady: None,
+            transfers: BTreeMap::new(),
             leader_of_term: BTreeMap::new(),
             leader_logs: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -323,6 +363,10 @@ impl Sim {
     // ----- carrying out actions ----------------------------------------------------------------
 
     fn send(&mut self, msg: Message) {
+        if self.steady.is_some() {
+            self.send_steady(msg);
+            return;
+        }
         if self.percent(self.faults.loss_percent) {
             return;
         }
@@ -495,6 +539,12 @@ impl Sim {
         if self.blocked.contains(&(msg.from, msg.to)) {
             return Ok(true);
         }
+        self.deliver(msg)?;
+        Ok(true)
+    }
+
+    /// Hands `msg` to its recipient, if it is up, and carries out what follows.
+    fn deliver(&mut self, msg: Message) -> Result<(), String> {
         let to = msg.to;
         let now = self.local_now(to);
         let text = format!("deliver {} -> {} {:?}", msg.from, msg.to, msg.body);
@@ -504,7 +554,7 @@ impl Sim {
                 .map_err(|e| format!("valid message refused: {e}"))?;
             self.drive(to)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn advance_time(&mut self, max_ms: u64) -> Result<(), String> {
@@ -571,7 +621,8 @@ impl Sim {
         } else {
             let payload = format!("s{}-p{}", self.seed, self.next_proposal);
             self.next_proposal += 1;
-            let _ = raft.propose(Bytes::from(payload.into_bytes()));
+            let result = raft.propose(Bytes::from(payload.into_bytes()));
+            self.check_refusal(target, &result)?;
         }
         self.trace(format_args!("client request at {target} kind {read_kind}"));
         self.drive(target)
@@ -671,19 +722,92 @@ impl Sim {
                 if let Some(leader) = self.leader() {
                     let others: Vec<NodeId> =
                         ids.iter().copied().filter(|&i| i != leader).collect();
-                    if let Some(to) = self.pick(&others) {
-                        let now = self.local_now(leader);
-                        let raft = self.nodes.get_mut(&leader).unwrap().raft.as_mut().unwrap();
-                        if raft.transfer_leadership(now, to).is_ok() {
+                    // Half the time, to a node running a pre-vote if there is one: it has not
+                    // heard from this leader for an election timeout, and must still take over.
+                    let pre_voting: Vec<NodeId> = others
+                        .iter()
+                        .copied()
+                        .filter(|id| {
+                            self.nodes[id]
+                                .raft
+                                .as_ref()
+                                .is_some_and(|r| r.role() == Role::PreCandidate)
+                        })
+                        .collect();
+                    let pool = if !pre_voting.is_empty() && self.percent(50) {
+                        pre_voting
+                    } else {
+                        others
+                    };
+                    if let Some(to) = self.pick(&pool) {
+                        if self.transfer(leader, to)? {
                             self.stats.transfers += 1;
                         }
-                        self.trace(format_args!("transfer {leader} -> {to}"));
-                        self.drive(leader)?;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Asks `leader` to hand leadership to `to` and remembers when the transfer began, on the
+    /// leader's clock. Returns whether the leader accepted.
+    fn transfer(&mut self, leader: NodeId, to: NodeId) -> Result<bool, String> {
+        let now = self.local_now(leader);
+        let timeout_ms = self.nodes[&leader].config.election_timeout_min_ms;
+        let Some(raft) = self.nodes.get_mut(&leader).and_then(|n| n.raft.as_mut()) else {
+            return Ok(false);
+        };
+        let term = raft.term();
+        let accepted = raft.transfer_leadership(now, to).is_ok();
+        if accepted {
+            // A second request for the same target leaves the running transfer (and its
+            // deadline) alone; one for another target, or after the deadline, starts anew.
+            let running = self.transfers.get(&leader).is_some_and(|t| {
+                t.term == term && t.target == to && now < t.started_at.plus_ms(timeout_ms)
+            });
+            if !running {
+                self.transfers.insert(
+                    leader,
+                    TransferStart {
+                        term,
+                        target: to,
+                        started_at: now,
+                    },
+                );
+            }
+        }
+        self.trace(format_args!("transfer {leader} -> {to}: {accepted}"));
+        self.drive(leader)?;
+        Ok(accepted)
+    }
+
+    /// A leader refuses proposals while it hands leadership over, but a transfer ends or is
+    /// abandoned a minimum election timeout after it began (dissertation §3.10): a refusal any
+    /// later means the leader is stuck. The margin covers clock drift and tick rounding.
+    fn check_refusal(
+        &self,
+        leader: NodeId,
+        result: &Result<EntryId, crate::Error>,
+    ) -> Result<(), String> {
+        if !matches!(result, Err(crate::Error::TransferInProgress)) {
+            return Ok(());
+        }
+        let node = &self.nodes[&leader];
+        let term = node.raft.as_ref().map_or(Term(0), |r| r.term());
+        let now = self.local_now(leader);
+        let limit_ms = node.config.election_timeout_min_ms + node.config.clock_drift_bound_ms;
+        match self.transfers.get(&leader) {
+            Some(t) if t.term == term && now.ms_since(t.started_at) <= limit_ms => Ok(()),
+            Some(t) if t.term == term => Err(format!(
+                "transfer outlived its timeout: {leader} refused a proposal with TransferInProgress {} ms after it began handing {term} to {} (the limit is {limit_ms} ms)",
+                now.ms_since(t.started_at),
+                t.target
+            )),
+            _ => Err(format!(
+                "{leader} refused a proposal with TransferInProgress in term {term}, but began no transfer in that term"
+            )),
+        }
     }
 
     /// Cuts the link between the leader and one other node, both ways, leaving every other link
@@ -948,6 +1072,7 @@ impl Sim {
                     if std::env::var_os("RAFT_SIM_TRACE").is_some() {
                         eprintln!("liveness propose: {result:?}");
                     }
+                    self.check_refusal(leader, &result)?;
                     if let Ok(entry) = result {
                         proposal = Some((leader, entry));
                     }
@@ -967,7 +1092,9 @@ impl Sim {
         self.check_liveness()
     }
 
-    pub(crate) fn describe_failure(&self, error: &str) -> String {
+    /// The failure report: seed, step, every node, and the command that replays the run
+    /// (`test` names the test function that runs it).
+    pub(crate) fn describe_failure(&self, error: &str, test: &str) -> String {
         let mut nodes = String::new();
         for (id, node) in &self.nodes {
             match &node.raft {
@@ -990,22 +1117,33 @@ impl Sim {
             }
         }
         format!(
-            "simulation failed: seed {} at step {} ({} ms): {error}{nodes}\n  replay: RAFT_SIM_SEED={} cargo test -p raft-core sim -- --nocapture  (RAFT_SIM_TRACE=1 prints every event)",
+            "simulation failed: seed {} at step {} ({} ms): {error}{nodes}\n  replay: RAFT_SIM_SEED={} cargo test -p raft-core {test} -- --nocapture  (RAFT_SIM_TRACE=1 prints every event)",
             self.seed, self.step, self.real_ms, self.seed
         )
     }
 }
 
+/// The test function that runs the fault-phase simulation, for replay commands.
+const FAULT_TEST: &str = "simulated_clusters_keep_every_invariant";
+
 /// Runs one seed; returns the failure description if it fails (including a panic inside).
 pub(crate) fn run_seed(seed: u64, steps: u64) -> Result<(u64, Stats), String> {
-    let outcome = std::panic::catch_unwind(|| {
+    catch_panic(seed, FAULT_TEST, || {
         let mut sim = Sim::new(seed);
         match sim.run(steps) {
             Ok(()) => Ok((sim.trace_hash, sim.stats)),
-            Err(e) => Err(sim.describe_failure(&e)),
+            Err(e) => Err(sim.describe_failure(&e, FAULT_TEST)),
         }
-    });
-    match outcome {
+    })
+}
+
+/// Runs `run`, turning a panic inside it into a failure description with the replay command.
+fn catch_panic(
+    seed: u64,
+    test: &str,
+    run: impl FnOnce() -> Result<(u64, Stats), String> + std::panic::UnwindSafe,
+) -> Result<(u64, Stats), String> {
+    match std::panic::catch_unwind(run) {
         Ok(result) => result,
         Err(panic) => {
             let text = panic
@@ -1014,7 +1152,7 @@ pub(crate) fn run_seed(seed: u64, steps: u64) -> Result<(u64, Stats), String> {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
             Err(format!(
-                "simulation panicked: seed {seed}: {text}\n  replay: RAFT_SIM_SEED={seed} cargo test -p raft-core sim -- --nocapture"
+                "simulation panicked: seed {seed}: {text}\n  replay: RAFT_SIM_SEED={seed} cargo test -p raft-core {test} -- --nocapture"
             ))
         }
     }
@@ -1025,8 +1163,13 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// Runs `seeds` seeds starting at `first` on every core; returns failures and summed stats.
-fn run_many(first: u64, seeds: u64, steps: u64) -> (Vec<String>, Stats) {
+fn run_many(
+    first: u64,
+    seeds: u64,
+    run: impl Fn(u64) -> Result<(u64, Stats), String> + Sync,
+) -> (Vec<String>, Stats) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let run = &run;
     let results: Vec<(Vec<String>, Stats)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -1035,7 +1178,7 @@ fn run_many(first: u64, seeds: u64, steps: u64) -> (Vec<String>, Stats) {
                     let mut total = Stats::default();
                     let mut seed = first + w;
                     while seed < first + seeds {
-                        match run_seed(seed, steps) {
+                        match run(seed) {
                             Ok((_, s)) => total.add(&s),
                             Err(e) => failures.push(e),
                         }
@@ -1057,24 +1200,11 @@ fn run_many(first: u64, seeds: u64, steps: u64) -> (Vec<String>, Stats) {
     (failures, stats)
 }
 
-#[test]
-fn simulated_clusters_keep_every_invariant() {
-    let steps = env_u64("RAFT_SIM_STEPS").unwrap_or(FAULT_STEPS);
-    if let Some(seed) = env_u64("RAFT_SIM_SEED") {
-        match run_seed(seed, steps) {
-            Ok((hash, stats)) => eprintln!("seed {seed}: ok, trace hash {hash:016x}, {stats:?}"),
-            Err(e) => panic!("{e}"),
-        }
-        return;
+/// Lists every failing seed, one line each, and panics with the first few in full.
+fn report(failures: &[String], seeds: u64) {
+    for failure in failures {
+        eprintln!("{}", failure.lines().next().unwrap_or_default());
     }
-    let seeds = env_u64("RAFT_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    let started = std::time::Instant::now();
-    let (failures, stats) = run_many(0, seeds, steps);
-    eprintln!(
-        "simulated {seeds} seeds x {steps} steps in {:.1?}: {} failures; {stats:?}",
-        started.elapsed(),
-        failures.len()
-    );
     if !failures.is_empty() {
         panic!(
             "{} of {seeds} seeds failed; first ones:\n{}",
@@ -1087,6 +1217,27 @@ fn simulated_clusters_keep_every_invariant() {
                 .join("\n")
         );
     }
+}
+
+#[test]
+fn simulated_clusters_keep_every_invariant() {
+    let steps = env_u64("RAFT_SIM_STEPS").unwrap_or(FAULT_STEPS);
+    if let Some(seed) = env_u64("RAFT_SIM_SEED") {
+        match run_seed(seed, steps) {
+            Ok((hash, stats)) => eprintln!("seed {seed}: ok, trace hash {hash:016x}, {stats:?}"),
+            Err(e) => panic!("{e}"),
+        }
+        return;
+    }
+    let seeds = env_u64("RAFT_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let started = std::time::Instant::now();
+    let (failures, stats) = run_many(0, seeds, |seed| run_seed(seed, steps));
+    eprintln!(
+        "simulated {seeds} seeds x {steps} steps in {:.1?}: {} failures; {stats:?}",
+        started.elapsed(),
+        failures.len()
+    );
+    report(&failures, seeds);
     // The runs must exercise what they claim to check.
     assert!(stats.elections >= seeds, "too few elections: {stats:?}");
     assert!(
