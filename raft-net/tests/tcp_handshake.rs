@@ -72,10 +72,19 @@ async fn a_wrong_magic_version_cluster_or_node_id_is_refused_without_a_reply() {
     let cases = [
         ("magic", hello_bytes(b"HTTP", 1, CLUSTER, 2)),
         ("version", hello_bytes(b"RAFT", 99, CLUSTER, 2)),
-        ("cluster", hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER + 1, 2)),
-        ("unknown node", hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 9)),
+        (
+            "cluster",
+            hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER + 1, 2),
+        ),
+        (
+            "unknown node",
+            hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 9),
+        ),
         ("own id", hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 1)),
-        ("reserved id", hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 0)),
+        (
+            "reserved id",
+            hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 0),
+        ),
     ];
     for (refused, (name, hello)) in cases.into_iter().enumerate() {
         let mut stream = TcpStream::connect(node1.transport.local_addr())

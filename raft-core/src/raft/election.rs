@@ -81,11 +81,7 @@ impl Raft {
     fn become_leader(&mut self) {
         let by_transfer = self.elected_by_transfer();
         let next = self.log.last_index().next();
-        let progress = fresh_progress(
-            self.other_voters(),
-            next,
-            self.config.max_inflight_appends,
-        );
+        let progress = fresh_progress(self.other_voters(), next, self.config.max_inflight_appends);
         // §5.4.2 / dissertation §6.4: a blank entry of the new term; once it commits, so has
         // everything before it, and reads may be served.
         self.log.push(Entry {

@@ -522,9 +522,12 @@ impl Raft {
         let previous = std::mem::replace(&mut self.role, RoleState::follower(leader));
         if let RoleState::Leader(mut was_leading) = previous {
             for id in was_leading.reads.drain() {
-                self.out
-                    .reads
-                    .push((id, Err(Error::NotLeader { leader_hint: leader })));
+                self.out.reads.push((
+                    id,
+                    Err(Error::NotLeader {
+                        leader_hint: leader,
+                    }),
+                ));
             }
         }
         if leader.is_some() {

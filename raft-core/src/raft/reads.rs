@@ -63,8 +63,7 @@ impl Raft {
     pub fn lease_holds(&self) -> bool {
         match &self.role {
             RoleState::Leader(leader) => {
-                self.term_committed()
-                    && leader.lease.holds(self.now, self.config.lease_duration_ms)
+                self.term_committed() && leader.lease.holds(self.now, self.config.lease_duration_ms)
             }
             _ => false,
         }
@@ -191,7 +190,11 @@ impl Raft {
             index: freshness.commit,
             as_of,
         };
-        if self.freshness.back().is_some_and(|last| last.as_of >= as_of) {
+        if self
+            .freshness
+            .back()
+            .is_some_and(|last| last.as_of >= as_of)
+        {
             return;
         }
         // A newer statement with an index no higher makes the older ones useless.

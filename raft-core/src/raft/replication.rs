@@ -329,4 +329,3 @@ fn first_peer(role: &RoleState, after: Option<NodeId>) -> Option<NodeId> {
             .map(|(&id, _)| id),
     }
 }
-

@@ -423,11 +423,14 @@ impl Sim {
             net.queue.values().any(|m| {
                 m.to == id
                     && m.term == term
-                    && m.body
-                        == MessageBody::RequestVoteResponse {
+                    && matches!(
+                        m.body,
+                        MessageBody::RequestVoteResponse {
                             pre_vote: true,
                             granted: true,
+                            ..
                         }
+                    )
             })
         })
     }
@@ -549,7 +552,7 @@ impl Sim {
         let leader = self.nodes[&run.leader].raft.as_ref();
         match leader {
             Some(raft) if raft.role() == Role::Leader => {
-                run.leader_contact = raft.leader_contact().or(run.leader_contact);
+                run.leader_contact = raft.fresh_commit().map(|f| f.as_of).or(run.leader_contact);
             }
             _ => {
                 let now = self.local_now(run.leader);
