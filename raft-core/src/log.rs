@@ -186,7 +186,9 @@ impl RaftLog {
     }
 
     /// The driver made everything up to `id` durable. Ignored when the entry at that index has
-    /// since been replaced (the write it acknowledges is obsolete).
+    /// since been replaced: a driver whose writes complete in the background (duty 2 allows
+    /// it) may report a write that a later batch has already overwritten, and that report
+    /// says nothing about the entries now at those indexes.
     pub(crate) fn persisted_to(&mut self, id: EntryId) {
         if id.index > self.persisted && self.matches(id) {
             self.persisted = id.index;
@@ -194,7 +196,16 @@ impl RaftLog {
     }
 
     /// Raises the commit index to `index` (never lowers it). Returns whether it moved.
+    ///
+    /// `index` never passes the last entry: the leader counts only entries it holds, and a
+    /// follower caps what a message says at the entries it knows match the leader's (the
+    /// message handlers check it where the message enters). Release builds still cap it.
     pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {
+        debug_assert!(
+            index <= self.last_index(),
+            "commit {index} beyond the last entry {}",
+            self.last_index()
+        );
         let index = index.min(self.last_index());
         if index > self.committed {
             self.committed = index;
@@ -218,7 +229,15 @@ impl RaftLog {
         Some(range)
     }
 
+    /// The driver applied up to `index`. It reports only what [`RaftLog::take_committed`]
+    /// handed out (duty 5 of [`crate::Actions`]); a report beyond that is a driver bug, caught
+    /// in debug builds and capped in release builds.
     pub(crate) fn applied_to(&mut self, index: LogIndex) {
+        debug_assert!(
+            index <= self.applying,
+            "applied {index} beyond what was handed out ({})",
+            self.applying
+        );
         if index > self.applied {
             self.applied = index.min(self.applying);
         }

@@ -55,7 +55,10 @@ impl Raft {
             } => {
                 self.heard_from_leader(msg.from);
                 // The leader sends at most our match index, so those entries are the leader's.
-                self.log.commit_to(commit);
+                // One beyond our last entry breaks that promise: commit nothing on its word.
+                if commit <= self.log.last_index() {
+                    self.log.commit_to(commit);
+                }
                 if let Some(freshness) = freshness {
                     self.record_freshness(freshness);
                 }

@@ -327,3 +327,45 @@ fn a_follower_vouches_only_for_entries_it_holds() {
     assert!(fresh.index >= written.index);
     assert!(net.now.ms_since(fresh.as_of) <= 30);
 }
+
+/// A heartbeat's commit index is at most the follower's match index. One beyond the
+/// follower's last entry breaks that promise, and the follower commits nothing on its word
+/// (rather than commit entries it cannot know are the leader's).
+#[test]
+fn a_heartbeat_commit_beyond_the_last_entry_commits_nothing() {
+    let mut node = follower(2, 1);
+    let now = Instant(10);
+    node.step(
+        now,
+        msg(
+            1,
+            2,
+            1,
+            MessageBody::AppendEntries {
+                prev_log: crate::EntryId {
+                    term: Term(0),
+                    index: LogIndex(0),
+                },
+                entries: entries_with_terms(&[1, 1]),
+                leader_commit: LogIndex(0),
+                round: 1,
+            },
+        ),
+    )
+    .unwrap();
+    assert_eq!(node.last_log_id().index, LogIndex(2));
+    let beyond = MessageBody::Heartbeat {
+        commit: LogIndex(5),
+        round: 2,
+        freshness: None,
+    };
+    node.step(now, msg(1, 2, 1, beyond)).unwrap();
+    assert_eq!(node.commit_index(), LogIndex(0));
+    let within = MessageBody::Heartbeat {
+        commit: LogIndex(2),
+        round: 3,
+        freshness: None,
+    };
+    node.step(now, msg(1, 2, 1, within)).unwrap();
+    assert_eq!(node.commit_index(), LogIndex(2));
+}
