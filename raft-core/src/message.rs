@@ -62,6 +62,8 @@ pub enum MessageBody {
     AppendEntriesResponse {
         /// The heartbeat round echoed back.
         round: u64,
+        /// The answering node's session (see [`MessageBody::HeartbeatResponse`]).
+        session: u64,
         /// Whether the entries were stored.
         outcome: AppendOutcome,
     },
@@ -80,6 +82,10 @@ pub enum MessageBody {
     HeartbeatResponse {
         /// The round echoed back.
         round: u64,
+        /// A random number the answering node drew when it started: a node that restarts
+        /// answers rounds its previous run answered too, and the leader's statements about
+        /// those answers ([`Freshness`]) must not be mistaken for statements about its own.
+        session: u64,
     },
     /// The leader asks the recipient to start an election now (dissertation §3.10).
     TimeoutNow,
@@ -99,6 +105,9 @@ pub struct Freshness {
     /// The latest heartbeat round of this term the follower has answered, as far as the leader
     /// has heard.
     pub answered_round: u64,
+    /// The session of the answer to that round (a follower that restarted ignores statements
+    /// about its previous run's answers).
+    pub session: u64,
     /// The leader's commit index when it sent this.
     pub commit: LogIndex,
 }

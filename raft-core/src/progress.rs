@@ -80,6 +80,8 @@ pub(crate) struct Progress {
     pub(crate) inflights: Inflights,
     /// The latest heartbeat round this follower acknowledged in this term.
     pub(crate) acked_round: u64,
+    /// The session of the follower's answer that first reported `acked_round`.
+    pub(crate) acked_session: u64,
     /// The commit index most recently sent to it, so an advance is sent once.
     pub(crate) sent_commit: LogIndex,
     /// When the leader last heard any answer from it (replication-lag monitoring).
@@ -95,6 +97,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(window),
             acked_round: 0,
+            acked_session: 0,
             sent_commit: LogIndex(0),
             last_ack_at: None,
         }
@@ -120,6 +123,16 @@ impl Progress {
         self.probe_sent = false;
         self.inflights.reset();
         self.next_index = self.match_index.next();
+    }
+
+    /// The follower answered `round` in `session` at `now`. The first answer to report a
+    /// higher round sets the session that round is credited to.
+    pub(crate) fn acked(&mut self, round: u64, session: u64, now: crate::Instant) {
+        if round > self.acked_round {
+            self.acked_round = round;
+            self.acked_session = session;
+        }
+        self.last_ack_at = Some(now);
     }
 
     /// Records that the follower holds everything up to `index`. Returns whether that was news.

@@ -187,9 +187,7 @@ pub enum Error {
     /// A bounded-staleness read found that this node cannot vouch for data that recent: its
     /// leader's word is older than the bound, or it lacks entries its leader committed. Read
     /// from the leader instead.
-    #[error(
-        "this node has not heard from a leader within the staleness bound (leader: {leader_hint:?})"
-    )]
+    #[error("this node cannot vouch for data within the staleness bound (leader: {leader_hint:?})")]
     TooStale {
         /// The leader as far as this node knows.
         leader_hint: Option<NodeId>,
@@ -262,7 +260,10 @@ pub struct NodeConfig {
     pub min_in_sync: usize,
     /// The largest encoded command accepted, in bytes.
     pub max_command_bytes: usize,
-    /// Seeds the protocol's election-timeout randomness (mixed with the node id).
+    /// Seeds the protocol's randomness (mixed with the node id): election timeouts, and the
+    /// numbers that tell this run's answers and campaigns from those of the node's previous
+    /// runs (see [`crate::Freshness`]). [`NodeConfig::new`] draws it at random; set a fixed
+    /// value only for reproducible tests, and then a different one for each restart.
     pub seed: u64,
     /// How many leadership changes [`Status::failovers`] keeps.
     pub failover_history: usize,
@@ -278,7 +279,7 @@ impl NodeConfig {
             max_replication_lag: Duration::from_secs(1),
             min_in_sync: 1,
             max_command_bytes: 4 << 20,
-            seed: 0,
+            seed: random_seed(),
             failover_history: 64,
         }
     }
@@ -627,6 +628,15 @@ impl<SM: StateMachine> NodeHandle<SM> {
         permit.send(request.with_timeout(left));
         Ok(())
     }
+}
+
+/// A seed that differs between runs of a process (and between calls), from the standard
+/// library's randomly keyed hasher: no dependency, no clock read.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// Encodes a command for the log: into a buffer reused by the thread, then copied once into

@@ -19,7 +19,7 @@ impl Raft {
 
     /// Dissertation §9.6: ask first whether an election could be won, without touching the term.
     fn become_pre_candidate(&mut self) {
-        self.campaign += 1;
+        self.campaign = self.campaign.wrapping_add(1);
         let votes = BTreeMap::from([(self.config.id, true)]);
         let won = self.voters.vote_result(&votes) == VoteResult::Won;
         self.role = RoleState::PreCandidate(Campaign {
@@ -37,7 +37,7 @@ impl Raft {
     /// §5.2: increment the term, vote for itself, ask every other voter. `transfer`: the
     /// election was asked for by the leader (TimeoutNow), which lets it past stickiness.
     pub(super) fn become_candidate(&mut self, transfer: bool) {
-        self.campaign += 1;
+        self.campaign = self.campaign.wrapping_add(1);
         self.term = self.term.next();
         self.vote = Some(self.config.id);
         self.hard_state_changed = true;

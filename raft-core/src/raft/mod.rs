@@ -96,10 +96,6 @@ enum RoleState {
     Follower {
         /// The leader of the current term, once known.
         leader: Option<NodeId>,
-        /// The first time this follower answered each recent heartbeat round of `leader`,
-        /// oldest first (rounds increase); each leader numbers its own rounds, so a new leader
-        /// starts a new list. Used for bounded-staleness reads (see `reads`).
-        answered_rounds: VecDeque<(u64, Instant)>,
     },
     PreCandidate(Campaign),
     Candidate(Campaign),
@@ -108,10 +104,7 @@ enum RoleState {
 
 impl RoleState {
     fn follower(leader: Option<NodeId>) -> RoleState {
-        RoleState::Follower {
-            leader,
-            answered_rounds: VecDeque::new(),
-        }
+        RoleState::Follower { leader }
     }
 }
 
@@ -168,9 +161,19 @@ pub struct Raft {
     /// A restarting node sets it to its start time: it may have acknowledged a lease before the
     /// crash and cannot remember.
     leader_heard_at: Option<Instant>,
-    /// Campaigns (pre-vote rounds and elections) started by this incarnation; vote requests
-    /// carry it and answers echo it, so an answer to an earlier campaign is never counted.
+    /// Counts the campaigns (pre-vote rounds and elections) this node started, from a random
+    /// start drawn when it started; vote requests carry it and answers echo it, so an answer to
+    /// an earlier campaign, even one of a previous run, is never counted.
     campaign: u64,
+    /// A random number drawn when this node started, carried by its answers to the leader's
+    /// rounds (see [`crate::Freshness`]).
+    session: u64,
+    /// The first time this node answered each recent heartbeat round of `answered_term`'s
+    /// leader, oldest first (rounds and times increase). Kept through changes of role within
+    /// the term, since the leader may have heard any of these answers; a new term has a new
+    /// leader, which numbers its own rounds. Used for bounded-staleness reads (see `reads`).
+    answered_rounds: VecDeque<(u64, Instant)>,
+    answered_term: Term,
     /// What leaders said of their commit index, as `FreshCommit`s with `as_of` and `index` both
     /// increasing; the newest one whose index this node has committed is the freshness of its
     /// data while it follows (bounded-staleness reads).
@@ -195,17 +198,23 @@ impl Raft {
     ) -> Result<Raft, Error> {
         config.validate()?;
         validate_initial_state(&state)?;
+        let mut rng = SplitMix64::new(seed ^ config.id.0.rotate_left(32));
+        let campaign = rng.next_u64() >> 1;
+        let session = rng.next_u64();
         let mut raft = Raft {
             voters: JointConfig::simple(state.voters),
             term: state.hard_state.term,
             vote: state.hard_state.vote,
             role: RoleState::follower(None),
             log: RaftLog::restore(state.entries, state.applied),
-            rng: SplitMix64::new(seed ^ config.id.0.rotate_left(32)),
+            rng,
             now,
             election_deadline: now,
             leader_heard_at: Some(now),
-            campaign: 0,
+            campaign,
+            session,
+            answered_rounds: VecDeque::new(),
+            answered_term: Term(0),
             freshness: VecDeque::new(),
             hard_state_changed: false,
             out: Actions::default(),
@@ -317,7 +326,11 @@ impl Raft {
             // sticky and ignore this node's vote requests, so without this reply a node whose
             // term ran ahead (say, after a partition) could never rejoin (dissertation §9.6).
             MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
-                self.send(msg.from, MessageBody::HeartbeatResponse { round: 0 });
+                let session = self.session;
+                self.send(
+                    msg.from,
+                    MessageBody::HeartbeatResponse { round: 0, session },
+                );
             }
             MessageBody::RequestVote {
                 pre_vote, campaign, ..
@@ -603,6 +616,12 @@ impl Raft {
                 debug_assert!(pr.match_index <= self.log.last_index(), "match <= last");
             }
         }
+    }
+
+    /// The number of the campaign this node is running (or ran last).
+    #[cfg(test)]
+    pub(crate) fn campaign(&self) -> u64 {
+        self.campaign
     }
 
     #[cfg(test)]

@@ -148,12 +148,12 @@ impl Raft {
     /// now; a later answer to the same round may be the one the leader hears first, so only the
     /// first counts).
     pub(super) fn answered_round(&mut self, round: u64) {
-        let RoleState::Follower {
-            answered_rounds, ..
-        } = &mut self.role
-        else {
-            return;
-        };
+        if self.answered_term != self.term {
+            // Another leader, with rounds of its own.
+            self.answered_rounds.clear();
+            self.answered_term = self.term;
+        }
+        let answered_rounds = &mut self.answered_rounds;
         if round == 0 || answered_rounds.back().is_some_and(|&(r, _)| r >= round) {
             return;
         }
@@ -165,12 +165,11 @@ impl Raft {
 
     /// The leader vouched for its commit index as of this follower's answer to a round.
     pub(super) fn record_freshness(&mut self, freshness: Freshness) {
-        let RoleState::Follower {
-            answered_rounds, ..
-        } = &mut self.role
-        else {
+        if freshness.session != self.session || self.answered_term != self.term {
+            // About an answer of this node's previous run, or of another term's rounds.
             return;
-        };
+        }
+        let answered_rounds = &mut self.answered_rounds;
         // The first answer to the named round, or to an earlier one (sent no later): the
         // leader's commit index covers every write acknowledged before it.
         let Some(&(_, as_of)) = answered_rounds

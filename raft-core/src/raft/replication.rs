@@ -42,9 +42,14 @@ impl Raft {
                 let outcome = self.handle_append(prev_log, entries, leader_commit);
                 if let Some(outcome) = outcome {
                     self.answered_round(round);
+                    let session = self.session;
                     self.send(
                         msg.from,
-                        MessageBody::AppendEntriesResponse { round, outcome },
+                        MessageBody::AppendEntriesResponse {
+                            round,
+                            session,
+                            outcome,
+                        },
                     );
                 }
             }
@@ -63,7 +68,8 @@ impl Raft {
                     self.record_freshness(freshness);
                 }
                 self.answered_round(round);
-                self.send(msg.from, MessageBody::HeartbeatResponse { round });
+                let session = self.session;
+                self.send(msg.from, MessageBody::HeartbeatResponse { round, session });
             }
             // Dissertation §3.10: campaign at once, skipping the pre-vote.
             MessageBody::TimeoutNow if self.is_voter() => self.become_candidate(true),
@@ -72,15 +78,7 @@ impl Raft {
     }
 
     fn heard_from_leader(&mut self, from: NodeId) {
-        if let RoleState::Follower {
-            leader,
-            answered_rounds,
-        } = &mut self.role
-        {
-            if *leader != Some(from) {
-                // Rounds are numbered by each leader: another leader's mean nothing here.
-                answered_rounds.clear();
-            }
+        if let RoleState::Follower { leader } = &mut self.role {
             *leader = Some(from);
         }
         self.leader_heard_at = Some(self.now);
@@ -115,10 +113,14 @@ impl Raft {
 
     pub(super) fn step_leader(&mut self, msg: Message) {
         match msg.body {
-            MessageBody::AppendEntriesResponse { round, outcome } => {
-                self.handle_append_response(msg.from, round, outcome);
+            MessageBody::AppendEntriesResponse {
+                round,
+                session,
+                outcome,
+            } => {
+                self.handle_append_response(msg.from, round, session, outcome);
             }
-            MessageBody::HeartbeatResponse { round } => {
+            MessageBody::HeartbeatResponse { round, session } => {
                 let now = self.now;
                 let last = self.log.last_index();
                 let RoleState::Leader(leader) = &mut self.role else {
@@ -127,8 +129,7 @@ impl Raft {
                 let Some(pr) = leader.progress.get_mut(&msg.from) else {
                     return;
                 };
-                pr.acked_round = pr.acked_round.max(round);
-                pr.last_ack_at = Some(now);
+                pr.acked(round, session, now);
                 pr.probe_sent = false;
                 if pr.state == ReplicationState::Replicate && pr.inflights.full() {
                     // The follower is alive but some acknowledgement went missing.
@@ -147,7 +148,13 @@ impl Raft {
         }
     }
 
-    fn handle_append_response(&mut self, from: NodeId, round: u64, outcome: AppendOutcome) {
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        round: u64,
+        session: u64,
+        outcome: AppendOutcome,
+    ) {
         let last = self.log.last_index();
         let now = self.now;
         let next_from_hint = match outcome {
@@ -160,8 +167,7 @@ impl Raft {
         let Some(pr) = leader.progress.get_mut(&from) else {
             return;
         };
-        pr.acked_round = pr.acked_round.max(round);
-        pr.last_ack_at = Some(now);
+        pr.acked(round, session, now);
         match outcome {
             AppendOutcome::Success { match_index } => {
                 if match_index > last {
@@ -305,6 +311,7 @@ impl Raft {
         for (&peer, pr) in &leader.progress {
             let freshness = (vouch && pr.acked_round > 0).then_some(Freshness {
                 answered_round: pr.acked_round,
+                session: pr.acked_session,
                 commit: committed,
             });
             let body = MessageBody::Heartbeat {

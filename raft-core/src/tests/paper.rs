@@ -75,7 +75,7 @@ fn vote_request(from: u64, to: u64, term: u64, last_log: EntryId, pre_vote: bool
     )
 }
 
-fn vote_answer(from: u64, to: u64, term: u64, granted: bool) -> Message {
+fn vote_answer(from: u64, to: u64, term: u64, granted: bool, campaign: u64) -> Message {
     msg(
         from,
         to,
@@ -83,7 +83,7 @@ fn vote_answer(from: u64, to: u64, term: u64, granted: bool) -> Message {
         MessageBody::RequestVoteResponse {
             pre_vote: false,
             granted,
-            campaign: 1,
+            campaign,
         },
     )
 }
@@ -321,6 +321,7 @@ fn higher_term_in_any_message_makes_any_role_adopt_it_and_follow() {
             "append answer",
             MessageBody::AppendEntriesResponse {
                 round: 1,
+                session: 0,
                 outcome: AppendOutcome::Success {
                     match_index: LogIndex(0),
                 },
@@ -329,7 +330,10 @@ fn higher_term_in_any_message_makes_any_role_adopt_it_and_follow() {
         ),
         (
             "heartbeat answer",
-            MessageBody::HeartbeatResponse { round: 1 },
+            MessageBody::HeartbeatResponse {
+                round: 1,
+                session: 0,
+            },
             false,
         ),
         (
@@ -408,15 +412,16 @@ fn stale_term_message_is_rejected_and_answered_with_the_newer_term() {
     candidate.tick(LATER);
     assert_eq!(candidate.role(), Role::Candidate);
     assert_eq!(candidate.term(), Term(2));
+    let campaign = candidate.campaign();
     for voter in 2..=5 {
         candidate
-            .step(LATER, vote_answer(voter, 1, 1, true))
+            .step(LATER, vote_answer(voter, 1, 1, true, campaign))
             .unwrap();
     }
     assert_eq!(candidate.role(), Role::Candidate, "stale grants ignored");
     for voter in 2..=3 {
         candidate
-            .step(LATER, vote_answer(voter, 1, 2, true))
+            .step(LATER, vote_answer(voter, 1, 2, true, campaign))
             .unwrap();
     }
     assert_eq!(candidate.role(), Role::Leader, "current grants count");
@@ -485,7 +490,7 @@ fn election_timeout_makes_follower_a_candidate_that_votes_for_itself() {
                 pre_vote: false,
                 last_log: eid(0, 0),
                 transfer: false,
-                campaign: 1,
+                campaign: raft.campaign(),
             }
         );
         to.push(m.to.0);
@@ -514,7 +519,7 @@ fn election_timeout_with_pre_vote_starts_a_pre_vote_without_changing_term() {
                 pre_vote: true,
                 last_log: eid(4, 2),
                 transfer: false,
-                campaign: 1,
+                campaign: raft.campaign(),
             }
         );
     }
@@ -676,7 +681,7 @@ fn vote_is_persisted_before_the_answer_is_sent() {
     );
     assert_eq!(
         actions.persisted_messages,
-        vec![vote_answer(2, 1, 1, true)],
+        vec![vote_answer(2, 1, 1, true, 1)],
         "the grant goes out after the write"
     );
 }
@@ -737,7 +742,9 @@ fn new_leader_appends_a_blank_entry_and_sends_it_to_every_follower() {
         raft.tick(LATER);
         let _ = raft.take_actions();
         let new_term = term + 1;
-        raft.step(LATER, vote_answer(2, 1, new_term, true)).unwrap();
+        let campaign = raft.campaign();
+        raft.step(LATER, vote_answer(2, 1, new_term, true, campaign))
+            .unwrap();
         assert_eq!(raft.role(), Role::Leader);
         let actions = raft.take_actions();
         let blank = Entry {
@@ -815,7 +822,9 @@ fn leader_counts_itself_only_after_its_entries_are_persisted() {
         let mut raft = node_with(1, 3, hs(0, None), &[], no_pre_vote);
         raft.tick(LATER);
         let _ = raft.take_actions();
-        raft.step(LATER, vote_answer(2, 1, 1, true)).unwrap();
+        let campaign = raft.campaign();
+        raft.step(LATER, vote_answer(2, 1, 1, true, campaign))
+            .unwrap();
         assert_eq!(raft.role(), Role::Leader);
         let actions = raft.take_actions();
         assert_eq!(actions.entries.len(), 1);
@@ -828,6 +837,7 @@ fn leader_counts_itself_only_after_its_entries_are_persisted() {
             1,
             MessageBody::AppendEntriesResponse {
                 round: 1,
+                session: 0,
                 outcome: AppendOutcome::Success {
                     match_index: LogIndex(1),
                 },
@@ -1292,6 +1302,7 @@ fn duplicated_or_reordered_answers_are_harmless() {
         1,
         MessageBody::AppendEntriesResponse {
             round: 1,
+            session: 0,
             outcome: AppendOutcome::Success {
                 match_index: LogIndex(1),
             },
@@ -1303,6 +1314,7 @@ fn duplicated_or_reordered_answers_are_harmless() {
         1,
         MessageBody::AppendEntriesResponse {
             round: 1,
+            session: 0,
             outcome: AppendOutcome::Reject {
                 rejected: LogIndex(1),
                 hint: ConflictHint {
@@ -1337,11 +1349,16 @@ fn duplicated_or_reordered_answers_are_harmless() {
     // A vote delivered three times is one vote.
     let mut candidate = node_with(1, 5, hs(0, None), &[], no_pre_vote);
     candidate.tick(LATER);
+    let campaign = candidate.campaign();
     for _ in 0..3 {
-        candidate.step(LATER, vote_answer(2, 1, 1, true)).unwrap();
+        candidate
+            .step(LATER, vote_answer(2, 1, 1, true, campaign))
+            .unwrap();
     }
     assert_eq!(candidate.role(), Role::Candidate);
-    candidate.step(LATER, vote_answer(3, 1, 1, true)).unwrap();
+    candidate
+        .step(LATER, vote_answer(3, 1, 1, true, campaign))
+        .unwrap();
     assert_eq!(candidate.role(), Role::Leader);
 }
 
@@ -1411,7 +1428,7 @@ fn pre_vote_changes_no_term_on_voters_or_pre_candidate() {
         MessageBody::RequestVoteResponse {
             pre_vote: true,
             granted: true,
-            campaign: 1,
+            campaign: pre_candidate.campaign(),
         },
     );
     pre_candidate.step(LATER, granted).unwrap();
@@ -1526,7 +1543,8 @@ fn lease_needs_the_blank_entry_committed_and_a_round_acknowledged() {
             m.body,
             MessageBody::AppendEntriesResponse {
                 round: 1,
-                outcome: AppendOutcome::Reject { .. }
+                outcome: AppendOutcome::Reject { .. },
+                ..
             }
         ));
     }

@@ -369,3 +369,134 @@ fn a_heartbeat_commit_beyond_the_last_entry_commits_nothing() {
     node.step(now, msg(1, 2, 1, within)).unwrap();
     assert_eq!(node.commit_index(), LogIndex(2));
 }
+
+/// Runs one millisecond: every node ticks, and messages go through `deliver_or_hold`, which
+/// delivers a message (returning true) or keeps it back.
+fn step_ms(net: &mut Network, mut deliver_or_hold: impl FnMut(&mut Network, Message) -> bool) {
+    net.now = net.now.plus_ms(1);
+    let now = net.now;
+    for id in 1..=3 {
+        net.node(id).tick(now);
+    }
+    for _ in 0..100 {
+        net.drive_all();
+        let batch: Vec<Message> = net.queue.drain(..).collect();
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            if deliver_or_hold(net, m.clone()) {
+                net.deliver(m);
+            }
+        }
+    }
+}
+
+/// A follower vouches for its data as of its answer to a round only if that answer is the one
+/// its leader heard: here its link from the leader stalls for longer than an election timeout
+/// (it pre-votes meanwhile), then the stalled stream arrives, and it answers the old rounds
+/// again. A leader's statement about the first answers must not be dated by the late ones.
+#[test]
+fn a_follower_dates_freshness_by_the_answer_its_leader_heard() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.advance(50);
+    let mut held: Vec<Message> = Vec::new();
+    let _w1 = net.node(1).propose(cmd("w1")).unwrap();
+    for _ in 0..50 {
+        step_ms(&mut net, |_, m| {
+            if m.to == NodeId(3) {
+                held.push(m);
+                return false;
+            }
+            true
+        });
+    }
+    let w2 = net.node(1).propose(cmd("w2")).unwrap();
+    let mut w2_committed_at = None;
+    for _ in 0..250 {
+        step_ms(&mut net, |_, m| {
+            if m.to == NodeId(3) {
+                held.push(m);
+                return false;
+            }
+            true
+        });
+        if w2_committed_at.is_none() && net.peek(1).commit_index() >= w2.index {
+            w2_committed_at = Some(net.now);
+        }
+    }
+    let w2_committed_at = w2_committed_at.expect("w2 commits through n2");
+    assert_ne!(
+        net.peek(3).role(),
+        Role::Follower,
+        "n3 campaigned meanwhile"
+    );
+    // The stall ends; appends carrying w2 to n3 keep getting lost.
+    let carries_w2 = move |m: &Message| {
+        matches!(&m.body, MessageBody::AppendEntries { entries, .. }
+            if entries.iter().any(|e| e.index >= w2.index))
+    };
+    for m in held.drain(..) {
+        if !carries_w2(&m) {
+            net.deliver(m);
+        }
+    }
+    for _ in 0..20 {
+        step_ms(&mut net, |_, m| !(m.to == NodeId(3) && carries_w2(&m)));
+    }
+    assert!(net.peek(3).commit_index() < w2.index);
+    if let Some(fresh) = net.peek(3).fresh_commit() {
+        assert!(
+            fresh.as_of <= w2_committed_at,
+            "n3 vouches that every write acknowledged before {:?} is at or below {:?}, but \
+             lacks {:?}, committed at {w2_committed_at:?}",
+            fresh.as_of,
+            fresh.index,
+            w2.index
+        );
+    }
+}
+
+/// A restarted follower's session differs from its previous run's, so statements its leader
+/// makes about the previous run's answers (still queued in the network) are ignored.
+#[test]
+fn a_restarted_follower_ignores_statements_about_its_previous_run() {
+    let state = || InitialState {
+        hard_state: HardState {
+            term: Term(1),
+            vote: None,
+        },
+        voters: ids(3),
+        ..InitialState::default()
+    };
+    let mut first = Raft::new(test_config(2), state(), 7, Instant(0)).unwrap();
+    let mut second = Raft::new(test_config(2), state(), 8, Instant(0)).unwrap();
+    let session_of = |raft: &mut Raft| {
+        raft.step(Instant(1), msg(1, 2, 1, heartbeat_body()))
+            .unwrap();
+        match raft.take_actions().persisted_messages[0].body {
+            MessageBody::HeartbeatResponse { session, .. } => session,
+            ref other => panic!("{other:?}"),
+        }
+    };
+    let old = session_of(&mut first);
+    assert_ne!(
+        old,
+        session_of(&mut second),
+        "each run draws its own session"
+    );
+    // The restarted node answered round 1 too; a statement about the old run's answer to it
+    // (with a commit index the new run holds) vouches for nothing.
+    let statement = MessageBody::Heartbeat {
+        commit: LogIndex(0),
+        round: 2,
+        freshness: Some(crate::Freshness {
+            answered_round: 1,
+            session: old,
+            commit: LogIndex(0),
+        }),
+    };
+    second.step(Instant(500), msg(1, 2, 1, statement)).unwrap();
+    assert_eq!(second.fresh_commit(), None);
+}

@@ -145,7 +145,7 @@ mod tests {
             from: NodeId(1),
             to: NodeId(2),
             term: Term(1),
-            body: MessageBody::HeartbeatResponse { round },
+            body: MessageBody::HeartbeatResponse { round, session: 0 },
         }
     }
 
@@ -153,7 +153,7 @@ mod tests {
         batch
             .iter()
             .map(|m| match m.body {
-                MessageBody::HeartbeatResponse { round } => round,
+                MessageBody::HeartbeatResponse { round, .. } => round,
                 _ => u64::MAX,
             })
             .collect()

@@ -190,7 +190,7 @@ impl Sim {
                 return Ok(());
             }
             let msg = entry.remove();
-            if let MessageBody::HeartbeatResponse { round } = msg.body {
+            if let MessageBody::HeartbeatResponse { round, .. } = msg.body {
                 if let Some(&(term, latest)) = net.latest_round.get(&msg.to) {
                     if term == msg.term && round > 0 {
                         let in_flight = latest.saturating_sub(round);
