@@ -21,7 +21,7 @@ use crate::kv::{KvCommand, KvResponse, KvStore};
 use crate::linearizability::{History, Operation, Response};
 use crate::rng::SplitMix64;
 use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle};
-use raft_core::{NodeId, Role, Term};
+use raft_core::{LogIndex, NodeId, Role, Term};
 use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
 use raft_storage::MemLogStore;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,34 +31,83 @@ use std::time::{Duration, SystemTime};
 const PORT: u16 = 7000;
 const CLUSTER_ID: u64 = 0x5eed;
 
+/// What kind of run a seed gets; each kind has its own test in `tests/sim_cluster.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// The random nemesis: every fault kind, one at a time.
+    Faults,
+    /// Five nodes. Again and again the leader can reach only one follower (or none) while
+    /// clients keep writing to it, and the others elect a new leader, which gets the same
+    /// treatment: logs grow divergent uncommitted tails that later leaders truncate or commit.
+    DivergentTails,
+}
+
+impl Scenario {
+    /// The test of `tests/sim_cluster.rs` that runs this scenario, for the replay command.
+    pub fn test_name(self) -> &'static str {
+        match self {
+            Scenario::Faults => "clusters_under_faults_stay_linearizable",
+            Scenario::DivergentTails => "divergent_tails_stay_linearizable",
+        }
+    }
+
+    /// Mixed into the seed, so that seed 3 of one scenario is not a copy of another's.
+    fn tag(self) -> u64 {
+        match self {
+            Scenario::Faults => 0,
+            Scenario::DivergentTails => 0xD1_0000_0000,
+        }
+    }
+}
+
 /// What one simulation run does.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Decides everything else.
     pub seed: u64,
+    /// The kind of run.
+    pub scenario: Scenario,
     /// Cluster size (3 or 5).
     pub nodes: u64,
     /// Concurrent clients.
     pub clients: u64,
     /// How long clients run their workload while the nemesis acts.
     pub workload: Duration,
-    /// Whether the nemesis acts at all.
-    pub nemesis: bool,
     /// Keys the clients share (few keys, many conflicts).
     pub shared_keys: u64,
+    /// The most one message may take on a link, in milliseconds (the least is 1 ms).
+    pub max_latency_ms: u64,
+    /// How long a node may take to answer a request before it answers `Error::Timeout`.
+    pub request_timeout: Duration,
 }
 
 impl SimConfig {
-    /// The run for `seed`: its size and intensity vary with the seed.
-    pub fn for_seed(seed: u64) -> SimConfig {
-        let mut rng = SplitMix64::new(seed ^ 0xC0FF_EE00);
-        SimConfig {
-            seed,
-            nodes: if rng.percent(50) { 3 } else { 5 },
-            clients: rng.range(2, 5),
-            workload: Duration::from_millis(rng.range(3_000, 6_000)),
-            nemesis: true,
-            shared_keys: rng.range(2, 5),
+    /// The run of `scenario` for `seed`: its size and intensity vary with the seed.
+    pub fn for_seed(scenario: Scenario, seed: u64) -> SimConfig {
+        let mut rng = SplitMix64::new(seed ^ 0xC0FF_EE00 ^ scenario.tag());
+        match scenario {
+            Scenario::Faults => SimConfig {
+                seed,
+                scenario,
+                nodes: if rng.percent(50) { 3 } else { 5 },
+                clients: rng.range(2, 5),
+                workload: Duration::from_millis(rng.range(3_000, 6_000)),
+                shared_keys: rng.range(2, 5),
+                max_latency_ms: rng.range(2, 15),
+                request_timeout: Duration::from_secs(1),
+            },
+            Scenario::DivergentTails => SimConfig {
+                seed,
+                scenario,
+                nodes: 5,
+                clients: rng.range(5, 10),
+                workload: Duration::from_millis(rng.range(4_000, 7_000)),
+                shared_keys: rng.range(2, 4),
+                max_latency_ms: rng.range(2, 10),
+                // Long enough that a write outlives several changes of leader before its
+                // node answers it: that answer is what the history check judges.
+                request_timeout: Duration::from_secs(4),
+            },
         }
     }
 }
@@ -78,6 +127,8 @@ pub struct SimOutcome {
     pub completed: u64,
     /// Lease reads served.
     pub lease_reads: u64,
+    /// Bounded-staleness reads served (each checked against its bound).
+    pub bounded_reads: u64,
     /// Elections seen.
     pub elections: u64,
 }
@@ -93,10 +144,44 @@ struct World {
     lease_reads: Vec<(u64, NodeId, Term)>,
     /// Term → (time ms, leader) of the first sighting of that term's leader.
     elections: BTreeMap<Term, (u64, NodeId)>,
+    /// Every `Ack::Quorum` write whose acknowledgement reached its client, in time order, with
+    /// the highest index acknowledged so far: what a bounded-staleness read must reflect.
+    acks: Vec<Acknowledged>,
+    /// Bounded-staleness reads served.
+    bounded_reads: u64,
     /// Set once the workload ends: clients stop.
     finished: bool,
     completed: u64,
     digest: u64,
+}
+
+/// The acknowledgements up to a time, as bounded-staleness reads need them.
+#[derive(Clone, Copy, Debug)]
+struct Acknowledged {
+    /// When the acknowledgement reached the client.
+    at_ms: u64,
+    /// The highest index of any write acknowledged so far.
+    highest: LogIndex,
+    /// When the write at `highest` was acknowledged.
+    highest_at_ms: u64,
+}
+
+impl World {
+    /// Records that a client received the acknowledgement of a write at `index` at `now`.
+    fn acknowledged(&mut self, now: u64, index: LogIndex) {
+        let ack = match self.acks.last() {
+            Some(last) if last.highest >= index => Acknowledged {
+                at_ms: now,
+                ..*last
+            },
+            _ => Acknowledged {
+                at_ms: now,
+                highest: index,
+                highest_at_ms: now,
+            },
+        };
+        self.acks.push(ack);
+    }
 }
 
 fn lock(world: &Arc<Mutex<World>>) -> MutexGuard<'_, World> {
@@ -132,13 +217,13 @@ fn believed_leader(world: &World) -> Option<NodeHandle<KvStore>> {
 /// Runs one simulation and returns what it observed. Panics only on a harness error (a host
 /// failing to start), never on a protocol violation: those are in the outcome.
 pub fn run(config: &SimConfig) -> SimOutcome {
-    let mut rng = SplitMix64::new(config.seed);
+    let mut rng = SplitMix64::new(config.seed ^ config.scenario.tag());
     let mut sim = turmoil::Builder::new()
-        .rng_seed(config.seed)
+        .rng_seed(config.seed ^ config.scenario.tag())
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(rng.range(2, 15)))
+        .max_message_latency(Duration::from_millis(config.max_latency_ms))
         .simulation_duration(config.workload + Duration::from_secs(60))
         .build();
     let world = Arc::new(Mutex::new(World {
@@ -158,6 +243,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             .map(|&p| (p, format!("{}:{PORT}", host(p))))
             .collect();
         let seed = config.seed;
+        let request_timeout = config.request_timeout;
         let voters = ids.clone();
         sim.host(host(id), move || {
             let store = store.clone();
@@ -172,7 +258,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                     TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await?;
                 let mut node = NodeConfig::new(id, voters);
                 node.seed = seed.rotate_left(17) ^ id.0 ^ now_ms();
-                node.request_timeout = Duration::from_secs(1);
+                node.request_timeout = request_timeout;
                 let (handle, task) =
                     Node::create(node, KvStore::default(), store, transport, inbound)
                         .await
@@ -189,13 +275,14 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         let seed = config.seed ^ (client << 32);
         let keys = config.shared_keys;
         let nodes = ids.clone();
+        let scenario = config.scenario;
         sim.client(format!("c{client}"), async move {
-            run_client(client, seed, keys, nodes, world).await;
+            run_client(client, seed, scenario, keys, nodes, world).await;
             Ok(())
         });
     }
 
-    let mut nemesis = Nemesis::new(ids.clone(), config.nemesis);
+    let mut nemesis = Nemesis::new(ids.clone(), config.scenario);
     let workload_ms = u64::try_from(config.workload.as_millis()).unwrap_or(u64::MAX);
     let mut healed_at = None;
     let mut liveness: Option<u64> = None;
@@ -212,7 +299,10 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
         observe_elections(&world, now);
         if now < workload_ms {
-            nemesis.maybe_act(&mut sim, &mut rng, &world, now);
+            match config.scenario {
+                Scenario::Faults => nemesis.maybe_act(&mut sim, &mut rng, &world, now),
+                Scenario::DivergentTails => nemesis.maybe_divide(&mut sim, &mut rng, &world, now),
+            }
         } else if healed_at.is_none() {
             nemesis.heal_all(&mut sim);
             lock(&world).finished = true;
@@ -247,6 +337,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         faults,
         completed: world.completed,
         lease_reads: world.lease_reads.len() as u64,
+        bounded_reads: world.bounded_reads,
         elections: world.elections.len() as u64,
     }
 }
@@ -312,6 +403,7 @@ async fn check_liveness(world: Arc<Mutex<World>>) {
 async fn run_client(
     client: u64,
     seed: u64,
+    scenario: Scenario,
     keys: u64,
     nodes: Vec<NodeId>,
     world: Arc<Mutex<World>>,
@@ -345,11 +437,10 @@ async fn run_client(
         let key = format!("k{}", rng.range(0, keys));
         counter += 1;
         let value = format!("c{client}-{counter}");
-        let roll = rng.range(0, 100);
-        let outcome = match roll {
-            0..=29 => write(&world, client, &node, KvCommand::Put { key, value }).await,
-            30..=34 => write(&world, client, &node, KvCommand::Delete { key }).await,
-            35..=49 => {
+        let outcome = match Op::pick(scenario, rng.range(0, 100)) {
+            Op::Put => write(&world, client, &node, KvCommand::Put { key, value }).await,
+            Op::Delete => write(&world, client, &node, KvCommand::Delete { key }).await,
+            Op::Cas => {
                 let expect = if rng.percent(30) {
                     None
                 } else {
@@ -366,9 +457,23 @@ async fn run_client(
                 };
                 write(&world, client, &node, command).await
             }
-            50..=64 => read(&world, client, &node, key, Consistency::Linearizable).await,
-            65..=84 => read(&world, client, &node, key, Consistency::Lease).await,
-            _ => read_your_write(&world, &mut rng, &node, &own_key, &value, &nodes).await,
+            Op::Linearizable => read(&world, client, &node, key, Consistency::Linearizable).await,
+            Op::Lease => read(&world, client, &node, key, Consistency::Lease).await,
+            Op::Bounded => {
+                let reader = {
+                    let world = lock(&world);
+                    rng.pick(&nodes)
+                        .and_then(|id| world.handles.get(&id).cloned())
+                };
+                let bound = Duration::from_millis(rng.range(100, 1_000));
+                match reader {
+                    Some(reader) => bounded_read(&world, &reader, key, bound).await,
+                    None => Ok(()),
+                }
+            }
+            Op::ReadYourWrite => {
+                read_your_write(&world, &mut rng, &node, &own_key, &value, &nodes).await
+            }
         };
         match outcome {
             Err(Error::NotLeader { leader_hint }) => {
@@ -406,16 +511,70 @@ async fn run_client(
     }
 }
 
-/// Whether an error proves the request had no effect.
+/// What a client does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Put,
+    Delete,
+    Cas,
+    Linearizable,
+    Lease,
+    /// A `Consistency::BoundedStaleness` read from a random node (not in the history: it need
+    /// not be linearizable; [`bounded_read`] checks it against its bound instead).
+    Bounded,
+    /// A write to the client's own key, then an `AtLeast` read of it from a random node.
+    ReadYourWrite,
+}
+
+impl Op {
+    /// The operation a roll of 0..100 gives in `scenario`: divergent tails weigh writes
+    /// (many writes pending on a cut-off leader are what diverge).
+    fn pick(scenario: Scenario, roll: u64) -> Op {
+        let weights: [(u64, Op); 6] = match scenario {
+            Scenario::Faults => [
+                (28, Op::Put),
+                (5, Op::Delete),
+                (14, Op::Cas),
+                (14, Op::Linearizable),
+                (17, Op::Lease),
+                (10, Op::Bounded),
+            ],
+            Scenario::DivergentTails => [
+                (40, Op::Put),
+                (5, Op::Delete),
+                (15, Op::Cas),
+                (15, Op::Linearizable),
+                (10, Op::Lease),
+                (10, Op::Bounded),
+            ],
+        };
+        let mut below = 0;
+        for (weight, op) in weights {
+            below += weight;
+            if roll < below {
+                return op;
+            }
+        }
+        Op::ReadYourWrite
+    }
+}
+
+/// Whether an error proves the request had no effect, as `raft_core::node::Error` documents
+/// each variant: a refusal (not the leader, too few replicas, a transfer under way, too stale,
+/// a bad argument) promises nothing happened; a timeout, a shutdown or a storage failure may
+/// come after the write took effect.
 fn definitely_failed(error: &Error) -> bool {
-    matches!(
-        error,
+    match error {
         Error::NotLeader { .. }
-            | Error::NotEnoughReplicas { .. }
-            | Error::TransferInProgress
-            | Error::TooStale { .. }
-            | Error::InvalidArgument(_)
-    )
+        | Error::NotEnoughReplicas { .. }
+        | Error::TransferInProgress
+        | Error::TooStale { .. }
+        | Error::InvalidArgument(_) => true,
+        Error::Timeout | Error::Shutdown | Error::Storage(_) => false,
+        // `InvalidConfig` comes only from starting a node; a variant added later counts as
+        // "may or may not" until its documentation says otherwise.
+        _ => false,
+    }
 }
 
 async fn write(
@@ -449,6 +608,7 @@ async fn write(
             );
             world.history.complete(id, response, now);
             world.completed += 1;
+            world.acknowledged(now, outcome.index);
             Ok(())
         }
         Err(error) => {
@@ -501,7 +661,64 @@ async fn read(
                 &mut world.digest,
                 &format!("{client} get {key} {error} {now}"),
             );
-            world.history.time_out(id);
+            if definitely_failed(&error) {
+                world.history.fail(id);
+            } else {
+                world.history.time_out(id);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A bounded-staleness read of `key` from `node`. Whatever it returns must reflect every write
+/// acknowledged more than `bound` before the answer arrived: its applied index must reach the
+/// index of each such write.
+async fn bounded_read(
+    world: &Arc<Mutex<World>>,
+    node: &NodeHandle<KvStore>,
+    key: String,
+    bound: Duration,
+) -> Result<(), Error> {
+    let result = node
+        .query(Consistency::BoundedStaleness(bound), key.clone())
+        .await;
+    let mut world = lock(world);
+    let now = now_ms();
+    let bound_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(outcome) => {
+            mix(
+                &mut world.digest,
+                &format!(
+                    "bounded {} get {key} {:?} {now}",
+                    node.id(),
+                    outcome.response
+                ),
+            );
+            world.bounded_reads += 1;
+            let cutoff = now.saturating_sub(bound_ms);
+            let before = world.acks.partition_point(|ack| ack.at_ms < cutoff);
+            if let Some(required) = before.checked_sub(1).map(|i| world.acks[i])
+                && outcome.applied_index < required.highest
+            {
+                let violation = format!(
+                    "bounded staleness: {} answered a read with a bound of {bound_ms} ms at {now} ms from applied index {}, but {} was acknowledged at {} ms, {} ms before",
+                    node.id(),
+                    outcome.applied_index,
+                    required.highest,
+                    required.highest_at_ms,
+                    now - required.highest_at_ms
+                );
+                world.violations.push(violation);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            mix(
+                &mut world.digest,
+                &format!("bounded {} get {key} {error} {now}", node.id()),
+            );
             Err(error)
         }
     }
@@ -522,6 +739,7 @@ async fn read_your_write(
         value: value.to_string(),
     };
     let written = node.propose(command, Ack::Quorum).await?;
+    lock(world).acknowledged(now_ms(), written.index);
     let reader = {
         let world = lock(world);
         rng.pick(nodes)
@@ -550,7 +768,6 @@ async fn read_your_write(
 /// The fault injector: one fault at a time, each lasting a random while.
 struct Nemesis {
     ids: Vec<NodeId>,
-    enabled: bool,
     next_at: u64,
     /// Pairs partitioned (both ways or one way) by the current fault.
     partitioned: BTreeSet<(String, String)>,
@@ -558,15 +775,29 @@ struct Nemesis {
     slowed: BTreeSet<(String, String)>,
     lossy: bool,
     crashed: BTreeSet<NodeId>,
+    /// Divergent tails: the leader (term, id) the current cut is aimed at.
+    aimed_at: Option<(Term, NodeId)>,
+    /// Divergent tails: a leader noticed, and when the cut may be aimed at it.
+    noticed: Option<((Term, NodeId), u64)>,
+    /// Divergent tails: the leader of the previous cut, a likely follower of the next one.
+    previous_leader: Option<NodeId>,
+    /// Divergent tails: when the current cut ends with a heal.
+    cut_ends_at: u64,
     log: Vec<String>,
 }
 
 impl Nemesis {
-    fn new(ids: Vec<NodeId>, enabled: bool) -> Nemesis {
+    fn new(ids: Vec<NodeId>, scenario: Scenario) -> Nemesis {
         Nemesis {
             ids,
-            enabled,
-            next_at: 500,
+            next_at: match scenario {
+                Scenario::Faults => 500,
+                Scenario::DivergentTails => 0,
+            },
+            aimed_at: None,
+            noticed: None,
+            previous_leader: None,
+            cut_ends_at: 0,
             partitioned: BTreeSet::new(),
             held: BTreeSet::new(),
             slowed: BTreeSet::new(),
@@ -583,7 +814,7 @@ impl Nemesis {
         world: &Arc<Mutex<World>>,
         now: u64,
     ) {
-        if !self.enabled || now < self.next_at {
+        if now < self.next_at {
             return;
         }
         self.next_at = now + rng.range(150, 1200);
@@ -677,6 +908,80 @@ impl Nemesis {
         self.log.push(format!("{now} ms: {fault}"));
     }
 
+    /// The divergent-tails nemesis. Whenever a new leader appears (at once, or after a few
+    /// milliseconds in which some of its entries get out), it is cut off from every node but
+    /// one follower (often the previous leader; sometimes none), and that follower is, half the
+    /// time, cut off from the rest too. Clients keep writing to the cut-off leader, whose entries
+    /// reach at most that follower, while the rest elect the next leader, which is cut off in
+    /// turn. A cut that lasts long enough for no new leader to appear ends with a heal.
+    fn maybe_divide(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut SplitMix64,
+        world: &Arc<Mutex<World>>,
+        now: u64,
+    ) {
+        if self.aimed_at.is_some() && now >= self.cut_ends_at {
+            self.undo(sim, false);
+            self.aimed_at = None;
+            self.log.push(format!("{now} ms: heal"));
+        }
+        let Some(leader) = believed_leader(&lock(world)).map(|h| {
+            let status = h.status();
+            (status.term, status.id)
+        }) else {
+            return;
+        };
+        if self.aimed_at == Some(leader) {
+            return;
+        }
+        match self.noticed {
+            Some((noticed, at)) if noticed == leader => {
+                if now < at {
+                    return;
+                }
+            }
+            _ => {
+                let delay = if rng.percent(60) { 0 } else { rng.range(5, 60) };
+                self.noticed = Some((leader, now + delay));
+                if delay > 0 {
+                    return;
+                }
+            }
+        }
+        self.undo(sim, false);
+        let (term, id) = leader;
+        let others: Vec<NodeId> = self.ids.iter().copied().filter(|&o| o != id).collect();
+        let follower = match self.previous_leader.filter(|p| others.contains(p)) {
+            Some(previous) if rng.percent(40) => Some(previous),
+            _ if rng.percent(20) => None,
+            _ => rng.pick(&others),
+        };
+        let mut cut = |sim: &mut turmoil::Sim<'_>, a: NodeId, b: NodeId| {
+            sim.partition(host(a).as_str(), host(b).as_str());
+            self.partitioned.insert((host(a), host(b)));
+        };
+        for &other in others.iter().filter(|&&o| Some(o) != follower) {
+            cut(sim, id, other);
+        }
+        let follower_alone = follower.is_some() && rng.percent(50);
+        if let Some(follower) = follower.filter(|_| follower_alone) {
+            for &other in others.iter().filter(|&&o| o != follower) {
+                cut(sim, follower, other);
+            }
+        }
+        self.previous_leader = Some(id);
+        self.aimed_at = Some(leader);
+        self.cut_ends_at = now + rng.range(300, 900);
+        let reach = match follower {
+            Some(f) if follower_alone => format!("only {f}, which reaches no one else"),
+            Some(f) => format!("only {f}"),
+            None => "no one".to_string(),
+        };
+        self.log
+            .push(format!("{now} ms: leader {id} of {term} reaches {reach}"));
+    }
+
     /// Ends the current fault: repairs links, releases held messages, restores latency and loss,
     /// and (when `restart` or at the end) restarts crashed nodes.
     fn undo(&mut self, sim: &mut turmoil::Sim<'_>, restart: bool) {
@@ -706,9 +1011,10 @@ impl Nemesis {
     }
 }
 
-/// Runs `seed` and returns a description of everything wrong with it (empty when it passed).
-pub fn check_seed(seed: u64) -> Result<SimOutcome, String> {
-    let config = SimConfig::for_seed(seed);
+/// Runs `seed` of `scenario` and returns what it observed, or a description of everything
+/// wrong with it, the seed and the command that replays it.
+pub fn check_seed(scenario: Scenario, seed: u64) -> Result<SimOutcome, String> {
+    let config = SimConfig::for_seed(scenario, seed);
     let outcome = run(&config);
     let mut problems = outcome.violations.clone();
     match crate::linearizability::check(&outcome.history) {
@@ -722,9 +1028,10 @@ pub fn check_seed(seed: u64) -> Result<SimOutcome, String> {
         Ok(outcome)
     } else {
         Err(format!(
-            "cluster simulation failed: seed {seed} ({config:?})\n  {}\n  faults: {:?}\n  replay: RAFT_SIM_SEED={seed} cargo test -p raft-tests --test sim_cluster -- --nocapture",
+            "cluster simulation failed: seed {seed} ({config:?})\n  {}\n  faults: {:?}\n  replay: RAFT_SIM_SEED={seed} cargo test -p raft-tests --test sim_cluster {} -- --nocapture",
             problems.join("\n  "),
-            outcome.faults
+            outcome.faults,
+            scenario.test_name()
         ))
     }
 }
