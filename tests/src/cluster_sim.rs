@@ -30,6 +30,14 @@ use std::time::{Duration, SystemTime};
 
 const PORT: u16 = 7000;
 const CLUSTER_ID: u64 = 0x5eed;
+/// The nodes run the default protocol configuration; its election timeout bounds transfers.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 300;
+const HEARTBEAT_INTERVAL_MS: u64 = 30;
+/// How long after a transfer started its leader may still refuse writes with
+/// `TransferInProgress`: the transfer is abandoned after a minimum election timeout, and this
+/// much more covers the time its request and the refused write spent on the way.
+const TRANSFER_SLACK_MS: u64 = 100;
 
 /// What kind of run a seed gets; each kind has its own test in `tests/sim_cluster.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +48,14 @@ pub enum Scenario {
     /// clients keep writing to it, and the others elect a new leader, which gets the same
     /// treatment: logs grow divergent uncommitted tails that later leaders truncate or commit.
     DivergentTails,
+    /// A healthy network (no nemesis) with a steady one-way latency of up to a third of the
+    /// minimum election timeout, and many clients in tight loops of writes and linearizable
+    /// reads: once a leader is elected, no other term may begin.
+    Steady,
+    /// As [`Scenario::Steady`], plus leadership transfers to random voters the leader heard
+    /// from just before. Every transfer must hand over leadership within its timeout, and no
+    /// other term may begin.
+    SteadyTransfers,
 }
 
 impl Scenario {
@@ -48,6 +64,8 @@ impl Scenario {
         match self {
             Scenario::Faults => "clusters_under_faults_stay_linearizable",
             Scenario::DivergentTails => "divergent_tails_stay_linearizable",
+            Scenario::Steady => "a_healthy_leader_keeps_its_leadership",
+            Scenario::SteadyTransfers => "transfers_in_a_healthy_cluster_complete",
         }
     }
 
@@ -56,6 +74,8 @@ impl Scenario {
         match self {
             Scenario::Faults => 0,
             Scenario::DivergentTails => 0xD1_0000_0000,
+            Scenario::Steady => 0x57_0000_0000,
+            Scenario::SteadyTransfers => 0x7F_0000_0000,
         }
     }
 }
@@ -75,7 +95,9 @@ pub struct SimConfig {
     pub workload: Duration,
     /// Keys the clients share (few keys, many conflicts).
     pub shared_keys: u64,
-    /// The most one message may take on a link, in milliseconds (the least is 1 ms).
+    /// The least one message takes on a link, in milliseconds.
+    pub min_latency_ms: u64,
+    /// The most one message may take on a link, in milliseconds.
     pub max_latency_ms: u64,
     /// How long a node may take to answer a request before it answers `Error::Timeout`.
     pub request_timeout: Duration,
@@ -93,6 +115,7 @@ impl SimConfig {
                 clients: rng.range(2, 5),
                 workload: Duration::from_millis(rng.range(3_000, 6_000)),
                 shared_keys: rng.range(2, 5),
+                min_latency_ms: 1,
                 max_latency_ms: rng.range(2, 15),
                 request_timeout: Duration::from_secs(1),
             },
@@ -103,11 +126,28 @@ impl SimConfig {
                 clients: rng.range(5, 10),
                 workload: Duration::from_millis(rng.range(4_000, 7_000)),
                 shared_keys: rng.range(2, 4),
+                min_latency_ms: 1,
                 max_latency_ms: rng.range(2, 10),
                 // Long enough that a write outlives several changes of leader before its
                 // node answers it: that answer is what the history check judges.
                 request_timeout: Duration::from_secs(4),
             },
+            Scenario::Steady | Scenario::SteadyTransfers => {
+                // Up to a third of the minimum election timeout one way, and steady: a
+                // message takes between two thirds of the maximum and the maximum.
+                let max_latency_ms = rng.range(5, ELECTION_TIMEOUT_MIN_MS / 3 + 1);
+                SimConfig {
+                    seed,
+                    scenario,
+                    nodes: if rng.percent(50) { 3 } else { 5 },
+                    clients: rng.range(8, 17),
+                    workload: Duration::from_millis(rng.range(3_000, 5_000)),
+                    shared_keys: 8,
+                    min_latency_ms: max_latency_ms * 2 / 3,
+                    max_latency_ms,
+                    request_timeout: Duration::from_secs(1),
+                }
+            }
         }
     }
 }
@@ -131,6 +171,8 @@ pub struct SimOutcome {
     pub bounded_reads: u64,
     /// Elections seen.
     pub elections: u64,
+    /// Leadership transfers started.
+    pub transfers: u64,
 }
 
 /// State shared by hosts, clients and the driver of one run (turmoil runs everything on one
@@ -149,10 +191,41 @@ struct World {
     acks: Vec<Acknowledged>,
     /// Bounded-staleness reads served.
     bounded_reads: u64,
+    /// Term → (time ms, node) of the first node seen in that term, whatever its role: a term
+    /// that never had a leader is an election that failed.
+    terms: BTreeMap<Term, (u64, NodeId)>,
+    /// Every leadership transfer a leader accepted, in the order the harness learned of it.
+    transfers: Vec<TransferRecord>,
+    /// (time ms, node) of every write refused with `TransferInProgress`.
+    transfer_refusals: Vec<(u64, NodeId)>,
     /// Set once the workload ends: clients stop.
     finished: bool,
     completed: u64,
     digest: u64,
+}
+
+/// A leadership transfer a leader accepted.
+#[derive(Clone, Copy, Debug)]
+struct TransferRecord {
+    leader: NodeId,
+    /// The leader's term when it answered.
+    term: Term,
+    target: NodeId,
+    /// When the harness asked for it.
+    requested_ms: u64,
+    /// When the leader's acceptance reached the harness: the transfer started no later.
+    started_ms: u64,
+    /// The target was reachable and the network healthy when it was asked for: it must
+    /// complete, not merely end.
+    must_complete: bool,
+}
+
+/// A transfer the nemesis asks for.
+#[derive(Clone, Copy, Debug)]
+struct TransferRequest {
+    leader: NodeId,
+    target: NodeId,
+    must_complete: bool,
 }
 
 /// The acknowledgements up to a time, as bounded-staleness reads need them.
@@ -222,7 +295,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         .rng_seed(config.seed ^ config.scenario.tag())
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(config.min_latency_ms))
         .max_message_latency(Duration::from_millis(config.max_latency_ms))
         .simulation_duration(config.workload + Duration::from_secs(60))
         .build();
@@ -282,7 +355,20 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         });
     }
 
-    let mut nemesis = Nemesis::new(ids.clone(), config.scenario);
+    let (transfers, transfer_requests) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let world = Arc::clone(&world);
+        sim.client("transfers", async move {
+            run_transfers(transfer_requests, world).await;
+            Ok(())
+        });
+    }
+    let mut nemesis = Nemesis::new(
+        ids.clone(),
+        config.scenario,
+        config.max_latency_ms,
+        transfers,
+    );
     let workload_ms = u64::try_from(config.workload.as_millis()).unwrap_or(u64::MAX);
     let mut healed_at = None;
     let mut liveness: Option<u64> = None;
@@ -302,6 +388,10 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             match config.scenario {
                 Scenario::Faults => nemesis.maybe_act(&mut sim, &mut rng, &world, now),
                 Scenario::DivergentTails => nemesis.maybe_divide(&mut sim, &mut rng, &world, now),
+                Scenario::Steady => {}
+                Scenario::SteadyTransfers => {
+                    nemesis.maybe_transfer(&mut rng, &world, now);
+                }
             }
         } else if healed_at.is_none() {
             nemesis.heal_all(&mut sim);
@@ -321,6 +411,16 @@ pub fn run(config: &SimConfig) -> SimOutcome {
     let faults = nemesis.log;
     let mut world = lock(&world);
     check_lease_reads(&mut world);
+    check_transfer_refusals(&mut world);
+    if matches!(
+        config.scenario,
+        Scenario::Steady | Scenario::SteadyTransfers
+    ) {
+        check_stability(&mut world, transfer_completion_ms(config));
+    }
+    if config.scenario == Scenario::SteadyTransfers {
+        check_transfers_complete(&mut world, transfer_completion_ms(config));
+    }
     if liveness.is_none() {
         world
             .violations
@@ -339,20 +439,162 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         lease_reads: world.lease_reads.len() as u64,
         bounded_reads: world.bounded_reads,
         elections: world.elections.len() as u64,
+        transfers: world.transfers.len() as u64,
     }
 }
 
 fn observe_elections(world: &Arc<Mutex<World>>, now: u64) {
     let mut world = lock(world);
-    let leaders: Vec<(Term, NodeId)> = world
+    let seen: Vec<(Term, NodeId, bool)> = world
         .handles
         .values()
-        .map(|h| h.status())
-        .filter(|s| s.role == Role::Leader)
-        .map(|s| (s.term, s.id))
+        .map(|h| {
+            let status = h.status();
+            (status.term, status.id, status.role == Role::Leader)
+        })
         .collect();
-    for (term, id) in leaders {
-        world.elections.entry(term).or_insert((now, id));
+    for (term, id, leads) in seen {
+        world.terms.entry(term).or_insert((now, id));
+        if leads {
+            world.elections.entry(term).or_insert((now, id));
+        }
+    }
+}
+
+/// How long a transfer may take to complete in a run: the minimum election timeout, the slack,
+/// and four one-way trips (the target's catch-up, TimeoutNow, and the vote round).
+fn transfer_completion_ms(config: &SimConfig) -> u64 {
+    ELECTION_TIMEOUT_MIN_MS + TRANSFER_SLACK_MS + 4 * config.max_latency_ms
+}
+
+/// A leader refuses writes with `TransferInProgress` only while a transfer it started is under
+/// way, and a transfer ends or is abandoned within a minimum election timeout (§3.10).
+fn check_transfer_refusals(world: &mut World) {
+    let mut found = Vec::new();
+    for &(at, node) in &world.transfer_refusals {
+        let latest = world
+            .transfers
+            .iter()
+            .filter(|t| t.leader == node && t.requested_ms <= at)
+            .max_by_key(|t| t.requested_ms);
+        match latest {
+            Some(t) if at <= t.started_ms + ELECTION_TIMEOUT_MIN_MS + TRANSFER_SLACK_MS => {}
+            Some(t) => found.push(format!(
+                "transfer: {node} refused a write with TransferInProgress at {at} ms, {} ms after its transfer to {} started ({} at {} ms); a transfer ends within {ELECTION_TIMEOUT_MIN_MS} ms",
+                at - t.started_ms,
+                t.target,
+                t.term,
+                t.started_ms
+            )),
+            None => found.push(format!(
+                "transfer: {node} refused a write with TransferInProgress at {at} ms, but no transfer was started on it"
+            )),
+        }
+    }
+    world.violations.extend(found);
+}
+
+/// On a healthy network, once a leader is elected no other term may begin, except by a
+/// transfer the harness asked for, won by its target within `completion_ms`.
+fn check_stability(world: &mut World, completion_ms: u64) {
+    let Some((&first_term, &(first_at, first_leader))) = world.elections.iter().next() else {
+        world
+            .violations
+            .push("stability: no leader was ever elected".into());
+        return;
+    };
+    let mut found = Vec::new();
+    for (&term, &(seen_at, seen_on)) in world.terms.range(Term(first_term.0 + 1)..) {
+        let election = world.elections.get(&term).copied();
+        let by_transfer = election.is_some_and(|(at, leader)| {
+            world.transfers.iter().any(|t| {
+                t.target == leader
+                    && t.term < term
+                    && t.requested_ms <= at
+                    && at <= t.started_ms + completion_ms
+            })
+        });
+        if by_transfer {
+            continue;
+        }
+        let what = match election {
+            Some((at, leader)) => format!("{leader} became leader of {term} at {at} ms"),
+            None => format!("{seen_on} entered {term} at {seen_at} ms and it never had a leader"),
+        };
+        let failovers: Vec<String> = world
+            .handles
+            .values()
+            .flat_map(|h| h.status().failovers)
+            .filter(|f| f.term == term)
+            .map(|f| {
+                format!(
+                    "{} saw {:?} from {:?}",
+                    f.new_leader, f.trigger, f.old_leader
+                )
+            })
+            .collect();
+        found.push(format!(
+            "stability: {what} on a healthy network, not by a transfer (first leader {first_leader} of {first_term} at {first_at} ms) {failovers:?}"
+        ));
+    }
+    world.violations.extend(found);
+}
+
+/// A transfer to a healthy target must complete: the target leads a later term within
+/// `completion_ms` of the transfer's start.
+fn check_transfers_complete(world: &mut World, completion_ms: u64) {
+    let mut found = Vec::new();
+    for t in world.transfers.iter().filter(|t| t.must_complete) {
+        let won = world
+            .elections
+            .range(Term(t.term.0 + 1)..)
+            .any(|(_, &(at, leader))| leader == t.target && at <= t.started_ms + completion_ms);
+        if !won {
+            let next = world
+                .elections
+                .range(Term(t.term.0 + 1)..)
+                .next()
+                .map(|(term, (at, leader))| format!("next leader {leader} of {term} at {at} ms"))
+                .unwrap_or_else(|| "no later leader".into());
+            found.push(format!(
+                "transfer: {} (leader of {}) accepted a transfer to {} at {} ms, which did not become leader within {completion_ms} ms ({next})",
+                t.leader, t.term, t.target, t.started_ms
+            ));
+        }
+    }
+    world.violations.extend(found);
+}
+
+/// Carries out the transfers the nemesis asks for, through the leader's handle, until the
+/// nemesis drops its sender.
+async fn run_transfers(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<TransferRequest>,
+    world: Arc<Mutex<World>>,
+) {
+    while let Some(request) = requests.recv().await {
+        let leader = lock(&world).handles.get(&request.leader).cloned();
+        let Some(leader) = leader else { continue };
+        let requested_ms = now_ms();
+        let result = leader.transfer_leadership(request.target).await;
+        let now = now_ms();
+        let mut world = lock(&world);
+        mix(
+            &mut world.digest,
+            &format!(
+                "transfer {} -> {} {result:?} {now}",
+                request.leader, request.target
+            ),
+        );
+        if result.is_ok() {
+            world.transfers.push(TransferRecord {
+                leader: request.leader,
+                term: leader.status().term,
+                target: request.target,
+                requested_ms,
+                started_ms: now,
+                must_complete: request.must_complete,
+            });
+        }
     }
 }
 
@@ -547,6 +789,15 @@ impl Op {
                 (10, Op::Lease),
                 (10, Op::Bounded),
             ],
+            // Heavy ReadIndex load beside the writes.
+            Scenario::Steady | Scenario::SteadyTransfers => [
+                (35, Op::Put),
+                (0, Op::Delete),
+                (5, Op::Cas),
+                (40, Op::Linearizable),
+                (5, Op::Lease),
+                (10, Op::Bounded),
+            ],
         };
         let mut below = 0;
         for (weight, op) in weights {
@@ -616,6 +867,9 @@ async fn write(
                 &mut world.digest,
                 &format!("{client} {operation} {error} {now}"),
             );
+            if error == Error::TransferInProgress {
+                world.transfer_refusals.push((now, node.id()));
+            }
             if definitely_failed(&error) {
                 world.history.fail(id);
             } else {
@@ -738,7 +992,15 @@ async fn read_your_write(
         key: own_key.to_string(),
         value: value.to_string(),
     };
-    let written = node.propose(command, Ack::Quorum).await?;
+    let written = match node.propose(command, Ack::Quorum).await {
+        Ok(written) => written,
+        Err(error) => {
+            if error == Error::TransferInProgress {
+                lock(world).transfer_refusals.push((now_ms(), node.id()));
+            }
+            return Err(error);
+        }
+    };
     lock(world).acknowledged(now_ms(), written.index);
     let reader = {
         let world = lock(world);
@@ -783,17 +1045,32 @@ struct Nemesis {
     previous_leader: Option<NodeId>,
     /// Divergent tails: when the current cut ends with a heal.
     cut_ends_at: u64,
+    /// Where transfers are asked for; dropped when the faults stop.
+    transfers: Option<tokio::sync::mpsc::UnboundedSender<TransferRequest>>,
+    /// A transfer (leader, target) to ask for as soon as the current cut is repaired.
+    transfer_after_repair: Option<(NodeId, NodeId)>,
+    /// The most one message takes, for the healthy transfers' check of the target.
+    max_latency_ms: u64,
     log: Vec<String>,
 }
 
 impl Nemesis {
-    fn new(ids: Vec<NodeId>, scenario: Scenario) -> Nemesis {
+    fn new(
+        ids: Vec<NodeId>,
+        scenario: Scenario,
+        max_latency_ms: u64,
+        transfers: tokio::sync::mpsc::UnboundedSender<TransferRequest>,
+    ) -> Nemesis {
         Nemesis {
             ids,
             next_at: match scenario {
                 Scenario::Faults => 500,
-                Scenario::DivergentTails => 0,
+                Scenario::DivergentTails | Scenario::Steady => 0,
+                Scenario::SteadyTransfers => 800,
             },
+            transfers: Some(transfers),
+            transfer_after_repair: None,
+            max_latency_ms,
             aimed_at: None,
             noticed: None,
             previous_leader: None,
@@ -819,9 +1096,18 @@ impl Nemesis {
         }
         self.next_at = now + rng.range(150, 1200);
         self.undo(sim, rng.percent(70));
+        if let Some((leader, target)) = self.transfer_after_repair.take() {
+            self.request_transfer(leader, target, false);
+            self.log
+                .push(format!("{now} ms: repaired, transfer {leader} -> {target}"));
+        }
         let leader = believed_leader(&lock(world)).map(|h| h.id());
         let names: Vec<String> = self.ids.iter().map(|&id| host(id)).collect();
-        let fault = match rng.range(0, 9) {
+        let target = leader.and_then(|leader| {
+            let others: Vec<NodeId> = self.ids.iter().copied().filter(|&o| o != leader).collect();
+            rng.pick(&others)
+        });
+        let fault = match rng.range(0, 11) {
             0 | 1 => {
                 // Majority / minority split.
                 let mut side: Vec<bool> = names.iter().map(|_| rng.percent(50)).collect();
@@ -894,6 +1180,25 @@ impl Nemesis {
                     sim.crash(host(id));
                 }
                 format!("crash {}", host(id))
+            }
+            9 => {
+                let (Some(leader), Some(target)) = (leader, target) else {
+                    return;
+                };
+                self.request_transfer(leader, target, false);
+                format!("transfer {leader} -> {target}")
+            }
+            10 => {
+                // Long enough for the target to start a pre-vote; the transfer follows the
+                // repair at once.
+                let (Some(leader), Some(target)) = (leader, target) else {
+                    return;
+                };
+                sim.partition(host(leader).as_str(), host(target).as_str());
+                self.partitioned.insert((host(leader), host(target)));
+                self.transfer_after_repair = Some((leader, target));
+                self.next_at = now + ELECTION_TIMEOUT_MAX_MS + rng.range(20, 200);
+                format!("cut {leader} <-> {target}, then transfer to it")
             }
             _ => {
                 let Some(id) = leader.or_else(|| rng.pick(&self.ids)) else {
@@ -982,6 +1287,51 @@ impl Nemesis {
             .push(format!("{now} ms: leader {id} of {term} reaches {reach}"));
     }
 
+    /// Healthy transfers: every second or so the believed leader is asked to hand over to a
+    /// random other voter. The leader must have heard from the target within a heartbeat
+    /// interval and two trips, so that the transfer has no excuse not to complete.
+    fn maybe_transfer(&mut self, rng: &mut SplitMix64, world: &Arc<Mutex<World>>, now: u64) {
+        if now < self.next_at {
+            return;
+        }
+        self.next_at = now + 20;
+        let Some(leader) = believed_leader(&lock(world)) else {
+            return;
+        };
+        let others: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&o| o != leader.id())
+            .collect();
+        let Some(target) = rng.pick(&others) else {
+            return;
+        };
+        let heard_within = HEARTBEAT_INTERVAL_MS + 2 * self.max_latency_ms;
+        let target_healthy =
+            leader.status().peers.iter().any(|p| {
+                p.id == target && p.since_last_ack_ms.is_some_and(|ms| ms <= heard_within)
+            });
+        if !target_healthy {
+            return;
+        }
+        self.request_transfer(leader.id(), target, true);
+        self.log
+            .push(format!("{now} ms: transfer {} -> {target}", leader.id()));
+        self.next_at = now + rng.range(800, 1_500);
+    }
+
+    fn request_transfer(&mut self, leader: NodeId, target: NodeId, must_complete: bool) {
+        if let Some(transfers) = &self.transfers {
+            // The receiver outlives the workload; a send can fail only after the run.
+            let _ = transfers.send(TransferRequest {
+                leader,
+                target,
+                must_complete,
+            });
+        }
+    }
+
     /// Ends the current fault: repairs links, releases held messages, restores latency and loss,
     /// and (when `restart` or at the end) restarts crashed nodes.
     fn undo(&mut self, sim: &mut turmoil::Sim<'_>, restart: bool) {
@@ -1007,6 +1357,8 @@ impl Nemesis {
 
     fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>) {
         self.undo(sim, true);
+        // The transfer client ends once it has carried out what was asked.
+        self.transfers = None;
         self.log.push("heal".into());
     }
 }

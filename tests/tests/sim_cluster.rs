@@ -12,7 +12,8 @@ fn run_seeds(scenario: Scenario, default: u64) {
     let seeds = seeds_from_env(default);
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
-    let (mut completed, mut lease_reads, mut bounded_reads, mut elections) = (0, 0, 0, 0);
+    let (mut completed, mut lease_reads, mut bounded_reads, mut elections, mut transfers) =
+        (0, 0, 0, 0, 0);
     for &seed in &seeds {
         match check_seed(scenario, seed) {
             Ok(outcome) => {
@@ -23,6 +24,7 @@ fn run_seeds(scenario: Scenario, default: u64) {
                 lease_reads += outcome.lease_reads;
                 bounded_reads += outcome.bounded_reads;
                 elections += outcome.elections;
+                transfers += outcome.transfers;
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -31,7 +33,7 @@ fn run_seeds(scenario: Scenario, default: u64) {
         }
     }
     eprintln!(
-        "{scenario:?}: {} seeds in {:.1?}: {} failed {failures:?}; {completed} operations completed, {lease_reads} lease reads, {bounded_reads} bounded-staleness reads, {elections} elections",
+        "{scenario:?}: {} seeds in {:.1?}: {} failed {failures:?}; {completed} operations completed, {lease_reads} lease reads, {bounded_reads} bounded-staleness reads, {elections} elections, {transfers} transfers",
         seeds.len(),
         started.elapsed(),
         failures.len()
@@ -54,8 +56,22 @@ fn divergent_tails_stay_linearizable() {
 }
 
 #[test]
+fn a_healthy_leader_keeps_its_leadership() {
+    run_seeds(Scenario::Steady, 8);
+}
+
+#[test]
+fn transfers_in_a_healthy_cluster_complete() {
+    run_seeds(Scenario::SteadyTransfers, 8);
+}
+
+#[test]
 fn a_seed_replays_the_same_run() {
-    for scenario in [Scenario::Faults, Scenario::DivergentTails] {
+    for scenario in [
+        Scenario::Faults,
+        Scenario::DivergentTails,
+        Scenario::SteadyTransfers,
+    ] {
         let first = check_seed(scenario, 7).map(|o| (o.digest, o.completed));
         let second = check_seed(scenario, 7).map(|o| (o.digest, o.completed));
         assert_eq!(first, second, "{scenario:?}");
