@@ -1,21 +1,38 @@
 //! Turmoil simulations of whole clusters: the real node, the real TCP transport over
 //! `turmoil::net`, the key-value state machine, concurrent clients, and a nemesis.
 //!
-//! One seed decides the run: turmoil's network (latency, loss), the nemesis' faults and their
-//! timing, and every client's choices. A run records:
+//! One seed and one [`Scenario`] decide the run: turmoil's network (latency, loss), the
+//! nemesis' faults and their timing, and every client's choices. A run records:
 //!
-//! * a client [`History`](crate::linearizability::History) of puts, deletes, compare-and-swaps and linearizable or lease reads,
-//!   with their call and return times, checked by [`crate::linearizability`]; requests that timed
-//!   out, or whose node died under them, count as "may or may not have happened";
+//! * a client [`History`](crate::linearizability::History) of puts, deletes, compare-and-swaps
+//!   and linearizable or lease reads, with their call and return times, checked by
+//!   [`crate::linearizability`]. An error counts as the node's API documents it: a refusal
+//!   (`NotLeader`, `NotEnoughReplicas`, `TransferInProgress`, `TooStale`, `InvalidArgument`)
+//!   had no effect; a `Timeout`, `Shutdown` or `Storage` failure may or may not have;
 //! * read-your-writes probes: after a write to a key only it writes, a client reads the key from
 //!   a random node with `Consistency::AtLeast(token)` and must see its write;
+//! * bounded-staleness reads (`Consistency::BoundedStaleness(d)`, random node, `d` of
+//!   100–1000 ms): the applied index a read reports must reach every write whose acknowledgement
+//!   reached its client more than `d` before the read's answer;
 //! * every lease read (when, which node, its term) and every election (when, which term), so that
 //!   a lease read served after a later term's leader was elected is caught;
+//! * every leadership transfer a leader accepted: a write refused with `TransferInProgress`
+//!   later than a minimum election timeout (plus 100 ms of slack) after its leader's
+//!   latest transfer started is caught;
+//! * on a healthy network ([`Scenario::Steady`], [`Scenario::SteadyTransfers`]): every term any
+//!   node entered after the first leader's, which must be the win of a transfer's target within
+//!   its timeout; and every transfer to a target the leader had just heard from, which must
+//!   complete within that timeout;
 //! * whether, once the faults stop, a leader is elected and a write succeeds within a bound.
 //!
-//! The nemesis partitions the cluster (majority/minority, one-way, leader isolated), holds and
-//! releases links, adds latency spikes and message loss (`fail_rate`), and crashes and restarts
-//! nodes; a node's [`MemLogStore`](raft_storage::MemLogStore) outlives its crashes, like a disk.
+//! The random nemesis ([`Scenario::Faults`]) partitions the cluster (majority/minority,
+//! one-way, leader isolated), holds and releases links, adds latency spikes and message loss
+//! (`fail_rate`), crashes and restarts nodes, and asks the leader to transfer leadership, at
+//! once or right after the target was cut off from it for longer than an election timeout
+//! (when the target is likely running a pre-vote); a node's
+//! [`MemLogStore`](raft_storage::MemLogStore) outlives its crashes, like a disk. The
+//! divergent-tails nemesis ([`Scenario::DivergentTails`]) cuts each new leader off from all but
+//! one follower while clients keep writing to it.
 
 use crate::kv::{KvCommand, KvResponse, KvStore};
 use crate::linearizability::{History, Operation, Response};
@@ -524,13 +541,13 @@ fn check_stability(world: &mut World, completion_ms: u64) {
         let failovers: Vec<String> = world
             .handles
             .values()
-            .flat_map(|h| h.status().failovers)
-            .filter(|f| f.term == term)
-            .map(|f| {
-                format!(
-                    "{} saw {:?} from {:?}",
-                    f.new_leader, f.trigger, f.old_leader
-                )
+            .flat_map(|h| {
+                let id = h.id();
+                h.status()
+                    .failovers
+                    .into_iter()
+                    .filter(|f| f.term == term)
+                    .map(move |f| format!("{id} saw {:?} after {:?}", f.trigger, f.old_leader))
             })
             .collect();
         found.push(format!(
