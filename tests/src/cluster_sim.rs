@@ -1,27 +1,44 @@
 //! Turmoil simulations of whole clusters: the real node, the real TCP transport over
 //! `turmoil::net`, the key-value state machine, concurrent clients, and a nemesis.
 //!
-//! One seed decides the run: turmoil's network (latency, loss), the nemesis' faults and their
-//! timing, and every client's choices. A run records:
+//! One seed and one [`Scenario`] decide the run: turmoil's network (latency, loss), the
+//! nemesis' faults and their timing, and every client's choices. A run records:
 //!
-//! * a client [`History`](crate::linearizability::History) of puts, deletes, compare-and-swaps and linearizable or lease reads,
-//!   with their call and return times, checked by [`crate::linearizability`]; requests that timed
-//!   out, or whose node died under them, count as "may or may not have happened";
+//! * a client [`History`](crate::linearizability::History) of puts, deletes, compare-and-swaps
+//!   and linearizable or lease reads, with their call and return times, checked by
+//!   [`crate::linearizability`]. An error counts as the node's API documents it: a refusal
+//!   (`NotLeader`, `NotEnoughReplicas`, `TransferInProgress`, `TooStale`, `InvalidArgument`)
+//!   had no effect; a `Timeout`, `Shutdown` or `Storage` failure may or may not have;
 //! * read-your-writes probes: after a write to a key only it writes, a client reads the key from
 //!   a random node with `Consistency::AtLeast(token)` and must see its write;
+//! * bounded-staleness reads (`Consistency::BoundedStaleness(d)`, random node, `d` of
+//!   100–1000 ms): the applied index a read reports must reach every write whose acknowledgement
+//!   reached its client more than `d` before the read's answer;
 //! * every lease read (when, which node, its term) and every election (when, which term), so that
 //!   a lease read served after a later term's leader was elected is caught;
+//! * every leadership transfer a leader accepted: a write refused with `TransferInProgress`
+//!   later than a minimum election timeout (plus 100 ms of slack) after its leader's
+//!   latest transfer started is caught;
+//! * on a healthy network ([`Scenario::Steady`], [`Scenario::SteadyTransfers`]): every term any
+//!   node entered after the first leader's, which must be the win of a transfer's target within
+//!   its timeout; and every transfer to a target the leader had just heard from, which must
+//!   complete within that timeout;
 //! * whether, once the faults stop, a leader is elected and a write succeeds within a bound.
 //!
-//! The nemesis partitions the cluster (majority/minority, one-way, leader isolated), holds and
-//! releases links, adds latency spikes and message loss (`fail_rate`), and crashes and restarts
-//! nodes; a node's [`MemLogStore`](raft_storage::MemLogStore) outlives its crashes, like a disk.
+//! The random nemesis ([`Scenario::Faults`]) partitions the cluster (majority/minority,
+//! one-way, leader isolated), holds and releases links, adds latency spikes and message loss
+//! (`fail_rate`), crashes and restarts nodes, and asks the leader to transfer leadership, at
+//! once or right after the target was cut off from it for longer than an election timeout
+//! (when the target is likely running a pre-vote); a node's
+//! [`MemLogStore`](raft_storage::MemLogStore) outlives its crashes, like a disk. The
+//! divergent-tails nemesis ([`Scenario::DivergentTails`]) cuts each new leader off from all but
+//! one follower while clients keep writing to it.
 
 use crate::kv::{KvCommand, KvResponse, KvStore};
 use crate::linearizability::{History, Operation, Response};
 use crate::rng::SplitMix64;
 use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle};
-use raft_core::{NodeId, Role, Term};
+use raft_core::{LogIndex, NodeId, Role, Term};
 use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
 use raft_storage::MemLogStore;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,35 +47,124 @@ use std::time::{Duration, SystemTime};
 
 const PORT: u16 = 7000;
 const CLUSTER_ID: u64 = 0x5eed;
+/// The nodes run the default protocol configuration; its election timeout bounds transfers.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 300;
+const HEARTBEAT_INTERVAL_MS: u64 = 30;
+/// How long after a transfer started its leader may still refuse writes with
+/// `TransferInProgress`: the transfer is abandoned after a minimum election timeout, and this
+/// much more covers the time its request and the refused write spent on the way.
+const TRANSFER_SLACK_MS: u64 = 100;
+
+/// What kind of run a seed gets; each kind has its own test in `tests/sim_cluster.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// The random nemesis: every fault kind, one at a time.
+    Faults,
+    /// Five nodes. Again and again the leader can reach only one follower (or none) while
+    /// clients keep writing to it, and the others elect a new leader, which gets the same
+    /// treatment: logs grow divergent uncommitted tails that later leaders truncate or commit.
+    DivergentTails,
+    /// A healthy network (no nemesis) with a steady one-way latency of up to a third of the
+    /// minimum election timeout, and many clients in tight loops of writes and linearizable
+    /// reads: once a leader is elected, no other term may begin.
+    Steady,
+    /// As [`Scenario::Steady`], plus leadership transfers to random voters the leader heard
+    /// from just before. Every transfer must hand over leadership within its timeout, and no
+    /// other term may begin.
+    SteadyTransfers,
+}
+
+impl Scenario {
+    /// The test of `tests/sim_cluster.rs` that runs this scenario, for the replay command.
+    pub fn test_name(self) -> &'static str {
+        match self {
+            Scenario::Faults => "clusters_under_faults_stay_linearizable",
+            Scenario::DivergentTails => "divergent_tails_stay_linearizable",
+            Scenario::Steady => "a_healthy_leader_keeps_its_leadership",
+            Scenario::SteadyTransfers => "transfers_in_a_healthy_cluster_complete",
+        }
+    }
+
+    /// Mixed into the seed, so that seed 3 of one scenario is not a copy of another's.
+    fn tag(self) -> u64 {
+        match self {
+            Scenario::Faults => 0,
+            Scenario::DivergentTails => 0xD1_0000_0000,
+            Scenario::Steady => 0x57_0000_0000,
+            Scenario::SteadyTransfers => 0x7F_0000_0000,
+        }
+    }
+}
 
 /// What one simulation run does.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Decides everything else.
     pub seed: u64,
+    /// The kind of run.
+    pub scenario: Scenario,
     /// Cluster size (3 or 5).
     pub nodes: u64,
     /// Concurrent clients.
     pub clients: u64,
     /// How long clients run their workload while the nemesis acts.
     pub workload: Duration,
-    /// Whether the nemesis acts at all.
-    pub nemesis: bool,
     /// Keys the clients share (few keys, many conflicts).
     pub shared_keys: u64,
+    /// The least one message takes on a link, in milliseconds.
+    pub min_latency_ms: u64,
+    /// The most one message may take on a link, in milliseconds.
+    pub max_latency_ms: u64,
+    /// How long a node may take to answer a request before it answers `Error::Timeout`.
+    pub request_timeout: Duration,
 }
 
 impl SimConfig {
-    /// The run for `seed`: its size and intensity vary with the seed.
-    pub fn for_seed(seed: u64) -> SimConfig {
-        let mut rng = SplitMix64::new(seed ^ 0xC0FF_EE00);
-        SimConfig {
-            seed,
-            nodes: if rng.percent(50) { 3 } else { 5 },
-            clients: rng.range(2, 5),
-            workload: Duration::from_millis(rng.range(3_000, 6_000)),
-            nemesis: true,
-            shared_keys: rng.range(2, 5),
+    /// The run of `scenario` for `seed`: its size and intensity vary with the seed.
+    pub fn for_seed(scenario: Scenario, seed: u64) -> SimConfig {
+        let mut rng = SplitMix64::new(seed ^ 0xC0FF_EE00 ^ scenario.tag());
+        match scenario {
+            Scenario::Faults => SimConfig {
+                seed,
+                scenario,
+                nodes: if rng.percent(50) { 3 } else { 5 },
+                clients: rng.range(2, 5),
+                workload: Duration::from_millis(rng.range(3_000, 6_000)),
+                shared_keys: rng.range(2, 5),
+                min_latency_ms: 1,
+                max_latency_ms: rng.range(2, 15),
+                request_timeout: Duration::from_secs(1),
+            },
+            Scenario::DivergentTails => SimConfig {
+                seed,
+                scenario,
+                nodes: 5,
+                clients: rng.range(5, 10),
+                workload: Duration::from_millis(rng.range(4_000, 7_000)),
+                shared_keys: rng.range(2, 4),
+                min_latency_ms: 1,
+                max_latency_ms: rng.range(2, 10),
+                // Long enough that a write outlives several changes of leader before its
+                // node answers it: that answer is what the history check judges.
+                request_timeout: Duration::from_secs(4),
+            },
+            Scenario::Steady | Scenario::SteadyTransfers => {
+                // Up to a third of the minimum election timeout one way, and steady: a
+                // message takes between two thirds of the maximum and the maximum.
+                let max_latency_ms = rng.range(5, ELECTION_TIMEOUT_MIN_MS / 3 + 1);
+                SimConfig {
+                    seed,
+                    scenario,
+                    nodes: if rng.percent(50) { 3 } else { 5 },
+                    clients: rng.range(8, 17),
+                    workload: Duration::from_millis(rng.range(3_000, 5_000)),
+                    shared_keys: 8,
+                    min_latency_ms: max_latency_ms * 2 / 3,
+                    max_latency_ms,
+                    request_timeout: Duration::from_secs(1),
+                }
+            }
         }
     }
 }
@@ -78,8 +184,12 @@ pub struct SimOutcome {
     pub completed: u64,
     /// Lease reads served.
     pub lease_reads: u64,
+    /// Bounded-staleness reads served (each checked against its bound).
+    pub bounded_reads: u64,
     /// Elections seen.
     pub elections: u64,
+    /// Leadership transfers started.
+    pub transfers: u64,
 }
 
 /// State shared by hosts, clients and the driver of one run (turmoil runs everything on one
@@ -93,10 +203,75 @@ struct World {
     lease_reads: Vec<(u64, NodeId, Term)>,
     /// Term → (time ms, leader) of the first sighting of that term's leader.
     elections: BTreeMap<Term, (u64, NodeId)>,
+    /// Every `Ack::Quorum` write whose acknowledgement reached its client, in time order, with
+    /// the highest index acknowledged so far: what a bounded-staleness read must reflect.
+    acks: Vec<Acknowledged>,
+    /// Bounded-staleness reads served.
+    bounded_reads: u64,
+    /// Term → (time ms, node) of the first node seen in that term, whatever its role: a term
+    /// that never had a leader is an election that failed.
+    terms: BTreeMap<Term, (u64, NodeId)>,
+    /// Every leadership transfer a leader accepted, in the order the harness learned of it.
+    transfers: Vec<TransferRecord>,
+    /// (time ms, node) of every write refused with `TransferInProgress`.
+    transfer_refusals: Vec<(u64, NodeId)>,
     /// Set once the workload ends: clients stop.
     finished: bool,
     completed: u64,
     digest: u64,
+}
+
+/// A leadership transfer a leader accepted.
+#[derive(Clone, Copy, Debug)]
+struct TransferRecord {
+    leader: NodeId,
+    /// The leader's term when it answered.
+    term: Term,
+    target: NodeId,
+    /// When the harness asked for it.
+    requested_ms: u64,
+    /// When the leader's acceptance reached the harness: the transfer started no later.
+    started_ms: u64,
+    /// The target was reachable and the network healthy when it was asked for: it must
+    /// complete, not merely end.
+    must_complete: bool,
+}
+
+/// A transfer the nemesis asks for.
+#[derive(Clone, Copy, Debug)]
+struct TransferRequest {
+    leader: NodeId,
+    target: NodeId,
+    must_complete: bool,
+}
+
+/// The acknowledgements up to a time, as bounded-staleness reads need them.
+#[derive(Clone, Copy, Debug)]
+struct Acknowledged {
+    /// When the acknowledgement reached the client.
+    at_ms: u64,
+    /// The highest index of any write acknowledged so far.
+    highest: LogIndex,
+    /// When the write at `highest` was acknowledged.
+    highest_at_ms: u64,
+}
+
+impl World {
+    /// Records that a client received the acknowledgement of a write at `index` at `now`.
+    fn acknowledged(&mut self, now: u64, index: LogIndex) {
+        let ack = match self.acks.last() {
+            Some(last) if last.highest >= index => Acknowledged {
+                at_ms: now,
+                ..*last
+            },
+            _ => Acknowledged {
+                at_ms: now,
+                highest: index,
+                highest_at_ms: now,
+            },
+        };
+        self.acks.push(ack);
+    }
 }
 
 fn lock(world: &Arc<Mutex<World>>) -> MutexGuard<'_, World> {
@@ -132,13 +307,13 @@ fn believed_leader(world: &World) -> Option<NodeHandle<KvStore>> {
 /// Runs one simulation and returns what it observed. Panics only on a harness error (a host
 /// failing to start), never on a protocol violation: those are in the outcome.
 pub fn run(config: &SimConfig) -> SimOutcome {
-    let mut rng = SplitMix64::new(config.seed);
+    let mut rng = SplitMix64::new(config.seed ^ config.scenario.tag());
     let mut sim = turmoil::Builder::new()
-        .rng_seed(config.seed)
+        .rng_seed(config.seed ^ config.scenario.tag())
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(rng.range(2, 15)))
+        .min_message_latency(Duration::from_millis(config.min_latency_ms))
+        .max_message_latency(Duration::from_millis(config.max_latency_ms))
         .simulation_duration(config.workload + Duration::from_secs(60))
         .build();
     let world = Arc::new(Mutex::new(World {
@@ -158,6 +333,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             .map(|&p| (p, format!("{}:{PORT}", host(p))))
             .collect();
         let seed = config.seed;
+        let request_timeout = config.request_timeout;
         let voters = ids.clone();
         sim.host(host(id), move || {
             let store = store.clone();
@@ -172,7 +348,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                     TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await?;
                 let mut node = NodeConfig::new(id, voters);
                 node.seed = seed.rotate_left(17) ^ id.0 ^ now_ms();
-                node.request_timeout = Duration::from_secs(1);
+                node.request_timeout = request_timeout;
                 let (handle, task) =
                     Node::create(node, KvStore::default(), store, transport, inbound)
                         .await
@@ -189,13 +365,27 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         let seed = config.seed ^ (client << 32);
         let keys = config.shared_keys;
         let nodes = ids.clone();
+        let scenario = config.scenario;
         sim.client(format!("c{client}"), async move {
-            run_client(client, seed, keys, nodes, world).await;
+            run_client(client, seed, scenario, keys, nodes, world).await;
             Ok(())
         });
     }
 
-    let mut nemesis = Nemesis::new(ids.clone(), config.nemesis);
+    let (transfers, transfer_requests) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let world = Arc::clone(&world);
+        sim.client("transfers", async move {
+            run_transfers(transfer_requests, world).await;
+            Ok(())
+        });
+    }
+    let mut nemesis = Nemesis::new(
+        ids.clone(),
+        config.scenario,
+        config.max_latency_ms,
+        transfers,
+    );
     let workload_ms = u64::try_from(config.workload.as_millis()).unwrap_or(u64::MAX);
     let mut healed_at = None;
     let mut liveness: Option<u64> = None;
@@ -212,7 +402,14 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
         observe_elections(&world, now);
         if now < workload_ms {
-            nemesis.maybe_act(&mut sim, &mut rng, &world, now);
+            match config.scenario {
+                Scenario::Faults => nemesis.maybe_act(&mut sim, &mut rng, &world, now),
+                Scenario::DivergentTails => nemesis.maybe_divide(&mut sim, &mut rng, &world, now),
+                Scenario::Steady => {}
+                Scenario::SteadyTransfers => {
+                    nemesis.maybe_transfer(&mut rng, &world, now);
+                }
+            }
         } else if healed_at.is_none() {
             nemesis.heal_all(&mut sim);
             lock(&world).finished = true;
@@ -231,6 +428,16 @@ pub fn run(config: &SimConfig) -> SimOutcome {
     let faults = nemesis.log;
     let mut world = lock(&world);
     check_lease_reads(&mut world);
+    check_transfer_refusals(&mut world);
+    if matches!(
+        config.scenario,
+        Scenario::Steady | Scenario::SteadyTransfers
+    ) {
+        check_stability(&mut world, transfer_completion_ms(config));
+    }
+    if config.scenario == Scenario::SteadyTransfers {
+        check_transfers_complete(&mut world, transfer_completion_ms(config));
+    }
     if liveness.is_none() {
         world
             .violations
@@ -247,21 +454,164 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         faults,
         completed: world.completed,
         lease_reads: world.lease_reads.len() as u64,
+        bounded_reads: world.bounded_reads,
         elections: world.elections.len() as u64,
+        transfers: world.transfers.len() as u64,
     }
 }
 
 fn observe_elections(world: &Arc<Mutex<World>>, now: u64) {
     let mut world = lock(world);
-    let leaders: Vec<(Term, NodeId)> = world
+    let seen: Vec<(Term, NodeId, bool)> = world
         .handles
         .values()
-        .map(|h| h.status())
-        .filter(|s| s.role == Role::Leader)
-        .map(|s| (s.term, s.id))
+        .map(|h| {
+            let status = h.status();
+            (status.term, status.id, status.role == Role::Leader)
+        })
         .collect();
-    for (term, id) in leaders {
-        world.elections.entry(term).or_insert((now, id));
+    for (term, id, leads) in seen {
+        world.terms.entry(term).or_insert((now, id));
+        if leads {
+            world.elections.entry(term).or_insert((now, id));
+        }
+    }
+}
+
+/// How long a transfer may take to complete in a run: the minimum election timeout, the slack,
+/// and four one-way trips (the target's catch-up, TimeoutNow, and the vote round).
+fn transfer_completion_ms(config: &SimConfig) -> u64 {
+    ELECTION_TIMEOUT_MIN_MS + TRANSFER_SLACK_MS + 4 * config.max_latency_ms
+}
+
+/// A leader refuses writes with `TransferInProgress` only while a transfer it started is under
+/// way, and a transfer ends or is abandoned within a minimum election timeout (§3.10).
+fn check_transfer_refusals(world: &mut World) {
+    let mut found = Vec::new();
+    for &(at, node) in &world.transfer_refusals {
+        let latest = world
+            .transfers
+            .iter()
+            .filter(|t| t.leader == node && t.requested_ms <= at)
+            .max_by_key(|t| t.requested_ms);
+        match latest {
+            Some(t) if at <= t.started_ms + ELECTION_TIMEOUT_MIN_MS + TRANSFER_SLACK_MS => {}
+            Some(t) => found.push(format!(
+                "transfer: {node} refused a write with TransferInProgress at {at} ms, {} ms after its transfer to {} started ({} at {} ms); a transfer ends within {ELECTION_TIMEOUT_MIN_MS} ms",
+                at - t.started_ms,
+                t.target,
+                t.term,
+                t.started_ms
+            )),
+            None => found.push(format!(
+                "transfer: {node} refused a write with TransferInProgress at {at} ms, but no transfer was started on it"
+            )),
+        }
+    }
+    world.violations.extend(found);
+}
+
+/// On a healthy network, once a leader is elected no other term may begin, except by a
+/// transfer the harness asked for, won by its target within `completion_ms`.
+fn check_stability(world: &mut World, completion_ms: u64) {
+    let Some((&first_term, &(first_at, first_leader))) = world.elections.iter().next() else {
+        world
+            .violations
+            .push("stability: no leader was ever elected".into());
+        return;
+    };
+    let mut found = Vec::new();
+    for (&term, &(seen_at, seen_on)) in world.terms.range(Term(first_term.0 + 1)..) {
+        let election = world.elections.get(&term).copied();
+        let by_transfer = election.is_some_and(|(at, leader)| {
+            world.transfers.iter().any(|t| {
+                t.target == leader
+                    && t.term < term
+                    && t.requested_ms <= at
+                    && at <= t.started_ms + completion_ms
+            })
+        });
+        if by_transfer {
+            continue;
+        }
+        let what = match election {
+            Some((at, leader)) => format!("{leader} became leader of {term} at {at} ms"),
+            None => format!("{seen_on} entered {term} at {seen_at} ms and it never had a leader"),
+        };
+        let failovers: Vec<String> = world
+            .handles
+            .values()
+            .flat_map(|h| {
+                let id = h.id();
+                h.status()
+                    .failovers
+                    .into_iter()
+                    .filter(|f| f.term == term)
+                    .map(move |f| format!("{id} saw {:?} after {:?}", f.trigger, f.old_leader))
+            })
+            .collect();
+        found.push(format!(
+            "stability: {what} on a healthy network, not by a transfer (first leader {first_leader} of {first_term} at {first_at} ms) {failovers:?}"
+        ));
+    }
+    world.violations.extend(found);
+}
+
+/// A transfer to a healthy target must complete: the target leads a later term within
+/// `completion_ms` of the transfer's start.
+fn check_transfers_complete(world: &mut World, completion_ms: u64) {
+    let mut found = Vec::new();
+    for t in world.transfers.iter().filter(|t| t.must_complete) {
+        let won = world
+            .elections
+            .range(Term(t.term.0 + 1)..)
+            .any(|(_, &(at, leader))| leader == t.target && at <= t.started_ms + completion_ms);
+        if !won {
+            let next = world
+                .elections
+                .range(Term(t.term.0 + 1)..)
+                .next()
+                .map(|(term, (at, leader))| format!("next leader {leader} of {term} at {at} ms"))
+                .unwrap_or_else(|| "no later leader".into());
+            found.push(format!(
+                "transfer: {} (leader of {}) accepted a transfer to {} at {} ms, which did not become leader within {completion_ms} ms ({next})",
+                t.leader, t.term, t.target, t.started_ms
+            ));
+        }
+    }
+    world.violations.extend(found);
+}
+
+/// Carries out the transfers the nemesis asks for, through the leader's handle, until the
+/// nemesis drops its sender.
+async fn run_transfers(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<TransferRequest>,
+    world: Arc<Mutex<World>>,
+) {
+    while let Some(request) = requests.recv().await {
+        let leader = lock(&world).handles.get(&request.leader).cloned();
+        let Some(leader) = leader else { continue };
+        let requested_ms = now_ms();
+        let result = leader.transfer_leadership(request.target).await;
+        let now = now_ms();
+        let mut world = lock(&world);
+        mix(
+            &mut world.digest,
+            &format!(
+                "transfer {} -> {} {result:?} {now}",
+                request.leader, request.target
+            ),
+        );
+        if result.is_ok() {
+            world.transfers.push(TransferRecord {
+                leader: request.leader,
+                term: leader.status().term,
+                target: request.target,
+                requested_ms,
+                started_ms: now,
+                must_complete: request.must_complete,
+            });
+        }
     }
 }
 
@@ -312,6 +662,7 @@ async fn check_liveness(world: Arc<Mutex<World>>) {
 async fn run_client(
     client: u64,
     seed: u64,
+    scenario: Scenario,
     keys: u64,
     nodes: Vec<NodeId>,
     world: Arc<Mutex<World>>,
@@ -345,11 +696,10 @@ async fn run_client(
         let key = format!("k{}", rng.range(0, keys));
         counter += 1;
         let value = format!("c{client}-{counter}");
-        let roll = rng.range(0, 100);
-        let outcome = match roll {
-            0..=29 => write(&world, client, &node, KvCommand::Put { key, value }).await,
-            30..=34 => write(&world, client, &node, KvCommand::Delete { key }).await,
-            35..=49 => {
+        let outcome = match Op::pick(scenario, rng.range(0, 100)) {
+            Op::Put => write(&world, client, &node, KvCommand::Put { key, value }).await,
+            Op::Delete => write(&world, client, &node, KvCommand::Delete { key }).await,
+            Op::Cas => {
                 let expect = if rng.percent(30) {
                     None
                 } else {
@@ -366,9 +716,23 @@ async fn run_client(
                 };
                 write(&world, client, &node, command).await
             }
-            50..=64 => read(&world, client, &node, key, Consistency::Linearizable).await,
-            65..=84 => read(&world, client, &node, key, Consistency::Lease).await,
-            _ => read_your_write(&world, &mut rng, &node, &own_key, &value, &nodes).await,
+            Op::Linearizable => read(&world, client, &node, key, Consistency::Linearizable).await,
+            Op::Lease => read(&world, client, &node, key, Consistency::Lease).await,
+            Op::Bounded => {
+                let reader = {
+                    let world = lock(&world);
+                    rng.pick(&nodes)
+                        .and_then(|id| world.handles.get(&id).cloned())
+                };
+                let bound = Duration::from_millis(rng.range(100, 1_000));
+                match reader {
+                    Some(reader) => bounded_read(&world, &reader, key, bound).await,
+                    None => Ok(()),
+                }
+            }
+            Op::ReadYourWrite => {
+                read_your_write(&world, &mut rng, &node, &own_key, &value, &nodes).await
+            }
         };
         match outcome {
             Err(Error::NotLeader { leader_hint }) => {
@@ -406,16 +770,79 @@ async fn run_client(
     }
 }
 
-/// Whether an error proves the request had no effect.
+/// What a client does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Put,
+    Delete,
+    Cas,
+    Linearizable,
+    Lease,
+    /// A `Consistency::BoundedStaleness` read from a random node (not in the history: it need
+    /// not be linearizable; [`bounded_read`] checks it against its bound instead).
+    Bounded,
+    /// A write to the client's own key, then an `AtLeast` read of it from a random node.
+    ReadYourWrite,
+}
+
+impl Op {
+    /// The operation a roll of 0..100 gives in `scenario`: divergent tails weigh writes
+    /// (many writes pending on a cut-off leader are what diverge).
+    fn pick(scenario: Scenario, roll: u64) -> Op {
+        let weights: [(u64, Op); 6] = match scenario {
+            Scenario::Faults => [
+                (28, Op::Put),
+                (5, Op::Delete),
+                (14, Op::Cas),
+                (14, Op::Linearizable),
+                (17, Op::Lease),
+                (10, Op::Bounded),
+            ],
+            Scenario::DivergentTails => [
+                (40, Op::Put),
+                (5, Op::Delete),
+                (15, Op::Cas),
+                (15, Op::Linearizable),
+                (10, Op::Lease),
+                (10, Op::Bounded),
+            ],
+            // Heavy ReadIndex load beside the writes.
+            Scenario::Steady | Scenario::SteadyTransfers => [
+                (35, Op::Put),
+                (0, Op::Delete),
+                (5, Op::Cas),
+                (40, Op::Linearizable),
+                (5, Op::Lease),
+                (10, Op::Bounded),
+            ],
+        };
+        let mut below = 0;
+        for (weight, op) in weights {
+            below += weight;
+            if roll < below {
+                return op;
+            }
+        }
+        Op::ReadYourWrite
+    }
+}
+
+/// Whether an error proves the request had no effect, as `raft_core::node::Error` documents
+/// each variant: a refusal (not the leader, too few replicas, a transfer under way, too stale,
+/// a bad argument) promises nothing happened; a timeout, a shutdown or a storage failure may
+/// come after the write took effect.
 fn definitely_failed(error: &Error) -> bool {
-    matches!(
-        error,
+    match error {
         Error::NotLeader { .. }
-            | Error::NotEnoughReplicas { .. }
-            | Error::TransferInProgress
-            | Error::TooStale { .. }
-            | Error::InvalidArgument(_)
-    )
+        | Error::NotEnoughReplicas { .. }
+        | Error::TransferInProgress
+        | Error::TooStale { .. }
+        | Error::InvalidArgument(_) => true,
+        Error::Timeout | Error::Shutdown | Error::Storage(_) => false,
+        // `InvalidConfig` comes only from starting a node; a variant added later counts as
+        // "may or may not" until its documentation says otherwise.
+        _ => false,
+    }
 }
 
 async fn write(
@@ -449,6 +876,7 @@ async fn write(
             );
             world.history.complete(id, response, now);
             world.completed += 1;
+            world.acknowledged(now, outcome.index);
             Ok(())
         }
         Err(error) => {
@@ -456,6 +884,9 @@ async fn write(
                 &mut world.digest,
                 &format!("{client} {operation} {error} {now}"),
             );
+            if error == Error::TransferInProgress {
+                world.transfer_refusals.push((now, node.id()));
+            }
             if definitely_failed(&error) {
                 world.history.fail(id);
             } else {
@@ -501,7 +932,64 @@ async fn read(
                 &mut world.digest,
                 &format!("{client} get {key} {error} {now}"),
             );
-            world.history.time_out(id);
+            if definitely_failed(&error) {
+                world.history.fail(id);
+            } else {
+                world.history.time_out(id);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A bounded-staleness read of `key` from `node`. Whatever it returns must reflect every write
+/// acknowledged more than `bound` before the answer arrived: its applied index must reach the
+/// index of each such write.
+async fn bounded_read(
+    world: &Arc<Mutex<World>>,
+    node: &NodeHandle<KvStore>,
+    key: String,
+    bound: Duration,
+) -> Result<(), Error> {
+    let result = node
+        .query(Consistency::BoundedStaleness(bound), key.clone())
+        .await;
+    let mut world = lock(world);
+    let now = now_ms();
+    let bound_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(outcome) => {
+            mix(
+                &mut world.digest,
+                &format!(
+                    "bounded {} get {key} {:?} {now}",
+                    node.id(),
+                    outcome.response
+                ),
+            );
+            world.bounded_reads += 1;
+            let cutoff = now.saturating_sub(bound_ms);
+            let before = world.acks.partition_point(|ack| ack.at_ms < cutoff);
+            if let Some(required) = before.checked_sub(1).map(|i| world.acks[i])
+                && outcome.applied_index < required.highest
+            {
+                let violation = format!(
+                    "bounded staleness: {} answered a read with a bound of {bound_ms} ms at {now} ms from applied index {}, but {} was acknowledged at {} ms, {} ms before",
+                    node.id(),
+                    outcome.applied_index,
+                    required.highest,
+                    required.highest_at_ms,
+                    now - required.highest_at_ms
+                );
+                world.violations.push(violation);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            mix(
+                &mut world.digest,
+                &format!("bounded {} get {key} {error} {now}", node.id()),
+            );
             Err(error)
         }
     }
@@ -521,7 +1009,16 @@ async fn read_your_write(
         key: own_key.to_string(),
         value: value.to_string(),
     };
-    let written = node.propose(command, Ack::Quorum).await?;
+    let written = match node.propose(command, Ack::Quorum).await {
+        Ok(written) => written,
+        Err(error) => {
+            if error == Error::TransferInProgress {
+                lock(world).transfer_refusals.push((now_ms(), node.id()));
+            }
+            return Err(error);
+        }
+    };
+    lock(world).acknowledged(now_ms(), written.index);
     let reader = {
         let world = lock(world);
         rng.pick(nodes)
@@ -550,7 +1047,6 @@ async fn read_your_write(
 /// The fault injector: one fault at a time, each lasting a random while.
 struct Nemesis {
     ids: Vec<NodeId>,
-    enabled: bool,
     next_at: u64,
     /// Pairs partitioned (both ways or one way) by the current fault.
     partitioned: BTreeSet<(String, String)>,
@@ -558,15 +1054,44 @@ struct Nemesis {
     slowed: BTreeSet<(String, String)>,
     lossy: bool,
     crashed: BTreeSet<NodeId>,
+    /// Divergent tails: the leader (term, id) the current cut is aimed at.
+    aimed_at: Option<(Term, NodeId)>,
+    /// Divergent tails: a leader noticed, and when the cut may be aimed at it.
+    noticed: Option<((Term, NodeId), u64)>,
+    /// Divergent tails: the leader of the previous cut, a likely follower of the next one.
+    previous_leader: Option<NodeId>,
+    /// Divergent tails: when the current cut ends with a heal.
+    cut_ends_at: u64,
+    /// Where transfers are asked for; dropped when the faults stop.
+    transfers: Option<tokio::sync::mpsc::UnboundedSender<TransferRequest>>,
+    /// A transfer (leader, target) to ask for as soon as the current cut is repaired.
+    transfer_after_repair: Option<(NodeId, NodeId)>,
+    /// The most one message takes, for the healthy transfers' check of the target.
+    max_latency_ms: u64,
     log: Vec<String>,
 }
 
 impl Nemesis {
-    fn new(ids: Vec<NodeId>, enabled: bool) -> Nemesis {
+    fn new(
+        ids: Vec<NodeId>,
+        scenario: Scenario,
+        max_latency_ms: u64,
+        transfers: tokio::sync::mpsc::UnboundedSender<TransferRequest>,
+    ) -> Nemesis {
         Nemesis {
             ids,
-            enabled,
-            next_at: 500,
+            next_at: match scenario {
+                Scenario::Faults => 500,
+                Scenario::DivergentTails | Scenario::Steady => 0,
+                Scenario::SteadyTransfers => 800,
+            },
+            transfers: Some(transfers),
+            transfer_after_repair: None,
+            max_latency_ms,
+            aimed_at: None,
+            noticed: None,
+            previous_leader: None,
+            cut_ends_at: 0,
             partitioned: BTreeSet::new(),
             held: BTreeSet::new(),
             slowed: BTreeSet::new(),
@@ -583,14 +1108,23 @@ impl Nemesis {
         world: &Arc<Mutex<World>>,
         now: u64,
     ) {
-        if !self.enabled || now < self.next_at {
+        if now < self.next_at {
             return;
         }
         self.next_at = now + rng.range(150, 1200);
         self.undo(sim, rng.percent(70));
+        if let Some((leader, target)) = self.transfer_after_repair.take() {
+            self.request_transfer(leader, target, false);
+            self.log
+                .push(format!("{now} ms: repaired, transfer {leader} -> {target}"));
+        }
         let leader = believed_leader(&lock(world)).map(|h| h.id());
         let names: Vec<String> = self.ids.iter().map(|&id| host(id)).collect();
-        let fault = match rng.range(0, 9) {
+        let target = leader.and_then(|leader| {
+            let others: Vec<NodeId> = self.ids.iter().copied().filter(|&o| o != leader).collect();
+            rng.pick(&others)
+        });
+        let fault = match rng.range(0, 11) {
             0 | 1 => {
                 // Majority / minority split.
                 let mut side: Vec<bool> = names.iter().map(|_| rng.percent(50)).collect();
@@ -664,6 +1198,25 @@ impl Nemesis {
                 }
                 format!("crash {}", host(id))
             }
+            9 => {
+                let (Some(leader), Some(target)) = (leader, target) else {
+                    return;
+                };
+                self.request_transfer(leader, target, false);
+                format!("transfer {leader} -> {target}")
+            }
+            10 => {
+                // Long enough for the target to start a pre-vote; the transfer follows the
+                // repair at once.
+                let (Some(leader), Some(target)) = (leader, target) else {
+                    return;
+                };
+                sim.partition(host(leader).as_str(), host(target).as_str());
+                self.partitioned.insert((host(leader), host(target)));
+                self.transfer_after_repair = Some((leader, target));
+                self.next_at = now + ELECTION_TIMEOUT_MAX_MS + rng.range(20, 200);
+                format!("cut {leader} <-> {target}, then transfer to it")
+            }
             _ => {
                 let Some(id) = leader.or_else(|| rng.pick(&self.ids)) else {
                     return;
@@ -675,6 +1228,125 @@ impl Nemesis {
             }
         };
         self.log.push(format!("{now} ms: {fault}"));
+    }
+
+    /// The divergent-tails nemesis. Whenever a new leader appears (at once, or after a few
+    /// milliseconds in which some of its entries get out), it is cut off from every node but
+    /// one follower (often the previous leader; sometimes none), and that follower is, half the
+    /// time, cut off from the rest too. Clients keep writing to the cut-off leader, whose entries
+    /// reach at most that follower, while the rest elect the next leader, which is cut off in
+    /// turn. A cut that lasts long enough for no new leader to appear ends with a heal.
+    fn maybe_divide(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut SplitMix64,
+        world: &Arc<Mutex<World>>,
+        now: u64,
+    ) {
+        if self.aimed_at.is_some() && now >= self.cut_ends_at {
+            self.undo(sim, false);
+            self.aimed_at = None;
+            self.log.push(format!("{now} ms: heal"));
+        }
+        let Some(leader) = believed_leader(&lock(world)).map(|h| {
+            let status = h.status();
+            (status.term, status.id)
+        }) else {
+            return;
+        };
+        if self.aimed_at == Some(leader) {
+            return;
+        }
+        match self.noticed {
+            Some((noticed, at)) if noticed == leader => {
+                if now < at {
+                    return;
+                }
+            }
+            _ => {
+                let delay = if rng.percent(60) { 0 } else { rng.range(5, 60) };
+                self.noticed = Some((leader, now + delay));
+                if delay > 0 {
+                    return;
+                }
+            }
+        }
+        self.undo(sim, false);
+        let (term, id) = leader;
+        let others: Vec<NodeId> = self.ids.iter().copied().filter(|&o| o != id).collect();
+        let follower = match self.previous_leader.filter(|p| others.contains(p)) {
+            Some(previous) if rng.percent(40) => Some(previous),
+            _ if rng.percent(20) => None,
+            _ => rng.pick(&others),
+        };
+        let mut cut = |sim: &mut turmoil::Sim<'_>, a: NodeId, b: NodeId| {
+            sim.partition(host(a).as_str(), host(b).as_str());
+            self.partitioned.insert((host(a), host(b)));
+        };
+        for &other in others.iter().filter(|&&o| Some(o) != follower) {
+            cut(sim, id, other);
+        }
+        let follower_alone = follower.is_some() && rng.percent(50);
+        if let Some(follower) = follower.filter(|_| follower_alone) {
+            for &other in others.iter().filter(|&&o| o != follower) {
+                cut(sim, follower, other);
+            }
+        }
+        self.previous_leader = Some(id);
+        self.aimed_at = Some(leader);
+        self.cut_ends_at = now + rng.range(300, 900);
+        let reach = match follower {
+            Some(f) if follower_alone => format!("only {f}, which reaches no one else"),
+            Some(f) => format!("only {f}"),
+            None => "no one".to_string(),
+        };
+        self.log
+            .push(format!("{now} ms: leader {id} of {term} reaches {reach}"));
+    }
+
+    /// Healthy transfers: every second or so the believed leader is asked to hand over to a
+    /// random other voter. The leader must have heard from the target within a heartbeat
+    /// interval and two trips, so that the transfer has no excuse not to complete.
+    fn maybe_transfer(&mut self, rng: &mut SplitMix64, world: &Arc<Mutex<World>>, now: u64) {
+        if now < self.next_at {
+            return;
+        }
+        self.next_at = now + 20;
+        let Some(leader) = believed_leader(&lock(world)) else {
+            return;
+        };
+        let others: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&o| o != leader.id())
+            .collect();
+        let Some(target) = rng.pick(&others) else {
+            return;
+        };
+        let heard_within = HEARTBEAT_INTERVAL_MS + 2 * self.max_latency_ms;
+        let target_healthy =
+            leader.status().peers.iter().any(|p| {
+                p.id == target && p.since_last_ack_ms.is_some_and(|ms| ms <= heard_within)
+            });
+        if !target_healthy {
+            return;
+        }
+        self.request_transfer(leader.id(), target, true);
+        self.log
+            .push(format!("{now} ms: transfer {} -> {target}", leader.id()));
+        self.next_at = now + rng.range(800, 1_500);
+    }
+
+    fn request_transfer(&mut self, leader: NodeId, target: NodeId, must_complete: bool) {
+        if let Some(transfers) = &self.transfers {
+            // The receiver outlives the workload; a send can fail only after the run.
+            let _ = transfers.send(TransferRequest {
+                leader,
+                target,
+                must_complete,
+            });
+        }
     }
 
     /// Ends the current fault: repairs links, releases held messages, restores latency and loss,
@@ -702,13 +1374,16 @@ impl Nemesis {
 
     fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>) {
         self.undo(sim, true);
+        // The transfer client ends once it has carried out what was asked.
+        self.transfers = None;
         self.log.push("heal".into());
     }
 }
 
-/// Runs `seed` and returns a description of everything wrong with it (empty when it passed).
-pub fn check_seed(seed: u64) -> Result<SimOutcome, String> {
-    let config = SimConfig::for_seed(seed);
+/// Runs `seed` of `scenario` and returns what it observed, or a description of everything
+/// wrong with it, the seed and the command that replays it.
+pub fn check_seed(scenario: Scenario, seed: u64) -> Result<SimOutcome, String> {
+    let config = SimConfig::for_seed(scenario, seed);
     let outcome = run(&config);
     let mut problems = outcome.violations.clone();
     match crate::linearizability::check(&outcome.history) {
@@ -722,9 +1397,10 @@ pub fn check_seed(seed: u64) -> Result<SimOutcome, String> {
         Ok(outcome)
     } else {
         Err(format!(
-            "cluster simulation failed: seed {seed} ({config:?})\n  {}\n  faults: {:?}\n  replay: RAFT_SIM_SEED={seed} cargo test -p raft-tests --test sim_cluster -- --nocapture",
+            "cluster simulation failed: seed {seed} ({config:?})\n  {}\n  faults: {:?}\n  replay: RAFT_SIM_SEED={seed} cargo test -p raft-tests --test sim_cluster {} -- --nocapture",
             problems.join("\n  "),
-            outcome.faults
+            outcome.faults,
+            scenario.test_name()
         ))
     }
 }
