@@ -68,6 +68,8 @@
 
 mod actions;
 mod config;
+#[cfg_attr(not(any(test, feature = "runtime")), allow(dead_code))]
+mod contract;
 mod error;
 mod lease;
 mod log;

@@ -133,6 +133,8 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     out_of_sync: BTreeSet<NodeId>,
     /// Set when the loop must end (shutdown or fatal storage error).
     stop: Option<Vec<oneshot::Sender<()>>>,
+    /// Checks, in debug builds, that the loop keeps the duties of `Actions`.
+    contract: crate::contract::ContractChecker,
 }
 
 impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
@@ -156,6 +158,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             applied: LogIndex(0),
             voters,
         };
+        let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
         let raft = Raft::new(config.raft.clone(), state, config.seed, Instant(0))?;
         let started = tokio::time::Instant::now();
         Ok(Driver {
@@ -190,6 +193,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             lease_held: false,
             out_of_sync: BTreeSet::new(),
             stop: None,
+            contract: crate::contract::ContractChecker::new(durable_through, LogIndex(0)),
             config,
         })
     }
@@ -475,6 +479,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             if actions.is_empty() {
                 break;
             }
+            let batch = self.contract.took(&actions);
             let Actions {
                 messages,
                 hard_state,
@@ -499,24 +504,32 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                     .write(hard_state, entries)
                     .await
                     .map_err(|e| e.to_string())?;
+                self.contract.wrote(batch);
                 if let Some(last) = last {
+                    self.contract.reported_persisted(last);
                     self.raft.persisted(last);
                     self.complete_local_writes(last);
                 }
             }
             // Duty 4.
             if !persisted_messages.is_empty() {
+                self.contract.sending_persisted(batch);
                 self.transport.send_batch(persisted_messages);
             }
             // Duty 5.
             if let Some(range) = committed {
                 for index in range.indexes() {
+                    self.contract.applying(index);
                     self.apply(index).await?;
                 }
+                self.contract.reported_applied(range.last);
                 self.raft.applied(range.last);
             }
             // Duty 6.
             for (id, result) in reads {
+                if let Ok(index) = result {
+                    self.contract.answering_read(index);
+                }
                 self.complete_read(id, result).await;
             }
         }

@@ -2,6 +2,7 @@
 //! once (durable writes complete immediately) and routes messages through one queue that a
 //! test can inspect, filter or deliver.
 
+use crate::contract::ContractChecker;
 use crate::{
     Config, Entry, EntryId, Error, HardState, InitialState, Instant, LogIndex, Message,
     MessageBody, NodeId, Payload, Raft, ReadId, Role, Term,
@@ -60,6 +61,8 @@ pub(crate) struct Network {
     pub(crate) reads: BTreeMap<NodeId, Vec<(ReadId, Result<LogIndex, Error>)>>,
     /// Every hard state each node persisted, last one last.
     pub(crate) hard_states: BTreeMap<NodeId, HardState>,
+    /// Each node's contract checker: `drive` keeps the duties of `Actions`.
+    checkers: BTreeMap<NodeId, ContractChecker>,
 }
 
 impl Network {
@@ -83,6 +86,7 @@ impl Network {
     ) -> Network {
         let voters = ids(logs.len() as u64);
         let mut nodes = BTreeMap::new();
+        let mut checkers = BTreeMap::new();
         for (k, (hard_state, entries)) in logs.into_iter().enumerate() {
             let id = k as u64 + 1;
             let mut config = test_config(id);
@@ -93,8 +97,13 @@ impl Network {
                 applied: LogIndex(0),
                 voters: voters.clone(),
             };
+            let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
             let raft = Raft::new(config, state, id, Instant(0)).unwrap();
             nodes.insert(NodeId(id), raft);
+            checkers.insert(
+                NodeId(id),
+                ContractChecker::new(durable_through, LogIndex(0)),
+            );
         }
         Network {
             nodes,
@@ -104,7 +113,18 @@ impl Network {
             applied: BTreeMap::new(),
             reads: BTreeMap::new(),
             hard_states: BTreeMap::new(),
+            checkers,
         }
+    }
+
+    /// Replaces node `id` with `raft`, restarted from durable state.
+    pub(crate) fn restart(&mut self, id: u64, raft: Raft) {
+        let durable_through = raft.last_log_id().index;
+        self.checkers.insert(
+            NodeId(id),
+            ContractChecker::new(durable_through, raft.applied_index()),
+        );
+        self.nodes.insert(NodeId(id), raft);
     }
 
     pub(crate) fn node(&mut self, id: u64) -> &mut Raft {
@@ -117,36 +137,43 @@ impl Network {
 
     /// Carries out one node's pending actions: writes complete at once, messages are queued.
     pub(crate) fn drive(&mut self, id: NodeId) {
-        let raft = self.nodes.get_mut(&id).unwrap();
-        let actions = raft.take_actions();
-        self.queue.extend(actions.messages);
-        if let Some(hs) = actions.hard_state {
-            self.hard_states.insert(id, hs);
-        }
-        if let Some(last) = actions.entries.last() {
-            raft.persisted(last.id());
-        }
-        self.queue.extend(actions.persisted_messages);
-        if let Some(range) = actions.committed {
-            let entries = raft.committed_entries(range);
-            self.applied.entry(id).or_default().extend(entries);
-            raft.applied(range.last);
-        }
-        self.reads.entry(id).or_default().extend(actions.reads);
-        // Acknowledging writes and applies may have produced more work.
-        let more = raft.take_actions();
-        if !more.is_empty() {
-            self.queue.extend(more.messages);
-            if let Some(last) = more.entries.last() {
+        // Acknowledging writes and applies may produce more work: a second batch.
+        for _ in 0..2 {
+            let raft = self.nodes.get_mut(&id).unwrap();
+            let actions = raft.take_actions();
+            if actions.is_empty() {
+                return;
+            }
+            let checker = self.checkers.entry(id).or_default();
+            let batch = checker.took(&actions);
+            self.queue.extend(actions.messages);
+            if let Some(hs) = actions.hard_state {
+                self.hard_states.insert(id, hs);
+            }
+            checker.wrote(batch);
+            if let Some(last) = actions.entries.last() {
+                checker.reported_persisted(last.id());
                 raft.persisted(last.id());
             }
-            self.queue.extend(more.persisted_messages);
-            if let Some(range) = more.committed {
+            if !actions.persisted_messages.is_empty() {
+                checker.sending_persisted(batch);
+            }
+            self.queue.extend(actions.persisted_messages);
+            if let Some(range) = actions.committed {
                 let entries = raft.committed_entries(range);
+                for entry in &entries {
+                    checker.applying(entry.index);
+                }
                 self.applied.entry(id).or_default().extend(entries);
+                checker.reported_applied(range.last);
                 raft.applied(range.last);
             }
-            self.reads.entry(id).or_default().extend(more.reads);
+            for (_, result) in &actions.reads {
+                if let Ok(index) = result {
+                    checker.answering_read(*index);
+                }
+            }
+            self.reads.entry(id).or_default().extend(actions.reads);
         }
     }
 

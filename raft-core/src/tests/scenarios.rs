@@ -73,8 +73,7 @@ fn restarted_follower_does_not_vote_while_a_lease_it_granted_may_hold() {
     };
     let config: Config = test_config(3);
     let now: Instant = net.now;
-    net.nodes
-        .insert(NodeId(3), Raft::new(config, state, 99, now).unwrap());
+    net.restart(3, Raft::new(config, state, 99, now).unwrap());
     // n3 also stops hearing from n1 for a while, so only the restart rule protects the lease.
     net.cut.insert((NodeId(1), NodeId(3)));
     run_and_check(&mut net, 60);

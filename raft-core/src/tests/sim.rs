@@ -34,6 +34,7 @@
 //! ones.
 
 use super::harness::test_config;
+use crate::contract::{Batch, ContractChecker};
 use crate::rng::SplitMix64;
 use crate::{
     Config, Entry, EntryId, HardState, InitialState, Instant, LogIndex, Message, NodeId, Raft,
@@ -69,6 +70,7 @@ impl Clock {
 /// A write handed to the disk and not yet durable, with the messages that wait for it.
 #[derive(Debug)]
 struct PendingWrite {
+    batch: Batch,
     hard_state: Option<HardState>,
     entries: Vec<Entry>,
     then_send: Vec<Message>,
@@ -83,6 +85,8 @@ struct SimNode {
     disk_hard_state: HardState,
     disk_entries: Vec<Entry>,
     pending_writes: Vec<PendingWrite>,
+    /// Checks that this simulator keeps the duties of `Actions` (one per incarnation).
+    contract: ContractChecker,
     /// Entries applied in this incarnation, in order (the state machine is volatile).
     applied: Vec<Entry>,
     /// Reads asked and not yet answered: id → (mode, highest committed index anywhere then).
@@ -230,6 +234,7 @@ impl Sim {
                     disk_hard_state: HardState::default(),
                     disk_entries: Vec::new(),
                     pending_writes: Vec::new(),
+                    contract: ContractChecker::default(),
                     applied: Vec::new(),
                     open_reads: BTreeMap::new(),
                     last_commit: LogIndex(0),
@@ -303,6 +308,8 @@ impl Sim {
             voters: self.voters.clone(),
         };
         let seed = self.seed ^ (id.0 << 48) ^ (node.incarnation << 40);
+        let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
+        node.contract = ContractChecker::new(durable_through, LogIndex(0));
         node.raft = Some(Raft::new(node.config.clone(), state, seed, now).unwrap());
         node.applied.clear();
         node.open_reads.clear();
@@ -398,6 +405,10 @@ impl Sim {
             if actions.is_empty() {
                 return Ok(());
             }
+            let batch = self.nodes.get_mut(&id).unwrap().contract.took(&actions);
+            let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
+                return Ok(());
+            };
             let committed = actions
                 .committed
                 .map(|range| (range, raft.committed_entries(range)));
@@ -423,6 +434,7 @@ impl Sim {
                     .unwrap()
                     .pending_writes
                     .push(PendingWrite {
+                        batch,
                         hard_state: actions.hard_state,
                         entries: actions.entries,
                         then_send: actions.persisted_messages,
@@ -437,6 +449,9 @@ impl Sim {
                 self.apply(id, entries)?;
             }
             for (read, result) in actions.reads {
+                if let Ok(index) = result {
+                    self.nodes[&id].contract.answering_read(index);
+                }
                 self.answer_read(id, read, result)?;
             }
         }
@@ -467,10 +482,12 @@ impl Sim {
                     self.applied.insert(entry.index, entry.clone());
                 }
             }
+            node.contract.applying(entry.index);
             node.applied.push(entry);
         }
         let last = LogIndex(node.applied.len() as u64);
         if let Some(raft) = node.raft.as_mut() {
+            node.contract.reported_applied(last);
             raft.applied(last);
         }
         Ok(())
@@ -509,6 +526,7 @@ impl Sim {
             return Ok(());
         }
         let write = node.pending_writes.remove(0);
+        node.contract.wrote(write.batch);
         if let Some(hs) = write.hard_state {
             node.disk_hard_state = hs;
         }
@@ -518,7 +536,11 @@ impl Sim {
             node.disk_entries.extend(write.entries.iter().cloned());
         }
         if let (Some(last), Some(raft)) = (write.entries.last(), node.raft.as_mut()) {
+            node.contract.reported_persisted(last.id());
             raft.persisted(last.id());
+        }
+        if !write.then_send.is_empty() {
+            node.contract.sending_persisted(write.batch);
         }
         for msg in write.then_send {
             self.send(msg);
