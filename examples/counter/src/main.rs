@@ -70,10 +70,8 @@ async fn main() -> Result<(), raft_core::node::Error> {
     println!("leader: node {}", first.id().0);
     for delta in [5, 10, -3] {
         let written = first.propose(delta, Ack::Quorum).await?;
-        println!(
-            "add {delta:>3} -> {:?} (log index {})",
-            written.response, written.index.0
-        );
+        let (value, index) = (written.response, written.index.0);
+        println!("add {delta:>3} -> {value:?} (log index {index})");
     }
 
     // Stop the leader; the other two elect a new one and keep counting.
@@ -81,12 +79,11 @@ async fn main() -> Result<(), raft_core::node::Error> {
     network.unregister(first.id());
     nodes.retain(|n| n.id() != first.id());
     let second = leader(&nodes).await;
-    println!(
-        "node {} stopped; new leader: node {}",
-        first.id().0,
-        second.id().0
-    );
+    let (old, new) = (first.id().0, second.id().0);
+    println!("node {old} stopped; new leader: node {new}");
     let written = second.propose(100, Ack::Quorum).await?;
+    let (value, index) = (written.response, written.index.0);
+    println!("add 100 -> {value:?} (log index {index})");
 
     // Every remaining node has applied the same value once it reaches the write's index.
     for node in &nodes {
