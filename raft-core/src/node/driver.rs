@@ -1,9 +1,10 @@
 //! The node's event loop: it owns the protocol, the store and the state machine, and carries
 //! out each batch of [`Actions`] in the order the protocol documents.
 
+use super::publish::{Publisher, in_sync};
 use super::{
-    Ack, Consistency, Error, Failover, FailoverTrigger, LogStore, PeerStatus, ReadOutcome,
-    Recovered, Request, Shared, StateMachine, Status, Transport, WriteOutcome,
+    Ack, Consistency, Error, LogStore, ReadOutcome, Recovered, Request, Shared, StateMachine,
+    Status, Transport, WriteOutcome,
 };
 use crate::{
     Actions, Entry, EntryId, InitialState, Instant, LogIndex, Message, NodeId, Payload, Raft,
@@ -51,22 +52,6 @@ struct PendingRead<SM: StateMachine> {
     max_age_ms: Option<u64>,
 }
 
-pub(super) fn initial_status(id: NodeId) -> Status {
-    Status {
-        id,
-        role: Role::Follower,
-        term: Term(0),
-        leader: None,
-        commit_index: LogIndex(0),
-        applied_index: LogIndex(0),
-        last_log_index: LogIndex(0),
-        lease_remaining_ms: None,
-        staleness_ms: None,
-        peers: Vec::new(),
-        failovers: Vec::new(),
-    }
-}
-
 /// What ended the loop's wait.
 enum Wake<R> {
     Message(Option<Message>),
@@ -84,7 +69,6 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     inbound: mpsc::Receiver<Message>,
     /// False once every inbox has been dropped.
     inbound_open: bool,
-    status_tx: watch::Sender<Status>,
     shared: Arc<Shared>,
     /// The origin of the protocol's clock.
     started: tokio::time::Instant,
@@ -96,9 +80,6 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     now: tokio::time::Instant,
     /// `Ack::Local` writes not yet acknowledged, by index.
     local_pending: BTreeSet<LogIndex>,
-    /// When the status was last rebuilt, and whether something changed since.
-    status_built_at: Instant,
-    status_dirty: bool,
     /// Writes waiting for durability or apply, in index order (the order of their deadlines,
     /// since every request gets the same timeout and writes are proposed as they arrive).
     writes: VecDeque<PendingWrite<SM::Response>>,
@@ -125,12 +106,8 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     waiting_for_apply: BTreeMap<LogIndex, Vec<PendingRead<SM>>>,
     /// The earliest deadline among `waiting_for_apply` (or later: it is only lowered on insert).
     waiting_deadline: Option<tokio::time::Instant>,
-    /// Leadership changes seen, oldest first.
-    failovers: VecDeque<Failover>,
-    /// What the last published status said of role, term and leader (to detect changes).
-    last_seen: (Role, Term, Option<NodeId>),
-    lease_held: bool,
-    out_of_sync: BTreeSet<NodeId>,
+    /// The status watchers see, and the history behind it.
+    publisher: Publisher,
     /// Set when the loop must end (shutdown or fatal storage error).
     stop: Option<Vec<oneshot::Sender<()>>>,
     /// Checks, in debug builds, that the loop keeps the duties of `Actions`.
@@ -162,7 +139,12 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         let raft = Raft::new(config.raft.clone(), state, config.seed, Instant(0))?;
         let started = tokio::time::Instant::now();
         Ok(Driver {
-            last_seen: (raft.role(), raft.term(), raft.leader()),
+            publisher: Publisher::new(
+                status_tx,
+                &raft,
+                config.failover_history,
+                config.max_replication_lag,
+            ),
             raft,
             state_machine,
             store,
@@ -170,14 +152,11 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             requests,
             inbound,
             inbound_open: true,
-            status_tx,
             shared,
             started,
             clock: Instant(0),
             now: started,
             local_pending: BTreeSet::new(),
-            status_built_at: Instant(0),
-            status_dirty: true,
             writes: VecDeque::new(),
             superseded: BTreeMap::new(),
             message_batch: Vec::new(),
@@ -189,9 +168,6 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             next_read: 1,
             waiting_for_apply: BTreeMap::new(),
             waiting_deadline: None,
-            failovers: VecDeque::new(),
-            lease_held: false,
-            out_of_sync: BTreeSet::new(),
             stop: None,
             contract: crate::contract::ContractChecker::new(durable_through, LogIndex(0)),
             config,
@@ -230,11 +206,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     async fn run_loop(mut self) {
         info!(voters = ?self.raft.voters(), term = self.raft.term().0, "node started");
         loop {
-            let mut wake_at = self.raft.next_deadline();
-            if self.status_dirty {
-                // A status withheld to save work while busy is published within a millisecond.
-                wake_at = wake_at.min(self.status_built_at.plus_ms(1));
-            }
+            let wake_at = self.publisher.wake_at(self.raft.next_deadline());
             let mut deadline = self.instant_of(wake_at);
             if let Some(request_deadline) = self.earliest_request_deadline() {
                 deadline = deadline.min(request_deadline);
@@ -289,7 +261,8 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 self.fail_storage(error);
             }
             self.expire_requests();
-            self.publish_status();
+            self.publisher
+                .publish_status(&self.raft, self.clock, self.stop.is_some());
             if let Some(waiters) = self.stop.take() {
                 self.fail_everything(Error::Shutdown);
                 info!("node stopped");
@@ -495,7 +468,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             // Duties 2 and 3.
             if hard_state.is_some() || !entries.is_empty() {
                 if let Some(term) = hard_state.map(|h| h.term) {
-                    if term != self.last_seen.1 {
+                    if term != self.publisher.last_term() {
                         debug!(term = term.0, "term changed");
                     }
                 }
@@ -692,10 +665,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     }
 
     fn is_in_sync(&self, last_ack_at: Option<Instant>) -> bool {
-        let now = self.clock;
-        last_ack_at.is_some_and(|at| {
-            u128::from(now.ms_since(at)) <= self.config.max_replication_lag.as_millis()
-        })
+        in_sync(self.config.max_replication_lag, self.clock, last_ack_at)
     }
 
     /// The voters in sync with this leader, itself included.
@@ -912,132 +882,5 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 let _ = read.reply.send(Err(error.clone()));
             }
         }
-    }
-
-    /// Publishes a new status when something a watcher cares about changed, and records
-    /// leadership changes, lease changes and lagging followers as tracing events.
-    fn publish_status(&mut self) {
-        let now = self.clock;
-        let (role, term, leader) = (self.raft.role(), self.raft.term(), self.raft.leader());
-        let changed_hands = (role, term, leader) != self.last_seen;
-        // While busy, rebuild the status at most once per millisecond (the clock's resolution);
-        // a change of role, term or leader is published at once.
-        if !changed_hands && now == self.status_built_at && self.stop.is_none() {
-            self.status_dirty = true;
-            return;
-        }
-        self.status_built_at = now;
-        self.status_dirty = false;
-        if changed_hands {
-            let (old_role, _, old_leader) = self.last_seen;
-            if role != old_role {
-                info!(?role, term = term.0, "role changed");
-            }
-            if let Some(new_leader) = leader {
-                // A failed pre-vote passes through "no leader" and back to the same leader in the
-                // same term: not a change of leader.
-                let last = self.failovers.back().map(|f| (f.term, f.new_leader));
-                if last != Some((term, new_leader)) {
-                    let previous = old_leader.or(last.map(|(_, l)| l));
-                    self.record_failover(term, previous, new_leader, now);
-                }
-            }
-            self.last_seen = (role, term, leader);
-        }
-        let lease = self.raft.lease_holds();
-        if lease != self.lease_held {
-            debug!(lease, "lease {}", if lease { "gained" } else { "lost" });
-            self.lease_held = lease;
-        }
-        let last = self.raft.last_log_id().index;
-        let peers: Vec<PeerStatus> = self
-            .raft
-            .peers()
-            .iter()
-            .map(|p| PeerStatus {
-                id: p.id,
-                match_index: p.match_index,
-                lag_entries: last.0.saturating_sub(p.match_index.0),
-                since_last_ack_ms: p.last_ack_at.map(|at| now.ms_since(at)),
-                in_sync: self.is_in_sync(p.last_ack_at),
-            })
-            .collect();
-        for peer in &peers {
-            let was_out = self.out_of_sync.contains(&peer.id);
-            if !peer.in_sync && !was_out {
-                warn!(
-                    peer = peer.id.0,
-                    lag = peer.lag_entries,
-                    "follower fell out of sync"
-                );
-                self.out_of_sync.insert(peer.id);
-            } else if peer.in_sync && was_out {
-                info!(peer = peer.id.0, "follower back in sync");
-                self.out_of_sync.remove(&peer.id);
-            }
-        }
-        let status = Status {
-            id: self.raft.id(),
-            role,
-            term,
-            leader,
-            commit_index: self.raft.commit_index(),
-            applied_index: self.raft.applied_index(),
-            last_log_index: last,
-            lease_remaining_ms: self.raft.lease_valid_until().map(|end| end.ms_since(now)),
-            staleness_ms: self.raft.fresh_commit().map(|f| now.ms_since(f.as_of)),
-            peers,
-            failovers: self.failovers.iter().cloned().collect(),
-        };
-        self.status_tx.send_if_modified(|current| {
-            if *current == status {
-                false
-            } else {
-                *current = status;
-                true
-            }
-        });
-    }
-
-    fn record_failover(
-        &mut self,
-        term: Term,
-        old_leader: Option<NodeId>,
-        new_leader: NodeId,
-        now: Instant,
-    ) {
-        let me = self.raft.id();
-        let trigger = if new_leader != me {
-            FailoverTrigger::Observed
-        } else if self.raft.elected_by_transfer() {
-            FailoverTrigger::Transfer
-        } else {
-            FailoverTrigger::Election
-        };
-        let unapplied = (new_leader == me).then(|| {
-            self.raft
-                .last_log_id()
-                .index
-                .0
-                .saturating_sub(self.raft.applied_index().0)
-        });
-        info!(
-            term = term.0,
-            old = ?old_leader.map(|n| n.0),
-            new = new_leader.0,
-            ?trigger,
-            "leader changed"
-        );
-        if self.failovers.len() >= self.config.failover_history.max(1) {
-            self.failovers.pop_front();
-        }
-        self.failovers.push_back(Failover {
-            term,
-            old_leader,
-            new_leader,
-            trigger,
-            at_ms: now.0,
-            new_leader_unapplied_entries: unapplied,
-        });
     }
 }

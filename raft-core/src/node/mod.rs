@@ -84,6 +84,7 @@
 //! ```
 
 mod driver;
+mod publish;
 mod status;
 mod traits;
 
@@ -398,7 +399,7 @@ impl Node {
         };
         let (requests_tx, requests_rx) = mpsc::channel(4096);
         let id = config.raft.id;
-        let (status_tx, status_rx) = watch::channel(driver::initial_status(id));
+        let (status_tx, status_rx) = watch::channel(publish::initial_status(id));
         let shared = Arc::new(Shared::default());
         let task = driver::Driver::new(
             config.clone(),

@@ -1,0 +1,220 @@
+//! Status publishing: the [`Status`] watchers see, the history of leadership changes, and
+//! tracing events for role, lease and follower-lag changes.
+
+use super::{Failover, FailoverTrigger, PeerStatus, Status};
+use crate::{Instant, LogIndex, NodeId, Raft, Role, Term};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+pub(super) fn initial_status(id: NodeId) -> Status {
+    Status {
+        id,
+        role: Role::Follower,
+        term: Term(0),
+        leader: None,
+        commit_index: LogIndex(0),
+        applied_index: LogIndex(0),
+        last_log_index: LogIndex(0),
+        lease_remaining_ms: None,
+        staleness_ms: None,
+        peers: Vec::new(),
+        failovers: Vec::new(),
+    }
+}
+
+/// Whether a follower that last acknowledged at `last_ack_at` is in sync at `now`: it answered
+/// within `max_replication_lag`.
+pub(super) fn in_sync(
+    max_replication_lag: Duration,
+    now: Instant,
+    last_ack_at: Option<Instant>,
+) -> bool {
+    last_ack_at.is_some_and(|at| u128::from(now.ms_since(at)) <= max_replication_lag.as_millis())
+}
+
+/// What the node last published, and what it needs to tell what changed since.
+pub(super) struct Publisher {
+    /// Where watchers read the status.
+    status_tx: watch::Sender<Status>,
+    /// When the status was last rebuilt: a busy node rebuilds it at most once per millisecond.
+    built_at: Instant,
+    /// Whether something changed since the status was last rebuilt, so that the loop wakes to
+    /// publish a withheld status within a millisecond.
+    dirty: bool,
+    /// Leadership changes seen, oldest first.
+    failovers: VecDeque<Failover>,
+    /// How many leadership changes `failovers` keeps.
+    failover_history: usize,
+    /// What the last published status said of role, term and leader (to detect changes).
+    last_seen: (Role, Term, Option<NodeId>),
+    /// Whether the lease held at the last publication (to log when it is gained or lost).
+    lease_held: bool,
+    /// Followers last seen out of sync (to log when one falls out or comes back).
+    out_of_sync: BTreeSet<NodeId>,
+    /// How long since its last acknowledgement a follower still counts as in sync.
+    max_replication_lag: Duration,
+}
+
+impl Publisher {
+    pub(super) fn new(
+        status_tx: watch::Sender<Status>,
+        raft: &Raft,
+        failover_history: usize,
+        max_replication_lag: Duration,
+    ) -> Self {
+        Publisher {
+            status_tx,
+            built_at: Instant(0),
+            dirty: true,
+            failovers: VecDeque::new(),
+            failover_history,
+            last_seen: (raft.role(), raft.term(), raft.leader()),
+            lease_held: false,
+            out_of_sync: BTreeSet::new(),
+            max_replication_lag,
+        }
+    }
+
+    /// When the loop must wake at the latest, given that the protocol needs it at `wake_at`:
+    /// a status withheld to save work while busy is published within a millisecond.
+    pub(super) fn wake_at(&self, wake_at: Instant) -> Instant {
+        if self.dirty {
+            wake_at.min(self.built_at.plus_ms(1))
+        } else {
+            wake_at
+        }
+    }
+
+    /// The term the last published status named.
+    pub(super) fn last_term(&self) -> Term {
+        self.last_seen.1
+    }
+
+    /// Publishes a new status when something a watcher cares about changed, and records
+    /// leadership changes, lease changes and lagging followers as tracing events. A node that
+    /// is `stopping` publishes at once.
+    pub(super) fn publish_status(&mut self, raft: &Raft, now: Instant, stopping: bool) {
+        let (role, term, leader) = (raft.role(), raft.term(), raft.leader());
+        let changed_hands = (role, term, leader) != self.last_seen;
+        // While busy, rebuild the status at most once per millisecond (the clock's resolution);
+        // a change of role, term or leader is published at once.
+        if !changed_hands && now == self.built_at && !stopping {
+            self.dirty = true;
+            return;
+        }
+        self.built_at = now;
+        self.dirty = false;
+        if changed_hands {
+            let (old_role, _, old_leader) = self.last_seen;
+            if role != old_role {
+                info!(?role, term = term.0, "role changed");
+            }
+            if let Some(new_leader) = leader {
+                // A failed pre-vote passes through "no leader" and back to the same leader in the
+                // same term: not a change of leader.
+                let last = self.failovers.back().map(|f| (f.term, f.new_leader));
+                if last != Some((term, new_leader)) {
+                    let previous = old_leader.or(last.map(|(_, l)| l));
+                    self.record_failover(raft, term, previous, new_leader, now);
+                }
+            }
+            self.last_seen = (role, term, leader);
+        }
+        let lease = raft.lease_holds();
+        if lease != self.lease_held {
+            debug!(lease, "lease {}", if lease { "gained" } else { "lost" });
+            self.lease_held = lease;
+        }
+        let last = raft.last_log_id().index;
+        let peers: Vec<PeerStatus> = raft
+            .peers()
+            .iter()
+            .map(|p| PeerStatus {
+                id: p.id,
+                match_index: p.match_index,
+                lag_entries: last.0.saturating_sub(p.match_index.0),
+                since_last_ack_ms: p.last_ack_at.map(|at| now.ms_since(at)),
+                in_sync: in_sync(self.max_replication_lag, now, p.last_ack_at),
+            })
+            .collect();
+        for peer in &peers {
+            let was_out = self.out_of_sync.contains(&peer.id);
+            if !peer.in_sync && !was_out {
+                warn!(
+                    peer = peer.id.0,
+                    lag = peer.lag_entries,
+                    "follower fell out of sync"
+                );
+                self.out_of_sync.insert(peer.id);
+            } else if peer.in_sync && was_out {
+                info!(peer = peer.id.0, "follower back in sync");
+                self.out_of_sync.remove(&peer.id);
+            }
+        }
+        let status = Status {
+            id: raft.id(),
+            role,
+            term,
+            leader,
+            commit_index: raft.commit_index(),
+            applied_index: raft.applied_index(),
+            last_log_index: last,
+            lease_remaining_ms: raft.lease_valid_until().map(|end| end.ms_since(now)),
+            staleness_ms: raft.fresh_commit().map(|f| now.ms_since(f.as_of)),
+            peers,
+            failovers: self.failovers.iter().cloned().collect(),
+        };
+        self.status_tx.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+    }
+
+    fn record_failover(
+        &mut self,
+        raft: &Raft,
+        term: Term,
+        old_leader: Option<NodeId>,
+        new_leader: NodeId,
+        now: Instant,
+    ) {
+        let me = raft.id();
+        let trigger = if new_leader != me {
+            FailoverTrigger::Observed
+        } else if raft.elected_by_transfer() {
+            FailoverTrigger::Transfer
+        } else {
+            FailoverTrigger::Election
+        };
+        let unapplied = (new_leader == me).then(|| {
+            raft.last_log_id()
+                .index
+                .0
+                .saturating_sub(raft.applied_index().0)
+        });
+        info!(
+            term = term.0,
+            old = ?old_leader.map(|n| n.0),
+            new = new_leader.0,
+            ?trigger,
+            "leader changed"
+        );
+        if self.failovers.len() >= self.failover_history.max(1) {
+            self.failovers.pop_front();
+        }
+        self.failovers.push_back(Failover {
+            term,
+            old_leader,
+            new_leader,
+            trigger,
+            at_ms: now.0,
+            new_leader_unapplied_entries: unapplied,
+        });
+    }
+}
