@@ -1,16 +1,17 @@
 //! The node's event loop: it owns the protocol, the store and the state machine, and carries
-//! out each batch of [`Actions`] in the order the protocol documents.
+//! out each batch of [`Actions`] in the order the protocol documents. What waits for an answer
+//! is kept apart: writes in [`super::writes`], reads in [`super::reads`], their deadlines in
+//! [`super::deadlines`], and what the node reports in [`super::publish`].
 
+use super::deadlines::deadline_after;
 use super::publish::{Publisher, in_sync};
-use super::{
-    Ack, Consistency, Error, LogStore, ReadOutcome, Recovered, Request, Shared, StateMachine,
-    Status, Transport, WriteOutcome,
-};
+use super::reads::{PendingRead, Reads};
+use super::writes::{WriteReply, Writes};
+use super::{Ack, Error, LogStore, Recovered, Request, Shared, StateMachine, Status, Transport};
 use crate::{
-    Actions, Entry, EntryId, InitialState, Instant, LogIndex, Message, NodeId, Payload, Raft,
-    ReadId, ReadMode, Role, Term,
+    Actions, Entry, InitialState, Instant, LogIndex, Message, NodeId, Payload, Raft, Role,
 };
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -20,38 +21,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 /// cannot starve the writes and applies that complete earlier requests.
 const MAX_BATCH: usize = 4096;
 
-type WriteReply<R> = oneshot::Sender<Result<WriteOutcome<R>, Error>>;
-type ReadReply<Q> = oneshot::Sender<Result<ReadOutcome<Option<Q>>, Error>>;
-
-/// A write waiting for its acknowledgement.
-struct PendingWrite<R> {
-    index: LogIndex,
-    term: Term,
-    ack: Ack,
-    /// Taken when the write is answered; the record stays until its entry is applied.
-    reply: Option<WriteReply<R>>,
-    /// `Ack::All` writes keep the response here while they wait for the in-sync followers.
-    response: Option<R>,
-    deadline: tokio::time::Instant,
-}
-
-/// A pending request named in [`Driver::out_of_order`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Key {
-    Write(LogIndex, Term),
-    Read(ReadId),
-}
-
-/// A read waiting for its barrier.
-struct PendingRead<SM: StateMachine> {
-    query: Option<SM::Query>,
-    reply: ReadReply<SM::QueryResponse>,
-    deadline: tokio::time::Instant,
-    /// A bounded-staleness read: the data served must reflect every write acknowledged more
-    /// than this many milliseconds before it is answered (checked again when it is).
-    max_age_ms: Option<u64>,
-}
-
 /// What ended the loop's wait.
 enum Wake<R> {
     Message(Option<Message>),
@@ -59,16 +28,31 @@ enum Wake<R> {
     Timer,
 }
 
+/// `at` on the protocol's clock for a node started at `started` (whole milliseconds since,
+/// rounded down).
+fn protocol_time(started: tokio::time::Instant, at: tokio::time::Instant) -> Instant {
+    let elapsed = at.saturating_duration_since(started);
+    Instant(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(super) struct Driver<SM: StateMachine, LS, T> {
+    /// The node's settings (the `Ack::All` replica floor, the in-sync lag bound).
     config: super::NodeConfig,
+    /// The protocol, which decides everything; the driver only carries out its actions.
     raft: Raft,
+    /// The user's state machine, applied to and queried by this task alone.
     state_machine: SM,
+    /// Where the log and the hard state are made durable (duty 2).
     store: LS,
+    /// Where messages go (duties 1 and 4).
     transport: T,
+    /// Requests from handles.
     requests: mpsc::Receiver<Request<SM>>,
+    /// Messages from other nodes.
     inbound: mpsc::Receiver<Message>,
     /// False once every inbox has been dropped.
     inbound_open: bool,
+    /// Why the node stopped, for handles that ask after it did.
     shared: Arc<Shared>,
     /// The origin of the protocol's clock.
     started: tokio::time::Instant,
@@ -78,34 +62,13 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     clock: Instant,
     /// The same moment on tokio's clock, for request deadlines.
     now: tokio::time::Instant,
-    /// `Ack::Local` writes not yet acknowledged, by index.
-    local_pending: BTreeSet<LogIndex>,
-    /// Writes waiting for durability or apply, in index order (the order of their deadlines,
-    /// since every request gets the same timeout and writes are proposed as they arrive).
-    writes: VecDeque<PendingWrite<SM::Response>>,
-    /// Writes whose entries this node's log no longer holds (a later leader replaced them) and
-    /// whose index a newer write now uses, by (index, term). Their fate is unknown until their
-    /// index commits: another node may still hold the entry and win an election with it. With
-    /// their own term they took effect; with another, they were lost.
-    superseded: BTreeMap<(LogIndex, Term), PendingWrite<SM::Response>>,
     /// Inputs taken for the current batch (kept to reuse their allocations).
     message_batch: Vec<Message>,
     request_batch: Vec<Request<SM>>,
-    /// Every write up to this index has had its deadline checked (and is answered).
-    expired_through: LogIndex,
-    /// Requests whose deadline is earlier than that of a request queued before them (they
-    /// waited for room in a full queue, so less of their timeout was left), which the scans in
-    /// arrival order would reach late.
-    out_of_order: BTreeSet<(tokio::time::Instant, Key)>,
-    /// `Ack::All` writes applied and waiting for the in-sync followers, by index.
-    all_ready: BTreeMap<LogIndex, PendingWrite<SM::Response>>,
-    /// Leader reads by the id given to the protocol (ids, and so deadlines, in arrival order).
-    reads: BTreeMap<ReadId, PendingRead<SM>>,
-    next_read: u64,
-    /// `AtLeast` reads waiting for the state machine to reach their index, by index.
-    waiting_for_apply: BTreeMap<LogIndex, Vec<PendingRead<SM>>>,
-    /// The earliest deadline among `waiting_for_apply` (or later: it is only lowered on insert).
-    waiting_deadline: Option<tokio::time::Instant>,
+    /// Writes waiting for their acknowledgement.
+    writes: Writes<SM::Response>,
+    /// Reads waiting for their barrier.
+    reads: Reads<SM>,
     /// The status watchers see, and the history behind it.
     publisher: Publisher,
     /// Set when the loop must end (shutdown or fatal storage error).
@@ -156,18 +119,10 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             started,
             clock: Instant(0),
             now: started,
-            local_pending: BTreeSet::new(),
-            writes: VecDeque::new(),
-            superseded: BTreeMap::new(),
             message_batch: Vec::new(),
             request_batch: Vec::new(),
-            expired_through: LogIndex(0),
-            out_of_order: BTreeSet::new(),
-            all_ready: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            next_read: 1,
-            waiting_for_apply: BTreeMap::new(),
-            waiting_deadline: None,
+            writes: Writes::default(),
+            reads: Reads::default(),
             stop: None,
             contract: crate::contract::ContractChecker::new(durable_through, LogIndex(0)),
             config,
@@ -182,21 +137,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     /// Reads the clock once for the batch about to be handled.
     fn read_clock(&mut self) {
         self.now = tokio::time::Instant::now();
-        self.clock = self.protocol_time(self.now);
-    }
-
-    /// `at` on the protocol's clock (whole milliseconds since the node started, rounded down).
-    fn protocol_time(&self, at: tokio::time::Instant) -> Instant {
-        let elapsed = at.saturating_duration_since(self.started);
-        Instant(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// `timeout` from now; a timeout too long for the clock means about a century.
-    fn deadline_after(&self, timeout: Duration) -> tokio::time::Instant {
-        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-        self.now
-            .checked_add(timeout.min(CENTURY))
-            .unwrap_or(self.now)
+        self.clock = protocol_time(self.started, self.now);
     }
 
     fn instant_of(&self, at: Instant) -> tokio::time::Instant {
@@ -291,18 +232,20 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 ack,
                 reply,
                 timeout,
-            } => self.propose(command, ack, reply, self.deadline_after(timeout)),
+            } => self.propose(command, ack, reply, deadline_after(self.now, timeout)),
             Request::Read {
                 consistency,
                 query,
                 reply,
                 timeout,
-            } => self.read(
+            } => self.reads.read(
+                &mut self.raft,
+                self.clock,
                 consistency,
                 PendingRead {
                     query,
                     reply,
-                    deadline: self.deadline_after(timeout),
+                    deadline: deadline_after(self.now, timeout),
                     max_age_ms: None,
                 },
             ),
@@ -338,115 +281,18 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             }
         }
         match self.raft.propose(command) {
-            Ok(id) => {
-                // Writes still waiting at or after this index were proposed in an earlier term
-                // and this log no longer holds their entries. They are not necessarily lost:
-                // another node may hold them and win a later election. They wait, apart, for
-                // their index to commit (or for their deadline).
-                while self.writes.back().is_some_and(|w| w.index >= id.index) {
-                    let Some(replaced) = self.writes.pop_back() else {
-                        break;
-                    };
-                    self.local_pending.remove(&replaced.index);
-                    self.superseded
-                        .insert((replaced.index, replaced.term), replaced);
-                }
-                // The new write has not been checked, whatever its index held before.
-                self.expired_through = self.expired_through.min(id.index.prev());
-                if ack == Ack::Local {
-                    self.local_pending.insert(id.index);
-                }
-                if self.writes.back().is_some_and(|w| w.deadline > deadline) {
-                    self.out_of_order
-                        .insert((deadline, Key::Write(id.index, id.term)));
-                }
-                self.writes.push_back(PendingWrite {
-                    index: id.index,
-                    term: id.term,
-                    ack,
-                    reply: Some(reply),
-                    response: None,
-                    deadline,
-                });
-            }
+            Ok(id) => self.writes.proposed(id, ack, reply, deadline),
             Err(error) => {
                 let _ = reply.send(Err(error.into()));
             }
         }
     }
 
-    fn read(&mut self, consistency: Consistency, pending: PendingRead<SM>) {
-        let now = self.clock;
-        match consistency {
-            Consistency::Linearizable | Consistency::Lease => {
-                let mode = if consistency == Consistency::Lease {
-                    ReadMode::Lease
-                } else {
-                    ReadMode::Linearizable
-                };
-                let id = ReadId(self.next_read);
-                self.next_read += 1;
-                match self.raft.read(now, id, mode) {
-                    Ok(()) => {
-                        let deadline = pending.deadline;
-                        if self
-                            .reads
-                            .last_key_value()
-                            .is_some_and(|(_, r)| r.deadline > deadline)
-                        {
-                            self.out_of_order.insert((deadline, Key::Read(id)));
-                        }
-                        self.reads.insert(id, pending);
-                    }
-                    Err(error) => {
-                        let _ = pending.reply.send(Err(error.into()));
-                    }
-                }
-            }
-            Consistency::AtLeast(index) => self.wait_for_apply(index, pending),
-            Consistency::BoundedStaleness(bound) => {
-                let max_age_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
-                match self.fresh_index(now, max_age_ms) {
-                    Some(index) => self.wait_for_apply(
-                        index,
-                        PendingRead {
-                            max_age_ms: Some(max_age_ms),
-                            ..pending
-                        },
-                    ),
-                    None => {
-                        let _ = pending.reply.send(Err(Error::TooStale {
-                            leader_hint: self.raft.leader(),
-                        }));
-                    }
-                }
-            }
-            Consistency::Stale => self.wait_for_apply(LogIndex(0), pending),
-        }
-    }
-
-    /// The committed index a bounded-staleness read may be served at, at `now`: one this node
-    /// can vouch covers every write acknowledged more than `max_age_ms` ago. The age is
-    /// compared strictly in whole milliseconds, which keeps the true age under the bound
-    /// whatever the rounding of either instant.
-    fn fresh_index(&self, now: Instant, max_age_ms: u64) -> Option<LogIndex> {
-        self.raft
-            .fresh_commit()
-            .filter(|fresh| now.ms_since(fresh.as_of) < max_age_ms)
-            .map(|fresh| fresh.index)
-    }
-
-    fn wait_for_apply(&mut self, index: LogIndex, read: PendingRead<SM>) {
-        let deadline = self
-            .waiting_deadline
-            .map_or(read.deadline, |d| d.min(read.deadline));
-        self.waiting_deadline = Some(deadline);
-        self.waiting_for_apply.entry(index).or_default().push(read);
-    }
-
     /// Carries out the protocol's actions until it has none left (acknowledging a write or an
     /// apply can produce more).
     async fn carry_out_actions(&mut self) -> Result<(), String> {
+        let started = self.started;
+        let fresh_clock = move || protocol_time(started, tokio::time::Instant::now());
         loop {
             let actions = self.raft.take_actions();
             if actions.is_empty() {
@@ -481,7 +327,9 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 if let Some(last) = last {
                     self.contract.reported_persisted(last);
                     self.raft.persisted(last);
-                    self.complete_local_writes(last);
+                    let raft = &self.raft;
+                    self.writes
+                        .durable(last, |index| raft.entry(index).map(|e| e.term));
                 }
             }
             // Duty 4.
@@ -503,15 +351,22 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 if let Ok(index) = result {
                     self.contract.answering_read(index);
                 }
-                self.complete_read(id, result).await;
+                self.reads
+                    .complete(&self.raft, &mut self.state_machine, fresh_clock, id, result)
+                    .await;
             }
         }
-        self.answer_waiting_reads().await;
-        self.complete_all_acks();
+        self.reads
+            .answer_waiting(&self.raft, &mut self.state_machine, fresh_clock)
+            .await;
+        let (max_lag, now) = (self.config.max_replication_lag, self.clock);
+        self.writes
+            .complete_all_acks(&self.raft, |last_ack_at| in_sync(max_lag, now, last_ack_at));
         Ok(())
     }
 
-    /// Applies the committed entry at `index`, read in place from the protocol's log.
+    /// Applies the committed entry at `index`, read in place from the protocol's log, and
+    /// answers the write that waited for it.
     async fn apply(&mut self, index: LogIndex) -> Result<(), String> {
         let entry = self
             .raft
@@ -531,141 +386,9 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 "command at {index} does not decode: {error}"
             )))),
         };
-        // Entries are applied in order and writes are kept in order, so a write waiting for
-        // this entry is at the front (or among the superseded ones, rarely).
-        if self.writes.front().is_none_or(|w| w.index > index)
-            && self
-                .superseded
-                .first_key_value()
-                .is_none_or(|(k, _)| k.0 > index)
-        {
-            return Ok(());
-        }
-        // Every write waiting for this index: at most one has the committed entry's term.
-        let mut waiting = Vec::new();
-        if self.writes.front().is_some_and(|w| w.index <= index)
-            && let Some(write) = self.writes.pop_front()
-        {
-            debug_assert_eq!(write.index, index, "a write was skipped by apply");
-            self.local_pending.remove(&write.index);
-            waiting.push(write);
-        }
-        while let Some(entry) = self.superseded.first_entry()
-            && entry.key().0 <= index
-        {
-            waiting.push(entry.remove());
-        }
-        let mut committed = None;
-        for mut write in waiting {
-            if write.index == index && write.term == term {
-                committed = Some(write);
-            } else if let Some(reply) = write.reply.take() {
-                // Another entry committed at this index: this write can never take effect.
-                let _ = reply.send(Err(Error::NotLeader {
-                    leader_hint: self.raft.leader(),
-                }));
-            }
-        }
-        let Some(mut write) = committed else {
-            return Ok(());
-        };
-        match response {
-            // (One whose reply was taken timed out; it needs no more tracking.)
-            Some(Ok(response)) if write.ack == Ack::All && write.reply.is_some() => {
-                write.response = Some(response);
-                self.all_ready.insert(index, write);
-            }
-            Some(Ok(_)) if write.ack == Ack::All => {}
-            Some(Ok(response)) => {
-                if let Some(reply) = write.reply.take() {
-                    let _ = reply.send(Ok(WriteOutcome {
-                        index,
-                        term,
-                        response: Some(response),
-                    }));
-                }
-            }
-            Some(Err(error)) => {
-                if let Some(reply) = write.reply.take() {
-                    let _ = reply.send(Err(error));
-                }
-            }
-            None => {}
-        }
+        self.writes
+            .applied(index, term, response, self.raft.leader());
         Ok(())
-    }
-
-    /// `Ack::Local` writes are acknowledged once the leader's own log holds them durably.
-    fn complete_local_writes(&mut self, last: EntryId) {
-        if self.local_pending.is_empty() {
-            return;
-        }
-        let durable: Vec<LogIndex> = self.local_pending.range(..=last.index).copied().collect();
-        for index in durable {
-            self.local_pending.remove(&index);
-            // The write at `index` is durable if the log still holds it with its own term; the
-            // batch ending at `last` wrote every entry up to it.
-            let stored_term = self.raft.entry(index).map(|e| e.term);
-            let Some(write) = self.write_at(index) else {
-                continue;
-            };
-            if stored_term == Some(write.term)
-                && let Some(reply) = write.reply.take()
-            {
-                let _ = reply.send(Ok(WriteOutcome {
-                    index,
-                    term: write.term,
-                    response: None,
-                }));
-            }
-        }
-        // The write stays in `writes` (its reply taken) so that its apply is still matched.
-    }
-
-    /// `Ack::All` writes that are applied complete once every in-sync voter holds them.
-    fn complete_all_acks(&mut self) {
-        if self.all_ready.is_empty() {
-            return;
-        }
-        if self.raft.role() != Role::Leader {
-            // Committed, but this node can no longer see which replicas hold it, so the
-            // `Ack::All` promise cannot be confirmed: the caller learns it timed out (the write
-            // may or may not be on every in-sync voter; it is committed).
-            for (_, mut write) in std::mem::take(&mut self.all_ready) {
-                if let Some(reply) = write.reply.take() {
-                    let _ = reply.send(Err(Error::Timeout));
-                }
-            }
-            return;
-        }
-        let holders: Vec<(NodeId, LogIndex)> = self
-            .raft
-            .peers()
-            .iter()
-            .filter(|p| self.is_in_sync(p.last_ack_at))
-            .map(|p| (p.id, p.match_index))
-            .collect();
-        let ready: Vec<LogIndex> = self
-            .all_ready
-            .keys()
-            .copied()
-            .filter(|index| holders.iter().all(|(_, matched)| matched >= index))
-            .collect();
-        for index in ready {
-            if let Some(mut write) = self.all_ready.remove(&index)
-                && let Some(reply) = write.reply.take()
-            {
-                let _ = reply.send(Ok(WriteOutcome {
-                    index,
-                    term: write.term,
-                    response: write.response.take(),
-                }));
-            }
-        }
-    }
-
-    fn is_in_sync(&self, last_ack_at: Option<Instant>) -> bool {
-        in_sync(self.config.max_replication_lag, self.clock, last_ack_at)
     }
 
     /// The voters in sync with this leader, itself included.
@@ -675,179 +398,25 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             self.raft
                 .peers()
                 .iter()
-                .filter(|p| self.is_in_sync(p.last_ack_at))
+                .filter(|p| in_sync(self.config.max_replication_lag, self.clock, p.last_ack_at))
                 .map(|p| p.id),
         );
         ids
     }
 
-    /// The pending write at `index`, if any.
-    fn write_at(&mut self, index: LogIndex) -> Option<&mut PendingWrite<SM::Response>> {
-        let position = self.writes.binary_search_by_key(&index, |w| w.index).ok()?;
-        self.writes.get_mut(position)
-    }
-
     /// The earliest deadline of a request not yet answered (or, for reads waiting on apply,
     /// possibly an earlier one that has been answered since).
     fn earliest_request_deadline(&self) -> Option<tokio::time::Instant> {
-        let first_unchecked = self
-            .writes
-            .partition_point(|w| w.index <= self.expired_through);
-        [
-            self.writes.get(first_unchecked).map(|w| w.deadline),
-            self.reads.first_key_value().map(|(_, r)| r.deadline),
-            self.all_ready.values().map(|w| w.deadline).min(),
-            self.waiting_deadline,
-            self.out_of_order.first().map(|&(deadline, _)| deadline),
-            self.superseded
-                .values()
-                .filter(|w| w.reply.is_some())
-                .map(|w| w.deadline)
-                .min(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        match (self.writes.next_deadline(), self.reads.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Answers [`Error::Timeout`] to every request whose deadline has passed. A write that
-    /// timed out keeps its record, so that its entry is still recognised when applied.
+    /// Answers [`Error::Timeout`] to every request whose deadline has passed.
     fn expire_requests(&mut self) {
-        let now = self.now;
-        let first_unchecked = self
-            .writes
-            .partition_point(|w| w.index <= self.expired_through);
-        for write in self.writes.range_mut(first_unchecked..) {
-            if write.deadline > now {
-                break;
-            }
-            self.expired_through = write.index;
-            if let Some(reply) = write.reply.take() {
-                let _ = reply.send(Err(Error::Timeout));
-            }
-        }
-        self.all_ready.retain(|_, write| {
-            if write.deadline > now {
-                return true;
-            }
-            if let Some(reply) = write.reply.take() {
-                let _ = reply.send(Err(Error::Timeout));
-            }
-            false
-        });
-        // A superseded write keeps its record (its fate is decided when its index commits).
-        for write in self.superseded.values_mut() {
-            if write.deadline <= now
-                && let Some(reply) = write.reply.take()
-            {
-                let _ = reply.send(Err(Error::Timeout));
-            }
-        }
-        while let Some(entry) = self.reads.first_entry()
-            && entry.get().deadline <= now
-        {
-            let _ = entry.remove().reply.send(Err(Error::Timeout));
-        }
-        while let Some(&(deadline, key)) = self.out_of_order.first()
-            && deadline <= now
-        {
-            self.out_of_order.pop_first();
-            // The request may have been answered, or its index reused, since: only the one
-            // with this very deadline is timed out.
-            match key {
-                Key::Write(index, term) => {
-                    if let Some(write) = self.write_at(index)
-                        && write.term == term
-                        && write.deadline == deadline
-                        && let Some(reply) = write.reply.take()
-                    {
-                        let _ = reply.send(Err(Error::Timeout));
-                    }
-                }
-                Key::Read(id) => {
-                    if self.reads.get(&id).is_some_and(|r| r.deadline == deadline)
-                        && let Some(read) = self.reads.remove(&id)
-                    {
-                        let _ = read.reply.send(Err(Error::Timeout));
-                    }
-                }
-            }
-        }
-        if self.waiting_deadline.is_some_and(|d| d <= now) {
-            let mut earliest = None::<tokio::time::Instant>;
-            self.waiting_for_apply.retain(|_, reads| {
-                for read in std::mem::take(reads) {
-                    if read.deadline <= now {
-                        let _ = read.reply.send(Err(Error::Timeout));
-                    } else {
-                        earliest = Some(earliest.map_or(read.deadline, |e| e.min(read.deadline)));
-                        reads.push(read);
-                    }
-                }
-                !reads.is_empty()
-            });
-            self.waiting_deadline = earliest;
-        }
-    }
-
-    async fn complete_read(&mut self, id: ReadId, result: Result<LogIndex, crate::Error>) {
-        let Some(read) = self.reads.remove(&id) else {
-            return;
-        };
-        match result {
-            Ok(_) => self.answer(read).await,
-            Err(error) => {
-                let _ = read.reply.send(Err(error.into()));
-            }
-        }
-    }
-
-    async fn answer_waiting_reads(&mut self) {
-        let applied = self.raft.applied_index();
-        let ready: Vec<LogIndex> = self
-            .waiting_for_apply
-            .range(..=applied)
-            .map(|(&index, _)| index)
-            .collect();
-        for index in ready {
-            for read in self.waiting_for_apply.remove(&index).unwrap_or_default() {
-                self.answer(read).await;
-            }
-        }
-        // Forget reads whose callers gave up.
-        self.waiting_for_apply.retain(|_, reads| {
-            reads.retain(|r| !r.reply.is_closed());
-            !reads.is_empty()
-        });
-    }
-
-    async fn answer(&mut self, read: PendingRead<SM>) {
-        if let Some(max_age_ms) = read.max_age_ms {
-            // Judged again now that it is about to be answered (applying took time), on a
-            // fresh clock: the bound is on the data's age when the read is answered.
-            let now = self.protocol_time(tokio::time::Instant::now());
-            match self.fresh_index(now, max_age_ms) {
-                Some(index) if index <= self.raft.applied_index() => {}
-                Some(index) => {
-                    self.wait_for_apply(index, read);
-                    return;
-                }
-                None => {
-                    let _ = read.reply.send(Err(Error::TooStale {
-                        leader_hint: self.raft.leader(),
-                    }));
-                    return;
-                }
-            }
-        }
-        let response = match read.query {
-            Some(query) => Some(self.state_machine.query(query).await),
-            None => None,
-        };
-        let _ = read.reply.send(Ok(ReadOutcome {
-            applied_index: self.raft.applied_index(),
-            response,
-        }));
+        self.writes.expire(self.now);
+        self.reads.expire(self.now);
     }
 
     fn fail_storage(&mut self, error: String) {
@@ -860,27 +429,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     }
 
     fn fail_everything(&mut self, error: Error) {
-        self.local_pending.clear();
-        self.out_of_order.clear();
-        let writes = std::mem::take(&mut self.writes);
-        let all_ready = std::mem::take(&mut self.all_ready);
-        let superseded = std::mem::take(&mut self.superseded);
-        for mut write in writes
-            .into_iter()
-            .chain(all_ready.into_values())
-            .chain(superseded.into_values())
-        {
-            if let Some(reply) = write.reply.take() {
-                let _ = reply.send(Err(error.clone()));
-            }
-        }
-        for (_, read) in std::mem::take(&mut self.reads) {
-            let _ = read.reply.send(Err(error.clone()));
-        }
-        for (_, reads) in std::mem::take(&mut self.waiting_for_apply) {
-            for read in reads {
-                let _ = read.reply.send(Err(error.clone()));
-            }
-        }
+        self.writes.fail_all(&error);
+        self.reads.fail_all(&error);
     }
 }

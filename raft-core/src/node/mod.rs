@@ -83,10 +83,13 @@
 //! # }
 //! ```
 
+mod deadlines;
 mod driver;
 mod publish;
+mod reads;
 mod status;
 mod traits;
+mod writes;
 
 pub use status::{Failover, FailoverTrigger, PeerStatus, Status};
 pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
