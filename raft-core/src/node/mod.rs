@@ -83,16 +83,24 @@
 //! # }
 //! ```
 
+// The node by concern: `driver` runs the loop and carries out each batch of `Actions`;
+// requests wait for their answer in `writes` (acknowledgement levels) and `reads` (read
+// barriers), and time out through `deadlines`; `publish` keeps the status watchers see;
+// `handle` is the client side, which queues requests for the loop.
 mod deadlines;
 mod driver;
+mod handle;
 mod publish;
 mod reads;
 mod status;
 mod traits;
 mod writes;
 
+pub use handle::NodeHandle;
 pub use status::{Failover, FailoverTrigger, PeerStatus, Status};
 pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
+
+use handle::{Request, Shared};
 
 use crate::{Config, LogIndex, Message, NodeId, Term};
 use std::collections::BTreeSet;
@@ -101,7 +109,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// How many replicas must hold a write before it is acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -416,221 +424,15 @@ impl Node {
             status_tx,
             shared.clone(),
         )?;
-        let handle = NodeHandle {
+        let handle = NodeHandle::new(
             id,
-            requests: requests_tx,
-            status: status_rx,
-            request_timeout: config.request_timeout,
-            max_command_bytes: config.max_command_bytes,
+            requests_tx,
+            status_rx,
+            config.request_timeout,
+            config.max_command_bytes,
             shared,
-        };
+        );
         Ok((handle, Box::pin(task.run())))
-    }
-}
-
-/// State the driver shares with handles: why it stopped, if it did.
-#[derive(Debug, Default)]
-struct Shared {
-    fatal: std::sync::Mutex<Option<String>>,
-}
-
-impl Shared {
-    fn stopped_error(&self) -> Error {
-        match self.fatal.lock().ok().and_then(|g| g.clone()) {
-            Some(reason) => Error::Storage(reason),
-            None => Error::Shutdown,
-        }
-    }
-}
-
-/// A request from a handle to the driver.
-enum Request<SM: StateMachine> {
-    Propose {
-        command: crate::EntryData,
-        ack: Ack,
-        reply: oneshot::Sender<Result<WriteOutcome<SM::Response>, Error>>,
-        /// How long the node may take, from when it takes the request from its queue; it
-        /// answers `Error::Timeout` then. (A duration, not an instant: a handle may run on
-        /// another runtime, whose clock is not the node's, as in a simulation.)
-        timeout: Duration,
-    },
-    Read {
-        consistency: Consistency,
-        query: Option<SM::Query>,
-        reply: oneshot::Sender<Result<ReadOutcome<Option<SM::QueryResponse>>, Error>>,
-        timeout: Duration,
-    },
-    Transfer {
-        to: NodeId,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-impl<SM: StateMachine> Request<SM> {
-    fn with_timeout(mut self, left: Duration) -> Self {
-        if let Request::Propose { timeout, .. } | Request::Read { timeout, .. } = &mut self {
-            *timeout = left;
-        }
-        self
-    }
-}
-
-/// The client API of one node. Cheap to clone; every clone talks to the same node.
-pub struct NodeHandle<SM: StateMachine> {
-    id: NodeId,
-    requests: mpsc::Sender<Request<SM>>,
-    status: watch::Receiver<Status>,
-    request_timeout: Duration,
-    max_command_bytes: usize,
-    shared: Arc<Shared>,
-}
-
-impl<SM: StateMachine> Clone for NodeHandle<SM> {
-    fn clone(&self) -> Self {
-        NodeHandle {
-            id: self.id,
-            requests: self.requests.clone(),
-            status: self.status.clone(),
-            request_timeout: self.request_timeout,
-            max_command_bytes: self.max_command_bytes,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl<SM: StateMachine> NodeHandle<SM> {
-    /// This node's id.
-    pub fn id(&self) -> NodeId {
-        self.id
-    }
-
-    /// Proposes a command on the leader and waits for the acknowledgement `ack` asks for.
-    /// Returns the state machine's response (except for [`Ack::Local`]) and the write's index.
-    pub async fn propose(
-        &self,
-        command: SM::Command,
-        ack: Ack,
-    ) -> Result<WriteOutcome<SM::Response>, Error> {
-        let command = encode_command(&command, self.max_command_bytes)?;
-        self.call(|reply, timeout| Request::Propose {
-            command,
-            ack,
-            reply,
-            timeout,
-        })
-        .await
-    }
-
-    /// Waits for the read barrier `consistency` asks for, then answers `query` from the state
-    /// machine.
-    pub async fn query(
-        &self,
-        consistency: Consistency,
-        query: SM::Query,
-    ) -> Result<ReadOutcome<SM::QueryResponse>, Error> {
-        let outcome = self
-            .call(|reply, timeout| Request::Read {
-                consistency,
-                query: Some(query),
-                reply,
-                timeout,
-            })
-            .await?;
-        match outcome.response {
-            Some(response) => Ok(ReadOutcome {
-                applied_index: outcome.applied_index,
-                response,
-            }),
-            None => Err(Error::InvalidArgument("query produced no answer".into())),
-        }
-    }
-
-    /// Waits for the read barrier `consistency` asks for and returns the applied index at which
-    /// a read would now be served (for callers that read the state machine themselves).
-    pub async fn read(&self, consistency: Consistency) -> Result<LogIndex, Error> {
-        let outcome = self
-            .call(|reply, timeout| Request::Read {
-                consistency,
-                query: None,
-                reply,
-                timeout,
-            })
-            .await?;
-        Ok(outcome.applied_index)
-    }
-
-    /// Asks the leader to hand leadership to `to` (dissertation §3.10). Returns once the
-    /// transfer has started; watch [`NodeHandle::watch_status`] for the new leader.
-    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), Error> {
-        self.call(|reply, _| Request::Transfer { to, reply }).await
-    }
-
-    /// The latest status.
-    pub fn status(&self) -> Status {
-        self.status.borrow().clone()
-    }
-
-    /// A channel that sees every new status.
-    pub fn watch_status(&self) -> watch::Receiver<Status> {
-        self.status.clone()
-    }
-
-    /// Stops the node: pending requests fail with [`Error::Shutdown`]. Returns once the task
-    /// has ended (at once if it already had).
-    pub async fn shutdown(&self) {
-        let (reply, done) = oneshot::channel();
-        if self
-            .requests
-            .send(Request::Shutdown { reply })
-            .await
-            .is_ok()
-        {
-            let _ = done.await;
-        }
-    }
-
-    /// Sends a request and waits for its answer. The node itself answers [`Error::Timeout`]
-    /// when the request's time is up, so the common case needs neither a timer nor a clock read
-    /// here (a timer per request cost about a tenth of a write); only the wait for room in a
-    /// full queue is timed here, and it counts against the same timeout.
-    async fn call<R>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<R, Error>>, Duration) -> Request<SM>,
-    ) -> Result<R, Error> {
-        let (reply, response) = oneshot::channel();
-        match self.requests.try_send(make(reply, self.request_timeout)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.shared.stopped_error()),
-            // Boxed: the wait's state (a timer among it) would otherwise make every request's
-            // future larger, and futures are moved when they are first awaited.
-            Err(mpsc::error::TrySendError::Full(request)) => {
-                Box::pin(self.send_when_there_is_room(request)).await?;
-            }
-        }
-        match response.await {
-            Ok(result) => result,
-            Err(_) => Err(self.shared.stopped_error()),
-        }
-    }
-}
-
-impl<SM: StateMachine> NodeHandle<SM> {
-    /// Waits for room in the node's full queue, against the request's timeout, and sends the
-    /// request with what is left of it.
-    async fn send_when_there_is_room(&self, request: Request<SM>) -> Result<(), Error> {
-        let started = tokio::time::Instant::now();
-        let permit = match tokio::time::timeout(self.request_timeout, self.requests.reserve()).await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(self.shared.stopped_error()),
-            Err(_) => return Err(Error::Timeout),
-        };
-        let left = self.request_timeout.saturating_sub(started.elapsed());
-        permit.send(request.with_timeout(left));
-        Ok(())
     }
 }
 
@@ -641,34 +443,4 @@ fn random_seed() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
-}
-
-/// Encodes a command for the log: into a buffer reused by the thread, then copied once into
-/// the entry's own allocation (encoding straight into a new `Vec` grows it several times).
-fn encode_command<C: serde::Serialize>(
-    command: &C,
-    max_bytes: usize,
-) -> Result<crate::EntryData, Error> {
-    thread_local! {
-        static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    }
-    /// A buffer grown past this by one large command is not kept.
-    const KEEP_AT_MOST: usize = 64 * 1024;
-    let mut buffer = BUFFER.take();
-    buffer.clear();
-    // On an encoding error the buffer is dropped; the next command starts a new one.
-    let buffer = postcard::to_extend(command, buffer)
-        .map_err(|e| Error::InvalidArgument(format!("command does not encode: {e}")))?;
-    let result = if buffer.len() > max_bytes {
-        Err(Error::InvalidArgument(format!(
-            "command of {} bytes exceeds the maximum of {max_bytes}",
-            buffer.len()
-        )))
-    } else {
-        Ok(crate::EntryData::from(buffer.as_slice()))
-    };
-    if buffer.capacity() <= KEEP_AT_MOST {
-        BUFFER.set(buffer);
-    }
-    result
 }
