@@ -35,6 +35,8 @@ fn protocol_time(started: tokio::time::Instant, at: tokio::time::Instant) -> Ins
     Instant(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The node's task: what its loop needs to take input, drive the protocol and carry out its
+/// actions; everything waiting for an answer is kept in `writes` and `reads`.
 pub(super) struct Driver<SM: StateMachine, LS, T> {
     /// The node's settings (the `Ack::All` replica floor, the in-sync lag bound).
     config: super::NodeConfig,
@@ -62,8 +64,9 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     clock: Instant,
     /// The same moment on tokio's clock, for request deadlines.
     now: tokio::time::Instant,
-    /// Inputs taken for the current batch (kept to reuse their allocations).
+    /// Messages taken for the current batch (kept to reuse the allocation).
     message_batch: Vec<Message>,
+    /// Requests taken for the current batch (kept to reuse the allocation).
     request_batch: Vec<Request<SM>>,
     /// Writes waiting for their acknowledgement.
     writes: Writes<SM::Response>,
@@ -140,6 +143,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         self.clock = protocol_time(self.started, self.now);
     }
 
+    /// `at` on tokio's clock, to sleep until a deadline of the protocol.
     fn instant_of(&self, at: Instant) -> tokio::time::Instant {
         self.started + Duration::from_millis(at.0)
     }

@@ -14,7 +14,9 @@ pub(super) type ReadReply<Q> = oneshot::Sender<Result<ReadOutcome<Option<Q>>, Er
 pub(super) struct PendingRead<SM: StateMachine> {
     /// `None` for a read that only asks for the barrier (no query to run).
     pub(super) query: Option<SM::Query>,
+    /// Where the answer goes.
     pub(super) reply: ReadReply<SM::QueryResponse>,
+    /// When the caller is answered [`Error::Timeout`] if the barrier was not reached first.
     pub(super) deadline: tokio::time::Instant,
     /// A bounded-staleness read: the data served must reflect every write acknowledged more
     /// than this many milliseconds before it is answered (checked again when it is).

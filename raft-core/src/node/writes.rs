@@ -12,13 +12,17 @@ pub(super) type WriteReply<R> = oneshot::Sender<Result<WriteOutcome<R>, Error>>;
 
 /// A write waiting for its acknowledgement.
 struct PendingWrite<R> {
+    /// Where the protocol appended the write; its apply is matched by index.
     index: LogIndex,
+    /// The term it was appended in: only an entry of this term at `index` is this write.
     term: Term,
+    /// What the caller waits for, which decides when it is answered.
     ack: Ack,
     /// Taken when the write is answered; the record stays until its entry is applied.
     reply: Option<WriteReply<R>>,
     /// `Ack::All` writes keep the response here while they wait for the in-sync followers.
     response: Option<R>,
+    /// When the caller is answered [`Error::Timeout`] if nothing else answered it first.
     deadline: tokio::time::Instant,
 }
 
