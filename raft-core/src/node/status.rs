@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// refreshed at most once per millisecond while the node is busy, and within a millisecond of
 /// the last change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Status {
     /// This node.
     pub id: NodeId,
@@ -42,6 +43,7 @@ pub struct Status {
 
 /// How far one follower is behind the leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PeerStatus {
     /// The follower.
     pub id: NodeId,
@@ -58,6 +60,7 @@ pub struct PeerStatus {
 
 /// Why leadership changed, as far as the observing node can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum FailoverTrigger {
     /// This node won an election it started when its election timer expired.
     Election,
@@ -69,6 +72,7 @@ pub enum FailoverTrigger {
 
 /// One change of leader seen by this node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Failover {
     /// The term of the new leader.
     pub term: Term,

@@ -96,6 +96,7 @@ pub enum StorageError {
 
 /// What a log store recovered at start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Recovered {
     /// The last hard state written.
     pub hard_state: HardState,
@@ -103,6 +104,22 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// The voting members last saved with [`LogStore::save_voters`], if any.
     pub voters: Option<BTreeSet<NodeId>>,
+}
+
+impl Recovered {
+    /// What a store recovered: its hard state, its entries from index 1, its saved voters.
+    /// (The type may gain fields, such as snapshot metadata, that default to "none".)
+    pub fn new(
+        hard_state: HardState,
+        entries: Vec<Entry>,
+        voters: Option<BTreeSet<NodeId>>,
+    ) -> Recovered {
+        Recovered {
+            hard_state,
+            entries,
+            voters,
+        }
+    }
 }
 
 /// Stable storage for the log and the hard state of one node.
