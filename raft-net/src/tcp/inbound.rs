@@ -1,17 +1,20 @@
 //! The listener side: the acceptor task, and one reader task per accepted connection.
 //!
-//! A reader first checks the peer's handshake (magic, version, cluster, a configured node id)
-//! and closes the connection on any mismatch. Then it reads frames: each payload must decode
-//! to one message from the handshake's node to this node that passes `Message::validate`,
-//! which then goes to the node's inbox. Bytes that are not a frame or not a message close the
-//! connection; a well-formed message that breaks a rule is dropped alone. Nothing a peer sends
-//! can panic the node: every branch ends in a log line and a counter.
+//! A reader first reads the peer's hello within the connect timeout and answers it: accepted, or
+//! refused and why (another cluster or version, a node id this node does not know), closing a
+//! refused connection. Then it reads frames:
+//! each payload must decode to one message from the handshake's node to this node that passes
+//! `Message::validate`, which then goes to the node's inbox. Bytes that are not a frame or not
+//! a message close the connection; a well-formed message that breaks a rule is dropped alone.
+//! Nothing a peer sends can panic the node: every branch ends in a log line and a counter.
 
 use crate::tcp::network::Network;
 use crate::tcp::outbound::{stopped, write_all};
 use crate::tcp::stats::bump;
 use crate::tcp::transport::{InboundSlot, Shared, TaskToken};
-use crate::tcp::wire::{self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME};
+use crate::tcp::wire::{
+    self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME, Verdict, encode_answer,
+};
 use raft_core::NodeId;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,27 +91,43 @@ async fn serve_connection<N: Network>(
         () = stopped(&mut shutdown) => return,
         hello = read_hello(frames.get_mut(), config.connect_timeout) => hello,
     };
-    let registered = hello.and_then(|hello| {
-        register(&shared, &hello)
+    let registered = match hello {
+        Ok(hello) => register(&shared, &hello)
             .map(|(connection_id, close)| (hello.node_id, connection_id, close))
-            .map_err(|e| e.to_string())
-    });
+            .map_err(|error| (error.cause(), error.to_string(), error.verdict())),
+        Err(reason) => Err(("no handshake", reason, None)),
+    };
+    let reply = Hello::new(config.cluster_id, node);
     let (peer, connection_id, mut close) = match registered {
         Ok(registered) => registered,
-        Err(reason) => {
+        Err((_cause, reason, verdict)) => {
             bump(&shared.counters.handshakes_refused);
             tracing::warn!(%node, %remote, %reason, "inbound connection refused at the handshake");
+            if let Some(verdict) = verdict {
+                // Tell the dialler why, so that the misconfigured side sees its mistake. The
+                // connection closes either way; a failed write changes nothing.
+                let answer = encode_answer(&reply, verdict);
+                let _ = write_all(&mut write_half, &answer, config.connect_timeout).await;
+            }
             return;
         }
     };
     bump(&shared.counters.connections_accepted);
     tracing::info!(%node, %peer, %remote, "accepted connection from peer");
 
-    let reply = Hello::new(config.cluster_id, node).encode();
+    let answer = encode_answer(&reply, Verdict::Accepted);
     let mut last_written = Instant::now();
     let mut last_heard = Instant::now();
-    let mut result = write_all(&mut write_half, &reply, config.connect_timeout).await;
-    while result.is_ok() {
+    // A failed answer is the link failing, not the peer misbehaving: close without blame.
+    let answered = match write_all(&mut write_half, &answer, config.connect_timeout).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%node, %peer, %remote, %error, "answer not written; closing connection");
+            false
+        }
+    };
+    let mut result = Ok(());
+    while answered && result.is_ok() {
         // `biased`: a fixed order keeps simulations reproducible. Every branch is cancel-safe.
         tokio::select! {
             biased;
@@ -128,7 +147,7 @@ async fn serve_connection<N: Network>(
                     tracing::debug!(%node, %peer, %remote, "connection closed by peer");
                     break;
                 }
-                Err(error) => result = Err(error.to_string()),
+                Err(error) => result = Err(("bad frame", error.to_string())),
             },
             () = sleep_until(last_heard + config.idle_timeout) => {
                 tracing::info!(%node, %peer, %remote, "peer silent for {:?}; closing its connection", config.idle_timeout);
@@ -144,9 +163,9 @@ async fn serve_connection<N: Network>(
             }
         }
     }
-    if let Err(error) = result {
+    if let Err((_cause, error)) = result {
         bump(&shared.counters.connections_closed_on_error);
-        tracing::warn!(%node, %peer, %remote, %error, "closing connection");
+        tracing::warn!(%node, %peer, %remote, %error, "closing connection on invalid input");
     }
     let mut inbound = shared.inbound();
     if inbound
@@ -171,8 +190,8 @@ async fn read_hello<R: AsyncRead + Unpin>(
     }
 }
 
-/// Checks `hello` and, if it is acceptable, makes this connection the peer's current one
-/// (closing an older one). Returns its id and the receiver that says when to close it.
+/// Checks `hello` and, if it is acceptable, makes this connection the peer's current one.
+/// Returns its id and the receiver that says when to close it.
 fn register<N>(
     shared: &Shared<N>,
     hello: &Hello,
@@ -199,10 +218,14 @@ fn register<N>(
 
 /// Decodes one payload from `peer` and hands it to the inbox. Fails (closing the connection)
 /// when the payload is not a message; drops a message that breaks a rule.
-fn deliver<N>(shared: &Shared<N>, peer: NodeId, payload: &[u8]) -> Result<(), String> {
+fn deliver<N>(
+    shared: &Shared<N>,
+    peer: NodeId,
+    payload: &[u8],
+) -> Result<(), (&'static str, String)> {
     let node = shared.config.node_id;
     let counters = &shared.counters;
-    let message = wire::decode_message(payload).map_err(|e| e.to_string())?;
+    let message = wire::decode_message(payload).map_err(|e| ("undecodable", e.to_string()))?;
     if message.from != peer || message.to != node {
         bump(&counters.messages_rejected);
         tracing::warn!(%node, %peer, from = %message.from, to = %message.to, "message with a foreign sender or recipient dropped");

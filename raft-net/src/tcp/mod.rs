@@ -5,8 +5,8 @@
 //! * [`outbound`] — one writer task per peer: dial lazily, handshake, write batches, keepalives,
 //!   redial after [`backoff`].
 //! * [`wire`] — the handshake and the frames, the only code that touches raw bytes.
-//! * [`inbound`] — the acceptor and one reader per connection: check the handshake, read
-//!   frames, decode, validate, deliver to the node's inbox.
+//! * [`inbound`] — the acceptor and one reader per connection: check the handshake and answer
+//!   it with a verdict, read frames, decode, validate, deliver to the node's inbox.
 //! * [`network`] — the seam to the TCP stack ([`TokioNet`], `TurmoilNet`) and the [`Spawner`].
 //! * [`config`], [`stats`] — settings with their rules, and counters.
 

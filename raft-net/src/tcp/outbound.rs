@@ -8,6 +8,9 @@
 //!    └──────── backoff delay ◀────┴─────────────────────────────────────────────────┘
 //! ```
 //!
+//! A peer's refusal carries its reason; it becomes the peer's [`PeerConnection`] state and one
+//! warning per cause.
+//!
 //! The connection carries messages one way only; the peer sends back nothing but keepalives,
 //! which tell this side the link is alive (turmoil's TCP, and a real network that silently
 //! drops packets, would otherwise let a dead connection look healthy forever).
@@ -16,12 +19,12 @@ use crate::tcp::backoff::Backoff;
 use crate::tcp::network::Network;
 use crate::tcp::stats::{add, bump};
 use crate::tcp::transport::{PeerLink, Shared, TaskToken};
-use crate::tcp::wire::{self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME};
+use crate::tcp::wire::{self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME, Verdict};
 use raft_core::Message;
+use raft_core::node::PeerConnection;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -42,11 +45,35 @@ enum End {
 /// Why dialling failed.
 enum DialError {
     Io(io::Error),
-    /// The peer answered with a handshake we refuse.
+    /// The peer's answer shows a peer this node must not talk to (checked here).
     Refused(HelloError),
-    /// The peer closed the connection instead of answering: it refused our handshake.
+    /// The peer answered with a refusal and its reason.
+    RefusedByPeer {
+        verdict: Verdict,
+        theirs: Hello,
+    },
+    /// The peer closed the connection instead of answering: it does not speak this wire
+    /// version's handshake, or it refused bytes that were not a hello.
     ClosedByPeer,
     TimedOut,
+}
+
+impl DialError {
+    /// Whether the peer refused this node (a configuration problem, worth a warning and shown
+    /// in the peer's state) rather than being unreachable.
+    fn refusal(&self) -> Option<&'static str> {
+        match self {
+            DialError::Refused(error) => Some(error.cause()),
+            DialError::RefusedByPeer { verdict, .. } => match verdict {
+                Verdict::OtherCluster => Some("cluster"),
+                Verdict::UnknownNode => Some("unknown node"),
+                Verdict::UnsupportedVersion => Some("version"),
+                Verdict::Accepted => None,
+            },
+            DialError::ClosedByPeer => Some("closed at the handshake"),
+            DialError::Io(_) | DialError::TimedOut => None,
+        }
+    }
 }
 
 impl fmt::Display for DialError {
@@ -54,7 +81,27 @@ impl fmt::Display for DialError {
         match self {
             DialError::Io(e) => write!(f, "{e}"),
             DialError::Refused(e) => write!(f, "peer's handshake refused: {e}"),
-            DialError::ClosedByPeer => f.write_str("peer closed the connection at the handshake"),
+            DialError::RefusedByPeer { verdict, theirs } => match verdict {
+                Verdict::OtherCluster => write!(
+                    f,
+                    "peer refused this node: it belongs to cluster {}",
+                    theirs.cluster_id
+                ),
+                Verdict::UnknownNode => {
+                    f.write_str("peer refused this node: it does not know this node's id")
+                }
+                Verdict::UnsupportedVersion => write!(
+                    f,
+                    "peer refused this node: it speaks wire version {}, this node {}",
+                    theirs.version,
+                    wire::VERSION
+                ),
+                Verdict::Accepted => f.write_str("accepted"),
+            },
+            DialError::ClosedByPeer => f.write_str(
+                "peer closed the connection at the handshake without an answer (an older wire \
+                 version, or no room for another connection)",
+            ),
             DialError::TimedOut => f.write_str("timed out"),
         }
     }
@@ -78,6 +125,8 @@ pub(crate) async fn run_writer<N: Network>(
         seed,
     );
     let mut failures_in_a_row = 0u32;
+    // The refusal last warned about: each cause is warned about once per run of refusals.
+    let mut warned: Option<&'static str> = None;
     let mut batch = Vec::new();
     let mut buffer = Vec::new();
     loop {
@@ -102,8 +151,9 @@ pub(crate) async fn run_writer<N: Network>(
             Ok(stream) => {
                 backoff.reset();
                 failures_in_a_row = 0;
+                warned = None;
                 bump(&link.connections_opened);
-                link.connected.store(true, Ordering::Relaxed);
+                link.set_state(PeerConnection::Connected);
                 tracing::info!(%node, %peer, addr = %link.addr, "connected to peer");
                 let end = serve(
                     &shared,
@@ -114,27 +164,40 @@ pub(crate) async fn run_writer<N: Network>(
                     &mut buffer,
                 )
                 .await;
-                link.connected.store(false, Ordering::Relaxed);
                 match end {
                     End::Stop => return,
                     End::Failed(reason) => {
+                        link.set_state(PeerConnection::Unreachable {
+                            since_ms: shared.millis_since_start(Instant::now()),
+                        });
                         tracing::info!(%node, %peer, %reason, "connection to peer lost");
                     }
                 }
             }
             Err(error) => {
                 failures_in_a_row = failures_in_a_row.saturating_add(1);
-                // A refusal is a configuration problem worth a warning; a peer that is down is
-                // routine, reported once per outage and then only at debug level.
-                match (&error, failures_in_a_row) {
-                    (DialError::Refused(_) | DialError::ClosedByPeer, 1) => {
-                        tracing::warn!(%node, %peer, addr = %link.addr, %error, "peer refused the connection");
+                let reason = error.to_string();
+                // A refusal is a configuration problem worth a warning, once per cause; a peer
+                // that is down is routine, reported once per outage and then at debug level.
+                match error.refusal() {
+                    Some(cause) => {
+                        link.set_state(PeerConnection::Refused {
+                            reason: reason.clone(),
+                        });
+                        if warned != Some(cause) {
+                            warned = Some(cause);
+                            tracing::warn!(%node, %peer, addr = %link.addr, error = %reason, "peer refused the connection");
+                        } else {
+                            tracing::debug!(%node, %peer, addr = %link.addr, error = %reason, failures_in_a_row, "peer refused the connection");
+                        }
                     }
-                    (_, 1) => {
-                        tracing::info!(%node, %peer, addr = %link.addr, %error, "cannot connect to peer");
-                    }
-                    _ => {
-                        tracing::debug!(%node, %peer, addr = %link.addr, %error, failures_in_a_row, "cannot connect to peer");
+                    None => {
+                        link.mark_unreachable(shared.millis_since_start(Instant::now()));
+                        if failures_in_a_row == 1 {
+                            tracing::info!(%node, %peer, addr = %link.addr, error = %reason, "cannot connect to peer");
+                        } else {
+                            tracing::debug!(%node, %peer, addr = %link.addr, error = %reason, failures_in_a_row, "cannot connect to peer");
+                        }
                     }
                 }
             }
@@ -163,15 +226,41 @@ async fn dial<N: Network>(shared: &Shared<N>, link: &PeerLink) -> Result<N::Stre
             .await
             .map_err(DialError::Io)?;
         stream.flush().await.map_err(DialError::Io)?;
-        let mut reply = [0u8; HELLO_LEN];
-        match stream.read_exact(&mut reply).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(DialError::ClosedByPeer);
+        let read_failed = |e: io::Error| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                DialError::ClosedByPeer
+            } else {
+                DialError::Io(e)
             }
-            Err(e) => return Err(DialError::Io(e)),
-        }
+        };
+        let mut reply = [0u8; HELLO_LEN];
+        stream.read_exact(&mut reply).await.map_err(read_failed)?;
         let reply = Hello::decode(&reply);
+        // Magic and version before the verdict: a peer of another version may answer in
+        // another layout.
+        if reply.magic != wire::MAGIC || reply.version != wire::VERSION {
+            return Err(DialError::Refused(
+                reply
+                    .check(reply.cluster_id)
+                    .err()
+                    .unwrap_or(HelloError::Version {
+                        theirs: reply.version,
+                        ours: wire::VERSION,
+                    }),
+            ));
+        }
+        let mut verdict = [0u8; 1];
+        stream.read_exact(&mut verdict).await.map_err(read_failed)?;
+        match Verdict::from_byte(verdict[0]) {
+            Some(Verdict::Accepted) => {}
+            Some(verdict) => {
+                return Err(DialError::RefusedByPeer {
+                    verdict,
+                    theirs: reply,
+                });
+            }
+            None => return Err(DialError::ClosedByPeer),
+        }
         reply.check(config.cluster_id).map_err(DialError::Refused)?;
         if reply.node_id != link.id {
             return Err(DialError::Refused(HelloError::WrongNode {

@@ -2,6 +2,7 @@
 //! test waits on instead of sleeping.
 
 use raft_core::NodeId;
+use raft_core::node::PeerConnection;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,13 +17,15 @@ pub struct TransportStats {
 }
 
 /// The outbound side of one peer. Counts are totals since the peer was added.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PeerStats {
     /// The peer's address.
     pub addr: String,
-    /// Whether a connection is established now.
+    /// Whether a connection is established now (`connection` is `Connected`).
     pub connected: bool,
+    /// How the link stands: connected, refused by the peer and why, or unreachable since when.
+    pub connection: PeerConnection,
     /// Messages waiting in the queue now.
     pub queued: usize,
     /// Messages written to a connection (and flushed).

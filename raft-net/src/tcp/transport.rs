@@ -5,15 +5,16 @@ use crate::tcp::network::{Deliver, Network, Spawner};
 use crate::tcp::queue::OutboundQueue;
 use crate::tcp::stats::{InboundCounters, PeerStats, TransportStats};
 use crate::tcp::{inbound, outbound};
-use raft_core::node::Transport;
+use raft_core::node::{PeerConnection, Transport};
 use raft_core::{Message, NodeId};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 /// Why a transport could not start or change.
 #[derive(Debug, Error)]
@@ -95,6 +96,8 @@ pub(crate) struct Shared<N> {
     /// Tells inbound connections apart in [`Shared::inbound`].
     pub(crate) next_connection_id: AtomicU64,
     pub(crate) counters: InboundCounters,
+    /// When the transport started: the origin of the times in [`PeerConnection`].
+    pub(crate) started: Instant,
     /// Becomes true on shutdown; its sender lives in the [`Lifecycle`], so it also closes when
     /// the last handle is dropped. Every task waits on it.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -113,7 +116,8 @@ pub(crate) struct PeerLink {
     pub(crate) id: NodeId,
     pub(crate) addr: String,
     pub(crate) queue: OutboundQueue,
-    pub(crate) connected: AtomicBool,
+    /// How the link stands; written by the writer task, read by stats and the node's status.
+    pub(crate) state: Mutex<PeerConnection>,
     pub(crate) sent: AtomicU64,
     pub(crate) dropped_connection_lost: AtomicU64,
     pub(crate) dropped_too_large: AtomicU64,
@@ -121,10 +125,28 @@ pub(crate) struct PeerLink {
 }
 
 impl PeerLink {
+    pub(crate) fn set_state(&self, state: PeerConnection) {
+        *lock(&self.state) = state;
+    }
+
+    /// Unreachable since `now_ms`, unless it already was (the outage began earlier).
+    pub(crate) fn mark_unreachable(&self, now_ms: u64) {
+        let mut state = lock(&self.state);
+        if !matches!(*state, PeerConnection::Unreachable { .. }) {
+            *state = PeerConnection::Unreachable { since_ms: now_ms };
+        }
+    }
+
+    pub(crate) fn state(&self) -> PeerConnection {
+        lock(&self.state).clone()
+    }
+
     fn stats(&self) -> PeerStats {
+        let connection = self.state();
         PeerStats {
             addr: self.addr.clone(),
-            connected: self.connected.load(Ordering::Relaxed),
+            connected: connection == PeerConnection::Connected,
+            connection,
             queued: self.queue.len(),
             sent: self.sent.load(Ordering::Relaxed),
             dropped_queue_full: self.queue.dropped(),
@@ -165,6 +187,10 @@ impl<N> Shared<N> {
     pub(crate) fn inbound(&self) -> MutexGuard<'_, BTreeMap<NodeId, InboundSlot>> {
         lock(&self.inbound)
     }
+
+    pub(crate) fn millis_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 impl<N: Network> TcpTransport<N> {
@@ -203,6 +229,7 @@ impl<N: Network> TcpTransport<N> {
             inbound: Mutex::new(BTreeMap::new()),
             next_connection_id: AtomicU64::new(0),
             counters: InboundCounters::default(),
+            started: Instant::now(),
             shutdown: shutdown_rx,
         });
         let transport = TcpTransport {
@@ -253,7 +280,7 @@ impl<N: Network> TcpTransport<N> {
             id,
             addr: addr.clone(),
             queue: OutboundQueue::new(config.queue_capacity, config.overflow),
-            connected: AtomicBool::new(false),
+            state: Mutex::new(PeerConnection::Idle),
             sent: AtomicU64::new(0),
             dropped_connection_lost: AtomicU64::new(0),
             dropped_too_large: AtomicU64::new(0),
@@ -353,5 +380,13 @@ impl<N: Network> Transport for TcpTransport<N> {
         for message in messages {
             self.route(&peers, message);
         }
+    }
+
+    fn peer_connections(&self) -> Vec<(NodeId, PeerConnection)> {
+        self.shared
+            .peers()
+            .iter()
+            .map(|(&id, link)| (id, link.state()))
+            .collect()
     }
 }

@@ -1,14 +1,18 @@
 //! The bytes on a TCP connection: a fixed-size handshake, then length-delimited frames.
 //!
 //! ```text
-//! handshake (22 bytes, both ways):  magic "RAFT" | version u16 BE | cluster id u64 BE | node id u64 BE
-//! frame:                            length u32 BE | payload (length bytes)
-//! payload:                          one `raft_core::Message` in postcard, or empty (a keepalive)
+//! hello (22 bytes, dialler first):  magic "RAFT" | version u16 BE | cluster id u64 BE | node id u64 BE
+//! answer (23 bytes, from listener):  its own hello | verdict u8
+//! frame:                             length u32 BE | payload (length bytes)
+//! payload:                           one `raft_core::Message` in postcard, or empty (a keepalive)
 //! ```
 //!
-//! The connecting side sends its handshake first; the accepting side checks it and answers with
-//! its own, or closes the connection. Postcard is a stable, documented serde format (its wire
-//! format is frozen for 1.x); a change of the encoding or of `Message` bumps [`VERSION`].
+//! The connecting side sends its hello first; the accepting side checks it and answers with its
+//! own hello and a [`Verdict`]: accepted, or refused and why (another cluster, a node id it does
+//! not know, another version), then closes a refused connection. Bytes that are not a Raft hello at all get no answer. The answer is what lets a
+//! misconfigured node see its own mistake. Postcard is a stable, documented serde format (its
+//! wire format is frozen for 1.x); a change of the encoding, of the handshake or of `Message`
+//! bumps [`VERSION`].
 //!
 //! Everything here is checked before it is trusted: a frame is parsed only once it is complete,
 //! its declared length is checked against the maximum before any byte of it is buffered, and a
@@ -23,11 +27,46 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The first bytes of every connection: tells a Raft peer from anything else that connects.
 pub(crate) const MAGIC: [u8; 4] = *b"RAFT";
 
-/// The wire protocol's version; peers of different versions refuse each other.
-pub(crate) const VERSION: u16 = 2;
+/// The wire protocol's version; peers of different versions refuse each other. Version 3
+/// added the verdict to the listener's answer.
+pub(crate) const VERSION: u16 = 3;
 
 /// Bytes of an encoded [`Hello`].
 pub(crate) const HELLO_LEN: usize = 4 + 2 + 8 + 8;
+
+/// Bytes of the listener's answer: its hello and a [`Verdict`].
+pub(crate) const ANSWER_LEN: usize = HELLO_LEN + 1;
+
+/// How the listener answers a hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Accepted,
+    OtherCluster,
+    UnknownNode,
+    UnsupportedVersion,
+}
+
+impl Verdict {
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            Verdict::Accepted => 0,
+            Verdict::OtherCluster => 1,
+            Verdict::UnknownNode => 2,
+            Verdict::UnsupportedVersion => 3,
+        }
+    }
+
+    /// `None` for a byte no version of this protocol sends.
+    pub(crate) fn from_byte(byte: u8) -> Option<Verdict> {
+        Some(match byte {
+            0 => Verdict::Accepted,
+            1 => Verdict::OtherCluster,
+            2 => Verdict::UnknownNode,
+            3 => Verdict::UnsupportedVersion,
+            _ => return None,
+        })
+    }
+}
 
 /// Bytes of a frame's length prefix.
 const LENGTH_PREFIX_LEN: usize = 4;
@@ -58,6 +97,37 @@ pub(crate) enum HelloError {
     UnknownNode(NodeId),
     #[error("expected node {expected}, found node {found}")]
     WrongNode { expected: NodeId, found: NodeId },
+}
+
+impl HelloError {
+    /// The answer that tells the dialler why; `None` when it gets no answer (not a Raft peer).
+    pub(crate) fn verdict(&self) -> Option<Verdict> {
+        match self {
+            HelloError::BadMagic(_) => None,
+            HelloError::Version { .. } => Some(Verdict::UnsupportedVersion),
+            HelloError::Cluster { .. } => Some(Verdict::OtherCluster),
+            HelloError::UnknownNode(_) | HelloError::WrongNode { .. } => Some(Verdict::UnknownNode),
+        }
+    }
+
+    /// A short, fixed name of the cause: what log lines are rate-limited by.
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            HelloError::BadMagic(_) => "bad magic",
+            HelloError::Version { .. } => "version",
+            HelloError::Cluster { .. } => "cluster",
+            HelloError::UnknownNode(_) => "unknown node",
+            HelloError::WrongNode { .. } => "wrong node",
+        }
+    }
+}
+
+/// The listener's answer: its hello, then the verdict.
+pub(crate) fn encode_answer(hello: &Hello, verdict: Verdict) -> [u8; ANSWER_LEN] {
+    let mut out = [0u8; ANSWER_LEN];
+    out[..HELLO_LEN].copy_from_slice(&hello.encode());
+    out[HELLO_LEN] = verdict.to_byte();
+    out
 }
 
 impl Hello {

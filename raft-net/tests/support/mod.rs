@@ -105,7 +105,13 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// The wire version this build speaks (`raft_net`'s handshake version).
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
+
+/// The verdicts a listener answers a hello with.
+pub const ACCEPTED: u8 = 0;
+pub const OTHER_CLUSTER: u8 = 1;
+pub const UNKNOWN_NODE: u8 = 2;
+pub const UNSUPPORTED_VERSION: u8 = 3;
 
 /// The 22-byte handshake, built by hand so that tests also check the documented layout.
 pub fn hello_bytes(magic: &[u8; 4], version: u16, cluster: u64, node: u64) -> Vec<u8> {
@@ -130,20 +136,36 @@ pub fn message_frame(message: &Message) -> Vec<u8> {
 
 /// A raw connection to `node` that has completed a valid handshake as node `as_node`.
 pub async fn handshaken_client(node: &TestNode, as_node: u64) -> TcpStream {
+    let (stream, verdict) = try_handshake(node, as_node).await;
+    assert_eq!(verdict, Some(ACCEPTED), "handshake as node {as_node}");
+    stream
+}
+
+/// Sends a valid hello as node `as_node` and reads the answer's verdict (`None`: no answer).
+pub async fn try_handshake(node: &TestNode, as_node: u64) -> (TcpStream, Option<u8>) {
     let mut stream = TcpStream::connect(node.transport.local_addr())
         .await
         .expect("connects");
-    stream
-        .write_all(&hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, as_node))
-        .await
-        .expect("writes");
-    let mut reply = [0u8; 22];
-    stream.read_exact(&mut reply).await.expect("hello reply");
-    assert_eq!(
-        reply.to_vec(),
-        hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, node.transport.node_id().0)
-    );
-    stream
+    let verdict = send_hello(
+        &mut stream,
+        &hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, as_node),
+    )
+    .await;
+    (stream, verdict)
+}
+
+/// Writes `hello` and reads the 23-byte answer: the listener's hello, then the verdict.
+pub async fn send_hello(stream: &mut TcpStream, hello: &[u8]) -> Option<u8> {
+    stream.write_all(hello).await.expect("writes");
+    let mut answer = [0u8; 23];
+    match tokio::time::timeout(PATIENCE, stream.read_exact(&mut answer)).await {
+        Ok(Ok(_)) => {
+            assert_eq!(&answer[..4], b"RAFT");
+            assert_eq!(u16::from_be_bytes([answer[4], answer[5]]), WIRE_VERSION);
+            Some(answer[22])
+        }
+        _ => None,
+    }
 }
 
 /// Whether the server closed `stream` within [`PATIENCE`] (keepalive frames are skipped).
@@ -158,4 +180,52 @@ pub async fn closed_by_server(stream: &mut TcpStream) -> bool {
             Ok(Ok(n)) => assert!(buf[..n].iter().all(|&b| b == 0), "unexpected bytes"),
         }
     }
+}
+
+/// Warning-level events, for the test binaries that install [`capture_warnings`].
+pub static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Installs a global subscriber that records every warning and error as one line of
+/// `field=value` pairs in [`WARNINGS`]. Once per test binary.
+pub fn capture_warnings() {
+    struct Capture;
+    struct Line(String);
+    impl tracing::field::Visit for Line {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            use std::fmt::Write;
+            let _ = write!(self.0, "{}={:?} ", field.name(), value);
+        }
+    }
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            *metadata.level() <= tracing::Level::WARN
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut line = Line(String::new());
+            event.record(&mut line);
+            WARNINGS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    let _ = tracing::subscriber::set_global_default(Capture);
+}
+
+/// The captured warnings that contain every one of `words`.
+pub fn warnings_with(words: &[&str]) -> Vec<String> {
+    WARNINGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|line| words.iter().all(|w| line.contains(w)))
+        .cloned()
+        .collect()
 }
