@@ -117,12 +117,16 @@ async fn messages_that_break_a_rule_are_dropped_and_the_connection_stays() {
     }
 }
 
+/// A peer that restarted without closing its connection (a crash, a cut cable) gets in once
+/// the old connection has fallen silent, and the old one is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_connection_from_a_peer_replaces_the_older_one() {
+async fn a_newer_connection_replaces_an_older_one_that_fell_silent() {
     let mut node1 = start(1, CLUSTER).await;
     let peer = start(2, CLUSTER).await;
     link(&node1, &peer);
     let mut old = handshaken_client(&node1, 2).await;
+    // Silent for more than two keepalive intervals (50 ms each in these tests).
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let mut new = handshaken_client(&node1, 2).await;
     assert!(closed_by_server(&mut old).await);
     new.write_all(&message_frame(&heartbeat(2, 1, 5)))

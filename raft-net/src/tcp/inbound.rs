@@ -1,8 +1,8 @@
 //! The listener side: the acceptor task, and one reader task per accepted connection.
 //!
 //! A reader first reads the peer's hello within the connect timeout and answers it: accepted, or
-//! refused and why (another cluster or version, a node id this node does not know), closing a
-//! refused connection. Then it reads frames:
+//! refused and why (another cluster or version, a node id this node does not know, a live
+//! connection from that node already), closing a refused connection. Then it reads frames:
 //! each payload must decode to one message from the handshake's node to this node that passes
 //! `Message::validate`, which then goes to the node's inbox. Bytes that are not a frame or not
 //! a message close the connection; a well-formed message that breaks a rule is dropped alone.
@@ -18,7 +18,7 @@ use crate::tcp::wire::{
 use raft_core::NodeId;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -91,8 +91,9 @@ async fn serve_connection<N: Network>(
         () = stopped(&mut shutdown) => return,
         hello = read_hello(frames.get_mut(), config.connect_timeout) => hello,
     };
+    let last_byte = Arc::new(AtomicU64::new(shared.micros_since_start(Instant::now())));
     let registered = match hello {
-        Ok(hello) => register(&shared, &hello)
+        Ok(hello) => register(&shared, &hello, &last_byte)
             .map(|(connection_id, close)| (hello.node_id, connection_id, close))
             .map_err(|error| (error.cause(), error.to_string(), error.verdict())),
         Err(reason) => Err(("no handshake", reason, None)),
@@ -128,6 +129,7 @@ async fn serve_connection<N: Network>(
     };
     let mut result = Ok(());
     while answered && result.is_ok() {
+        last_byte.store(shared.micros_since_start(last_heard), Ordering::Relaxed);
         // `biased`: a fixed order keeps simulations reproducible. Every branch is cancel-safe.
         tokio::select! {
             biased;
@@ -192,9 +194,14 @@ async fn read_hello<R: AsyncRead + Unpin>(
 
 /// Checks `hello` and, if it is acceptable, makes this connection the peer's current one.
 /// Returns its id and the receiver that says when to close it.
+///
+/// An older connection of the same node is closed only if it has fallen silent (no byte for
+/// two keepalive intervals): a node that really restarted gets in once its old connection
+/// is visibly dead, while a mere claim to be that node cannot displace a live connection.
 fn register<N>(
     shared: &Shared<N>,
     hello: &Hello,
+    last_byte: &Arc<AtomicU64>,
 ) -> Result<(u64, oneshot::Receiver<()>), HelloError> {
     let config = &shared.config;
     hello.check(config.cluster_id)?;
@@ -204,12 +211,21 @@ fn register<N>(
     if hello.node_id == config.node_id || !shared.peers().contains_key(&hello.node_id) {
         return Err(HelloError::UnknownNode(hello.node_id));
     }
+    if let Some(existing) = inbound.get(&hello.node_id) {
+        let heard = existing.last_byte_micros.load(Ordering::Relaxed);
+        let now = shared.micros_since_start(Instant::now());
+        let live_for = (config.keepalive_interval * 2).min(config.idle_timeout);
+        if u128::from(now.saturating_sub(heard)) < live_for.as_micros() {
+            return Err(HelloError::AlreadyConnected(hello.node_id));
+        }
+    }
     let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let (close_tx, close_rx) = oneshot::channel();
     inbound.insert(
         hello.node_id,
         InboundSlot {
             connection_id,
+            last_byte_micros: Arc::clone(last_byte),
             _close: close_tx,
         },
     );

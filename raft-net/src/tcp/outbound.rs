@@ -60,7 +60,7 @@ enum DialError {
 
 impl DialError {
     /// Whether the peer refused this node (a configuration problem, worth a warning and shown
-    /// in the peer's state) rather than being unreachable.
+    /// in the peer's state) rather than being unreachable or busy.
     fn refusal(&self) -> Option<&'static str> {
         match self {
             DialError::Refused(error) => Some(error.cause()),
@@ -68,7 +68,9 @@ impl DialError {
                 Verdict::OtherCluster => Some("cluster"),
                 Verdict::UnknownNode => Some("unknown node"),
                 Verdict::UnsupportedVersion => Some("version"),
-                Verdict::Accepted => None,
+                // The peer has a live connection from "us": it may be our own previous
+                // connection, not yet seen dead. Transient.
+                Verdict::AlreadyConnected | Verdict::Accepted => None,
             },
             DialError::ClosedByPeer => Some("closed at the handshake"),
             DialError::Io(_) | DialError::TimedOut => None,
@@ -96,6 +98,9 @@ impl fmt::Display for DialError {
                     theirs.version,
                     wire::VERSION
                 ),
+                Verdict::AlreadyConnected => {
+                    f.write_str("peer has a live connection from this node already")
+                }
                 Verdict::Accepted => f.write_str("accepted"),
             },
             DialError::ClosedByPeer => f.write_str(

@@ -47,7 +47,8 @@ pub struct InboundStats {
     /// Connections whose handshake was accepted.
     pub connections_accepted: u64,
     /// Connections refused at the handshake: bad magic or version, another cluster, an unknown
-    /// node, or no handshake within the connect timeout.
+    /// node, a live connection from that node already, or no handshake within the connect
+    /// timeout.
     pub handshakes_refused: u64,
     /// Accepted connections closed because a peer sent bytes that were not a valid frame or
     /// message (oversized, truncated, undecodable).

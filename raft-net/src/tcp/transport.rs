@@ -96,7 +96,8 @@ pub(crate) struct Shared<N> {
     /// Tells inbound connections apart in [`Shared::inbound`].
     pub(crate) next_connection_id: AtomicU64,
     pub(crate) counters: InboundCounters,
-    /// When the transport started: the origin of the times in [`PeerConnection`].
+    /// When the transport started: the origin of the times in [`PeerConnection`] and of the
+    /// inbound connections' last-byte clocks.
     pub(crate) started: Instant,
     /// Becomes true on shutdown; its sender lives in the [`Lifecycle`], so it also closes when
     /// the last handle is dropped. Every task waits on it.
@@ -106,6 +107,9 @@ pub(crate) struct Shared<N> {
 /// An inbound connection registered in [`Shared::inbound`].
 pub(crate) struct InboundSlot {
     pub(crate) connection_id: u64,
+    /// When it last heard from the peer, in microseconds since [`Shared::started`]: a
+    /// connection that is live is not displaced by a newer one claiming the same node.
+    pub(crate) last_byte_micros: Arc<AtomicU64>,
     /// Dropped to close the connection.
     pub(crate) _close: oneshot::Sender<()>,
 }
@@ -186,6 +190,10 @@ impl<N> Shared<N> {
 
     pub(crate) fn inbound(&self) -> MutexGuard<'_, BTreeMap<NodeId, InboundSlot>> {
         lock(&self.inbound)
+    }
+
+    pub(crate) fn micros_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_micros()).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn millis_since_start(&self, at: Instant) -> u64 {

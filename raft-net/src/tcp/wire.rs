@@ -9,7 +9,8 @@
 //!
 //! The connecting side sends its hello first; the accepting side checks it and answers with its
 //! own hello and a [`Verdict`]: accepted, or refused and why (another cluster, a node id it does
-//! not know, another version), then closes a refused connection. Bytes that are not a Raft hello at all get no answer. The answer is what lets a
+//! not know, another version, a live connection from that node already), then closes a refused
+//! connection. Bytes that are not a Raft hello at all get no answer. The answer is what lets a
 //! misconfigured node see its own mistake. Postcard is a stable, documented serde format (its
 //! wire format is frozen for 1.x); a change of the encoding, of the handshake or of `Message`
 //! bumps [`VERSION`].
@@ -44,6 +45,10 @@ pub(crate) enum Verdict {
     OtherCluster,
     UnknownNode,
     UnsupportedVersion,
+    /// The listener has a live connection from that node id already; a claim alone does not
+    /// displace it (a node that really restarted is let in once the old connection falls
+    /// silent).
+    AlreadyConnected,
 }
 
 impl Verdict {
@@ -53,6 +58,7 @@ impl Verdict {
             Verdict::OtherCluster => 1,
             Verdict::UnknownNode => 2,
             Verdict::UnsupportedVersion => 3,
+            Verdict::AlreadyConnected => 4,
         }
     }
 
@@ -63,6 +69,7 @@ impl Verdict {
             1 => Verdict::OtherCluster,
             2 => Verdict::UnknownNode,
             3 => Verdict::UnsupportedVersion,
+            4 => Verdict::AlreadyConnected,
             _ => return None,
         })
     }
@@ -97,6 +104,8 @@ pub(crate) enum HelloError {
     UnknownNode(NodeId),
     #[error("expected node {expected}, found node {found}")]
     WrongNode { expected: NodeId, found: NodeId },
+    #[error("a live connection from node {0} exists already")]
+    AlreadyConnected(NodeId),
 }
 
 impl HelloError {
@@ -107,6 +116,7 @@ impl HelloError {
             HelloError::Version { .. } => Some(Verdict::UnsupportedVersion),
             HelloError::Cluster { .. } => Some(Verdict::OtherCluster),
             HelloError::UnknownNode(_) | HelloError::WrongNode { .. } => Some(Verdict::UnknownNode),
+            HelloError::AlreadyConnected(_) => Some(Verdict::AlreadyConnected),
         }
     }
 
@@ -118,6 +128,7 @@ impl HelloError {
             HelloError::Cluster { .. } => "cluster",
             HelloError::UnknownNode(_) => "unknown node",
             HelloError::WrongNode { .. } => "wrong node",
+            HelloError::AlreadyConnected(_) => "already connected",
         }
     }
 }

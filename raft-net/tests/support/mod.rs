@@ -112,6 +112,7 @@ pub const ACCEPTED: u8 = 0;
 pub const OTHER_CLUSTER: u8 = 1;
 pub const UNKNOWN_NODE: u8 = 2;
 pub const UNSUPPORTED_VERSION: u8 = 3;
+pub const ALREADY_CONNECTED: u8 = 4;
 
 /// The 22-byte handshake, built by hand so that tests also check the documented layout.
 pub fn hello_bytes(magic: &[u8; 4], version: u16, cluster: u64, node: u64) -> Vec<u8> {
