@@ -139,12 +139,12 @@ async fn a_dialler_refuses_a_listener_that_is_another_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_connection_is_refused_after_the_connect_timeout() {
+async fn a_silent_connection_is_refused_after_the_handshake_timeout() {
     let node1 = start(1, CLUSTER).await;
     let mut stream = TcpStream::connect(node1.transport.local_addr())
         .await
         .unwrap();
-    // No handshake at all: closed after `connect_timeout` (500 ms in these tests).
+    // No handshake at all: closed after `handshake_timeout` (300 ms in these tests).
     assert!(closed_by_server(&mut stream).await);
     assert_eq!(node1.transport.stats().inbound.handshakes_refused, 1);
 }

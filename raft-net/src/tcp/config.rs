@@ -34,12 +34,18 @@ pub struct TcpConfig {
     pub queue_capacity: usize,
     /// Which message a full queue drops.
     pub overflow: Overflow,
-    /// The longest a connection attempt may take, handshake included, on either side. Needed
+    /// The longest an outbound connection attempt may take, handshake included. Needed
     /// because a connection attempt across a partition (in turmoil, or through a firewall that
     /// drops packets) may never fail by itself.
     pub connect_timeout: Duration,
-    /// The longest one batch of frames may take to write. A peer that stops reading, or a
-    /// simulated link that lost a segment and stalls, is disconnected after it.
+    /// The longest an accepted connection may take to send its hello. Kept short because an
+    /// accepted connection holds an inbound slot until then: a dialler sends its hello as soon
+    /// as it is connected, so this only needs to cover one segment's delivery (and a
+    /// retransmission). At most `connect_timeout`.
+    pub handshake_timeout: Duration,
+    /// The longest a write may go without a byte written. A peer that stops reading, or a
+    /// simulated link that lost a segment and stalls, is disconnected after it; a large batch
+    /// over a slow link that keeps moving is not.
     pub write_timeout: Duration,
     /// An idle side of a connection sends an empty frame this often, so that the other side
     /// can tell a quiet peer from a dead link.
@@ -55,15 +61,19 @@ pub struct TcpConfig {
     /// simulation replays the same delays.
     pub seed: u64,
     /// The most inbound connections open at once; more are closed as soon as accepted. Each
-    /// peer needs one, and a reconnecting peer's new connection replaces its old one.
+    /// peer needs one. Addresses that are not known peers' may hold at most half of them.
     pub max_inbound_connections: usize,
+    /// The most handshakes in progress at once from one address that is not a known peer's;
+    /// more connections from it are closed as soon as accepted.
+    pub max_handshakes_per_address: usize,
 }
 
 impl TcpConfig {
     /// Defaults for node `node_id` of cluster `cluster_id`, listening on `listen_addr`, with
-    /// `peers`: 16 MiB frames, 1024 queued messages per peer dropping the oldest, 1 s to
-    /// connect, 2 s to write a batch, a keepalive every 250 ms and a 1 s idle timeout, reconnect
-    /// delays from 10 ms doubling to 1 s, and 64 inbound connections.
+    /// `peers`: 16 MiB frames, 1024 queued messages per peer dropping the oldest,
+    /// 1 s to connect and 300 ms for an accepted connection's hello, 2 s without progress to write a batch, a keepalive every
+    /// 250 ms and a 1 s idle timeout, reconnect delays from 10 ms doubling to 1 s, 64 inbound
+    /// connections and 4 handshakes at once per unknown address.
     pub fn new(
         node_id: NodeId,
         cluster_id: u64,
@@ -79,6 +89,7 @@ impl TcpConfig {
             queue_capacity: 1024,
             overflow: Overflow::DropOldest,
             connect_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_millis(300),
             write_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_millis(250),
             idle_timeout: Duration::from_secs(1),
@@ -86,6 +97,7 @@ impl TcpConfig {
             reconnect_backoff_max: Duration::from_secs(1),
             seed: 0,
             max_inbound_connections: 64,
+            max_handshakes_per_address: 4,
         }
     }
 
@@ -93,11 +105,14 @@ impl TcpConfig {
     ///
     /// 1. The node id is not 0 (reserved by raft-core), and no peer has id 0 or this node's id.
     /// 2. `max_frame_bytes >= 64`, enough for any message without entries.
-    /// 3. `queue_capacity >= 1` and `max_inbound_connections >= 1`.
+    /// 3. `queue_capacity`, `max_inbound_connections` and `max_handshakes_per_address` are at
+    ///    least 1.
     /// 4. Every timeout and interval is non-zero and at most a day (deadlines are computed by
     ///    adding them to the clock, which must not overflow).
     /// 5. `keepalive_interval < idle_timeout`, or healthy idle connections would be dropped.
     /// 6. `reconnect_backoff_min <= reconnect_backoff_max`.
+    /// 7. `handshake_timeout <= connect_timeout`: the listener must not wait longer for a hello
+    ///    than a dialler waits for the answer.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id.0 == 0 {
             return Err(ConfigError("node id 0 is reserved".into()));
@@ -117,13 +132,17 @@ impl TcpConfig {
                 self.max_frame_bytes
             )));
         }
-        if self.queue_capacity == 0 || self.max_inbound_connections == 0 {
+        if self.queue_capacity == 0
+            || self.max_inbound_connections == 0
+            || self.max_handshakes_per_address == 0
+        {
             return Err(ConfigError(
-                "queue_capacity and max_inbound_connections must be at least 1".into(),
+                "queue_capacity, max_inbound_connections and max_handshakes_per_address must be at least 1".into(),
             ));
         }
         let durations = [
             ("connect_timeout", self.connect_timeout),
+            ("handshake_timeout", self.handshake_timeout),
             ("write_timeout", self.write_timeout),
             ("keepalive_interval", self.keepalive_interval),
             ("idle_timeout", self.idle_timeout),
@@ -148,6 +167,12 @@ impl TcpConfig {
             return Err(ConfigError(format!(
                 "reconnect_backoff_min {:?} exceeds reconnect_backoff_max {:?}",
                 self.reconnect_backoff_min, self.reconnect_backoff_max
+            )));
+        }
+        if self.handshake_timeout > self.connect_timeout {
+            return Err(ConfigError(format!(
+                "handshake_timeout {:?} exceeds connect_timeout {:?}",
+                self.handshake_timeout, self.connect_timeout
             )));
         }
         Ok(())
@@ -190,6 +215,14 @@ mod tests {
             ),
             (|c| c.max_frame_bytes = 10, "max_frame_bytes"),
             (|c| c.queue_capacity = 0, "queue_capacity"),
+            (
+                |c| c.max_handshakes_per_address = 0,
+                "max_handshakes_per_address",
+            ),
+            (
+                |c| c.handshake_timeout = Duration::from_secs(2),
+                "handshake_timeout",
+            ),
             (|c| c.write_timeout = Duration::ZERO, "write_timeout"),
             (|c| c.idle_timeout = Duration::MAX, "idle_timeout"),
             (

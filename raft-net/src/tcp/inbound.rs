@@ -1,13 +1,17 @@
 //! The listener side: the acceptor task, and one reader task per accepted connection.
 //!
-//! A reader first reads the peer's hello within the connect timeout and answers it: accepted, or
+//! The acceptor admits a connection to its handshake only within the limits of
+//! [`crate::tcp::admission`] (a few at once per address, room kept for known peers). A reader
+//! first reads the peer's hello within `handshake_timeout` and answers it: accepted, or
 //! refused and why (another cluster or version, a node id this node does not know, a live
 //! connection from that node already), closing a refused connection. Then it reads frames:
 //! each payload must decode to one message from the handshake's node to this node that passes
 //! `Message::validate`, which then goes to the node's inbox. Bytes that are not a frame or not
 //! a message close the connection; a well-formed message that breaks a rule is dropped alone.
-//! Nothing a peer sends can panic the node: every branch ends in a log line and a counter.
+//! Nothing a peer sends can panic the node: every branch ends in a counter and, at a bounded
+//! rate, a log line ([`crate::tcp::warnings`]).
 
+use crate::tcp::admission::Ticket;
 use crate::tcp::network::Network;
 use crate::tcp::outbound::{stopped, write_all};
 use crate::tcp::stats::bump;
@@ -45,20 +49,32 @@ pub(crate) async fn accept_loop<N: Network>(
             accepted = shared.network.accept(&mut listener) => accepted,
         };
         match accepted {
-            Ok((stream, remote)) => match Arc::clone(&open_connections).try_acquire_owned() {
-                Ok(permit) => shared.spawner.spawn(serve_connection(
-                    Arc::clone(&shared),
-                    stream,
-                    remote,
-                    permit,
-                    token.clone(),
-                )),
-                Err(_) => {
-                    // Accept and close, rather than stop accepting: a backlog that is never
-                    // drained fills up (and in turmoil, a full backlog panics the simulation).
-                    tracing::warn!(%node, %remote, limit = shared.config.max_inbound_connections, "too many inbound connections; closing a new one");
+            Ok((stream, remote)) => {
+                // Accept and close, rather than stop accepting: a backlog that is never
+                // drained fills up (and in turmoil, a full backlog panics the simulation).
+                let admitted = shared.admission.admit(remote.ip()).map_err(|r| r.cause());
+                let permit = admitted.and_then(|ticket| {
+                    Arc::clone(&open_connections)
+                        .try_acquire_owned()
+                        .map(|permit| (ticket, permit))
+                        .map_err(|_| "too many inbound connections")
+                });
+                match permit {
+                    Ok((ticket, permit)) => shared.spawner.spawn(serve_connection(
+                        Arc::clone(&shared),
+                        stream,
+                        remote,
+                        (ticket, permit),
+                        token.clone(),
+                    )),
+                    Err(cause) => {
+                        bump(&shared.counters.connections_refused);
+                        if let Some(suppressed) = shared.warnings.admit(remote.ip(), cause) {
+                            tracing::warn!(%node, %remote, suppressed, "closing a new inbound connection: {cause}");
+                        }
+                    }
                 }
-            },
+            }
             Err(error) => {
                 tracing::warn!(%node, %error, "accept failed");
                 tokio::select! {
@@ -77,7 +93,7 @@ async fn serve_connection<N: Network>(
     shared: Arc<Shared<N>>,
     stream: N::Stream,
     remote: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    (mut ticket, _permit): (Ticket, OwnedSemaphorePermit),
     _token: TaskToken,
 ) {
     let config = &shared.config;
@@ -89,7 +105,7 @@ async fn serve_connection<N: Network>(
     let hello = tokio::select! {
         biased;
         () = stopped(&mut shutdown) => return,
-        hello = read_hello(frames.get_mut(), config.connect_timeout) => hello,
+        hello = read_hello(frames.get_mut(), config.handshake_timeout) => hello,
     };
     let last_byte = Arc::new(AtomicU64::new(shared.micros_since_start(Instant::now())));
     let registered = match hello {
@@ -101,18 +117,22 @@ async fn serve_connection<N: Network>(
     let reply = Hello::new(config.cluster_id, node);
     let (peer, connection_id, mut close) = match registered {
         Ok(registered) => registered,
-        Err((_cause, reason, verdict)) => {
+        Err((cause, reason, verdict)) => {
+            ticket.handshake_done(false);
             bump(&shared.counters.handshakes_refused);
-            tracing::warn!(%node, %remote, %reason, "inbound connection refused at the handshake");
+            if let Some(suppressed) = shared.warnings.admit(remote.ip(), cause) {
+                tracing::warn!(%node, %remote, %reason, suppressed, "inbound connection refused at the handshake");
+            }
             if let Some(verdict) = verdict {
                 // Tell the dialler why, so that the misconfigured side sees its mistake. The
                 // connection closes either way; a failed write changes nothing.
                 let answer = encode_answer(&reply, verdict);
-                let _ = write_all(&mut write_half, &answer, config.connect_timeout).await;
+                let _ = write_all(&mut write_half, &answer, config.handshake_timeout).await;
             }
             return;
         }
     };
+    ticket.handshake_done(true);
     bump(&shared.counters.connections_accepted);
     tracing::info!(%node, %peer, %remote, "accepted connection from peer");
 
@@ -120,7 +140,7 @@ async fn serve_connection<N: Network>(
     let mut last_written = Instant::now();
     let mut last_heard = Instant::now();
     // A failed answer is the link failing, not the peer misbehaving: close without blame.
-    let answered = match write_all(&mut write_half, &answer, config.connect_timeout).await {
+    let answered = match write_all(&mut write_half, &answer, config.handshake_timeout).await {
         Ok(()) => true,
         Err(error) => {
             tracing::debug!(%node, %peer, %remote, %error, "answer not written; closing connection");
@@ -165,9 +185,11 @@ async fn serve_connection<N: Network>(
             }
         }
     }
-    if let Err((_cause, error)) = result {
+    if let Err((cause, error)) = result {
         bump(&shared.counters.connections_closed_on_error);
-        tracing::warn!(%node, %peer, %remote, %error, "closing connection on invalid input");
+        if let Some(suppressed) = shared.warnings.admit(peer, cause) {
+            tracing::warn!(%node, %peer, %remote, %error, suppressed, "closing connection on invalid input");
+        }
     }
     let mut inbound = shared.inbound();
     if inbound
@@ -244,12 +266,16 @@ fn deliver<N>(
     let message = wire::decode_message(payload).map_err(|e| ("undecodable", e.to_string()))?;
     if message.from != peer || message.to != node {
         bump(&counters.messages_rejected);
-        tracing::warn!(%node, %peer, from = %message.from, to = %message.to, "message with a foreign sender or recipient dropped");
+        if let Some(suppressed) = shared.warnings.admit(peer, "foreign sender or recipient") {
+            tracing::warn!(%node, %peer, from = %message.from, to = %message.to, suppressed, "message with a foreign sender or recipient dropped");
+        }
         return Ok(());
     }
     if let Err(reason) = message.validate() {
         bump(&counters.messages_rejected);
-        tracing::warn!(%node, %peer, %reason, "invalid message dropped");
+        if let Some(suppressed) = shared.warnings.admit(peer, "invalid message") {
+            tracing::warn!(%node, %peer, %reason, suppressed, "invalid message dropped");
+        }
         return Ok(());
     }
     if shared.inbox.deliver(message) {

@@ -46,8 +46,11 @@ pub struct PeerStats {
 pub struct InboundStats {
     /// Connections whose handshake was accepted.
     pub connections_accepted: u64,
+    /// Connections closed as soon as accepted, before any handshake: too many from one
+    /// address, unknown addresses holding their share of the slots, or all slots taken.
+    pub connections_refused: u64,
     /// Connections refused at the handshake: bad magic or version, another cluster, an unknown
-    /// node, a live connection from that node already, or no handshake within the connect
+    /// node, a live connection from that node already, or no handshake within the handshake
     /// timeout.
     pub handshakes_refused: u64,
     /// Accepted connections closed because a peer sent bytes that were not a valid frame or
@@ -60,12 +63,16 @@ pub struct InboundStats {
     pub messages_rejected: u64,
     /// Messages dropped because the node's inbox was full or closed.
     pub messages_dropped_inbox_full: u64,
+    /// Warnings counted but not logged, because the same peer or address logged the same
+    /// cause within the last ten seconds.
+    pub warnings_suppressed: u64,
 }
 
 /// The live counters behind [`InboundStats`].
 #[derive(Debug, Default)]
 pub(crate) struct InboundCounters {
     pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) connections_closed_on_error: AtomicU64,
     pub(crate) messages_delivered: AtomicU64,
@@ -74,14 +81,16 @@ pub(crate) struct InboundCounters {
 }
 
 impl InboundCounters {
-    pub(crate) fn snapshot(&self) -> InboundStats {
+    pub(crate) fn snapshot(&self, warnings_suppressed: u64) -> InboundStats {
         InboundStats {
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
             handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
             connections_closed_on_error: self.connections_closed_on_error.load(Ordering::Relaxed),
             messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
             messages_rejected: self.messages_rejected.load(Ordering::Relaxed),
             messages_dropped_inbox_full: self.messages_dropped_inbox_full.load(Ordering::Relaxed),
+            warnings_suppressed,
         }
     }
 }

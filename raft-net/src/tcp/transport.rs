@@ -1,9 +1,11 @@
 //! [`TcpTransport`]: the handle the node sends through, and the state its tasks share.
 
+use crate::tcp::admission::Admission;
 use crate::tcp::config::{ConfigError, TcpConfig};
 use crate::tcp::network::{Deliver, Network, Spawner};
 use crate::tcp::queue::OutboundQueue;
 use crate::tcp::stats::{InboundCounters, PeerStats, TransportStats};
+use crate::tcp::warnings::Warnings;
 use crate::tcp::{inbound, outbound};
 use raft_core::node::{PeerConnection, Transport};
 use raft_core::{Message, NodeId};
@@ -96,6 +98,10 @@ pub(crate) struct Shared<N> {
     /// Tells inbound connections apart in [`Shared::inbound`].
     pub(crate) next_connection_id: AtomicU64,
     pub(crate) counters: InboundCounters,
+    /// Which accepted connections may attempt a handshake.
+    pub(crate) admission: Arc<Admission>,
+    /// Which warnings are logged rather than only counted.
+    pub(crate) warnings: Warnings,
     /// When the transport started: the origin of the times in [`PeerConnection`] and of the
     /// inbound connections' last-byte clocks.
     pub(crate) started: Instant,
@@ -107,8 +113,8 @@ pub(crate) struct Shared<N> {
 /// An inbound connection registered in [`Shared::inbound`].
 pub(crate) struct InboundSlot {
     pub(crate) connection_id: u64,
-    /// When it last heard from the peer, in microseconds since [`Shared::started`]: a
-    /// connection that is live is not displaced by a newer one claiming the same node.
+    /// When its last byte arrived, in microseconds since [`Shared::started`]: a connection
+    /// that is live is not displaced by a newer one claiming the same node.
     pub(crate) last_byte_micros: Arc<AtomicU64>,
     /// Dropped to close the connection.
     pub(crate) _close: oneshot::Sender<()>,
@@ -227,6 +233,10 @@ impl<N: Network> TcpTransport<N> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (token, all_stopped) = mpsc::channel(1);
         let peers = config.peers.clone();
+        let admission = Arc::new(Admission::new(
+            config.max_handshakes_per_address,
+            config.max_inbound_connections,
+        ));
         let shared = Arc::new(Shared {
             network,
             config,
@@ -237,6 +247,8 @@ impl<N: Network> TcpTransport<N> {
             inbound: Mutex::new(BTreeMap::new()),
             next_connection_id: AtomicU64::new(0),
             counters: InboundCounters::default(),
+            admission,
+            warnings: Warnings::default(),
             started: Instant::now(),
             shutdown: shutdown_rx,
         });
@@ -294,6 +306,12 @@ impl<N: Network> TcpTransport<N> {
             dropped_too_large: AtomicU64::new(0),
             connections_opened: AtomicU64::new(0),
         });
+        // A peer configured by IP address keeps room for its handshakes even while unknown
+        // addresses hold their whole share of the listener (one known by name is learnt at
+        // its first accepted handshake).
+        if let Ok(socket) = addr.parse::<SocketAddr>() {
+            self.shared.admission.learn(socket.ip());
+        }
         {
             let mut peers = self.shared.peers_mut();
             if peers.get(&id).is_some_and(|old| old.addr == addr) {
@@ -336,7 +354,10 @@ impl<N: Network> TcpTransport<N> {
                 .iter()
                 .map(|(&id, link)| (id, link.stats()))
                 .collect(),
-            inbound: self.shared.counters.snapshot(),
+            inbound: self
+                .shared
+                .counters
+                .snapshot(self.shared.warnings.suppressed.load(Ordering::Relaxed)),
         }
     }
 

@@ -26,6 +26,7 @@ pub struct TestNode {
 pub fn fast_config(id: u64, cluster: u64, listen: &str) -> TcpConfig {
     let mut config = TcpConfig::new(NodeId(id), cluster, listen, []);
     config.connect_timeout = Duration::from_millis(500);
+    config.handshake_timeout = Duration::from_millis(300);
     config.write_timeout = Duration::from_millis(500);
     config.keepalive_interval = Duration::from_millis(50);
     config.idle_timeout = Duration::from_millis(1000);
@@ -181,6 +182,14 @@ pub async fn closed_by_server(stream: &mut TcpStream) -> bool {
             Ok(Ok(n)) => assert!(buf[..n].iter().all(|&b| b == 0), "unexpected bytes"),
         }
     }
+}
+
+/// Opens a connection to `to` from the loopback address `from` (any of 127.0.0.0/8), so that a
+/// test can play a host other than the nodes' own 127.0.0.1.
+pub async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((from, 0)))?;
+    socket.connect(to).await
 }
 
 /// Warning-level events, for the test binaries that install [`capture_warnings`].
