@@ -8,10 +8,10 @@ mod support;
 use raft_core::NodeId;
 use raft_core::node::Transport;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use support::*;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Silent connections from another host, reopened as soon as they close, hold at most a few
 /// handshake slots; a known peer reconnecting meanwhile gets through at once.
@@ -72,4 +72,90 @@ async fn a_claim_does_not_displace_a_live_connection() {
         (inbound.connections_accepted, inbound.handshakes_refused),
         (1, 30)
     );
+}
+
+/// A large frame that keeps moving over a slow link is delivered even though it takes longer
+/// than the idle timeout: idle means no bytes, not no whole frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_on_a_slow_link_is_delivered() {
+    let mut config = fast_config(1, CLUSTER, "127.0.0.1:0");
+    config.idle_timeout = Duration::from_millis(300);
+    let mut node1 = start_with(config).await;
+    let node2 = start(2, CLUSTER).await;
+    link(&node1, &node2);
+    let bytes = message_frame(&append(2, 1, 0, 600 << 10));
+    let mut stream = handshaken_client(&node1, 2).await;
+    // 16 KiB every 10 ms: about 1.6 MB/s, 400 ms for the whole frame.
+    for chunk in bytes.chunks(16 << 10) {
+        stream.write_all(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let message = next(&mut node1, PATIENCE).await.expect("delivered");
+    assert_eq!(message, append(2, 1, 0, 600 << 10));
+}
+
+/// The same outbound: a write that keeps moving is not cut by the write timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_to_a_slow_reader_is_delivered() {
+    let peer = RawPeer::bind(2).await;
+    let mut config = fast_config(1, CLUSTER, "127.0.0.1:0");
+    config.write_timeout = Duration::from_millis(300);
+    config.max_frame_bytes = 16 << 20;
+    config.peers.insert(NodeId(2), peer.addr());
+    let node1 = start_with(config).await;
+    let message = append(1, 2, 0, 12 << 20);
+    node1.transport.send(message.clone());
+    let stream = peer.accept().await;
+    let (mut read_half, mut write_half) = stream.into_split();
+    let keepalives = tokio::spawn(async move {
+        while write_half.write_all(&[0, 0, 0, 0]).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // Read about 8 MB/s, 64 KiB at a time: about 1.6 s for the whole message.
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let expected = message_frame(&message).len();
+    while received.len() < expected {
+        let n = tokio::time::timeout(PATIENCE, read_half.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {} of {expected} bytes", received.len());
+        received.extend_from_slice(&chunk[..n]);
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    keepalives.abort();
+    assert_eq!(received[..expected], message_frame(&message)[..]);
+    assert_eq!(node1.transport.stats().peers[&NodeId(2)].sent, 1);
+}
+
+/// A peer that completes the handshake and then closes every connection at once is dialled
+/// with a growing backoff, not in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_drops_every_connection_is_not_redialled_in_a_loop() {
+    let peer = RawPeer::bind(2).await;
+    let mut config = fast_config(1, CLUSTER, "127.0.0.1:0");
+    config.peers.insert(NodeId(2), peer.addr());
+    let node1 = start_with(config).await;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&accepted);
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let stream = peer.accept().await;
+            counter.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut round = 0;
+    while tokio::time::Instant::now() < deadline {
+        round += 1;
+        node1.transport.send(heartbeat(1, 2, round));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    acceptor.abort();
+    // Backoff from 5 ms doubling to 100 ms: about 15 dials in a second, not hundreds.
+    let dials = accepted.load(Ordering::Relaxed);
+    assert!((2..=30).contains(&dials), "{dials} dials in one second");
 }

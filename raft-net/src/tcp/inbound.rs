@@ -138,7 +138,6 @@ async fn serve_connection<N: Network>(
 
     let answer = encode_answer(&reply, Verdict::Accepted);
     let mut last_written = Instant::now();
-    let mut last_heard = Instant::now();
     // A failed answer is the link failing, not the peer misbehaving: close without blame.
     let answered = match write_all(&mut write_half, &answer, config.handshake_timeout).await {
         Ok(()) => true,
@@ -149,7 +148,10 @@ async fn serve_connection<N: Network>(
     };
     let mut result = Ok(());
     while answered && result.is_ok() {
-        last_byte.store(shared.micros_since_start(last_heard), Ordering::Relaxed);
+        last_byte.store(
+            shared.micros_since_start(frames.last_byte_at()),
+            Ordering::Relaxed,
+        );
         // `biased`: a fixed order keeps simulations reproducible. Every branch is cancel-safe.
         tokio::select! {
             biased;
@@ -158,9 +160,8 @@ async fn serve_connection<N: Network>(
                 tracing::debug!(%node, %peer, %remote, "connection replaced or peer removed");
                 break;
             }
-            frame = frames.next_frame() => match frame {
+            frame = frames.next_frame(config.idle_timeout) => match frame {
                 Ok(Some(payload)) => {
-                    last_heard = Instant::now();
                     if !payload.is_empty() {
                         result = deliver(&shared, peer, &payload);
                     }
@@ -169,12 +170,12 @@ async fn serve_connection<N: Network>(
                     tracing::debug!(%node, %peer, %remote, "connection closed by peer");
                     break;
                 }
+                Err(wire::FrameError::Idle(idle)) => {
+                    tracing::info!(%node, %peer, %remote, "peer silent for {idle:?}; closing its connection");
+                    break;
+                }
                 Err(error) => result = Err(("bad frame", error.to_string())),
             },
-            () = sleep_until(last_heard + config.idle_timeout) => {
-                tracing::info!(%node, %peer, %remote, "peer silent for {:?}; closing its connection", config.idle_timeout);
-                break;
-            }
             () = sleep_until(last_written + config.keepalive_interval) => {
                 // A write failure here is the link failing, not the peer misbehaving.
                 if let Err(error) = write_all(&mut write_half, &KEEPALIVE_FRAME, config.write_timeout).await {

@@ -8,8 +8,11 @@
 //!    └──────── backoff delay ◀────┴─────────────────────────────────────────────────┘
 //! ```
 //!
-//! A peer's refusal carries its reason; it becomes the peer's [`PeerConnection`] state and one
-//! warning per cause.
+//! The backoff starts over only after a connection stayed up for an idle timeout, so a peer
+//! that accepts and at once drops every connection is not dialled in a tight loop. A peer's
+//! refusal carries its reason; it becomes the peer's [`PeerConnection`] state and one warning
+//! per cause. Silence is measured in bytes on either side: a large frame that keeps moving
+//! over a slow link is neither cut by the idle timer nor by the write timeout.
 //!
 //! The connection carries messages one way only; the peer sends back nothing but keepalives,
 //! which tell this side the link is alive (turmoil's TCP, and a real network that silently
@@ -129,6 +132,9 @@ pub(crate) async fn run_writer<N: Network>(
         config.reconnect_backoff_max,
         seed,
     );
+    // A connection must stay up this long before the backoff starts over: a peer that
+    // accepts and then drops every connection is otherwise dialled in a tight loop.
+    let healthy_after = config.idle_timeout;
     let mut failures_in_a_row = 0u32;
     // The refusal last warned about: each cause is warned about once per run of refusals.
     let mut warned: Option<&'static str> = None;
@@ -154,12 +160,12 @@ pub(crate) async fn run_writer<N: Network>(
         };
         match dialled {
             Ok(stream) => {
-                backoff.reset();
                 failures_in_a_row = 0;
                 warned = None;
                 bump(&link.connections_opened);
                 link.set_state(PeerConnection::Connected);
                 tracing::info!(%node, %peer, addr = %link.addr, "connected to peer");
+                let connected_at = Instant::now();
                 let end = serve(
                     &shared,
                     &link,
@@ -169,6 +175,9 @@ pub(crate) async fn run_writer<N: Network>(
                     &mut buffer,
                 )
                 .await;
+                if connected_at.elapsed() >= healthy_after {
+                    backoff.reset();
+                }
                 match end {
                     End::Stop => return,
                     End::Failed(reason) => {
@@ -295,7 +304,6 @@ async fn serve<N: Network>(
     let config = &shared.config;
     let (read_half, mut write_half) = tokio::io::split(stream);
     let mut frames = FrameReader::new(read_half, config.max_frame_bytes);
-    let mut last_heard = Instant::now();
     let mut last_written = Instant::now();
     loop {
         // `biased`: a fixed order keeps simulations reproducible. Every branch is cancel-safe
@@ -303,18 +311,12 @@ async fn serve<N: Network>(
         tokio::select! {
             biased;
             () = stopped(shutdown) => return End::Stop,
-            frame = frames.next_frame() => match frame {
-                Ok(Some(frame)) if frame.is_empty() => {
-                    last_heard = Instant::now();
-                    continue;
-                }
+            frame = frames.next_frame(config.idle_timeout) => match frame {
+                Ok(Some(frame)) if frame.is_empty() => continue,
                 Ok(Some(_)) => return End::Failed("peer sent data on an outbound connection".into()),
                 Ok(None) => return End::Failed("closed by peer".into()),
                 Err(e) => return End::Failed(e.to_string()),
             },
-            () = sleep_until(last_heard + config.idle_timeout) => {
-                return End::Failed(format!("peer silent for {:?}", config.idle_timeout));
-            }
             () = sleep_until(last_written + config.keepalive_interval) => {
                 if let Err(reason) = write_all(&mut write_half, &KEEPALIVE_FRAME, config.write_timeout).await {
                     return End::Failed(reason);
@@ -356,20 +358,29 @@ async fn serve<N: Network>(
     }
 }
 
-/// Writes and flushes `bytes` within `limit`. Not cancel-safe, so never raced in a `select!`:
-/// a timeout ends the connection, and with it any question of what part was written.
+/// Writes and flushes `bytes`, failing once no byte could be written for `limit`: a large
+/// batch over a slow link takes as long as it takes while it keeps moving. Not cancel-safe,
+/// so never raced in a `select!`: a timeout ends the connection, and with it any question of
+/// what part was written.
 pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    bytes: &[u8],
+    mut bytes: &[u8],
     limit: std::time::Duration,
 ) -> Result<(), String> {
-    let write = async {
-        writer.write_all(bytes).await?;
-        writer.flush().await
-    };
-    match timeout(limit, write).await {
+    let stalled = || format!("no byte could be written for {limit:?}");
+    while !bytes.is_empty() {
+        match timeout(limit, writer.write(bytes)).await {
+            Ok(Ok(0)) => return Err("connection closed while writing".into()),
+            // `get` rather than indexing: a writer that claims more than it was given
+            // ends the write instead of panicking.
+            Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or_default(),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(stalled()),
+        }
+    }
+    match timeout(limit, writer.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("write timed out after {limit:?}")),
+        Err(_) => Err(stalled()),
     }
 }

@@ -24,6 +24,7 @@ use raft_core::{Message, NodeId};
 use std::io;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::{Instant, timeout_at};
 
 /// The first bytes of every connection: tells a Raft peer from anything else that connects.
 pub(crate) const MAGIC: [u8; 4] = *b"RAFT";
@@ -204,6 +205,8 @@ pub(crate) enum FrameError {
     TooLarge { length: u64, max: u32 },
     #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
     Truncated { buffered: usize },
+    #[error("no byte arrived for {0:?}")]
+    Idle(std::time::Duration),
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 }
@@ -286,11 +289,17 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<Message, DecodeError> {
 /// Cancel-safe: every byte read is kept in the reader's own buffer, so `next_frame` may lose a
 /// `select!` race and be called again without losing or misaligning data (unlike `read_exact`,
 /// which loses what it read when dropped).
+///
+/// Idleness is measured in bytes, not frames: [`FrameReader::next_frame`] fails once no byte
+/// has arrived for the idle limit, so a large frame arriving slowly over a thin link is not
+/// cut off while it keeps moving.
 #[derive(Debug)]
 pub(crate) struct FrameReader<R> {
     reader: R,
     buffer: BytesMut,
     max_frame_bytes: u32,
+    /// When the last byte arrived (or the reader was made).
+    last_byte_at: Instant,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -299,11 +308,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             reader,
             buffer: BytesMut::with_capacity(4096),
             max_frame_bytes,
+            last_byte_at: Instant::now(),
         }
     }
 
+    /// When the last byte arrived.
+    pub(crate) fn last_byte_at(&self) -> Instant {
+        self.last_byte_at
+    }
+
     /// The next frame's payload (empty for a keepalive), or `None` at a clean end of stream.
-    pub(crate) async fn next_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+    /// Fails with [`FrameError::Idle`] once no byte has arrived for `idle`.
+    pub(crate) async fn next_frame(
+        &mut self,
+        idle: std::time::Duration,
+    ) -> Result<Option<BytesMut>, FrameError> {
         loop {
             let wanted = match self.parse()? {
                 Parsed::Frame(payload) => return Ok(Some(payload)),
@@ -311,7 +330,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             };
             self.buffer.reserve(wanted.min(READ_CHUNK_BYTES));
             // `read_buf` is cancel-safe: if this future is dropped, no byte has been consumed.
-            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+            // The deadline hangs on the last byte, not on this call, so a caller that drops
+            // and remakes this future (losing a `select!`) does not extend it. Data already
+            // waiting is read even past the deadline: `timeout_at` polls the read first.
+            let read = timeout_at(
+                self.last_byte_at + idle,
+                self.reader.read_buf(&mut self.buffer),
+            )
+            .await
+            .map_err(|_| FrameError::Idle(idle))?;
+            if read? == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
@@ -320,6 +348,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     })
                 };
             }
+            self.last_byte_at = Instant::now();
         }
     }
 
@@ -381,7 +410,7 @@ mod tests {
         let mut reader = FrameReader::new(&bytes[..], max);
         let mut frames = Vec::new();
         loop {
-            match reader.next_frame().await {
+            match reader.next_frame(std::time::Duration::from_secs(60)).await {
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => return (frames, Ok(())),
                 Err(e) => return (frames, Err(e)),

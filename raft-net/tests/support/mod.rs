@@ -192,6 +192,73 @@ pub async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::io::R
     socket.connect(to).await
 }
 
+/// An AppendEntries from `from` to `to` carrying `entries` blank entries after index 1, or
+/// one entry of `payload_bytes` bytes when `entries` is 0.
+pub fn append(from: u64, to: u64, entries: u64, payload_bytes: usize) -> Message {
+    let entry = |index: u64, payload| raft_core::Entry {
+        term: Term(1),
+        index: raft_core::LogIndex(index),
+        payload,
+    };
+    let entries = if entries == 0 {
+        vec![entry(
+            2,
+            raft_core::Payload::Command(vec![7u8; payload_bytes].into()),
+        )]
+    } else {
+        (0..entries)
+            .map(|i| entry(2 + i, raft_core::Payload::Blank))
+            .collect()
+    };
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(1),
+        body: MessageBody::AppendEntries {
+            prev_log: raft_core::EntryId {
+                term: Term(1),
+                index: raft_core::LogIndex(1),
+            },
+            entries,
+            leader_commit: raft_core::LogIndex(0),
+            round: 0,
+        },
+    }
+}
+
+/// A listener that plays node `id` of [`CLUSTER`] by hand: accepts connections, reads a hello
+/// and answers it with `verdict`, then hands the connection to the test.
+pub struct RawPeer {
+    pub listener: tokio::net::TcpListener,
+    pub id: u64,
+}
+
+impl RawPeer {
+    pub async fn bind(id: u64) -> RawPeer {
+        RawPeer {
+            listener: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("binds"),
+            id,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        self.listener.local_addr().expect("bound").to_string()
+    }
+
+    /// The next connection, once its handshake has been answered with "accepted".
+    pub async fn accept(&self) -> TcpStream {
+        let (mut stream, _) = self.listener.accept().await.expect("accepts");
+        let mut hello = [0u8; 22];
+        stream.read_exact(&mut hello).await.expect("hello");
+        let mut answer = hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, self.id);
+        answer.push(ACCEPTED);
+        stream.write_all(&answer).await.expect("answers");
+        stream
+    }
+}
+
 /// Warning-level events, for the test binaries that install [`capture_warnings`].
 pub static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
