@@ -130,6 +130,28 @@ async fn a_large_message_to_a_slow_reader_is_delivered() {
     assert_eq!(node1.transport.stats().peers[&NodeId(2)].sent, 1);
 }
 
+/// A peer that completes the handshake and never reads holds at most `queue_capacity_bytes`
+/// of queued messages; the rest are dropped by policy and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_holds_bounded_memory() {
+    let peer = RawPeer::bind(2).await;
+    let mut config = fast_config(1, CLUSTER, "127.0.0.1:0");
+    config.max_frame_bytes = 1 << 20;
+    config.queue_capacity_bytes = 4 << 20;
+    config.peers.insert(NodeId(2), peer.addr());
+    let node1 = start_with(config).await;
+    node1.transport.send(heartbeat(1, 2, 0));
+    let _stream = peer.accept().await;
+    // 64 MiB of messages for a peer that reads nothing.
+    for _ in 0..256 {
+        node1.transport.send(append(1, 2, 0, 256 << 10));
+    }
+    let stats = &node1.transport.stats().peers[&NodeId(2)];
+    assert!(stats.queued_bytes <= 4 << 20, "{stats:?}");
+    assert!(stats.queued <= 16, "{stats:?}");
+    assert!(stats.dropped_queue_full >= 200, "{stats:?}");
+}
+
 /// A peer that completes the handshake and then closes every connection at once is dialled
 /// with a growing backoff, not in a tight loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,11 @@ pub struct TcpConfig {
     /// How many messages may wait for one peer. Beyond it `send` drops one (see
     /// [`TcpConfig::overflow`]) rather than wait or grow without bound.
     pub queue_capacity: usize,
+    /// How many bytes (messages counted at their estimated frame size) may wait for one peer:
+    /// what a peer that stops reading can make this node hold. Beyond it `send` drops as for
+    /// `queue_capacity`. Must be at least `max_frame_bytes`, or the largest messages could
+    /// never be queued.
+    pub queue_capacity_bytes: usize,
     /// Which message a full queue drops.
     pub overflow: Overflow,
     /// The longest an outbound connection attempt may take, handshake included. Needed
@@ -70,7 +75,7 @@ pub struct TcpConfig {
 
 impl TcpConfig {
     /// Defaults for node `node_id` of cluster `cluster_id`, listening on `listen_addr`, with
-    /// `peers`: 16 MiB frames, 1024 queued messages per peer dropping the oldest,
+    /// `peers`: 16 MiB frames, 1024 queued messages and 64 MiB per peer dropping the oldest,
     /// 1 s to connect and 300 ms for an accepted connection's hello, 2 s without progress to write a batch, a keepalive every
     /// 250 ms and a 1 s idle timeout, reconnect delays from 10 ms doubling to 1 s, 64 inbound
     /// connections and 4 handshakes at once per unknown address.
@@ -87,6 +92,7 @@ impl TcpConfig {
             peers: peers.into_iter().collect(),
             max_frame_bytes: 16 << 20,
             queue_capacity: 1024,
+            queue_capacity_bytes: 64 << 20,
             overflow: Overflow::DropOldest,
             connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_millis(300),
@@ -106,7 +112,7 @@ impl TcpConfig {
     /// 1. The node id is not 0 (reserved by raft-core), and no peer has id 0 or this node's id.
     /// 2. `max_frame_bytes >= 64`, enough for any message without entries.
     /// 3. `queue_capacity`, `max_inbound_connections` and `max_handshakes_per_address` are at
-    ///    least 1.
+    ///    least 1; `queue_capacity_bytes` at least `max_frame_bytes`.
     /// 4. Every timeout and interval is non-zero and at most a day (deadlines are computed by
     ///    adding them to the clock, which must not overflow).
     /// 5. `keepalive_interval < idle_timeout`, or healthy idle connections would be dropped.
@@ -139,6 +145,15 @@ impl TcpConfig {
             return Err(ConfigError(
                 "queue_capacity, max_inbound_connections and max_handshakes_per_address must be at least 1".into(),
             ));
+        }
+        let frame = usize::try_from(self.max_frame_bytes).unwrap_or(usize::MAX);
+        if let Some((name, _)) = [("queue_capacity_bytes", self.queue_capacity_bytes)]
+            .into_iter()
+            .find(|&(_, bytes)| bytes < frame)
+        {
+            return Err(ConfigError(format!(
+                "{name} must be at least max_frame_bytes ({frame})"
+            )));
         }
         let durations = [
             ("connect_timeout", self.connect_timeout),
@@ -219,6 +234,7 @@ mod tests {
                 |c| c.max_handshakes_per_address = 0,
                 "max_handshakes_per_address",
             ),
+            (|c| c.queue_capacity_bytes = 1000, "queue_capacity_bytes"),
             (
                 |c| c.handshake_timeout = Duration::from_secs(2),
                 "handshake_timeout",

@@ -22,7 +22,10 @@ use crate::tcp::backoff::Backoff;
 use crate::tcp::network::Network;
 use crate::tcp::stats::{add, bump};
 use crate::tcp::transport::{PeerLink, Shared, TaskToken};
-use crate::tcp::wire::{self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME, Verdict};
+use crate::tcp::wire::{
+    self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME, RETAINED_BUFFER_BYTES,
+    Verdict,
+};
 use raft_core::Message;
 use raft_core::node::PeerConnection;
 use std::fmt;
@@ -114,6 +117,13 @@ impl fmt::Display for DialError {
         }
     }
 }
+
+/// Batches are cut at about this many bytes, so that the write buffer of a peer stays small
+/// whatever is queued for it.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Write buffers and batches larger than this are given back after use.
+const RETAINED_BATCH_MESSAGES: usize = 4096;
 
 /// The writer task of `link`, until the transport stops or the peer is removed.
 pub(crate) async fn run_writer<N: Network>(
@@ -327,7 +337,7 @@ async fn serve<N: Network>(
             () = link.queue.wait() => {}
         }
         batch.clear();
-        if !link.queue.drain_into(batch) {
+        if !link.queue.drain_into(batch, BATCH_BYTES) {
             return End::Stop;
         }
         buffer.clear();
@@ -345,7 +355,15 @@ async fn serve<N: Network>(
             continue;
         }
         // The whole batch in one write and one flush.
-        match write_all(&mut write_half, buffer, config.write_timeout).await {
+        let written = write_all(&mut write_half, buffer, config.write_timeout).await;
+        // A large batch's memory goes back at once rather than staying with an idle peer.
+        if buffer.capacity() > RETAINED_BUFFER_BYTES {
+            *buffer = Vec::new();
+        }
+        if batch.capacity() > RETAINED_BATCH_MESSAGES {
+            *batch = Vec::new();
+        }
+        match written {
             Ok(()) => {
                 add(&link.sent, framed);
                 last_written = Instant::now();

@@ -28,9 +28,11 @@ pub struct PeerStats {
     pub connection: PeerConnection,
     /// Messages waiting in the queue now.
     pub queued: usize,
+    /// Their estimated size in bytes, framed (bounded by `queue_capacity_bytes`).
+    pub queued_bytes: usize,
     /// Messages written to a connection (and flushed).
     pub sent: u64,
-    /// Messages dropped because the queue was full.
+    /// Messages dropped because the queue was full (in messages or in bytes).
     pub dropped_queue_full: u64,
     /// Messages dropped because the connection failed while writing them.
     pub dropped_connection_lost: u64,

@@ -158,6 +158,7 @@ impl PeerLink {
             connected: connection == PeerConnection::Connected,
             connection,
             queued: self.queue.len(),
+            queued_bytes: self.queue.bytes(),
             sent: self.sent.load(Ordering::Relaxed),
             dropped_queue_full: self.queue.dropped(),
             dropped_connection_lost: self.dropped_connection_lost.load(Ordering::Relaxed),
@@ -299,7 +300,11 @@ impl<N: Network> TcpTransport<N> {
         let link = Arc::new(PeerLink {
             id,
             addr: addr.clone(),
-            queue: OutboundQueue::new(config.queue_capacity, config.overflow),
+            queue: OutboundQueue::new(
+                config.queue_capacity,
+                config.queue_capacity_bytes,
+                config.overflow,
+            ),
             state: Mutex::new(PeerConnection::Idle),
             sent: AtomicU64::new(0),
             dropped_connection_lost: AtomicU64::new(0),

@@ -20,7 +20,7 @@
 //! payload must decode to exactly one message with no bytes left over.
 
 use bytes::{Buf, BytesMut};
-use raft_core::{Message, NodeId};
+use raft_core::{Message, MessageBody, NodeId, Payload};
 use std::io;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -220,6 +220,23 @@ pub(crate) enum DecodeError {
     TrailingBytes(usize),
 }
 
+/// About how many bytes `message` takes framed, without encoding it: what the outbound queue
+/// counts against its byte bound. Exact enough for a bound (payload bytes dominate).
+pub(crate) fn estimated_frame_bytes(message: &Message) -> usize {
+    const ENVELOPE: usize = 64;
+    const PER_ENTRY: usize = 24;
+    match &message.body {
+        MessageBody::AppendEntries { entries, .. } => entries.iter().fold(ENVELOPE, |sum, e| {
+            let data = match &e.payload {
+                Payload::Command(data) => data.len(),
+                _ => 0,
+            };
+            sum.saturating_add(PER_ENTRY + data)
+        }),
+        _ => ENVELOPE,
+    }
+}
+
 /// Appends one frame carrying `message` to `out`. Fails, leaving `out` as it was, when the
 /// message does not encode or its frame would exceed `max_frame_bytes` (the receiver would
 /// close the connection over it).
@@ -302,6 +319,10 @@ pub(crate) struct FrameReader<R> {
     last_byte_at: Instant,
 }
 
+/// Read buffers larger than this are given back once empty, so that one large frame does
+/// not pin its memory for the rest of the connection.
+pub(crate) const RETAINED_BUFFER_BYTES: usize = 256 * 1024;
+
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) fn new(reader: R, max_frame_bytes: u32) -> FrameReader<R> {
         FrameReader {
@@ -328,6 +349,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Parsed::Frame(payload) => return Ok(Some(payload)),
                 Parsed::NeedBytes(wanted) => wanted,
             };
+            if self.buffer.is_empty() && self.buffer.capacity() > RETAINED_BUFFER_BYTES {
+                self.buffer = BytesMut::with_capacity(4096);
+            }
             self.buffer.reserve(wanted.min(READ_CHUNK_BYTES));
             // `read_buf` is cancel-safe: if this future is dropped, no byte has been consumed.
             // The deadline hangs on the last byte, not on this call, so a caller that drops
