@@ -5,8 +5,8 @@
 
 mod support;
 
-use raft_core::NodeId;
 use raft_core::node::Transport;
+use raft_core::{MessageBody, NodeId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -72,6 +72,72 @@ async fn a_claim_does_not_displace_a_live_connection() {
         (inbound.connections_accepted, inbound.handshakes_refused),
         (1, 30)
     );
+}
+
+/// Valid frames whose entries decode to far more memory than they take on the wire are
+/// charged their decoded size: over the sender's share, they are dropped without decoding, and
+/// the peer's ordinary messages still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_decode_beyond_the_senders_share_are_dropped() {
+    let mut config = fast_config(1, CLUSTER, "127.0.0.1:0");
+    config.max_frame_bytes = 2 << 20;
+    config.max_inbound_bytes = 8 << 20;
+    let mut node1 = start_with(config).await;
+    let node2 = start(2, CLUSTER).await;
+    link(&node1, &node2);
+    // About 1 MiB on the wire, some 15 MiB decoded: over node 2's share of 8 MiB.
+    let amplifying = message_frame(&append(2, 1, 250_000, 0));
+    assert!(amplifying.len() < 2 << 20);
+    let mut stream = handshaken_client(&node1, 2).await;
+    for _ in 0..8 {
+        stream.write_all(&amplifying).await.unwrap();
+    }
+    stream
+        .write_all(&message_frame(&heartbeat(2, 1, 7)))
+        .await
+        .unwrap();
+    let message = next(&mut node1, PATIENCE).await.unwrap();
+    // (Not `round`: a delivered AppendEntries of 250,000 entries would make a huge message.)
+    assert!(
+        matches!(message.body, MessageBody::Heartbeat { round: 7, .. }),
+        "a large frame was delivered"
+    );
+    let stats = node1.transport.stats().inbound;
+    assert_eq!(stats.messages_dropped_over_share, 8);
+    assert_eq!(stats.connections_closed_on_error, 0);
+}
+
+/// A frame whose header already shows it invalid (a foreign sender, more entries than bytes)
+/// closes the connection before its body is decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_with_an_invalid_header_closes_the_connection() {
+    let mut node1 = start(1, CLUSTER).await;
+    let node2 = start(2, CLUSTER).await;
+    link(&node1, &node2);
+    // A large AppendEntries from node 3 on node 2's connection.
+    let foreign = message_frame(&append(3, 1, 100_000, 0));
+    // An AppendEntries that declares a billion entries in a few bytes.
+    let mut impossible = postcard::to_stdvec(&append(2, 1, 1, 0)).unwrap();
+    let header_len = impossible.len() - 3 - 2; // one blank entry (3 bytes), commit and round
+    impossible.truncate(header_len - 1); // drop the entry count (1 byte)
+    impossible.extend_from_slice(&[0x80, 0x94, 0xEB, 0xDC, 0x03]); // 10^9 as a varint
+    impossible.extend_from_slice(&[1, 2, 0, 0, 0]);
+    for (closed, (name, bytes)) in [("foreign", foreign), ("impossible", frame(&impossible))]
+        .into_iter()
+        .enumerate()
+    {
+        let mut stream = handshaken_client(&node1, 2).await;
+        stream.write_all(&bytes).await.unwrap();
+        assert!(closed_by_server(&mut stream).await, "{name}: closed");
+        let stats = node1.transport.stats().inbound;
+        assert_eq!(
+            stats.connections_closed_on_error,
+            closed as u64 + 1,
+            "{name}"
+        );
+        assert_eq!(stats.messages_rejected, closed as u64 + 1, "{name}");
+    }
+    assert!(next(&mut node1, Duration::from_millis(100)).await.is_none());
 }
 
 /// A large frame that keeps moving over a slow link is delivered even though it takes longer
@@ -180,4 +246,59 @@ async fn a_peer_that_drops_every_connection_is_not_redialled_in_a_loop() {
     // Backoff from 5 ms doubling to 100 ms: about 15 dials in a second, not hundreds.
     let dials = accepted.load(Ordering::Relaxed);
     assert!((2..=30).contains(&dials), "{dials} dials in one second");
+}
+
+/// One peer floods a node whose inbox is drained slowly; another peer's messages all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_does_not_starve_the_others() {
+    let node2 = start(2, CLUSTER).await;
+    let node3 = start(3, CLUSTER).await;
+    let mut config = fast_config(1, CLUSTER, "127.0.0.1:0");
+    for node in [&node2, &node3] {
+        let addr = node.transport.local_addr().to_string();
+        config.peers.insert(node.transport.node_id(), addr);
+    }
+    let (transport, mut inbox) = start_bounded(config, 64).await;
+    let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+    drop(tx);
+    let node1 = TestNode {
+        transport,
+        received,
+    };
+    node2
+        .transport
+        .add_peer(NodeId(1), node1.transport.local_addr().to_string())
+        .unwrap();
+    // The node takes a message about every 200 µs.
+    let from_node2 = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&from_node2);
+    let consumer = tokio::spawn(async move {
+        while let Some(message) = inbox.recv().await {
+            if message.from == NodeId(2) {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+            for _ in 0..200 {
+                std::hint::spin_loop();
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    });
+    let mut flood = handshaken_client(&node1, 3).await;
+    let burst: Vec<u8> = (0..1000)
+        .flat_map(|round| message_frame(&heartbeat(3, 1, round)))
+        .collect();
+    let flooding = tokio::spawn(async move { while flood.write_all(&burst).await.is_ok() {} });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for round in 0..100 {
+        node2.transport.send(heartbeat(2, 1, round));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // What was sent has arrived or been dropped within a few inbox drains.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    flooding.abort();
+    consumer.abort();
+    let delivered = from_node2.load(Ordering::Relaxed);
+    assert_eq!(node2.transport.stats().peers[&NodeId(1)].sent, 100);
+    assert!(delivered >= 95, "node 2 delivered {delivered} of 100");
+    assert!(node1.transport.stats().inbound.messages_dropped_over_share > 0);
 }

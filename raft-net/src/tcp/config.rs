@@ -37,6 +37,14 @@ pub struct TcpConfig {
     /// `queue_capacity`. Must be at least `max_frame_bytes`, or the largest messages could
     /// never be queued.
     pub queue_capacity_bytes: usize,
+    /// Decoded bytes the transport hands the node's inbox per 100 ms window, shared equally
+    /// between the peers heard from; a message over its sender's share is dropped without
+    /// being decoded. Bytes are counted as decoded because an entry costs about ten times
+    /// more in memory than on the wire. Must be at least `max_frame_bytes`, and a share
+    /// (this divided by the number of peers) must hold the largest AppendEntries the leader
+    /// builds, decoded: `max_bytes_per_append` plus about 56 bytes per entry, or such a
+    /// message is never delivered.
+    pub max_inbound_bytes: usize,
     /// Which message a full queue drops.
     pub overflow: Overflow,
     /// The longest an outbound connection attempt may take, handshake included. Needed
@@ -76,7 +84,8 @@ pub struct TcpConfig {
 impl TcpConfig {
     /// Defaults for node `node_id` of cluster `cluster_id`, listening on `listen_addr`, with
     /// `peers`: 16 MiB frames, 1024 queued messages and 64 MiB per peer dropping the oldest,
-    /// 1 s to connect and 300 ms for an accepted connection's hello, 2 s without progress to write a batch, a keepalive every
+    /// 64 MiB decoded handed to the inbox per 100 ms, 1 s to connect and 300 ms for an
+    /// accepted connection's hello, 2 s without progress to write a batch, a keepalive every
     /// 250 ms and a 1 s idle timeout, reconnect delays from 10 ms doubling to 1 s, 64 inbound
     /// connections and 4 handshakes at once per unknown address.
     pub fn new(
@@ -93,6 +102,7 @@ impl TcpConfig {
             max_frame_bytes: 16 << 20,
             queue_capacity: 1024,
             queue_capacity_bytes: 64 << 20,
+            max_inbound_bytes: 64 << 20,
             overflow: Overflow::DropOldest,
             connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_millis(300),
@@ -112,7 +122,7 @@ impl TcpConfig {
     /// 1. The node id is not 0 (reserved by raft-core), and no peer has id 0 or this node's id.
     /// 2. `max_frame_bytes >= 64`, enough for any message without entries.
     /// 3. `queue_capacity`, `max_inbound_connections` and `max_handshakes_per_address` are at
-    ///    least 1; `queue_capacity_bytes` at least `max_frame_bytes`.
+    ///    least 1; `queue_capacity_bytes` and `max_inbound_bytes` at least `max_frame_bytes`.
     /// 4. Every timeout and interval is non-zero and at most a day (deadlines are computed by
     ///    adding them to the clock, which must not overflow).
     /// 5. `keepalive_interval < idle_timeout`, or healthy idle connections would be dropped.
@@ -147,9 +157,12 @@ impl TcpConfig {
             ));
         }
         let frame = usize::try_from(self.max_frame_bytes).unwrap_or(usize::MAX);
-        if let Some((name, _)) = [("queue_capacity_bytes", self.queue_capacity_bytes)]
-            .into_iter()
-            .find(|&(_, bytes)| bytes < frame)
+        if let Some((name, _)) = [
+            ("queue_capacity_bytes", self.queue_capacity_bytes),
+            ("max_inbound_bytes", self.max_inbound_bytes),
+        ]
+        .into_iter()
+        .find(|&(_, bytes)| bytes < frame)
         {
             return Err(ConfigError(format!(
                 "{name} must be at least max_frame_bytes ({frame})"
@@ -235,6 +248,7 @@ mod tests {
                 "max_handshakes_per_address",
             ),
             (|c| c.queue_capacity_bytes = 1000, "queue_capacity_bytes"),
+            (|c| c.max_inbound_bytes = 1000, "max_inbound_bytes"),
             (
                 |c| c.handshake_timeout = Duration::from_secs(2),
                 "handshake_timeout",

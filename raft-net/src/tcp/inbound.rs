@@ -5,11 +5,11 @@
 //! first reads the peer's hello within `handshake_timeout` and answers it: accepted, or
 //! refused and why (another cluster or version, a node id this node does not know, a live
 //! connection from that node already), closing a refused connection. Then it reads frames:
-//! each payload must decode to one message from the handshake's node to this node that passes
-//! `Message::validate`, which then goes to the node's inbox. Bytes that are not a frame or not
-//! a message close the connection; a well-formed message that breaks a rule is dropped alone.
-//! Nothing a peer sends can panic the node: every branch ends in a counter and, at a bounded
-//! rate, a log line ([`crate::tcp::warnings`]).
+//! each payload's header must name the handshake's node as sender and this node as recipient,
+//! the message must decode and pass `Message::validate`; anything else is invalid input and
+//! closes the connection. A valid message goes to the node's inbox if its sender's share
+//! allows ([`crate::tcp::share`]). Nothing a peer sends can panic the node: every branch ends
+//! in a counter and, at a bounded rate, a log line ([`crate::tcp::warnings`]).
 
 use crate::tcp::admission::Ticket;
 use crate::tcp::network::Network;
@@ -255,8 +255,8 @@ fn register<N>(
     Ok((connection_id, close_rx))
 }
 
-/// Decodes one payload from `peer` and hands it to the inbox. Fails (closing the connection)
-/// when the payload is not a message; drops a message that breaks a rule.
+/// Checks one payload from `peer` and hands its message to the inbox. Fails (closing the
+/// connection) on invalid input; drops a valid message its sender's share does not allow.
 fn deliver<N>(
     shared: &Shared<N>,
     peer: NodeId,
@@ -264,24 +264,37 @@ fn deliver<N>(
 ) -> Result<(), (&'static str, String)> {
     let node = shared.config.node_id;
     let counters = &shared.counters;
-    let message = wire::decode_message(payload).map_err(|e| ("undecodable", e.to_string()))?;
-    if message.from != peer || message.to != node {
+    let invalid = |cause: &'static str, detail: String| {
         bump(&counters.messages_rejected);
-        if let Some(suppressed) = shared.warnings.admit(peer, "foreign sender or recipient") {
-            tracing::warn!(%node, %peer, from = %message.from, to = %message.to, suppressed, "message with a foreign sender or recipient dropped");
+        (cause, detail)
+    };
+    // The header first: a message from or to another node, or with an impossible number of
+    // entries, is refused before its body costs any decoding.
+    let header = wire::peek_header(payload).map_err(|e| invalid("undecodable", e.to_string()))?;
+    if header.from != peer || header.to != node {
+        return Err(invalid(
+            "foreign sender or recipient",
+            format!("message from {} to {}", header.from, header.to),
+        ));
+    }
+    // Charged before decoding, so a frame over its sender's share costs no decoding at all;
+    // decoded outside the shares' lock, so a large frame delays no other peer.
+    if let Err(denied) = shared.shares.admit(peer, header.decoded_bytes) {
+        bump(&counters.messages_dropped_over_share);
+        if let Some(suppressed) = shared.warnings.admit(peer, denied.cause()) {
+            tracing::warn!(%node, %peer, suppressed, "message dropped: sender {}", denied.cause());
         }
         return Ok(());
     }
-    if let Err(reason) = message.validate() {
-        bump(&counters.messages_rejected);
-        if let Some(suppressed) = shared.warnings.admit(peer, "invalid message") {
-            tracing::warn!(%node, %peer, %reason, suppressed, "invalid message dropped");
-        }
-        return Ok(());
-    }
+    let message =
+        wire::decode_message(payload).map_err(|e| invalid("undecodable", e.to_string()))?;
+    message
+        .validate()
+        .map_err(|reason| invalid("invalid message", reason))?;
     if shared.inbox.deliver(message) {
         bump(&counters.messages_delivered);
     } else {
+        shared.shares.refused();
         bump(&counters.messages_dropped_inbox_full);
     }
     Ok(())

@@ -7,8 +7,8 @@
 //! * [`wire`] — the handshake and the frames, the only code that touches raw bytes.
 //! * [`inbound`] — the acceptor and one reader per connection: admit the connection
 //!   ([`admission`]: a few handshakes per address, room kept for known peers), check the
-//!   handshake and answer it with a verdict, read frames, decode, validate, and deliver to the
-//!   node's inbox.
+//!   handshake and answer it with a verdict, read frames, check the header, decode, validate,
+//!   and deliver to the node's inbox within the sender's [`share`] of it.
 //! * [`network`] — the seam to the TCP stack ([`TokioNet`], `TurmoilNet`) and the [`Spawner`].
 //! * [`config`], [`stats`], [`warnings`] — settings with their rules, counters, and the rate
 //!   limit that keeps a misbehaving peer from flooding the log.
@@ -20,6 +20,7 @@ mod inbound;
 mod network;
 mod outbound;
 mod queue;
+mod share;
 mod stats;
 mod transport;
 mod warnings;

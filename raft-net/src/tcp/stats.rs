@@ -55,16 +55,20 @@ pub struct InboundStats {
     /// node, a live connection from that node already, or no handshake within the handshake
     /// timeout.
     pub handshakes_refused: u64,
-    /// Accepted connections closed because a peer sent bytes that were not a valid frame or
-    /// message (oversized, truncated, undecodable).
+    /// Accepted connections closed because a peer sent invalid input: bytes that were not a
+    /// valid frame (oversized, truncated) or not a valid message (see `messages_rejected`).
     pub connections_closed_on_error: u64,
     /// Messages handed to the node's inbox.
     pub messages_delivered: u64,
-    /// Messages decoded but dropped: a sender other than the handshake's node, another
-    /// recipient than this node, or failing `Message::validate`.
+    /// Payloads refused as invalid, each of which closed its connection: undecodable, a
+    /// sender other than the handshake's node, another recipient than this node, or failing
+    /// `Message::validate`.
     pub messages_rejected: u64,
     /// Messages dropped because the node's inbox was full or closed.
     pub messages_dropped_inbox_full: u64,
+    /// Valid messages dropped because their sender was over its share of the inbox (in
+    /// decoded bytes, or in messages while the inbox is congested).
+    pub messages_dropped_over_share: u64,
     /// Warnings counted but not logged, because the same peer or address logged the same
     /// cause within the last ten seconds.
     pub warnings_suppressed: u64,
@@ -80,6 +84,7 @@ pub(crate) struct InboundCounters {
     pub(crate) messages_delivered: AtomicU64,
     pub(crate) messages_rejected: AtomicU64,
     pub(crate) messages_dropped_inbox_full: AtomicU64,
+    pub(crate) messages_dropped_over_share: AtomicU64,
 }
 
 impl InboundCounters {
@@ -92,6 +97,7 @@ impl InboundCounters {
             messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
             messages_rejected: self.messages_rejected.load(Ordering::Relaxed),
             messages_dropped_inbox_full: self.messages_dropped_inbox_full.load(Ordering::Relaxed),
+            messages_dropped_over_share: self.messages_dropped_over_share.load(Ordering::Relaxed),
             warnings_suppressed,
         }
     }

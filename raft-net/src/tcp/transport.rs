@@ -4,6 +4,7 @@ use crate::tcp::admission::Admission;
 use crate::tcp::config::{ConfigError, TcpConfig};
 use crate::tcp::network::{Deliver, Network, Spawner};
 use crate::tcp::queue::OutboundQueue;
+use crate::tcp::share::Shares;
 use crate::tcp::stats::{InboundCounters, PeerStats, TransportStats};
 use crate::tcp::warnings::Warnings;
 use crate::tcp::{inbound, outbound};
@@ -100,6 +101,8 @@ pub(crate) struct Shared<N> {
     pub(crate) counters: InboundCounters,
     /// Which accepted connections may attempt a handshake.
     pub(crate) admission: Arc<Admission>,
+    /// Each peer's share of what is handed to the inbox.
+    pub(crate) shares: Shares,
     /// Which warnings are logged rather than only counted.
     pub(crate) warnings: Warnings,
     /// When the transport started: the origin of the times in [`PeerConnection`] and of the
@@ -238,6 +241,7 @@ impl<N: Network> TcpTransport<N> {
             config.max_handshakes_per_address,
             config.max_inbound_connections,
         ));
+        let shares = Shares::new(config.max_inbound_bytes);
         let shared = Arc::new(Shared {
             network,
             config,
@@ -249,6 +253,7 @@ impl<N: Network> TcpTransport<N> {
             next_connection_id: AtomicU64::new(0),
             counters: InboundCounters::default(),
             admission,
+            shares,
             warnings: Warnings::default(),
             started: Instant::now(),
             shutdown: shutdown_rx,

@@ -16,12 +16,14 @@
 //! bumps [`VERSION`].
 //!
 //! Everything here is checked before it is trusted: a frame is parsed only once it is complete,
-//! its declared length is checked against the maximum before any byte of it is buffered, and a
+//! its declared length is checked against the maximum before any byte of it is buffered, its
+//! header (sender, recipient, number of entries) is read before the body is decoded, and a
 //! payload must decode to exactly one message with no bytes left over.
 
 use bytes::{Buf, BytesMut};
-use raft_core::{Message, MessageBody, NodeId, Payload};
+use raft_core::{Entry, EntryId, LogIndex, Message, MessageBody, NodeId, Payload, Term};
 use std::io;
+use std::sync::OnceLock;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, timeout_at};
@@ -38,6 +40,15 @@ pub(crate) const HELLO_LEN: usize = 4 + 2 + 8 + 8;
 
 /// Bytes of the listener's answer: its hello and a [`Verdict`].
 pub(crate) const ANSWER_LEN: usize = HELLO_LEN + 1;
+
+/// The fewest bytes one entry takes in postcard: a term, an index and the payload's variant,
+/// each at least one byte. A frame that declares more entries than its bytes can hold is
+/// refused before anything is allocated for them.
+const MIN_ENTRY_WIRE_BYTES: usize = 3;
+
+/// The heap bytes a decoded entry's payload costs besides its data: the reference count and
+/// the allocator's header (see `raft_core::EntryData`).
+const PAYLOAD_OVERHEAD_BYTES: usize = 24;
 
 /// How the listener answers a hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +229,67 @@ pub(crate) enum DecodeError {
     Postcard(#[from] postcard::Error),
     #[error("{0} bytes left over after the message")]
     TrailingBytes(usize),
+    #[error("{entries} entries declared in {bytes} bytes")]
+    ImpossibleCount { entries: u64, bytes: usize },
+}
+
+/// What a payload's first bytes say, read without decoding the body: enough to refuse a
+/// message from or to the wrong node, and to know what decoding it would cost in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) from: NodeId,
+    pub(crate) to: NodeId,
+    /// An upper bound of the bytes the decoded message occupies in memory (an entry costs far
+    /// more decoded than on the wire: an empty one takes 3 bytes there and about 32 here).
+    pub(crate) decoded_bytes: usize,
+}
+
+/// The variant index postcard writes for `MessageBody::AppendEntries`, found by encoding one
+/// (so that reordering the enum cannot silently break [`peek_header`]).
+fn append_entries_variant() -> Option<u32> {
+    static VARIANT: OnceLock<Option<u32>> = OnceLock::new();
+    *VARIANT.get_or_init(|| {
+        let body = MessageBody::AppendEntries {
+            prev_log: EntryId {
+                term: Term(0),
+                index: LogIndex(0),
+            },
+            entries: Vec::new(),
+            leader_commit: LogIndex(0),
+            round: 0,
+        };
+        let bytes = postcard::to_stdvec(&body).ok()?;
+        postcard::take_from_bytes::<u32>(&bytes)
+            .ok()
+            .map(|(variant, _)| variant)
+    })
+}
+
+/// Reads a payload's [`Header`]. Fails on bytes that cannot start a message, and on an
+/// AppendEntries that declares more entries than its bytes can hold.
+pub(crate) fn peek_header(payload: &[u8]) -> Result<Header, DecodeError> {
+    let ((from, to, _term), rest) = postcard::take_from_bytes::<(NodeId, NodeId, Term)>(payload)?;
+    let (variant, rest) = postcard::take_from_bytes::<u32>(rest)?;
+    let mut entries = 0usize;
+    if Some(variant) == append_entries_variant() {
+        let (_prev_log, rest) = postcard::take_from_bytes::<EntryId>(rest)?;
+        let (count, rest) = postcard::take_from_bytes::<u64>(rest)?;
+        entries = usize::try_from(count)
+            .ok()
+            .filter(|&n| n <= rest.len() / MIN_ENTRY_WIRE_BYTES)
+            .ok_or(DecodeError::ImpossibleCount {
+                entries: count,
+                bytes: rest.len(),
+            })?;
+    }
+    let per_entry = std::mem::size_of::<Entry>() + PAYLOAD_OVERHEAD_BYTES;
+    Ok(Header {
+        from,
+        to,
+        decoded_bytes: std::mem::size_of::<Message>()
+            .saturating_add(entries.saturating_mul(per_entry))
+            .saturating_add(payload.len()),
+    })
 }
 
 /// About how many bytes `message` takes framed, without encoding it: what the outbound queue
@@ -542,6 +614,57 @@ mod tests {
             decode_message(&padded),
             Err(DecodeError::TrailingBytes(1))
         ));
+    }
+
+    /// Table: payloads whose header must be refused before the body is decoded, and a valid
+    /// AppendEntries whose decoded size must be counted per entry.
+    #[test]
+    fn headers_are_read_and_checked_before_the_body() {
+        let append = |entries: u64| Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log: EntryId {
+                    term: Term(1),
+                    index: LogIndex(1),
+                },
+                entries: (0..entries)
+                    .map(|i| raft_core::Entry {
+                        term: Term(1),
+                        index: LogIndex(2 + i),
+                        payload: Payload::Blank,
+                    })
+                    .collect(),
+                leader_commit: LogIndex(0),
+                round: 0,
+            },
+        };
+        let encoded = postcard::to_stdvec(&append(1000)).unwrap();
+        let header = peek_header(&encoded).unwrap();
+        assert_eq!((header.from, header.to), (NodeId(2), NodeId(1)));
+        assert!(header.decoded_bytes >= 1000 * std::mem::size_of::<Entry>());
+        assert!(
+            encoded.len() < 1000 * 6,
+            "an empty entry is a few bytes on the wire"
+        );
+
+        // The entry count of `append(1)` is the byte after from, to, term, variant and
+        // prev_log (one byte each here).
+        let mut impossible = postcard::to_stdvec(&append(1)).unwrap();
+        assert_eq!(impossible[6], 1);
+        impossible.splice(6..7, [0x80, 0x94, 0xEB, 0xDC, 0x03]); // 10^9 entries
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", vec![]),
+            ("garbage", vec![0xFF; 16]),
+            ("cut in the header", encoded[..2].to_vec()),
+            ("more entries than bytes", impossible),
+        ];
+        for (name, payload) in cases {
+            assert!(peek_header(&payload).is_err(), "{name}");
+        }
+        let heartbeat = postcard::to_stdvec(&heartbeat(1)).unwrap();
+        assert!(peek_header(&heartbeat).unwrap().decoded_bytes < 256);
     }
 
     #[test]

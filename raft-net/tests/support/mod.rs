@@ -184,6 +184,19 @@ pub async fn closed_by_server(stream: &mut TcpStream) -> bool {
     }
 }
 
+/// Starts a node with `config` whose received messages wait in a channel of `capacity`: an
+/// inbox that fills up when the test reads slowly.
+pub async fn start_bounded(
+    config: TcpConfig,
+    capacity: usize,
+) -> (TcpTransport<TokioNet>, mpsc::Receiver<Message>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let transport = TcpTransport::start(TokioNet, config, tx, Spawner::tokio())
+        .await
+        .expect("transport starts");
+    (transport, rx)
+}
+
 /// Opens a connection to `to` from the loopback address `from` (any of 127.0.0.0/8), so that a
 /// test can play a host other than the nodes' own 127.0.0.1.
 pub async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
