@@ -64,6 +64,7 @@ pub(super) fn initial_status(id: NodeId) -> Status {
         staleness_ms: None,
         peers: Vec::new(),
         failovers: Vec::new(),
+        connections: Vec::new(),
     }
 }
 
@@ -988,6 +989,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             staleness_ms: self.raft.fresh_commit().map(|f| now.ms_since(f.as_of)),
             peers,
             failovers: self.failovers.iter().cloned().collect(),
+            connections: self.transport.peer_connections(),
         };
         self.status_tx.send_if_modified(|current| {
             if *current == status {

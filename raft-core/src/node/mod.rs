@@ -87,7 +87,7 @@ mod driver;
 mod status;
 mod traits;
 
-pub use status::{Failover, FailoverTrigger, PeerStatus, Status};
+pub use status::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
 pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
 
 use crate::{Config, LogIndex, Message, NodeId, Term};

@@ -39,6 +39,32 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// The most recent leadership changes this node saw, oldest first (bounded).
     pub failovers: Vec<Failover>,
+    /// How the transport's link to each peer stands, in id order, as reported by
+    /// [`crate::node::Transport::peer_connections`] (empty for a transport that does not say).
+    pub connections: Vec<(NodeId, PeerConnection)>,
+}
+
+/// How a transport's link to one peer stands: what an operator looks at first when a node
+/// cannot reach its cluster (a node started with another cluster's id sees `Refused`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PeerConnection {
+    /// Nothing has been sent to the peer yet, so no connection was attempted.
+    Idle,
+    /// A connection is established.
+    Connected,
+    /// The peer answered and refused this node; `reason` says why (another cluster id, a node
+    /// id it does not know, an unsupported wire version). Retried with backoff.
+    Refused {
+        /// The peer's reason, as the transport words it.
+        reason: String,
+    },
+    /// Connecting has failed since `since_ms` (milliseconds since the transport started), for
+    /// a reason other than a refusal: the peer is down, unreachable or too slow to answer.
+    Unreachable {
+        /// When the current run of failures began.
+        since_ms: u64,
+    },
 }
 
 /// How far one follower is behind the leader.

@@ -1,6 +1,7 @@
 //! The three seams a user plugs into: the state machine being replicated, the log's stable
 //! storage, and the network.
 
+use crate::node::PeerConnection;
 use crate::{Entry, HardState, LogIndex, Message, NodeId};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -227,5 +228,12 @@ pub trait Transport: Send + Sync + 'static {
         for message in messages {
             self.send(message);
         }
+    }
+
+    /// How the link to each peer stands, in id order, for [`crate::node::Status::connections`].
+    /// Called at most once per millisecond while the node is busy, so it must be cheap; the
+    /// default reports nothing.
+    fn peer_connections(&self) -> Vec<(NodeId, PeerConnection)> {
+        Vec::new()
     }
 }
