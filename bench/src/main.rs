@@ -317,10 +317,7 @@ fn memory(args: &Args) -> Result<(), String> {
     let payload = args.payload.unwrap_or(128);
     let before = resident_bytes().ok_or("resident memory is only measured on Linux")?;
     let id = NodeId(1);
-    let state = InitialState {
-        voters: [id].into(),
-        ..InitialState::default()
-    };
+    let state = InitialState::new([id]);
     let mut raft = Raft::new(Config::new(id), state, 1, At(0)).map_err(|e| e.to_string())?;
     raft.tick(raft.next_deadline());
     let mut kept = Vec::new();

@@ -61,6 +61,7 @@ impl Committed {
 /// [`crate::Raft::new`] only what step 2 made durable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use = "the driver must carry out every action in order"]
+#[non_exhaustive]
 pub struct Actions {
     /// Step 1.
     pub messages: Vec<Message>,

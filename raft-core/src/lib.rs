@@ -38,7 +38,7 @@
 //! use raft_core::{Config, InitialState, Instant, NodeId, Raft, Role};
 //!
 //! let id = NodeId(1);
-//! let state = InitialState { voters: [id].into(), ..InitialState::default() };
+//! let state = InitialState::new([id]);
 //! let mut raft = Raft::new(Config::new(id), state, 42, Instant(0)).unwrap();
 //!
 //! // Time passes until the election timeout: a lone voter elects itself.

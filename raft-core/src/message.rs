@@ -23,6 +23,7 @@ pub struct Message {
 
 /// The content of a [`Message`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum MessageBody {
     /// RequestVote (§5.2), or its pre-vote rehearsal (dissertation §9.6).
     RequestVote {

@@ -93,6 +93,7 @@ pub struct EntryId {
 
 /// What an entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Payload {
     /// The entry a new leader appends at the start of its term (§5.4.2, dissertation §6.4): once
     /// it commits, everything before it is committed and the leader may serve reads.

@@ -6,12 +6,24 @@
 //! * [`ChannelNetwork`] (module `channel`) connects nodes in one process through their inboxes,
 //!   with links that a test can cut and restore (partitions without sockets).
 //! * [`TcpTransport`] (module `tcp`) connects nodes over TCP. A message goes from `send` into
-//!   its peer's bounded queue (`tcp::queue`); the peer's writer task (`tcp::outbound`) dials on
-//!   first use, exchanges a versioned handshake (magic, version, cluster id, node id), and
-//!   writes everything queued as length-delimited postcard frames in one write (`tcp::wire`);
-//!   it redials with exponential backoff when the connection fails or falls silent. On the
-//!   other node the acceptor and a reader per connection (`tcp::inbound`) check the handshake,
-//!   read and decode frames, drop messages that break a rule, and deliver the rest to the inbox.
+//!   its peer's queue, bounded in messages and bytes (`tcp::queue`); the peer's writer task
+//!   (`tcp::outbound`) dials on first use, exchanges a versioned handshake (magic, version,
+//!   cluster id, node id; the listener answers with a verdict), and writes what is queued as
+//!   length-delimited postcard frames in batches of about a megabyte (`tcp::wire`); it
+//!   redials with exponential backoff when the connection fails or falls silent. On the other
+//!   node the acceptor and a reader per connection (`tcp::inbound`) admit a few handshakes per
+//!   address, check the handshake, read and check frames (closing a connection that sends
+//!   anything invalid), and deliver to the inbox within each peer's share of it.
+//!
+//! The TCP transport assumes nothing good of the bytes it receives: a peer, or anything that
+//! connects to the port, may be hostile or broken. Silent connections cannot hold every
+//! handshake slot, a claim to be a node cannot displace that node's live connection, a frame
+//! is charged its decoded size against its sender's share before it is decoded, one peer
+//! cannot take the inbox from the others, warnings are rate-limited, a slow link is judged by
+//! whether bytes move, a peer that stops reading holds a bounded amount of memory, and a peer
+//! that drops every connection is redialled with backoff. A node that is refused learns why
+//! (another cluster, an unknown node id, another wire version) and reports it per peer in
+//! [`TransportStats`] and in the node's `Status::connections`.
 //!
 //! The TCP code is generic over a [`Network`]: [`TokioNet`] is the operating system's TCP, and
 //! `TurmoilNet` (feature `turmoil`) is turmoil's simulated TCP, so a simulation exercises the

@@ -10,7 +10,6 @@ use raft_core::NodeId;
 use raft_core::node::Transport;
 use std::time::Duration;
 use support::*;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,35 +61,46 @@ async fn a_node_that_is_not_a_configured_peer_is_refused() {
     assert!(next(&mut node1, Duration::from_millis(200)).await.is_none());
 }
 
-/// Table: handshakes that are not ours, sent by hand; each is refused by closing, without a
-/// reply.
+/// Table: handshakes that are not ours, sent by hand; each is refused by closing, after an
+/// answer that says why (none for bytes that are not a Raft hello at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_magic_version_cluster_or_node_id_is_refused_without_a_reply() {
+async fn a_wrong_magic_version_cluster_or_node_id_is_refused_with_its_reason() {
     let node1 = start(1, CLUSTER).await;
     let peer = start(2, CLUSTER).await;
     link(&node1, &peer);
     let cases = [
-        ("magic", hello_bytes(b"HTTP", 1, CLUSTER, 2)),
-        ("version", hello_bytes(b"RAFT", 99, CLUSTER, 2)),
+        ("magic", hello_bytes(b"HTTP", 1, CLUSTER, 2), None),
+        (
+            "version",
+            hello_bytes(b"RAFT", 99, CLUSTER, 2),
+            Some(UNSUPPORTED_VERSION),
+        ),
         (
             "cluster",
             hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER + 1, 2),
+            Some(OTHER_CLUSTER),
         ),
         (
             "unknown node",
             hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 9),
+            Some(UNKNOWN_NODE),
         ),
-        ("own id", hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 1)),
+        (
+            "own id",
+            hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 1),
+            Some(UNKNOWN_NODE),
+        ),
         (
             "reserved id",
             hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 0),
+            Some(UNKNOWN_NODE),
         ),
     ];
-    for (refused, (name, hello)) in cases.into_iter().enumerate() {
+    for (refused, (name, hello, expected)) in cases.into_iter().enumerate() {
         let mut stream = TcpStream::connect(node1.transport.local_addr())
             .await
             .unwrap();
-        stream.write_all(&hello).await.unwrap();
+        assert_eq!(send_hello(&mut stream, &hello).await, expected, "{name}");
         assert!(closed_by_server(&mut stream).await, "{name}: closed");
         let stats = node1.transport.stats().inbound;
         assert_eq!(stats.handshakes_refused, refused as u64 + 1, "{name}");
@@ -129,12 +139,12 @@ async fn a_dialler_refuses_a_listener_that_is_another_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_connection_is_refused_after_the_connect_timeout() {
+async fn a_silent_connection_is_refused_after_the_handshake_timeout() {
     let node1 = start(1, CLUSTER).await;
     let mut stream = TcpStream::connect(node1.transport.local_addr())
         .await
         .unwrap();
-    // No handshake at all: closed after `connect_timeout` (500 ms in these tests).
+    // No handshake at all: closed after `handshake_timeout` (300 ms in these tests).
     assert!(closed_by_server(&mut stream).await);
     assert_eq!(node1.transport.stats().inbound.handshakes_refused, 1);
 }

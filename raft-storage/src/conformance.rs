@@ -1078,6 +1078,7 @@ fn describe(entry: &Entry) -> String {
             bytes.len(),
             bytes[..16].escape_ascii().to_string()
         ),
+        other => format!("{other:?}"),
     };
     format!("{{{} {} {payload}}}", entry.term, entry.index)
 }

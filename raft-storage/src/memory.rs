@@ -59,11 +59,11 @@ impl Contents {
 impl LogStore for MemLogStore {
     async fn recover(&mut self) -> Result<Recovered, StorageError> {
         let contents = self.lock()?;
-        Ok(Recovered {
-            hard_state: contents.hard_state,
-            entries: contents.entries.iter().cloned().collect(),
-            voters: contents.voters.clone(),
-        })
+        Ok(Recovered::new(
+            contents.hard_state,
+            contents.entries.iter().cloned().collect(),
+            contents.voters.clone(),
+        ))
     }
 
     async fn write(

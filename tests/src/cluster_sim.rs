@@ -1,7 +1,7 @@
 //! Turmoil simulations of whole clusters: the real node, the real TCP transport over
 //! `turmoil::net`, the key-value state machine, concurrent clients, and a nemesis.
 //!
-//! One seed and one [`Scenario`] decide the run: turmoil's network (latency, loss), the
+//! One seed and one [`Scenario`](crate::cluster_sim::Scenario) decide the run: turmoil's network (latency, loss), the
 //! nemesis' faults and their timing, and every client's choices. A run records:
 //!
 //! * a client [`History`](crate::linearizability::History) of puts, deletes, compare-and-swaps
@@ -19,19 +19,19 @@
 //! * every leadership transfer a leader accepted: a write refused with `TransferInProgress`
 //!   later than a minimum election timeout (plus 100 ms of slack) after its leader's
 //!   latest transfer started is caught;
-//! * on a healthy network ([`Scenario::Steady`], [`Scenario::SteadyTransfers`]): every term any
+//! * on a healthy network ([`Scenario::Steady`](crate::cluster_sim::Scenario::Steady), [`Scenario::SteadyTransfers`](crate::cluster_sim::Scenario::SteadyTransfers)): every term any
 //!   node entered after the first leader's, which must be the win of a transfer's target within
 //!   its timeout; and every transfer to a target the leader had just heard from, which must
 //!   complete within that timeout;
 //! * whether, once the faults stop, a leader is elected and a write succeeds within a bound.
 //!
-//! The random nemesis ([`Scenario::Faults`]) partitions the cluster (majority/minority,
+//! The random nemesis ([`Scenario::Faults`](crate::cluster_sim::Scenario::Faults)) partitions the cluster (majority/minority,
 //! one-way, leader isolated), holds and releases links, adds latency spikes and message loss
 //! (`fail_rate`), crashes and restarts nodes, and asks the leader to transfer leadership, at
 //! once or right after the target was cut off from it for longer than an election timeout
 //! (when the target is likely running a pre-vote); a node's
 //! [`MemLogStore`](raft_storage::MemLogStore) outlives its crashes, like a disk. The
-//! divergent-tails nemesis ([`Scenario::DivergentTails`]) cuts each new leader off from all but
+//! divergent-tails nemesis ([`Scenario::DivergentTails`](crate::cluster_sim::Scenario::DivergentTails)) cuts each new leader off from all but
 //! one follower while clients keep writing to it.
 
 use crate::kv::{KvCommand, KvResponse, KvStore};

@@ -206,8 +206,11 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 self.fail_storage(error);
             }
             self.expire_requests();
+            let transport = &self.transport;
             self.publisher
-                .publish_status(&self.raft, self.clock, self.stop.is_some());
+                .publish_status(&self.raft, self.clock, self.stop.is_some(), || {
+                    transport.peer_connections()
+                });
             if let Some(waiters) = self.stop.take() {
                 self.fail_everything(Error::Shutdown);
                 info!("node stopped");

@@ -97,7 +97,7 @@ mod traits;
 mod writes;
 
 pub use handle::NodeHandle;
-pub use status::{Failover, FailoverTrigger, PeerStatus, Status};
+pub use status::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
 pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
 
 use handle::{Request, Shared};
@@ -121,9 +121,12 @@ pub enum Ack {
     /// A majority stored it and it was applied: Raft commit. Survives any minority of failures.
     #[default]
     Quorum,
-    /// Committed, and every in-sync voter stored it (Kafka's `acks=all` with
+    /// Committed, and every **in-sync** voter stored it: not every voter. A voter that has not
+    /// answered the leader within [`NodeConfig::max_replication_lag`] is out of sync and not
+    /// waited for, so a write succeeds with a voter down (Kafka's `acks=all` with
     /// `min.insync.replicas`). Refused up front with [`Error::NotEnoughReplicas`] when fewer than
-    /// [`NodeConfig::min_in_sync`] voters are in sync. If the node loses leadership after the
+    /// [`NodeConfig::min_in_sync`] voters (the leader included; default 1) are in sync: raise
+    /// it to make `All` refuse writes that too few replicas would hold. If the node loses leadership after the
     /// commit but before it has seen every in-sync voter store the write, the caller gets
     /// [`Error::Timeout`]: the write is committed, the extra promise is unconfirmed.
     All,

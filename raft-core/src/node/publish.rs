@@ -1,7 +1,7 @@
 //! Status publishing: the [`Status`] watchers see, the history of leadership changes, and
 //! tracing events for role, lease and follower-lag changes.
 
-use super::{Failover, FailoverTrigger, PeerStatus, Status};
+use super::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
 use crate::{Instant, LogIndex, NodeId, Raft, Role, Term};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
@@ -21,6 +21,7 @@ pub(super) fn initial_status(id: NodeId) -> Status {
         staleness_ms: None,
         peers: Vec::new(),
         failovers: Vec::new(),
+        connections: Vec::new(),
     }
 }
 
@@ -95,7 +96,13 @@ impl Publisher {
     /// Publishes a new status when something a watcher cares about changed, and records
     /// leadership changes, lease changes and lagging followers as tracing events. A node that
     /// is `stopping` publishes at once.
-    pub(super) fn publish_status(&mut self, raft: &Raft, now: Instant, stopping: bool) {
+    pub(super) fn publish_status(
+        &mut self,
+        raft: &Raft,
+        now: Instant,
+        stopping: bool,
+        connections: impl FnOnce() -> Vec<(NodeId, PeerConnection)>,
+    ) {
         let (role, term, leader) = (raft.role(), raft.term(), raft.leader());
         let changed_hands = (role, term, leader) != self.last_seen;
         // While busy, rebuild the status at most once per millisecond (the clock's resolution);
@@ -165,6 +172,7 @@ impl Publisher {
             staleness_ms: raft.fresh_commit().map(|f| now.ms_since(f.as_of)),
             peers,
             failovers: self.failovers.iter().cloned().collect(),
+            connections: connections(),
         };
         self.status_tx.send_if_modified(|current| {
             if *current == status {

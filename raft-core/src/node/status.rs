@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// refreshed at most once per millisecond while the node is busy, and within a millisecond of
 /// the last change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Status {
     /// This node.
     pub id: NodeId,
@@ -38,10 +39,37 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// The most recent leadership changes this node saw, oldest first (bounded).
     pub failovers: Vec<Failover>,
+    /// How the transport's link to each peer stands, in id order, as reported by
+    /// [`crate::node::Transport::peer_connections`] (empty for a transport that does not say).
+    pub connections: Vec<(NodeId, PeerConnection)>,
+}
+
+/// How a transport's link to one peer stands: what an operator looks at first when a node
+/// cannot reach its cluster (a node started with another cluster's id sees `Refused`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PeerConnection {
+    /// Nothing has been sent to the peer yet, so no connection was attempted.
+    Idle,
+    /// A connection is established.
+    Connected,
+    /// The peer answered and refused this node; `reason` says why (another cluster id, a node
+    /// id it does not know, an unsupported wire version). Retried with backoff.
+    Refused {
+        /// The peer's reason, as the transport words it.
+        reason: String,
+    },
+    /// Connecting has failed since `since_ms` (milliseconds since the transport started), for
+    /// a reason other than a refusal: the peer is down, unreachable or too slow to answer.
+    Unreachable {
+        /// When the current run of failures began.
+        since_ms: u64,
+    },
 }
 
 /// How far one follower is behind the leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PeerStatus {
     /// The follower.
     pub id: NodeId,
@@ -58,6 +86,7 @@ pub struct PeerStatus {
 
 /// Why leadership changed, as far as the observing node can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum FailoverTrigger {
     /// This node won an election it started when its election timer expired.
     Election,
@@ -69,6 +98,7 @@ pub enum FailoverTrigger {
 
 /// One change of leader seen by this node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Failover {
     /// The term of the new leader.
     pub term: Term,

@@ -1,6 +1,7 @@
 //! The three seams a user plugs into: the state machine being replicated, the log's stable
 //! storage, and the network.
 
+use crate::node::PeerConnection;
 use crate::{Entry, HardState, LogIndex, Message, NodeId};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -96,6 +97,7 @@ pub enum StorageError {
 
 /// What a log store recovered at start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Recovered {
     /// The last hard state written.
     pub hard_state: HardState,
@@ -103,6 +105,22 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// The voting members last saved with [`LogStore::save_voters`], if any.
     pub voters: Option<BTreeSet<NodeId>>,
+}
+
+impl Recovered {
+    /// What a store recovered: its hard state, its entries from index 1, its saved voters.
+    /// (The type may gain fields, such as snapshot metadata, that default to "none".)
+    pub fn new(
+        hard_state: HardState,
+        entries: Vec<Entry>,
+        voters: Option<BTreeSet<NodeId>>,
+    ) -> Recovered {
+        Recovered {
+            hard_state,
+            entries,
+            voters,
+        }
+    }
 }
 
 /// Stable storage for the log and the hard state of one node.
@@ -210,5 +228,12 @@ pub trait Transport: Send + Sync + 'static {
         for message in messages {
             self.send(message);
         }
+    }
+
+    /// How the link to each peer stands, in id order, for [`crate::node::Status::connections`].
+    /// Called at most once per millisecond while the node is busy, so it must be cheap; the
+    /// default reports nothing.
+    fn peer_connections(&self) -> Vec<(NodeId, PeerConnection)> {
+        Vec::new()
     }
 }

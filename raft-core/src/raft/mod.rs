@@ -64,6 +64,7 @@ pub enum ReadMode {
 
 /// What a node recovered from stable storage when it starts (or its empty state on first boot).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InitialState {
     /// The last durable hard state.
     pub hard_state: HardState,
@@ -75,8 +76,21 @@ pub struct InitialState {
     pub voters: BTreeSet<NodeId>,
 }
 
+impl InitialState {
+    /// The state of a node's first start in a cluster of `voters`: no term, no vote, no log;
+    /// set the other fields to what the node recovered. (The type may gain fields that default
+    /// to "none".)
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> InitialState {
+        InitialState {
+            voters: voters.into_iter().collect(),
+            ..InitialState::default()
+        }
+    }
+}
+
 /// What a leader knows of one follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerProgress {
     /// The follower.
     pub id: NodeId,

@@ -10,6 +10,7 @@ use crate::{Error, Freshness, Instant, LogIndex, MessageBody, NodeId, ReadId, Re
 /// applied `index` may serve a read that must reflect every write acknowledged more than
 /// `now - as_of` ago (a bounded-staleness read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FreshCommit {
     /// A committed index this node holds.
     pub index: LogIndex,

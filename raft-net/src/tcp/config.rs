@@ -32,14 +32,33 @@ pub struct TcpConfig {
     /// How many messages may wait for one peer. Beyond it `send` drops one (see
     /// [`TcpConfig::overflow`]) rather than wait or grow without bound.
     pub queue_capacity: usize,
+    /// How many bytes (messages counted at their estimated frame size) may wait for one peer:
+    /// what a peer that stops reading can make this node hold. Beyond it `send` drops as for
+    /// `queue_capacity`. Must be at least `max_frame_bytes`, or the largest messages could
+    /// never be queued.
+    pub queue_capacity_bytes: usize,
+    /// Decoded bytes the transport hands the node's inbox per 100 ms window, shared equally
+    /// between the peers heard from; a message over its sender's share is dropped without
+    /// being decoded. Bytes are counted as decoded because an entry costs about ten times
+    /// more in memory than on the wire. Must be at least `max_frame_bytes`, and a share
+    /// (this divided by the number of peers) must hold the largest AppendEntries the leader
+    /// builds, decoded: `max_bytes_per_append` plus about 56 bytes per entry, or such a
+    /// message is never delivered.
+    pub max_inbound_bytes: usize,
     /// Which message a full queue drops.
     pub overflow: Overflow,
-    /// The longest a connection attempt may take, handshake included, on either side. Needed
+    /// The longest an outbound connection attempt may take, handshake included. Needed
     /// because a connection attempt across a partition (in turmoil, or through a firewall that
     /// drops packets) may never fail by itself.
     pub connect_timeout: Duration,
-    /// The longest one batch of frames may take to write. A peer that stops reading, or a
-    /// simulated link that lost a segment and stalls, is disconnected after it.
+    /// The longest an accepted connection may take to send its hello. Kept short because an
+    /// accepted connection holds an inbound slot until then: a dialler sends its hello as soon
+    /// as it is connected, so this only needs to cover one segment's delivery (and a
+    /// retransmission). At most `connect_timeout`.
+    pub handshake_timeout: Duration,
+    /// The longest a write may go without a byte written. A peer that stops reading, or a
+    /// simulated link that lost a segment and stalls, is disconnected after it; a large batch
+    /// over a slow link that keeps moving is not.
     pub write_timeout: Duration,
     /// An idle side of a connection sends an empty frame this often, so that the other side
     /// can tell a quiet peer from a dead link.
@@ -55,15 +74,20 @@ pub struct TcpConfig {
     /// simulation replays the same delays.
     pub seed: u64,
     /// The most inbound connections open at once; more are closed as soon as accepted. Each
-    /// peer needs one, and a reconnecting peer's new connection replaces its old one.
+    /// peer needs one. Addresses that are not known peers' may hold at most half of them.
     pub max_inbound_connections: usize,
+    /// The most handshakes in progress at once from one address that is not a known peer's;
+    /// more connections from it are closed as soon as accepted.
+    pub max_handshakes_per_address: usize,
 }
 
 impl TcpConfig {
     /// Defaults for node `node_id` of cluster `cluster_id`, listening on `listen_addr`, with
-    /// `peers`: 16 MiB frames, 1024 queued messages per peer dropping the oldest, 1 s to
-    /// connect, 2 s to write a batch, a keepalive every 250 ms and a 1 s idle timeout, reconnect
-    /// delays from 10 ms doubling to 1 s, and 64 inbound connections.
+    /// `peers`: 16 MiB frames, 1024 queued messages and 64 MiB per peer dropping the oldest,
+    /// 64 MiB decoded handed to the inbox per 100 ms, 1 s to connect and 300 ms for an
+    /// accepted connection's hello, 2 s without progress to write a batch, a keepalive every
+    /// 250 ms and a 1 s idle timeout, reconnect delays from 10 ms doubling to 1 s, 64 inbound
+    /// connections and 4 handshakes at once per unknown address.
     pub fn new(
         node_id: NodeId,
         cluster_id: u64,
@@ -77,8 +101,11 @@ impl TcpConfig {
             peers: peers.into_iter().collect(),
             max_frame_bytes: 16 << 20,
             queue_capacity: 1024,
+            queue_capacity_bytes: 64 << 20,
+            max_inbound_bytes: 64 << 20,
             overflow: Overflow::DropOldest,
             connect_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_millis(300),
             write_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_millis(250),
             idle_timeout: Duration::from_secs(1),
@@ -86,6 +113,7 @@ impl TcpConfig {
             reconnect_backoff_max: Duration::from_secs(1),
             seed: 0,
             max_inbound_connections: 64,
+            max_handshakes_per_address: 4,
         }
     }
 
@@ -93,11 +121,14 @@ impl TcpConfig {
     ///
     /// 1. The node id is not 0 (reserved by raft-core), and no peer has id 0 or this node's id.
     /// 2. `max_frame_bytes >= 64`, enough for any message without entries.
-    /// 3. `queue_capacity >= 1` and `max_inbound_connections >= 1`.
+    /// 3. `queue_capacity`, `max_inbound_connections` and `max_handshakes_per_address` are at
+    ///    least 1; `queue_capacity_bytes` and `max_inbound_bytes` at least `max_frame_bytes`.
     /// 4. Every timeout and interval is non-zero and at most a day (deadlines are computed by
     ///    adding them to the clock, which must not overflow).
     /// 5. `keepalive_interval < idle_timeout`, or healthy idle connections would be dropped.
     /// 6. `reconnect_backoff_min <= reconnect_backoff_max`.
+    /// 7. `handshake_timeout <= connect_timeout`: the listener must not wait longer for a hello
+    ///    than a dialler waits for the answer.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id.0 == 0 {
             return Err(ConfigError("node id 0 is reserved".into()));
@@ -117,13 +148,29 @@ impl TcpConfig {
                 self.max_frame_bytes
             )));
         }
-        if self.queue_capacity == 0 || self.max_inbound_connections == 0 {
+        if self.queue_capacity == 0
+            || self.max_inbound_connections == 0
+            || self.max_handshakes_per_address == 0
+        {
             return Err(ConfigError(
-                "queue_capacity and max_inbound_connections must be at least 1".into(),
+                "queue_capacity, max_inbound_connections and max_handshakes_per_address must be at least 1".into(),
             ));
+        }
+        let frame = usize::try_from(self.max_frame_bytes).unwrap_or(usize::MAX);
+        if let Some((name, _)) = [
+            ("queue_capacity_bytes", self.queue_capacity_bytes),
+            ("max_inbound_bytes", self.max_inbound_bytes),
+        ]
+        .into_iter()
+        .find(|&(_, bytes)| bytes < frame)
+        {
+            return Err(ConfigError(format!(
+                "{name} must be at least max_frame_bytes ({frame})"
+            )));
         }
         let durations = [
             ("connect_timeout", self.connect_timeout),
+            ("handshake_timeout", self.handshake_timeout),
             ("write_timeout", self.write_timeout),
             ("keepalive_interval", self.keepalive_interval),
             ("idle_timeout", self.idle_timeout),
@@ -148,6 +195,12 @@ impl TcpConfig {
             return Err(ConfigError(format!(
                 "reconnect_backoff_min {:?} exceeds reconnect_backoff_max {:?}",
                 self.reconnect_backoff_min, self.reconnect_backoff_max
+            )));
+        }
+        if self.handshake_timeout > self.connect_timeout {
+            return Err(ConfigError(format!(
+                "handshake_timeout {:?} exceeds connect_timeout {:?}",
+                self.handshake_timeout, self.connect_timeout
             )));
         }
         Ok(())
@@ -190,6 +243,16 @@ mod tests {
             ),
             (|c| c.max_frame_bytes = 10, "max_frame_bytes"),
             (|c| c.queue_capacity = 0, "queue_capacity"),
+            (
+                |c| c.max_handshakes_per_address = 0,
+                "max_handshakes_per_address",
+            ),
+            (|c| c.queue_capacity_bytes = 1000, "queue_capacity_bytes"),
+            (|c| c.max_inbound_bytes = 1000, "max_inbound_bytes"),
+            (
+                |c| c.handshake_timeout = Duration::from_secs(2),
+                "handshake_timeout",
+            ),
             (|c| c.write_timeout = Duration::ZERO, "write_timeout"),
             (|c| c.idle_timeout = Duration::MAX, "idle_timeout"),
             (

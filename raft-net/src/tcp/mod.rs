@@ -5,19 +5,25 @@
 //! * [`outbound`] — one writer task per peer: dial lazily, handshake, write batches, keepalives,
 //!   redial after [`backoff`].
 //! * [`wire`] — the handshake and the frames, the only code that touches raw bytes.
-//! * [`inbound`] — the acceptor and one reader per connection: check the handshake, read
-//!   frames, decode, validate, deliver to the node's inbox.
+//! * [`inbound`] — the acceptor and one reader per connection: admit the connection
+//!   ([`admission`]: a few handshakes per address, room kept for known peers), check the
+//!   handshake and answer it with a verdict, read frames, check the header, decode, validate,
+//!   and deliver to the node's inbox within the sender's [`share`] of it.
 //! * [`network`] — the seam to the TCP stack ([`TokioNet`], `TurmoilNet`) and the [`Spawner`].
-//! * [`config`], [`stats`] — settings with their rules, and counters.
+//! * [`config`], [`stats`], [`warnings`] — settings with their rules, counters, and the rate
+//!   limit that keeps a misbehaving peer from flooding the log.
 
+mod admission;
 mod backoff;
 mod config;
 mod inbound;
 mod network;
 mod outbound;
 mod queue;
+mod share;
 mod stats;
 mod transport;
+mod warnings;
 mod wire;
 
 pub use config::{ConfigError, TcpConfig};

@@ -8,6 +8,12 @@
 //!    └──────── backoff delay ◀────┴─────────────────────────────────────────────────┘
 //! ```
 //!
+//! The backoff starts over only after a connection stayed up for an idle timeout, so a peer
+//! that accepts and at once drops every connection is not dialled in a tight loop. A peer's
+//! refusal carries its reason; it becomes the peer's [`PeerConnection`] state and one warning
+//! per cause. Silence is measured in bytes on either side: a large frame that keeps moving
+//! over a slow link is neither cut by the idle timer nor by the write timeout.
+//!
 //! The connection carries messages one way only; the peer sends back nothing but keepalives,
 //! which tell this side the link is alive (turmoil's TCP, and a real network that silently
 //! drops packets, would otherwise let a dead connection look healthy forever).
@@ -16,12 +22,15 @@ use crate::tcp::backoff::Backoff;
 use crate::tcp::network::Network;
 use crate::tcp::stats::{add, bump};
 use crate::tcp::transport::{PeerLink, Shared, TaskToken};
-use crate::tcp::wire::{self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME};
+use crate::tcp::wire::{
+    self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME, RETAINED_BUFFER_BYTES,
+    Verdict,
+};
 use raft_core::Message;
+use raft_core::node::PeerConnection;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -42,11 +51,37 @@ enum End {
 /// Why dialling failed.
 enum DialError {
     Io(io::Error),
-    /// The peer answered with a handshake we refuse.
+    /// The peer's answer shows a peer this node must not talk to (checked here).
     Refused(HelloError),
-    /// The peer closed the connection instead of answering: it refused our handshake.
+    /// The peer answered with a refusal and its reason.
+    RefusedByPeer {
+        verdict: Verdict,
+        theirs: Hello,
+    },
+    /// The peer closed the connection instead of answering: it does not speak this wire
+    /// version's handshake, or it refused bytes that were not a hello.
     ClosedByPeer,
     TimedOut,
+}
+
+impl DialError {
+    /// Whether the peer refused this node (a configuration problem, worth a warning and shown
+    /// in the peer's state) rather than being unreachable or busy.
+    fn refusal(&self) -> Option<&'static str> {
+        match self {
+            DialError::Refused(error) => Some(error.cause()),
+            DialError::RefusedByPeer { verdict, .. } => match verdict {
+                Verdict::OtherCluster => Some("cluster"),
+                Verdict::UnknownNode => Some("unknown node"),
+                Verdict::UnsupportedVersion => Some("version"),
+                // The peer has a live connection from "us": it may be our own previous
+                // connection, not yet seen dead. Transient.
+                Verdict::AlreadyConnected | Verdict::Accepted => None,
+            },
+            DialError::ClosedByPeer => Some("closed at the handshake"),
+            DialError::Io(_) | DialError::TimedOut => None,
+        }
+    }
 }
 
 impl fmt::Display for DialError {
@@ -54,11 +89,41 @@ impl fmt::Display for DialError {
         match self {
             DialError::Io(e) => write!(f, "{e}"),
             DialError::Refused(e) => write!(f, "peer's handshake refused: {e}"),
-            DialError::ClosedByPeer => f.write_str("peer closed the connection at the handshake"),
+            DialError::RefusedByPeer { verdict, theirs } => match verdict {
+                Verdict::OtherCluster => write!(
+                    f,
+                    "peer refused this node: it belongs to cluster {}",
+                    theirs.cluster_id
+                ),
+                Verdict::UnknownNode => {
+                    f.write_str("peer refused this node: it does not know this node's id")
+                }
+                Verdict::UnsupportedVersion => write!(
+                    f,
+                    "peer refused this node: it speaks wire version {}, this node {}",
+                    theirs.version,
+                    wire::VERSION
+                ),
+                Verdict::AlreadyConnected => {
+                    f.write_str("peer has a live connection from this node already")
+                }
+                Verdict::Accepted => f.write_str("accepted"),
+            },
+            DialError::ClosedByPeer => f.write_str(
+                "peer closed the connection at the handshake without an answer (an older wire \
+                 version, or no room for another connection)",
+            ),
             DialError::TimedOut => f.write_str("timed out"),
         }
     }
 }
+
+/// Batches are cut at about this many bytes, so that the write buffer of a peer stays small
+/// whatever is queued for it.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Write buffers and batches larger than this are given back after use.
+const RETAINED_BATCH_MESSAGES: usize = 4096;
 
 /// The writer task of `link`, until the transport stops or the peer is removed.
 pub(crate) async fn run_writer<N: Network>(
@@ -77,7 +142,12 @@ pub(crate) async fn run_writer<N: Network>(
         config.reconnect_backoff_max,
         seed,
     );
+    // A connection must stay up this long before the backoff starts over: a peer that
+    // accepts and then drops every connection is otherwise dialled in a tight loop.
+    let healthy_after = config.idle_timeout;
     let mut failures_in_a_row = 0u32;
+    // The refusal last warned about: each cause is warned about once per run of refusals.
+    let mut warned: Option<&'static str> = None;
     let mut batch = Vec::new();
     let mut buffer = Vec::new();
     loop {
@@ -100,11 +170,12 @@ pub(crate) async fn run_writer<N: Network>(
         };
         match dialled {
             Ok(stream) => {
-                backoff.reset();
                 failures_in_a_row = 0;
+                warned = None;
                 bump(&link.connections_opened);
-                link.connected.store(true, Ordering::Relaxed);
+                link.set_state(PeerConnection::Connected);
                 tracing::info!(%node, %peer, addr = %link.addr, "connected to peer");
+                let connected_at = Instant::now();
                 let end = serve(
                     &shared,
                     &link,
@@ -114,27 +185,43 @@ pub(crate) async fn run_writer<N: Network>(
                     &mut buffer,
                 )
                 .await;
-                link.connected.store(false, Ordering::Relaxed);
+                if connected_at.elapsed() >= healthy_after {
+                    backoff.reset();
+                }
                 match end {
                     End::Stop => return,
                     End::Failed(reason) => {
+                        link.set_state(PeerConnection::Unreachable {
+                            since_ms: shared.millis_since_start(Instant::now()),
+                        });
                         tracing::info!(%node, %peer, %reason, "connection to peer lost");
                     }
                 }
             }
             Err(error) => {
                 failures_in_a_row = failures_in_a_row.saturating_add(1);
-                // A refusal is a configuration problem worth a warning; a peer that is down is
-                // routine, reported once per outage and then only at debug level.
-                match (&error, failures_in_a_row) {
-                    (DialError::Refused(_) | DialError::ClosedByPeer, 1) => {
-                        tracing::warn!(%node, %peer, addr = %link.addr, %error, "peer refused the connection");
+                let reason = error.to_string();
+                // A refusal is a configuration problem worth a warning, once per cause; a peer
+                // that is down is routine, reported once per outage and then at debug level.
+                match error.refusal() {
+                    Some(cause) => {
+                        link.set_state(PeerConnection::Refused {
+                            reason: reason.clone(),
+                        });
+                        if warned != Some(cause) {
+                            warned = Some(cause);
+                            tracing::warn!(%node, %peer, addr = %link.addr, error = %reason, "peer refused the connection");
+                        } else {
+                            tracing::debug!(%node, %peer, addr = %link.addr, error = %reason, failures_in_a_row, "peer refused the connection");
+                        }
                     }
-                    (_, 1) => {
-                        tracing::info!(%node, %peer, addr = %link.addr, %error, "cannot connect to peer");
-                    }
-                    _ => {
-                        tracing::debug!(%node, %peer, addr = %link.addr, %error, failures_in_a_row, "cannot connect to peer");
+                    None => {
+                        link.mark_unreachable(shared.millis_since_start(Instant::now()));
+                        if failures_in_a_row == 1 {
+                            tracing::info!(%node, %peer, addr = %link.addr, error = %reason, "cannot connect to peer");
+                        } else {
+                            tracing::debug!(%node, %peer, addr = %link.addr, error = %reason, failures_in_a_row, "cannot connect to peer");
+                        }
                     }
                 }
             }
@@ -163,15 +250,41 @@ async fn dial<N: Network>(shared: &Shared<N>, link: &PeerLink) -> Result<N::Stre
             .await
             .map_err(DialError::Io)?;
         stream.flush().await.map_err(DialError::Io)?;
-        let mut reply = [0u8; HELLO_LEN];
-        match stream.read_exact(&mut reply).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(DialError::ClosedByPeer);
+        let read_failed = |e: io::Error| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                DialError::ClosedByPeer
+            } else {
+                DialError::Io(e)
             }
-            Err(e) => return Err(DialError::Io(e)),
-        }
+        };
+        let mut reply = [0u8; HELLO_LEN];
+        stream.read_exact(&mut reply).await.map_err(read_failed)?;
         let reply = Hello::decode(&reply);
+        // Magic and version before the verdict: a peer of another version may answer in
+        // another layout.
+        if reply.magic != wire::MAGIC || reply.version != wire::VERSION {
+            return Err(DialError::Refused(
+                reply
+                    .check(reply.cluster_id)
+                    .err()
+                    .unwrap_or(HelloError::Version {
+                        theirs: reply.version,
+                        ours: wire::VERSION,
+                    }),
+            ));
+        }
+        let mut verdict = [0u8; 1];
+        stream.read_exact(&mut verdict).await.map_err(read_failed)?;
+        match Verdict::from_byte(verdict[0]) {
+            Some(Verdict::Accepted) => {}
+            Some(verdict) => {
+                return Err(DialError::RefusedByPeer {
+                    verdict,
+                    theirs: reply,
+                });
+            }
+            None => return Err(DialError::ClosedByPeer),
+        }
         reply.check(config.cluster_id).map_err(DialError::Refused)?;
         if reply.node_id != link.id {
             return Err(DialError::Refused(HelloError::WrongNode {
@@ -201,7 +314,6 @@ async fn serve<N: Network>(
     let config = &shared.config;
     let (read_half, mut write_half) = tokio::io::split(stream);
     let mut frames = FrameReader::new(read_half, config.max_frame_bytes);
-    let mut last_heard = Instant::now();
     let mut last_written = Instant::now();
     loop {
         // `biased`: a fixed order keeps simulations reproducible. Every branch is cancel-safe
@@ -209,18 +321,12 @@ async fn serve<N: Network>(
         tokio::select! {
             biased;
             () = stopped(shutdown) => return End::Stop,
-            frame = frames.next_frame() => match frame {
-                Ok(Some(frame)) if frame.is_empty() => {
-                    last_heard = Instant::now();
-                    continue;
-                }
+            frame = frames.next_frame(config.idle_timeout) => match frame {
+                Ok(Some(frame)) if frame.is_empty() => continue,
                 Ok(Some(_)) => return End::Failed("peer sent data on an outbound connection".into()),
                 Ok(None) => return End::Failed("closed by peer".into()),
                 Err(e) => return End::Failed(e.to_string()),
             },
-            () = sleep_until(last_heard + config.idle_timeout) => {
-                return End::Failed(format!("peer silent for {:?}", config.idle_timeout));
-            }
             () = sleep_until(last_written + config.keepalive_interval) => {
                 if let Err(reason) = write_all(&mut write_half, &KEEPALIVE_FRAME, config.write_timeout).await {
                     return End::Failed(reason);
@@ -231,7 +337,7 @@ async fn serve<N: Network>(
             () = link.queue.wait() => {}
         }
         batch.clear();
-        if !link.queue.drain_into(batch) {
+        if !link.queue.drain_into(batch, BATCH_BYTES) {
             return End::Stop;
         }
         buffer.clear();
@@ -249,7 +355,15 @@ async fn serve<N: Network>(
             continue;
         }
         // The whole batch in one write and one flush.
-        match write_all(&mut write_half, buffer, config.write_timeout).await {
+        let written = write_all(&mut write_half, buffer, config.write_timeout).await;
+        // A large batch's memory goes back at once rather than staying with an idle peer.
+        if buffer.capacity() > RETAINED_BUFFER_BYTES {
+            *buffer = Vec::new();
+        }
+        if batch.capacity() > RETAINED_BATCH_MESSAGES {
+            *batch = Vec::new();
+        }
+        match written {
             Ok(()) => {
                 add(&link.sent, framed);
                 last_written = Instant::now();
@@ -262,20 +376,29 @@ async fn serve<N: Network>(
     }
 }
 
-/// Writes and flushes `bytes` within `limit`. Not cancel-safe, so never raced in a `select!`:
-/// a timeout ends the connection, and with it any question of what part was written.
+/// Writes and flushes `bytes`, failing once no byte could be written for `limit`: a large
+/// batch over a slow link takes as long as it takes while it keeps moving. Not cancel-safe,
+/// so never raced in a `select!`: a timeout ends the connection, and with it any question of
+/// what part was written.
 pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    bytes: &[u8],
+    mut bytes: &[u8],
     limit: std::time::Duration,
 ) -> Result<(), String> {
-    let write = async {
-        writer.write_all(bytes).await?;
-        writer.flush().await
-    };
-    match timeout(limit, write).await {
+    let stalled = || format!("no byte could be written for {limit:?}");
+    while !bytes.is_empty() {
+        match timeout(limit, writer.write(bytes)).await {
+            Ok(Ok(0)) => return Err("connection closed while writing".into()),
+            // `get` rather than indexing: a writer that claims more than it was given
+            // ends the write instead of panicking.
+            Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or_default(),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(stalled()),
+        }
+    }
+    match timeout(limit, writer.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("write timed out after {limit:?}")),
+        Err(_) => Err(stalled()),
     }
 }

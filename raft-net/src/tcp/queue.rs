@@ -2,8 +2,10 @@
 //!
 //! `send` must never wait (the protocol's driver calls it), so a full queue drops a message
 //! instead, by the configured [`Overflow`] policy, and counts it: Raft treats it like a message
-//! the network lost. The writer takes everything queued at once, which is what lets it write a
-//! whole batch with one buffered write.
+//! the network lost. The queue is bounded in messages and in bytes (each message counted at
+//! its estimated frame size), so a peer that stops reading holds at most `queue_capacity_bytes`
+//! of this node's memory. The writer takes what is queued in batches of about a megabyte,
+//! which is what lets it write a batch with one buffered write.
 
 use raft_core::Message;
 use std::collections::VecDeque;
@@ -31,6 +33,7 @@ pub(crate) struct OutboundQueue {
     /// wait still wakes it.
     ready: Notify,
     capacity: usize,
+    capacity_bytes: usize,
     overflow: Overflow,
     /// Messages given up because the queue was full.
     dropped: AtomicU64,
@@ -38,20 +41,24 @@ pub(crate) struct OutboundQueue {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    /// Invariant: `messages.len() <= capacity`.
-    messages: VecDeque<Message>,
+    /// Each message with its estimated frame size. Invariant: `messages.len() <= capacity`
+    /// and `bytes <= capacity_bytes`.
+    messages: VecDeque<(Message, usize)>,
+    /// The sum of the sizes in `messages`.
+    bytes: usize,
     /// Set when the peer is removed or the transport stops: pushes are refused and the writer
     /// exits once it sees it.
     closed: bool,
 }
 
 impl OutboundQueue {
-    /// A queue holding at most `capacity` (at least 1) messages.
-    pub(crate) fn new(capacity: usize, overflow: Overflow) -> OutboundQueue {
+    /// A queue holding at most `capacity` (at least 1) messages and `capacity_bytes` bytes.
+    pub(crate) fn new(capacity: usize, capacity_bytes: usize, overflow: Overflow) -> OutboundQueue {
         OutboundQueue {
             state: Mutex::new(QueueState::default()),
             ready: Notify::new(),
             capacity: capacity.max(1),
+            capacity_bytes,
             overflow,
             dropped: AtomicU64::new(0),
         }
@@ -66,19 +73,34 @@ impl OutboundQueue {
     /// Queues `message` without waiting. Returns false if a message was dropped to do so (this
     /// one or the oldest), or the queue is closed.
     pub(crate) fn push(&self, message: Message) -> bool {
+        let size = crate::tcp::wire::estimated_frame_bytes(&message);
         let accepted = {
             let mut state = self.lock();
             if state.closed {
                 return false;
             }
-            if state.messages.len() < self.capacity {
-                state.messages.push_back(message);
+            let fits = |state: &QueueState| {
+                state.messages.len() < self.capacity
+                    && state.bytes.saturating_add(size) <= self.capacity_bytes
+            };
+            if fits(&state) {
+                state.messages.push_back((message, size));
+                state.bytes += size;
                 true
             } else {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                if self.overflow == Overflow::DropOldest {
-                    state.messages.pop_front();
-                    state.messages.push_back(message);
+                if self.overflow == Overflow::DropOldest && size <= self.capacity_bytes {
+                    while !fits(&state) {
+                        let Some((_, dropped)) = state.messages.pop_front() else {
+                            break;
+                        };
+                        state.bytes -= dropped;
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    state.messages.push_back((message, size));
+                    state.bytes += size;
+                } else {
+                    // The new message, or one larger than the whole queue, is the one dropped.
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 false
             }
@@ -87,11 +109,26 @@ impl OutboundQueue {
         accepted
     }
 
-    /// Moves every queued message, oldest first, to the end of `batch`. Returns false once the
-    /// queue is closed.
-    pub(crate) fn drain_into(&self, batch: &mut Vec<Message>) -> bool {
+    /// Moves queued messages, oldest first, to the end of `batch`: at least one, and then as
+    /// long as the batch stays within about `max_bytes`. Returns false once the queue is
+    /// closed.
+    pub(crate) fn drain_into(&self, batch: &mut Vec<Message>, max_bytes: usize) -> bool {
         let mut state = self.lock();
-        batch.extend(state.messages.drain(..));
+        let mut taken = 0usize;
+        while let Some((_, size)) = state.messages.front() {
+            if taken > 0 && taken.saturating_add(*size) > max_bytes {
+                break;
+            }
+            taken = taken.saturating_add(*size);
+            let Some((message, size)) = state.messages.pop_front() else {
+                break;
+            };
+            state.bytes -= size;
+            batch.push(message);
+        }
+        if state.messages.is_empty() && state.messages.capacity() > 4096 {
+            state.messages = VecDeque::new();
+        }
         !state.closed
     }
 
@@ -119,7 +156,8 @@ impl OutboundQueue {
         {
             let mut state = self.lock();
             state.closed = true;
-            state.messages.clear();
+            state.messages = VecDeque::new();
+            state.bytes = 0;
         }
         self.ready.notify_one();
     }
@@ -132,6 +170,11 @@ impl OutboundQueue {
     /// Messages waiting now.
     pub(crate) fn len(&self) -> usize {
         self.lock().messages.len()
+    }
+
+    /// Estimated bytes waiting now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -169,33 +212,54 @@ mod tests {
             (Overflow::DropNewest, 1, vec![0], 0),
         ];
         for (overflow, pushed, expected, dropped) in cases {
-            let queue = OutboundQueue::new(3, overflow);
+            let queue = OutboundQueue::new(3, usize::MAX, overflow);
             for round in 0..pushed {
                 queue.push(message(round));
             }
             let mut batch = Vec::new();
-            assert!(queue.drain_into(&mut batch));
+            assert!(queue.drain_into(&mut batch, usize::MAX));
             assert_eq!(rounds(&batch), expected, "{overflow:?} after {pushed}");
             assert_eq!(queue.dropped(), dropped, "{overflow:?} after {pushed}");
             assert_eq!(queue.len(), 0);
         }
     }
 
+    /// Table: policy, a byte bound of 3 heartbeats' estimate, what is left after 5 pushes.
+    #[test]
+    fn the_byte_bound_drops_by_policy_too() {
+        let size = crate::tcp::wire::estimated_frame_bytes(&message(0));
+        for (overflow, expected) in [
+            (Overflow::DropOldest, vec![2, 3, 4]),
+            (Overflow::DropNewest, vec![0, 1, 2]),
+        ] {
+            let queue = OutboundQueue::new(100, 3 * size, overflow);
+            for round in 0..5 {
+                queue.push(message(round));
+            }
+            assert_eq!(queue.bytes(), 3 * size);
+            let mut batch = Vec::new();
+            assert!(queue.drain_into(&mut batch, 2 * size));
+            assert_eq!(rounds(&batch), expected[..2].to_vec(), "{overflow:?}");
+            assert_eq!(queue.dropped(), 2);
+            assert_eq!(queue.bytes(), size);
+        }
+    }
+
     #[test]
     fn a_closed_queue_refuses_and_reports_closed() {
-        let queue = OutboundQueue::new(3, Overflow::DropOldest);
+        let queue = OutboundQueue::new(3, usize::MAX, Overflow::DropOldest);
         queue.push(message(0));
         queue.close();
         assert!(!queue.push(message(1)));
         let mut batch = Vec::new();
-        assert!(!queue.drain_into(&mut batch));
+        assert!(!queue.drain_into(&mut batch, usize::MAX));
         assert!(batch.is_empty());
         assert!(queue.has_work());
     }
 
     #[tokio::test]
     async fn a_push_before_the_wait_is_not_missed() {
-        let queue = OutboundQueue::new(3, Overflow::DropOldest);
+        let queue = OutboundQueue::new(3, usize::MAX, Overflow::DropOldest);
         queue.push(message(0));
         // Resolves at once: the message is there (and the permit is stored besides).
         queue.wait().await;

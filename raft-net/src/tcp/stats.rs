@@ -2,6 +2,7 @@
 //! test waits on instead of sleeping.
 
 use raft_core::NodeId;
+use raft_core::node::PeerConnection;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,18 +17,22 @@ pub struct TransportStats {
 }
 
 /// The outbound side of one peer. Counts are totals since the peer was added.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PeerStats {
     /// The peer's address.
     pub addr: String,
-    /// Whether a connection is established now.
+    /// Whether a connection is established now (`connection` is `Connected`).
     pub connected: bool,
+    /// How the link stands: connected, refused by the peer and why, or unreachable since when.
+    pub connection: PeerConnection,
     /// Messages waiting in the queue now.
     pub queued: usize,
+    /// Their estimated size in bytes, framed (bounded by `queue_capacity_bytes`).
+    pub queued_bytes: usize,
     /// Messages written to a connection (and flushed).
     pub sent: u64,
-    /// Messages dropped because the queue was full.
+    /// Messages dropped because the queue was full (in messages or in bytes).
     pub dropped_queue_full: u64,
     /// Messages dropped because the connection failed while writing them.
     pub dropped_connection_lost: u64,
@@ -43,41 +48,57 @@ pub struct PeerStats {
 pub struct InboundStats {
     /// Connections whose handshake was accepted.
     pub connections_accepted: u64,
+    /// Connections closed as soon as accepted, before any handshake: too many from one
+    /// address, unknown addresses holding their share of the slots, or all slots taken.
+    pub connections_refused: u64,
     /// Connections refused at the handshake: bad magic or version, another cluster, an unknown
-    /// node, or no handshake within the connect timeout.
+    /// node, a live connection from that node already, or no handshake within the handshake
+    /// timeout.
     pub handshakes_refused: u64,
-    /// Accepted connections closed because a peer sent bytes that were not a valid frame or
-    /// message (oversized, truncated, undecodable).
+    /// Accepted connections closed because a peer sent invalid input: bytes that were not a
+    /// valid frame (oversized, truncated) or not a valid message (see `messages_rejected`).
     pub connections_closed_on_error: u64,
     /// Messages handed to the node's inbox.
     pub messages_delivered: u64,
-    /// Messages decoded but dropped: a sender other than the handshake's node, another
-    /// recipient than this node, or failing `Message::validate`.
+    /// Payloads refused as invalid, each of which closed its connection: undecodable, a
+    /// sender other than the handshake's node, another recipient than this node, or failing
+    /// `Message::validate`.
     pub messages_rejected: u64,
     /// Messages dropped because the node's inbox was full or closed.
     pub messages_dropped_inbox_full: u64,
+    /// Valid messages dropped because their sender was over its share of the inbox (in
+    /// decoded bytes, or in messages while the inbox is congested).
+    pub messages_dropped_over_share: u64,
+    /// Warnings counted but not logged, because the same peer or address logged the same
+    /// cause within the last ten seconds.
+    pub warnings_suppressed: u64,
 }
 
 /// The live counters behind [`InboundStats`].
 #[derive(Debug, Default)]
 pub(crate) struct InboundCounters {
     pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) connections_closed_on_error: AtomicU64,
     pub(crate) messages_delivered: AtomicU64,
     pub(crate) messages_rejected: AtomicU64,
     pub(crate) messages_dropped_inbox_full: AtomicU64,
+    pub(crate) messages_dropped_over_share: AtomicU64,
 }
 
 impl InboundCounters {
-    pub(crate) fn snapshot(&self) -> InboundStats {
+    pub(crate) fn snapshot(&self, warnings_suppressed: u64) -> InboundStats {
         InboundStats {
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
             handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
             connections_closed_on_error: self.connections_closed_on_error.load(Ordering::Relaxed),
             messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
             messages_rejected: self.messages_rejected.load(Ordering::Relaxed),
             messages_dropped_inbox_full: self.messages_dropped_inbox_full.load(Ordering::Relaxed),
+            messages_dropped_over_share: self.messages_dropped_over_share.load(Ordering::Relaxed),
+            warnings_suppressed,
         }
     }
 }

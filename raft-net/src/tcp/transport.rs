@@ -1,19 +1,23 @@
 //! [`TcpTransport`]: the handle the node sends through, and the state its tasks share.
 
+use crate::tcp::admission::Admission;
 use crate::tcp::config::{ConfigError, TcpConfig};
 use crate::tcp::network::{Deliver, Network, Spawner};
 use crate::tcp::queue::OutboundQueue;
+use crate::tcp::share::Shares;
 use crate::tcp::stats::{InboundCounters, PeerStats, TransportStats};
+use crate::tcp::warnings::Warnings;
 use crate::tcp::{inbound, outbound};
-use raft_core::node::Transport;
+use raft_core::node::{PeerConnection, Transport};
 use raft_core::{Message, NodeId};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 /// Why a transport could not start or change.
 #[derive(Debug, Error)]
@@ -95,6 +99,15 @@ pub(crate) struct Shared<N> {
     /// Tells inbound connections apart in [`Shared::inbound`].
     pub(crate) next_connection_id: AtomicU64,
     pub(crate) counters: InboundCounters,
+    /// Which accepted connections may attempt a handshake.
+    pub(crate) admission: Arc<Admission>,
+    /// Each peer's share of what is handed to the inbox.
+    pub(crate) shares: Shares,
+    /// Which warnings are logged rather than only counted.
+    pub(crate) warnings: Warnings,
+    /// When the transport started: the origin of the times in [`PeerConnection`] and of the
+    /// inbound connections' last-byte clocks.
+    pub(crate) started: Instant,
     /// Becomes true on shutdown; its sender lives in the [`Lifecycle`], so it also closes when
     /// the last handle is dropped. Every task waits on it.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -103,6 +116,9 @@ pub(crate) struct Shared<N> {
 /// An inbound connection registered in [`Shared::inbound`].
 pub(crate) struct InboundSlot {
     pub(crate) connection_id: u64,
+    /// When its last byte arrived, in microseconds since [`Shared::started`]: a connection
+    /// that is live is not displaced by a newer one claiming the same node.
+    pub(crate) last_byte_micros: Arc<AtomicU64>,
     /// Dropped to close the connection.
     pub(crate) _close: oneshot::Sender<()>,
 }
@@ -113,7 +129,8 @@ pub(crate) struct PeerLink {
     pub(crate) id: NodeId,
     pub(crate) addr: String,
     pub(crate) queue: OutboundQueue,
-    pub(crate) connected: AtomicBool,
+    /// How the link stands; written by the writer task, read by stats and the node's status.
+    pub(crate) state: Mutex<PeerConnection>,
     pub(crate) sent: AtomicU64,
     pub(crate) dropped_connection_lost: AtomicU64,
     pub(crate) dropped_too_large: AtomicU64,
@@ -121,11 +138,30 @@ pub(crate) struct PeerLink {
 }
 
 impl PeerLink {
+    pub(crate) fn set_state(&self, state: PeerConnection) {
+        *lock(&self.state) = state;
+    }
+
+    /// Unreachable since `now_ms`, unless it already was (the outage began earlier).
+    pub(crate) fn mark_unreachable(&self, now_ms: u64) {
+        let mut state = lock(&self.state);
+        if !matches!(*state, PeerConnection::Unreachable { .. }) {
+            *state = PeerConnection::Unreachable { since_ms: now_ms };
+        }
+    }
+
+    pub(crate) fn state(&self) -> PeerConnection {
+        lock(&self.state).clone()
+    }
+
     fn stats(&self) -> PeerStats {
+        let connection = self.state();
         PeerStats {
             addr: self.addr.clone(),
-            connected: self.connected.load(Ordering::Relaxed),
+            connected: connection == PeerConnection::Connected,
+            connection,
             queued: self.queue.len(),
+            queued_bytes: self.queue.bytes(),
             sent: self.sent.load(Ordering::Relaxed),
             dropped_queue_full: self.queue.dropped(),
             dropped_connection_lost: self.dropped_connection_lost.load(Ordering::Relaxed),
@@ -165,6 +201,14 @@ impl<N> Shared<N> {
     pub(crate) fn inbound(&self) -> MutexGuard<'_, BTreeMap<NodeId, InboundSlot>> {
         lock(&self.inbound)
     }
+
+    pub(crate) fn micros_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn millis_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 impl<N: Network> TcpTransport<N> {
@@ -193,6 +237,11 @@ impl<N: Network> TcpTransport<N> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (token, all_stopped) = mpsc::channel(1);
         let peers = config.peers.clone();
+        let admission = Arc::new(Admission::new(
+            config.max_handshakes_per_address,
+            config.max_inbound_connections,
+        ));
+        let shares = Shares::new(config.max_inbound_bytes);
         let shared = Arc::new(Shared {
             network,
             config,
@@ -203,6 +252,10 @@ impl<N: Network> TcpTransport<N> {
             inbound: Mutex::new(BTreeMap::new()),
             next_connection_id: AtomicU64::new(0),
             counters: InboundCounters::default(),
+            admission,
+            shares,
+            warnings: Warnings::default(),
+            started: Instant::now(),
             shutdown: shutdown_rx,
         });
         let transport = TcpTransport {
@@ -252,13 +305,23 @@ impl<N: Network> TcpTransport<N> {
         let link = Arc::new(PeerLink {
             id,
             addr: addr.clone(),
-            queue: OutboundQueue::new(config.queue_capacity, config.overflow),
-            connected: AtomicBool::new(false),
+            queue: OutboundQueue::new(
+                config.queue_capacity,
+                config.queue_capacity_bytes,
+                config.overflow,
+            ),
+            state: Mutex::new(PeerConnection::Idle),
             sent: AtomicU64::new(0),
             dropped_connection_lost: AtomicU64::new(0),
             dropped_too_large: AtomicU64::new(0),
             connections_opened: AtomicU64::new(0),
         });
+        // A peer configured by IP address keeps room for its handshakes even while unknown
+        // addresses hold their whole share of the listener (one known by name is learnt at
+        // its first accepted handshake).
+        if let Ok(socket) = addr.parse::<SocketAddr>() {
+            self.shared.admission.learn(socket.ip());
+        }
         {
             let mut peers = self.shared.peers_mut();
             if peers.get(&id).is_some_and(|old| old.addr == addr) {
@@ -301,7 +364,10 @@ impl<N: Network> TcpTransport<N> {
                 .iter()
                 .map(|(&id, link)| (id, link.stats()))
                 .collect(),
-            inbound: self.shared.counters.snapshot(),
+            inbound: self
+                .shared
+                .counters
+                .snapshot(self.shared.warnings.suppressed.load(Ordering::Relaxed)),
         }
     }
 
@@ -353,5 +419,13 @@ impl<N: Network> Transport for TcpTransport<N> {
         for message in messages {
             self.route(&peers, message);
         }
+    }
+
+    fn peer_connections(&self) -> Vec<(NodeId, PeerConnection)> {
+        self.shared
+            .peers()
+            .iter()
+            .map(|(&id, link)| (id, link.state()))
+            .collect()
     }
 }

@@ -1,33 +1,91 @@
 //! The bytes on a TCP connection: a fixed-size handshake, then length-delimited frames.
 //!
 //! ```text
-//! handshake (22 bytes, both ways):  magic "RAFT" | version u16 BE | cluster id u64 BE | node id u64 BE
-//! frame:                            length u32 BE | payload (length bytes)
-//! payload:                          one `raft_core::Message` in postcard, or empty (a keepalive)
+//! hello (22 bytes, dialler first):  magic "RAFT" | version u16 BE | cluster id u64 BE | node id u64 BE
+//! answer (23 bytes, from listener):  its own hello | verdict u8
+//! frame:                             length u32 BE | payload (length bytes)
+//! payload:                           one `raft_core::Message` in postcard, or empty (a keepalive)
 //! ```
 //!
-//! The connecting side sends its handshake first; the accepting side checks it and answers with
-//! its own, or closes the connection. Postcard is a stable, documented serde format (its wire
-//! format is frozen for 1.x); a change of the encoding or of `Message` bumps [`VERSION`].
+//! The connecting side sends its hello first; the accepting side checks it and answers with its
+//! own hello and a [`Verdict`]: accepted, or refused and why (another cluster, a node id it does
+//! not know, another version, a live connection from that node already), then closes a refused
+//! connection. Bytes that are not a Raft hello at all get no answer. The answer is what lets a
+//! misconfigured node see its own mistake. Postcard is a stable, documented serde format (its
+//! wire format is frozen for 1.x); a change of the encoding, of the handshake or of `Message`
+//! bumps [`VERSION`].
 //!
 //! Everything here is checked before it is trusted: a frame is parsed only once it is complete,
-//! its declared length is checked against the maximum before any byte of it is buffered, and a
+//! its declared length is checked against the maximum before any byte of it is buffered, its
+//! header (sender, recipient, number of entries) is read before the body is decoded, and a
 //! payload must decode to exactly one message with no bytes left over.
 
 use bytes::{Buf, BytesMut};
-use raft_core::{Message, NodeId};
+use raft_core::{Entry, EntryId, LogIndex, Message, MessageBody, NodeId, Payload, Term};
 use std::io;
+use std::sync::OnceLock;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::{Instant, timeout_at};
 
 /// The first bytes of every connection: tells a Raft peer from anything else that connects.
 pub(crate) const MAGIC: [u8; 4] = *b"RAFT";
 
-/// The wire protocol's version; peers of different versions refuse each other.
-pub(crate) const VERSION: u16 = 2;
+/// The wire protocol's version; peers of different versions refuse each other. Version 3
+/// added the verdict to the listener's answer.
+pub(crate) const VERSION: u16 = 3;
 
 /// Bytes of an encoded [`Hello`].
 pub(crate) const HELLO_LEN: usize = 4 + 2 + 8 + 8;
+
+/// Bytes of the listener's answer: its hello and a [`Verdict`].
+pub(crate) const ANSWER_LEN: usize = HELLO_LEN + 1;
+
+/// The fewest bytes one entry takes in postcard: a term, an index and the payload's variant,
+/// each at least one byte. A frame that declares more entries than its bytes can hold is
+/// refused before anything is allocated for them.
+const MIN_ENTRY_WIRE_BYTES: usize = 3;
+
+/// The heap bytes a decoded entry's payload costs besides its data: the reference count and
+/// the allocator's header (see `raft_core::EntryData`).
+const PAYLOAD_OVERHEAD_BYTES: usize = 24;
+
+/// How the listener answers a hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Accepted,
+    OtherCluster,
+    UnknownNode,
+    UnsupportedVersion,
+    /// The listener has a live connection from that node id already; a claim alone does not
+    /// displace it (a node that really restarted is let in once the old connection falls
+    /// silent).
+    AlreadyConnected,
+}
+
+impl Verdict {
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            Verdict::Accepted => 0,
+            Verdict::OtherCluster => 1,
+            Verdict::UnknownNode => 2,
+            Verdict::UnsupportedVersion => 3,
+            Verdict::AlreadyConnected => 4,
+        }
+    }
+
+    /// `None` for a byte no version of this protocol sends.
+    pub(crate) fn from_byte(byte: u8) -> Option<Verdict> {
+        Some(match byte {
+            0 => Verdict::Accepted,
+            1 => Verdict::OtherCluster,
+            2 => Verdict::UnknownNode,
+            3 => Verdict::UnsupportedVersion,
+            4 => Verdict::AlreadyConnected,
+            _ => return None,
+        })
+    }
+}
 
 /// Bytes of a frame's length prefix.
 const LENGTH_PREFIX_LEN: usize = 4;
@@ -58,6 +116,41 @@ pub(crate) enum HelloError {
     UnknownNode(NodeId),
     #[error("expected node {expected}, found node {found}")]
     WrongNode { expected: NodeId, found: NodeId },
+    #[error("a live connection from node {0} exists already")]
+    AlreadyConnected(NodeId),
+}
+
+impl HelloError {
+    /// The answer that tells the dialler why; `None` when it gets no answer (not a Raft peer).
+    pub(crate) fn verdict(&self) -> Option<Verdict> {
+        match self {
+            HelloError::BadMagic(_) => None,
+            HelloError::Version { .. } => Some(Verdict::UnsupportedVersion),
+            HelloError::Cluster { .. } => Some(Verdict::OtherCluster),
+            HelloError::UnknownNode(_) | HelloError::WrongNode { .. } => Some(Verdict::UnknownNode),
+            HelloError::AlreadyConnected(_) => Some(Verdict::AlreadyConnected),
+        }
+    }
+
+    /// A short, fixed name of the cause: what log lines are rate-limited by.
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            HelloError::BadMagic(_) => "bad magic",
+            HelloError::Version { .. } => "version",
+            HelloError::Cluster { .. } => "cluster",
+            HelloError::UnknownNode(_) => "unknown node",
+            HelloError::WrongNode { .. } => "wrong node",
+            HelloError::AlreadyConnected(_) => "already connected",
+        }
+    }
+}
+
+/// The listener's answer: its hello, then the verdict.
+pub(crate) fn encode_answer(hello: &Hello, verdict: Verdict) -> [u8; ANSWER_LEN] {
+    let mut out = [0u8; ANSWER_LEN];
+    out[..HELLO_LEN].copy_from_slice(&hello.encode());
+    out[HELLO_LEN] = verdict.to_byte();
+    out
 }
 
 impl Hello {
@@ -123,6 +216,8 @@ pub(crate) enum FrameError {
     TooLarge { length: u64, max: u32 },
     #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
     Truncated { buffered: usize },
+    #[error("no byte arrived for {0:?}")]
+    Idle(std::time::Duration),
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 }
@@ -134,6 +229,84 @@ pub(crate) enum DecodeError {
     Postcard(#[from] postcard::Error),
     #[error("{0} bytes left over after the message")]
     TrailingBytes(usize),
+    #[error("{entries} entries declared in {bytes} bytes")]
+    ImpossibleCount { entries: u64, bytes: usize },
+}
+
+/// What a payload's first bytes say, read without decoding the body: enough to refuse a
+/// message from or to the wrong node, and to know what decoding it would cost in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) from: NodeId,
+    pub(crate) to: NodeId,
+    /// An upper bound of the bytes the decoded message occupies in memory (an entry costs far
+    /// more decoded than on the wire: an empty one takes 3 bytes there and about 32 here).
+    pub(crate) decoded_bytes: usize,
+}
+
+/// The variant index postcard writes for `MessageBody::AppendEntries`, found by encoding one
+/// (so that reordering the enum cannot silently break [`peek_header`]).
+fn append_entries_variant() -> Option<u32> {
+    static VARIANT: OnceLock<Option<u32>> = OnceLock::new();
+    *VARIANT.get_or_init(|| {
+        let body = MessageBody::AppendEntries {
+            prev_log: EntryId {
+                term: Term(0),
+                index: LogIndex(0),
+            },
+            entries: Vec::new(),
+            leader_commit: LogIndex(0),
+            round: 0,
+        };
+        let bytes = postcard::to_stdvec(&body).ok()?;
+        postcard::take_from_bytes::<u32>(&bytes)
+            .ok()
+            .map(|(variant, _)| variant)
+    })
+}
+
+/// Reads a payload's [`Header`]. Fails on bytes that cannot start a message, and on an
+/// AppendEntries that declares more entries than its bytes can hold.
+pub(crate) fn peek_header(payload: &[u8]) -> Result<Header, DecodeError> {
+    let ((from, to, _term), rest) = postcard::take_from_bytes::<(NodeId, NodeId, Term)>(payload)?;
+    let (variant, rest) = postcard::take_from_bytes::<u32>(rest)?;
+    let mut entries = 0usize;
+    if Some(variant) == append_entries_variant() {
+        let (_prev_log, rest) = postcard::take_from_bytes::<EntryId>(rest)?;
+        let (count, rest) = postcard::take_from_bytes::<u64>(rest)?;
+        entries = usize::try_from(count)
+            .ok()
+            .filter(|&n| n <= rest.len() / MIN_ENTRY_WIRE_BYTES)
+            .ok_or(DecodeError::ImpossibleCount {
+                entries: count,
+                bytes: rest.len(),
+            })?;
+    }
+    let per_entry = std::mem::size_of::<Entry>() + PAYLOAD_OVERHEAD_BYTES;
+    Ok(Header {
+        from,
+        to,
+        decoded_bytes: std::mem::size_of::<Message>()
+            .saturating_add(entries.saturating_mul(per_entry))
+            .saturating_add(payload.len()),
+    })
+}
+
+/// About how many bytes `message` takes framed, without encoding it: what the outbound queue
+/// counts against its byte bound. Exact enough for a bound (payload bytes dominate).
+pub(crate) fn estimated_frame_bytes(message: &Message) -> usize {
+    const ENVELOPE: usize = 64;
+    const PER_ENTRY: usize = 24;
+    match &message.body {
+        MessageBody::AppendEntries { entries, .. } => entries.iter().fold(ENVELOPE, |sum, e| {
+            let data = match &e.payload {
+                Payload::Command(data) => data.len(),
+                _ => 0,
+            };
+            sum.saturating_add(PER_ENTRY + data)
+        }),
+        _ => ENVELOPE,
+    }
 }
 
 /// Appends one frame carrying `message` to `out`. Fails, leaving `out` as it was, when the
@@ -205,12 +378,22 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<Message, DecodeError> {
 /// Cancel-safe: every byte read is kept in the reader's own buffer, so `next_frame` may lose a
 /// `select!` race and be called again without losing or misaligning data (unlike `read_exact`,
 /// which loses what it read when dropped).
+///
+/// Idleness is measured in bytes, not frames: [`FrameReader::next_frame`] fails once no byte
+/// has arrived for the idle limit, so a large frame arriving slowly over a thin link is not
+/// cut off while it keeps moving.
 #[derive(Debug)]
 pub(crate) struct FrameReader<R> {
     reader: R,
     buffer: BytesMut,
     max_frame_bytes: u32,
+    /// When the last byte arrived (or the reader was made).
+    last_byte_at: Instant,
 }
+
+/// Read buffers larger than this are given back once empty, so that one large frame does
+/// not pin its memory for the rest of the connection.
+pub(crate) const RETAINED_BUFFER_BYTES: usize = 256 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) fn new(reader: R, max_frame_bytes: u32) -> FrameReader<R> {
@@ -218,19 +401,41 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             reader,
             buffer: BytesMut::with_capacity(4096),
             max_frame_bytes,
+            last_byte_at: Instant::now(),
         }
     }
 
+    /// When the last byte arrived.
+    pub(crate) fn last_byte_at(&self) -> Instant {
+        self.last_byte_at
+    }
+
     /// The next frame's payload (empty for a keepalive), or `None` at a clean end of stream.
-    pub(crate) async fn next_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+    /// Fails with [`FrameError::Idle`] once no byte has arrived for `idle`.
+    pub(crate) async fn next_frame(
+        &mut self,
+        idle: std::time::Duration,
+    ) -> Result<Option<BytesMut>, FrameError> {
         loop {
             let wanted = match self.parse()? {
                 Parsed::Frame(payload) => return Ok(Some(payload)),
                 Parsed::NeedBytes(wanted) => wanted,
             };
+            if self.buffer.is_empty() && self.buffer.capacity() > RETAINED_BUFFER_BYTES {
+                self.buffer = BytesMut::with_capacity(4096);
+            }
             self.buffer.reserve(wanted.min(READ_CHUNK_BYTES));
             // `read_buf` is cancel-safe: if this future is dropped, no byte has been consumed.
-            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+            // The deadline hangs on the last byte, not on this call, so a caller that drops
+            // and remakes this future (losing a `select!`) does not extend it. Data already
+            // waiting is read even past the deadline: `timeout_at` polls the read first.
+            let read = timeout_at(
+                self.last_byte_at + idle,
+                self.reader.read_buf(&mut self.buffer),
+            )
+            .await
+            .map_err(|_| FrameError::Idle(idle))?;
+            if read? == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
@@ -239,6 +444,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     })
                 };
             }
+            self.last_byte_at = Instant::now();
         }
     }
 
@@ -300,7 +506,7 @@ mod tests {
         let mut reader = FrameReader::new(&bytes[..], max);
         let mut frames = Vec::new();
         loop {
-            match reader.next_frame().await {
+            match reader.next_frame(std::time::Duration::from_secs(60)).await {
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => return (frames, Ok(())),
                 Err(e) => return (frames, Err(e)),
@@ -408,6 +614,57 @@ mod tests {
             decode_message(&padded),
             Err(DecodeError::TrailingBytes(1))
         ));
+    }
+
+    /// Table: payloads whose header must be refused before the body is decoded, and a valid
+    /// AppendEntries whose decoded size must be counted per entry.
+    #[test]
+    fn headers_are_read_and_checked_before_the_body() {
+        let append = |entries: u64| Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log: EntryId {
+                    term: Term(1),
+                    index: LogIndex(1),
+                },
+                entries: (0..entries)
+                    .map(|i| raft_core::Entry {
+                        term: Term(1),
+                        index: LogIndex(2 + i),
+                        payload: Payload::Blank,
+                    })
+                    .collect(),
+                leader_commit: LogIndex(0),
+                round: 0,
+            },
+        };
+        let encoded = postcard::to_stdvec(&append(1000)).unwrap();
+        let header = peek_header(&encoded).unwrap();
+        assert_eq!((header.from, header.to), (NodeId(2), NodeId(1)));
+        assert!(header.decoded_bytes >= 1000 * std::mem::size_of::<Entry>());
+        assert!(
+            encoded.len() < 1000 * 6,
+            "an empty entry is a few bytes on the wire"
+        );
+
+        // The entry count of `append(1)` is the byte after from, to, term, variant and
+        // prev_log (one byte each here).
+        let mut impossible = postcard::to_stdvec(&append(1)).unwrap();
+        assert_eq!(impossible[6], 1);
+        impossible.splice(6..7, [0x80, 0x94, 0xEB, 0xDC, 0x03]); // 10^9 entries
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", vec![]),
+            ("garbage", vec![0xFF; 16]),
+            ("cut in the header", encoded[..2].to_vec()),
+            ("more entries than bytes", impossible),
+        ];
+        for (name, payload) in cases {
+            assert!(peek_header(&payload).is_err(), "{name}");
+        }
+        let heartbeat = postcard::to_stdvec(&heartbeat(1)).unwrap();
+        assert!(peek_header(&heartbeat).unwrap().decoded_bytes < 256);
     }
 
     #[test]
