@@ -131,6 +131,25 @@ pub enum AppendOutcome {
 }
 
 impl Message {
+    /// About how many bytes this message occupies in memory, decoded (the envelope, and each
+    /// entry with its payload): what a queue of messages is bounded by. An entry decoded costs
+    /// far more than its few bytes on the wire, which is why inbound queues count this.
+    pub fn decoded_size(&self) -> usize {
+        let envelope = std::mem::size_of::<Message>();
+        match &self.body {
+            MessageBody::AppendEntries { entries, .. } => {
+                entries.iter().fold(envelope, |sum, e| {
+                    let data = match &e.payload {
+                        crate::Payload::Command(data) => data.len(),
+                        _ => 0,
+                    };
+                    sum.saturating_add(std::mem::size_of::<Entry>() + data)
+                })
+            }
+            _ => envelope,
+        }
+    }
+
     /// Checks what can be checked of a message on its own: that it is addressed from someone
     /// else, that its entries follow `prev_log` one by one with terms that never decrease and
     /// never exceed the message's term. The protocol rejects a message that fails, before it

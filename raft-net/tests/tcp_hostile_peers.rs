@@ -302,3 +302,49 @@ async fn a_flooding_peer_does_not_starve_the_others() {
     assert!(delivered >= 95, "node 2 delivered {delivered} of 100");
     assert!(node1.transport.stats().inbound.messages_dropped_over_share > 0);
 }
+
+/// Valid frames that decode into large messages, sent faster than the node takes them, wait in
+/// the node's inbox only up to its bound in decoded bytes; the rest are dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_holds_at_most_its_bound_in_decoded_bytes() {
+    const BOUND: usize = 8 << 20;
+    let mut config = fast_config(1, CLUSTER, "127.0.0.1:0");
+    config.max_frame_bytes = 2 << 20;
+    let (inbox, mut inbound) = raft_core::node::inbox_with_limits(1024, BOUND);
+    let node1 = raft_net::TcpTransport::start(
+        raft_net::TokioNet,
+        config,
+        inbox.clone(),
+        raft_net::Spawner::tokio(),
+    )
+    .await
+    .unwrap();
+    let node2 = start(2, CLUSTER).await;
+    node1
+        .add_peer(NodeId(2), node2.transport.local_addr().to_string())
+        .unwrap();
+    // About 100 KiB on the wire and a few MiB decoded each; the node takes none of them.
+    let large = message_frame(&append(2, 1, 50_000, 0));
+    let decoded = append(2, 1, 50_000, 0).decoded_size();
+    assert!(decoded > BOUND / 8 && decoded < BOUND);
+    let mut stream = tokio::net::TcpStream::connect(node1.local_addr())
+        .await
+        .unwrap();
+    let hello = hello_bytes(b"RAFT", WIRE_VERSION, CLUSTER, 2);
+    assert_eq!(send_hello(&mut stream, &hello).await, Some(ACCEPTED));
+    for _ in 0..20 {
+        stream.write_all(&large).await.unwrap();
+    }
+    eventually("the inbox refused some", || {
+        node1.stats().inbound.messages_dropped_inbox_full > 0
+    })
+    .await;
+    assert!(
+        inbox.queued_bytes() <= BOUND,
+        "{} bytes wait",
+        inbox.queued_bytes()
+    );
+    // Taking messages frees room.
+    assert!(inbound.try_recv().is_some());
+    assert!(inbox.queued_bytes() <= BOUND - decoded);
+}

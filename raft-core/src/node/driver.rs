@@ -51,7 +51,7 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     /// Requests from handles.
     requests: mpsc::Receiver<Request<SM>>,
     /// Messages from other nodes.
-    inbound: mpsc::Receiver<Message>,
+    inbound: super::InboundMessages,
     /// False once every inbox has been dropped.
     inbound_open: bool,
     /// Why the node stopped, for handles that ask after it did.
@@ -90,7 +90,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         store: LS,
         transport: T,
         requests: mpsc::Receiver<Request<SM>>,
-        inbound: mpsc::Receiver<Message>,
+        inbound: super::InboundMessages,
         status_tx: watch::Sender<Status>,
         shared: Arc<Shared>,
     ) -> Result<Self, Error> {
@@ -179,8 +179,8 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             // Take everything else that is already waiting: one batch, one write.
             while self.inbound_open && messages.len() < MAX_BATCH {
                 match self.inbound.try_recv() {
-                    Ok(message) => messages.push(message),
-                    Err(_) => break,
+                    Some(message) => messages.push(message),
+                    None => break,
                 }
             }
             while requests.len() < MAX_BATCH {

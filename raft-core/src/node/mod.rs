@@ -90,6 +90,7 @@
 mod deadlines;
 mod driver;
 mod handle;
+mod inbox;
 mod publish;
 mod reads;
 mod status;
@@ -97,12 +98,13 @@ mod traits;
 mod writes;
 
 pub use handle::NodeHandle;
+pub use inbox::{InboundMessages, Inbox, inbox, inbox_with_limits};
 pub use status::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
 pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
 
 use handle::{Request, Shared};
 
-use crate::{Config, LogIndex, Message, NodeId, Term};
+use crate::{Config, LogIndex, NodeId, Term};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -331,32 +333,6 @@ impl NodeConfig {
     }
 }
 
-/// Where a transport delivers inbound messages for one node. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Inbox {
-    tx: mpsc::Sender<Message>,
-}
-
-impl Inbox {
-    /// Hands a message to the node without waiting. Returns false when the node's queue is full
-    /// or the node stopped; the message is dropped, which Raft tolerates like any lost message.
-    pub fn deliver(&self, message: Message) -> bool {
-        self.tx.try_send(message).is_ok()
-    }
-}
-
-/// The receiving end of an [`Inbox`], given to [`Node::start`].
-#[derive(Debug)]
-pub struct InboundMessages {
-    rx: mpsc::Receiver<Message>,
-}
-
-/// A bounded queue of inbound messages for one node; `capacity` messages may wait.
-pub fn inbox(capacity: usize) -> (Inbox, InboundMessages) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    (Inbox { tx }, InboundMessages { rx })
-}
-
 /// The future that runs a node; spawn it on any executor (for example
 /// `tokio::task::spawn_local` under turmoil, where task order must be deterministic).
 pub type NodeTask = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -423,7 +399,7 @@ impl Node {
             store,
             transport,
             requests_rx,
-            inbound.rx,
+            inbound,
             status_tx,
             shared.clone(),
         )?;

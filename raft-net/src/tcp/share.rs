@@ -1,9 +1,9 @@
 //! Each peer's share of what the transport hands the node.
 //!
-//! The node's inbox (`raft_core::node::inbox`) counts messages and tells a sender only whether
-//! it took one; it does not say when the node has taken a message out, nor how large the
-//! messages in it are. So the transport bounds what it hands over in every window of
-//! [`WINDOW`]:
+//! The node's inbox (`raft_core::node::inbox`) bounds what waits in it, in messages and in
+//! decoded bytes, but tells a sender only whether it took a message, not when the node takes it
+//! out; so, to share it among peers, the transport bounds what it hands over in every window
+//! of [`WINDOW`]:
 //!
 //! * **Bytes, as decoded.** A message is charged what it occupies in memory decoded (an upper
 //!   bound read from its header before it is decoded: entries cost far more decoded than on the
