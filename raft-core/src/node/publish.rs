@@ -49,7 +49,7 @@ pub(super) struct Publisher {
     /// How many leadership changes `failovers` keeps.
     failover_history: usize,
     /// What the last published status said of role, term and leader (to detect changes).
-    last_seen: (Role, Term, Option<NodeId>),
+    last_seen: Seen,
     /// Whether the lease held at the last publication (to log when it is gained or lost).
     lease_held: bool,
     /// Followers last seen out of sync (to log when one falls out or comes back).
@@ -71,7 +71,7 @@ impl Publisher {
             dirty: true,
             failovers: VecDeque::new(),
             failover_history,
-            last_seen: (raft.role(), raft.term(), raft.leader()),
+            last_seen: Seen::of(raft),
             lease_held: false,
             out_of_sync: BTreeSet::new(),
             max_replication_lag,
@@ -90,7 +90,7 @@ impl Publisher {
 
     /// The term the last published status named.
     pub(super) fn last_term(&self) -> Term {
-        self.last_seen.1
+        self.last_seen.term
     }
 
     /// Publishes a new status when something a watcher cares about changed, and records
@@ -104,7 +104,8 @@ impl Publisher {
         connections: impl FnOnce() -> Vec<(NodeId, PeerConnection)>,
     ) {
         let (role, term, leader) = (raft.role(), raft.term(), raft.leader());
-        let changed_hands = (role, term, leader) != self.last_seen;
+        let seen = Seen { role, term, leader };
+        let changed_hands = seen != self.last_seen;
         // While busy, rebuild the status at most once per millisecond (the clock's resolution);
         // a change of role, term or leader is published at once.
         if !changed_hands && now == self.built_at && !stopping {
@@ -114,7 +115,11 @@ impl Publisher {
         self.built_at = now;
         self.dirty = false;
         if changed_hands {
-            let (old_role, _, old_leader) = self.last_seen;
+            let Seen {
+                role: old_role,
+                leader: old_leader,
+                ..
+            } = self.last_seen;
             if role != old_role {
                 info!(?role, term = term.0, "role changed");
             }
@@ -127,7 +132,7 @@ impl Publisher {
                     self.record_failover(raft, term, previous, new_leader, now);
                 }
             }
-            self.last_seen = (role, term, leader);
+            self.last_seen = seen;
         }
         let lease = raft.lease_holds();
         if lease != self.lease_held {
@@ -224,5 +229,23 @@ impl Publisher {
             at_ms: now.0,
             new_leader_unapplied_entries: unapplied,
         });
+    }
+}
+
+/// Who led, as far as a published status said: a change of any of these is published at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    role: Role,
+    term: Term,
+    leader: Option<NodeId>,
+}
+
+impl Seen {
+    fn of(raft: &Raft) -> Seen {
+        Seen {
+            role: raft.role(),
+            term: raft.term(),
+            leader: raft.leader(),
+        }
     }
 }

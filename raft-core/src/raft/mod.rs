@@ -13,7 +13,8 @@
 //! [`LeaderState`], so it exists exactly while the node leads. The protocol is split by concept,
 //! one `impl Raft` block per file:
 //!
-//! * this file — the inputs, what observers may read, stepping down, and the helpers;
+//! * this file — the inputs, stepping down, and the helpers;
+//! * `view` — what the driver and observers may read;
 //! * `election` — elections, votes and PreVote (§5.2, §5.4.1, dissertation §9.6);
 //! * `replication` — proposals, AppendEntries, heartbeats and commit (§5.3, §5.4.2);
 //! * `reads` — the lease, ReadIndex, bounded-staleness freshness and leadership transfer
@@ -22,18 +23,19 @@
 mod election;
 mod reads;
 mod replication;
+mod view;
 
 pub use reads::FreshCommit;
 
 use crate::lease::LeaseClock;
 use crate::log::RaftLog;
-use crate::progress::{Progress, ReplicationState};
+use crate::progress::Progress;
 use crate::quorum::JointConfig;
 use crate::reads::ReadQueue;
 use crate::rng::SplitMix64;
 use crate::{
-    Actions, Committed, Config, Entry, EntryId, Error, HardState, Instant, LogIndex, Message,
-    MessageBody, NodeId, Term,
+    Actions, Config, Entry, EntryId, Error, HardState, Instant, LogIndex, Message, MessageBody,
+    NodeId, Term,
 };
 use reads::Transfer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -401,139 +403,6 @@ impl Raft {
         out.committed = self.log.take_committed();
         self.check_invariants();
         out
-    }
-
-    // ----- what the driver and observers may read --------------------------------------------
-
-    /// This node's id.
-    pub fn id(&self) -> NodeId {
-        self.config.id
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The current role.
-    pub fn role(&self) -> Role {
-        match self.role {
-            RoleState::Follower { .. } => Role::Follower,
-            RoleState::PreCandidate(_) => Role::PreCandidate,
-            RoleState::Candidate(_) => Role::Candidate,
-            RoleState::Leader(_) => Role::Leader,
-        }
-    }
-
-    /// The current term.
-    pub fn term(&self) -> Term {
-        self.term
-    }
-
-    /// The leader of the current term, if known.
-    pub fn leader(&self) -> Option<NodeId> {
-        match self.role {
-            RoleState::Follower { leader, .. } => leader,
-            RoleState::Leader(_) => Some(self.config.id),
-            RoleState::PreCandidate(_) | RoleState::Candidate(_) => None,
-        }
-    }
-
-    /// The hard state as it is now (not necessarily durable yet).
-    pub fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-        }
-    }
-
-    /// The highest index known to be committed.
-    pub fn commit_index(&self) -> LogIndex {
-        self.log.committed
-    }
-
-    /// The highest index the driver reported applied.
-    pub fn applied_index(&self) -> LogIndex {
-        self.log.applied
-    }
-
-    /// The id of the last entry in the log.
-    pub fn last_log_id(&self) -> EntryId {
-        self.log.last_id()
-    }
-
-    /// The entry at `index`, if the log holds it.
-    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        self.log.entry(index)
-    }
-
-    /// Copies of the entries of a [`Committed`] range (for drivers and tests that want to own
-    /// them; [`Raft::entry`] reads them in place).
-    pub fn committed_entries(&self, range: Committed) -> Vec<Entry> {
-        range
-            .indexes()
-            .map_while(|index| self.log.entry(index).cloned())
-            .collect()
-    }
-
-    /// The voting members.
-    pub fn voters(&self) -> BTreeSet<NodeId> {
-        self.voters.ids()
-    }
-
-    /// The next instant at which [`Raft::tick`] has something to do.
-    pub fn next_deadline(&self) -> Instant {
-        match &self.role {
-            RoleState::Leader(leader) => {
-                let mut at = leader.heartbeat_deadline;
-                if self.config.check_quorum {
-                    at = at.min(leader.check_quorum_deadline(self.config.election_timeout_min_ms));
-                }
-                if let Some(t) = leader.transfer {
-                    at = at.min(t.deadline);
-                }
-                at
-            }
-            _ => self.election_deadline,
-        }
-    }
-
-    /// The leader's view of a follower's log: its match index, if this node leads and `peer` is
-    /// a follower.
-    #[cfg(test)]
-    pub(crate) fn match_index(&self, peer: NodeId) -> Option<LogIndex> {
-        match &self.role {
-            RoleState::Leader(leader) => leader.progress.get(&peer).map(|p| p.match_index),
-            _ => None,
-        }
-    }
-
-    /// The leader's view of every follower, in id order (empty unless this node leads).
-    pub fn peers(&self) -> Vec<PeerProgress> {
-        let RoleState::Leader(leader) = &self.role else {
-            return Vec::new();
-        };
-        leader
-            .progress
-            .iter()
-            .map(|(&id, p)| PeerProgress {
-                id,
-                match_index: p.match_index,
-                next_index: p.next_index,
-                last_ack_at: p.last_ack_at,
-                replicating: p.state == ReplicationState::Replicate,
-            })
-            .collect()
-    }
-
-    /// True when this node won (or is running) an election it started because the previous
-    /// leader handed over leadership (TimeoutNow).
-    pub fn elected_by_transfer(&self) -> bool {
-        match &self.role {
-            RoleState::Candidate(campaign) => campaign.by_transfer,
-            RoleState::Leader(leader) => leader.by_transfer,
-            _ => false,
-        }
     }
 
     // ----- stepping down (§5.1) ------------------------------------------------------------
