@@ -8,7 +8,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum Error {
     /// Only the leader can do this; `leader_hint` is the leader this node knows of, if any.
-    #[error("not the leader (leader: {leader_hint:?})")]
+    #[error("not the leader (leader: {})", crate::types::MaybeNode(*leader_hint))]
     NotLeader {
         /// The current leader as far as this node knows.
         leader_hint: Option<NodeId>,

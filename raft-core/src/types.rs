@@ -35,6 +35,19 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// Displays a node id that may be unknown: `n2`, or `unknown`. Errors and logs print node ids
+/// this one way.
+pub(crate) struct MaybeNode(pub(crate) Option<NodeId>);
+
+impl fmt::Display for MaybeNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 impl fmt::Display for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "t{}", self.0)

@@ -133,7 +133,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     }
 
     pub(super) async fn run(self) {
-        let span = info_span!("raft", node = self.raft.id().0);
+        let span = info_span!("raft", node = %self.raft.id());
         self.run_loop().instrument(span).await;
     }
 
@@ -262,7 +262,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                     .transfer_leadership(self.clock, to)
                     .map_err(Error::from);
                 if result.is_ok() {
-                    info!(to = to.0, "leadership transfer started");
+                    info!(%to, "leadership transfer started");
                 }
                 let _ = reply.send(result);
             }

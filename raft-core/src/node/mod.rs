@@ -181,7 +181,7 @@ pub enum Error {
     /// Only the leader can do this: retry on `leader_hint` if known. For a write: it has not
     /// taken effect and never will (refused, or another entry committed at its index), so a
     /// retry cannot apply it twice.
-    #[error("not the leader (leader: {leader_hint:?})")]
+    #[error("not the leader (leader: {})", crate::types::MaybeNode(*leader_hint))]
     NotLeader {
         /// The leader as far as this node knows.
         leader_hint: Option<NodeId>,
@@ -204,7 +204,10 @@ pub enum Error {
     /// A bounded-staleness read found that this node cannot vouch for data that recent: its
     /// leader's word is older than the bound, or it lacks entries its leader committed. Read
     /// from the leader instead.
-    #[error("this node cannot vouch for data within the staleness bound (leader: {leader_hint:?})")]
+    #[error(
+        "this node cannot vouch for data within the staleness bound (leader: {})",
+        crate::types::MaybeNode(*leader_hint)
+    )]
     TooStale {
         /// The leader as far as this node knows.
         leader_hint: Option<NodeId>,

@@ -155,13 +155,13 @@ impl Publisher {
             let was_out = self.out_of_sync.contains(&peer.id);
             if !peer.in_sync && !was_out {
                 warn!(
-                    peer = peer.id.0,
+                    peer = %peer.id,
                     lag = peer.lag_entries,
                     "follower fell out of sync"
                 );
                 self.out_of_sync.insert(peer.id);
             } else if peer.in_sync && was_out {
-                info!(peer = peer.id.0, "follower back in sync");
+                info!(peer = %peer.id, "follower back in sync");
                 self.out_of_sync.remove(&peer.id);
             }
         }
@@ -213,8 +213,8 @@ impl Publisher {
         });
         info!(
             term = term.0,
-            old = ?old_leader.map(|n| n.0),
-            new = new_leader.0,
+            old = %crate::types::MaybeNode(old_leader),
+            new = %new_leader,
             ?trigger,
             "leader changed"
         );
