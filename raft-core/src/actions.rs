@@ -1,6 +1,6 @@
 //! The protocol's output: what the driver must do, and in which order.
 
-use crate::{Entry, Error, HardState, LogIndex, Message, ReadId};
+use crate::{Entry, HardState, LogIndex, Message, ProtocolError, ReadId};
 
 /// Committed entries to apply: `first..=last`, all held by the protocol's log. The driver reads
 /// them in place with [`crate::Raft::entry`] (no copy, no reference-count traffic), or copies
@@ -74,7 +74,7 @@ pub struct Actions {
     /// Step 5.
     pub committed: Option<Committed>,
     /// Step 6: (read, index it is served at, or why it failed).
-    pub reads: Vec<(ReadId, Result<LogIndex, Error>)>,
+    pub reads: Vec<(ReadId, Result<LogIndex, ProtocolError>)>,
 }
 
 impl Actions {

@@ -6,7 +6,7 @@ use thiserror::Error;
 /// Why the protocol refused an input. Every variant is something the caller can act on.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ProtocolError {
     /// Only the leader can do this; `leader_hint` is the leader this node knows of, if any.
     #[error("not the leader (leader: {})", crate::types::MaybeNode(*leader_hint))]
     NotLeader {

@@ -88,7 +88,7 @@ mod tests;
 
 pub use actions::{Actions, Committed};
 pub use config::{Config, ConfigError};
-pub use error::Error;
+pub use error::ProtocolError;
 pub use log::ConflictHint;
 pub use message::{AppendOutcome, Freshness, Message, MessageBody};
 pub use raft::{FreshCommit, InitialState, PeerProgress, Raft, ReadMode, Role};

@@ -98,7 +98,7 @@ mod traits;
 mod writes;
 
 pub use handle::NodeHandle;
-pub use inbox::{InboundMessages, Inbox, inbox, inbox_with_limits};
+pub use inbox::{DEFAULT_INBOX_BYTES, InboundMessages, Inbox, inbox, inbox_with_limits};
 pub use status::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
 pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
 
@@ -228,12 +228,12 @@ pub enum Error {
     InvalidArgument(String),
 }
 
-impl From<crate::Error> for Error {
-    fn from(e: crate::Error) -> Error {
+impl From<crate::ProtocolError> for Error {
+    fn from(e: crate::ProtocolError) -> Error {
         match e {
-            crate::Error::NotLeader { leader_hint } => Error::NotLeader { leader_hint },
-            crate::Error::TransferInProgress => Error::TransferInProgress,
-            crate::Error::InvalidConfig(c) => Error::InvalidConfig(c.to_string()),
+            crate::ProtocolError::NotLeader { leader_hint } => Error::NotLeader { leader_hint },
+            crate::ProtocolError::TransferInProgress => Error::TransferInProgress,
+            crate::ProtocolError::InvalidConfig(c) => Error::InvalidConfig(c.to_string()),
             other => Error::InvalidArgument(other.to_string()),
         }
     }

@@ -136,7 +136,7 @@ impl<SM: StateMachine> Reads<SM> {
         state_machine: &mut SM,
         clock: impl Fn() -> Instant,
         id: ReadId,
-        result: Result<LogIndex, crate::Error>,
+        result: Result<LogIndex, crate::ProtocolError>,
     ) {
         let Some(read) = self.leader_reads.remove(&id) else {
             return;

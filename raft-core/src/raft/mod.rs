@@ -34,8 +34,8 @@ use crate::quorum::JointConfig;
 use crate::reads::ReadQueue;
 use crate::rng::SplitMix64;
 use crate::{
-    Actions, Config, Entry, EntryId, Error, HardState, Instant, LogIndex, Message, MessageBody,
-    NodeId, Term,
+    Actions, Config, Entry, EntryId, HardState, Instant, LogIndex, Message, MessageBody, NodeId,
+    ProtocolError, Term,
 };
 use reads::Transfer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -211,7 +211,7 @@ impl Raft {
         state: InitialState,
         seed: u64,
         now: Instant,
-    ) -> Result<Raft, Error> {
+    ) -> Result<Raft, ProtocolError> {
         config.validate()?;
         validate_initial_state(&state)?;
         let mut rng = SplitMix64::new(seed ^ config.id.0.rotate_left(32));
@@ -273,17 +273,17 @@ impl Raft {
     }
 
     /// A message arrived. A malformed message, one misaddressed, or one from a node outside
-    /// the cluster is refused with [`Error::RejectedMessage`] and changes nothing.
-    pub fn step(&mut self, now: Instant, msg: Message) -> Result<(), Error> {
-        msg.validate().map_err(Error::RejectedMessage)?;
+    /// the cluster is refused with [`ProtocolError::RejectedMessage`] and changes nothing.
+    pub fn step(&mut self, now: Instant, msg: Message) -> Result<(), ProtocolError> {
+        msg.validate().map_err(ProtocolError::RejectedMessage)?;
         if msg.to != self.config.id {
-            return Err(Error::RejectedMessage(format!(
+            return Err(ProtocolError::RejectedMessage(format!(
                 "addressed to {}, this is {}",
                 msg.to, self.config.id
             )));
         }
         if !self.voters.contains(msg.from) {
-            return Err(Error::RejectedMessage(format!(
+            return Err(ProtocolError::RejectedMessage(format!(
                 "{} is not a member of this cluster",
                 msg.from
             )));
@@ -420,7 +420,7 @@ impl Raft {
             for id in was_leading.reads.drain() {
                 self.out.reads.push((
                     id,
-                    Err(Error::NotLeader {
+                    Err(ProtocolError::NotLeader {
                         leader_hint: leader,
                     }),
                 ));
@@ -443,11 +443,11 @@ impl Raft {
     }
 
     /// The leader's state, or the error a caller gets from any other role.
-    fn leader_state(&mut self) -> Result<&mut LeaderState, Error> {
+    fn leader_state(&mut self) -> Result<&mut LeaderState, ProtocolError> {
         let hint = self.leader();
         match &mut self.role {
             RoleState::Leader(leader) => Ok(leader),
-            _ => Err(Error::NotLeader { leader_hint: hint }),
+            _ => Err(ProtocolError::NotLeader { leader_hint: hint }),
         }
     }
 
@@ -544,8 +544,8 @@ fn fresh_progress(peers: Vec<NodeId>, next: LogIndex, window: usize) -> BTreeMap
         .collect()
 }
 
-fn validate_initial_state(state: &InitialState) -> Result<(), Error> {
-    let bad = |why: String| Err(Error::InvalidState(why));
+fn validate_initial_state(state: &InitialState) -> Result<(), ProtocolError> {
+    let bad = |why: String| Err(ProtocolError::InvalidState(why));
     if state.voters.is_empty() {
         return bad("no voters".into());
     }

@@ -3,7 +3,7 @@
 //! (§6.2, shared with the lease), and leadership transfer (§3.10), which gives the lease up.
 
 use super::{MAX_ANSWERED_ROUNDS, MAX_FRESHNESS, Raft, RoleState, leader_message};
-use crate::{Error, Freshness, Instant, LogIndex, MessageBody, NodeId, ReadId, ReadMode};
+use crate::{Freshness, Instant, LogIndex, MessageBody, NodeId, ProtocolError, ReadId, ReadMode};
 
 /// How fresh the data a node holds is: every write acknowledged anywhere before `as_of` (on
 /// this node's clock) is at or below `index`, which this node holds committed. A node that has
@@ -33,7 +33,7 @@ impl Raft {
     /// Queues a read on the leader. Its outcome comes back in [`crate::Actions::reads`] once
     /// leadership is confirmed for it (dissertation §6.4) and the state machine has applied up
     /// to its index.
-    pub fn read(&mut self, now: Instant, id: ReadId, mode: ReadMode) -> Result<(), Error> {
+    pub fn read(&mut self, now: Instant, id: ReadId, mode: ReadMode) -> Result<(), ProtocolError> {
         self.advance_clock(now);
         let lease_holds = self.lease_holds();
         let term_committed = self.term_committed();
@@ -114,19 +114,21 @@ impl Raft {
     /// start an election at once. The lease is given up for the rest of this term, and new
     /// proposals are refused until the transfer ends or is abandoned after a minimum election
     /// timeout.
-    pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), Error> {
+    pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), ProtocolError> {
         self.advance_clock(now);
         let me = self.config.id;
         let is_voter = self.voters.contains(to);
         let deadline = now.plus_ms(self.config.election_timeout_min_ms);
         let leader = self.leader_state()?;
         if to == me {
-            return Err(Error::InvalidArgument(format!(
+            return Err(ProtocolError::InvalidArgument(format!(
                 "{to} is already the leader"
             )));
         }
         if !is_voter {
-            return Err(Error::InvalidArgument(format!("{to} is not a voter")));
+            return Err(ProtocolError::InvalidArgument(format!(
+                "{to} is not a voter"
+            )));
         }
         if leader.transfer.is_some_and(|t| t.target == to) {
             return Ok(());

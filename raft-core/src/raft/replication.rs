@@ -4,8 +4,8 @@
 use super::{Raft, RoleState, leader_message};
 use crate::progress::ReplicationState;
 use crate::{
-    AppendOutcome, Entry, EntryData, EntryId, Error, Freshness, LogIndex, Message, MessageBody,
-    NodeId, Payload,
+    AppendOutcome, Entry, EntryData, EntryId, Freshness, LogIndex, Message, MessageBody, NodeId,
+    Payload, ProtocolError,
 };
 use std::ops::Bound;
 
@@ -13,10 +13,10 @@ impl Raft {
     /// Appends a command to the leader's log and returns its id: once an applied entry has this
     /// index and term, the command is committed; if the index is applied with another term,
     /// the command was lost in a change of leader.
-    pub fn propose(&mut self, command: impl Into<EntryData>) -> Result<EntryId, Error> {
+    pub fn propose(&mut self, command: impl Into<EntryData>) -> Result<EntryId, ProtocolError> {
         let leader = self.leader_state()?;
         if leader.transfer.is_some() {
-            return Err(Error::TransferInProgress);
+            return Err(ProtocolError::TransferInProgress);
         }
         let entry = Entry {
             term: self.term,

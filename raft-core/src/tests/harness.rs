@@ -4,8 +4,8 @@
 
 use crate::contract::ContractChecker;
 use crate::{
-    Config, Entry, EntryId, Error, HardState, InitialState, Instant, LogIndex, Message,
-    MessageBody, NodeId, Payload, Raft, ReadId, Role, Term,
+    Config, Entry, EntryId, HardState, InitialState, Instant, LogIndex, Message, MessageBody,
+    NodeId, Payload, ProtocolError, Raft, ReadId, Role, Term,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -58,7 +58,7 @@ pub(crate) struct Network {
     /// Every entry each node applied, in order.
     pub(crate) applied: BTreeMap<NodeId, Vec<Entry>>,
     /// Every read outcome each node returned.
-    pub(crate) reads: BTreeMap<NodeId, Vec<(ReadId, Result<LogIndex, Error>)>>,
+    pub(crate) reads: BTreeMap<NodeId, Vec<(ReadId, Result<LogIndex, ProtocolError>)>>,
     /// Every hard state each node persisted, last one last.
     pub(crate) hard_states: BTreeMap<NodeId, HardState>,
     /// Each node's contract checker: `drive` keeps the duties of `Actions`.

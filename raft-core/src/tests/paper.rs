@@ -11,9 +11,9 @@
 
 use super::harness::{Network, cmd, entries_with_terms, ids, log_terms, msg, test_config};
 use crate::{
-    Actions, AppendOutcome, Config, ConfigError, ConflictHint, Entry, EntryId, Error, HardState,
-    InitialState, Instant, LogIndex, Message, MessageBody, NodeId, Payload, Raft, ReadId, ReadMode,
-    Role, Term,
+    Actions, AppendOutcome, Config, ConfigError, ConflictHint, Entry, EntryId, HardState,
+    InitialState, Instant, LogIndex, Message, MessageBody, NodeId, Payload, ProtocolError, Raft,
+    ReadId, ReadMode, Role, Term,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -258,7 +258,7 @@ fn fingerprint(raft: &Raft) -> String {
     )
 }
 
-fn reads_of(net: &Network, id: u64) -> Vec<(ReadId, Result<LogIndex, Error>)> {
+fn reads_of(net: &Network, id: u64) -> Vec<(ReadId, Result<LogIndex, ProtocolError>)> {
     net.reads.get(&NodeId(id)).cloned().unwrap_or_default()
 }
 
@@ -1738,7 +1738,7 @@ fn concurrent_reads_are_confirmed_by_one_heartbeat_round() {
     }
     net.settle();
     let commit = net.peek(1).commit_index();
-    let expected: Vec<(ReadId, Result<LogIndex, Error>)> =
+    let expected: Vec<(ReadId, Result<LogIndex, ProtocolError>)> =
         (1..=10).map(|id| (ReadId(id), Ok(commit))).collect();
     assert_eq!(reads_of(&net, 1), expected);
 }
@@ -1761,7 +1761,7 @@ fn leader_that_steps_down_fails_its_pending_reads() {
         reads_of(&net, 1),
         vec![(
             ReadId(1),
-            Err(Error::NotLeader {
+            Err(ProtocolError::NotLeader {
                 leader_hint: Some(NodeId(2))
             })
         )]
@@ -1875,14 +1875,14 @@ fn transfer_voids_the_lease_blocks_proposals_and_is_abandoned_after_a_timeout() 
     assert_eq!(net.peek(1).lease_valid_until(), None);
     assert_eq!(
         net.node(1).propose(cmd("x")),
-        Err(Error::TransferInProgress)
+        Err(ProtocolError::TransferInProgress)
     );
 
     let timeout_ms = net.peek(1).config().election_timeout_min_ms;
     net.advance(timeout_ms - 1);
     assert_eq!(
         net.node(1).propose(cmd("x")),
-        Err(Error::TransferInProgress)
+        Err(ProtocolError::TransferInProgress)
     );
     net.advance(1);
     assert_eq!(net.peek(1).role(), Role::Leader);
@@ -1940,7 +1940,7 @@ fn malformed_or_misaddressed_messages_are_rejected_without_effect() {
         let before = fingerprint(&raft);
         let result = raft.step(LATER, m);
         assert!(
-            matches!(result, Err(Error::RejectedMessage(_))),
+            matches!(result, Err(ProtocolError::RejectedMessage(_))),
             "{what}: {result:?}"
         );
         assert_eq!(fingerprint(&raft), before, "{what}");
@@ -2057,7 +2057,7 @@ fn config_validate_names_each_broken_rule() {
         };
         assert_eq!(
             Raft::new(config, state, 1, Instant(0)).err(),
-            Some(Error::InvalidConfig(expected)),
+            Some(ProtocolError::InvalidConfig(expected)),
             "{what}"
         );
     }

@@ -497,7 +497,7 @@ impl Sim {
         &mut self,
         id: NodeId,
         read: ReadId,
-        result: Result<LogIndex, crate::Error>,
+        result: Result<LogIndex, crate::ProtocolError>,
     ) -> Result<(), String> {
         let node = self.nodes.get_mut(&id).unwrap();
         let Some((mode, committed_then)) = node.open_reads.remove(&read) else {
@@ -810,9 +810,9 @@ impl Sim {
     fn check_refusal(
         &self,
         leader: NodeId,
-        result: &Result<EntryId, crate::Error>,
+        result: &Result<EntryId, crate::ProtocolError>,
     ) -> Result<(), String> {
-        if !matches!(result, Err(crate::Error::TransferInProgress)) {
+        if !matches!(result, Err(crate::ProtocolError::TransferInProgress)) {
             return Ok(());
         }
         let node = &self.nodes[&leader];
