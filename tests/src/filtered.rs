@@ -1,10 +1,14 @@
 //! An in-process network that delivers only the messages a rule lets through, so that a test
 //! can lose messages by kind (say, AppendEntries to one node while its heartbeats arrive).
 
-use raft_core::Message;
-use raft_core::node::{Inbox, Transport};
+use crate::kv::KvStore;
+use raft_core::node::{Inbox, Node, NodeConfig, NodeHandle, Transport};
+use raft_core::{Message, NodeId, Role};
 use raft_net::{ChannelNetwork, ChannelTransport};
+use raft_storage::MemLogStore;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Decides whether a message is delivered.
 pub type Rule = Box<dyn Fn(&Message) -> bool + Send>;
@@ -54,6 +58,53 @@ impl FilteredNetwork {
     /// Delivers everything again.
     pub fn heal(&self) {
         self.only(|_| true);
+    }
+
+    /// Starts one key-value node per voter `1..=size` on this network, with in-memory stores,
+    /// seed = id and the given request timeout. Panics if a node fails to start (test support).
+    pub async fn start_cluster(
+        &self,
+        size: u64,
+        request_timeout: Duration,
+    ) -> BTreeMap<NodeId, NodeHandle<KvStore>> {
+        let voters: Vec<NodeId> = (1..=size).map(NodeId).collect();
+        let mut nodes = BTreeMap::new();
+        for &id in &voters {
+            let (inbox, inbound) = raft_core::node::inbox(1024);
+            self.register(id, inbox);
+            let mut config = NodeConfig::new(id, voters.iter().copied());
+            config.seed = id.0;
+            config.request_timeout = request_timeout;
+            let store = MemLogStore::new();
+            let node = Node::start(
+                config,
+                KvStore::default(),
+                store,
+                self.transport(id),
+                inbound,
+            );
+            match node.await {
+                Ok(handle) => nodes.insert(id, handle),
+                Err(error) => panic!("{id} failed to start: {error}"),
+            };
+        }
+        nodes
+    }
+}
+
+/// Waits until some node leads and has committed an entry of its term; returns it.
+pub async fn committed_leader(
+    nodes: &BTreeMap<NodeId, NodeHandle<KvStore>>,
+) -> NodeHandle<KvStore> {
+    loop {
+        let found = nodes.values().find(|n| {
+            let s = n.status();
+            s.role == Role::Leader && s.commit_index.0 > 0
+        });
+        if let Some(node) = found {
+            return node.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -4,48 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle};
-use raft_core::{MessageBody, NodeId, Role};
-use raft_storage::MemLogStore;
-use raft_tests::filtered::FilteredNetwork;
+use raft_core::MessageBody;
+use raft_core::node::{Ack, Consistency, Error, NodeHandle};
+use raft_tests::filtered::{FilteredNetwork, committed_leader};
 use raft_tests::kv::{KvCommand, KvStore};
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-async fn cluster(network: &FilteredNetwork) -> BTreeMap<NodeId, NodeHandle<KvStore>> {
-    let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let mut nodes = BTreeMap::new();
-    for id in voters {
-        let (inbox, inbound) = raft_core::node::inbox(1024);
-        network.register(id, inbox);
-        let mut config = NodeConfig::new(id, voters);
-        config.seed = id.0;
-        config.request_timeout = Duration::from_secs(30);
-        let transport = network.transport(id);
-        let node = Node::start(
-            config,
-            KvStore::default(),
-            MemLogStore::new(),
-            transport,
-            inbound,
-        );
-        nodes.insert(id, node.await.unwrap());
-    }
-    nodes
-}
-
-async fn leader(nodes: &BTreeMap<NodeId, NodeHandle<KvStore>>) -> NodeHandle<KvStore> {
-    loop {
-        let found = nodes.values().find(|n| {
-            let s = n.status();
-            s.role == Role::Leader && s.commit_index.0 > 0
-        });
-        if let Some(node) = found {
-            return node.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 fn put(key: &str, value: &str) -> KvCommand {
     KvCommand::Put {
@@ -60,8 +23,8 @@ fn put(key: &str, value: &str) -> KvCommand {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_bounded_staleness_read_reflects_every_write_older_than_its_bound() {
     let network = FilteredNetwork::new();
-    let nodes = cluster(&network).await;
-    let leader = leader(&nodes).await;
+    let nodes = network.start_cluster(3, Duration::from_secs(30)).await;
+    let leader = committed_leader(&nodes).await;
     leader.propose(put("x", "old"), Ack::Quorum).await.unwrap();
     let follower = nodes
         .values()
@@ -113,23 +76,18 @@ async fn a_bounded_staleness_read_reflects_every_write_older_than_its_bound() {
     // Once its appends flow again it catches up and serves such reads.
     network.heal();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let read = follower
-        .query(
-            Consistency::BoundedStaleness(Duration::from_millis(500)),
-            "x".into(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(read.response.as_deref(), Some("new"));
+    assert_eq!(
+        bounded_read(&follower).await.unwrap().as_deref(),
+        Some("new")
+    );
     let staleness = follower.status().staleness_ms.expect("it vouches again");
     assert!(staleness < 500, "{staleness} ms");
     // The leader serves them too.
-    let read = leader
-        .query(
-            Consistency::BoundedStaleness(Duration::from_millis(500)),
-            "x".into(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(read.response.as_deref(), Some("new"));
+    assert_eq!(bounded_read(&leader).await.unwrap().as_deref(), Some("new"));
+}
+
+/// Reads `x` with data at most 500 ms old.
+async fn bounded_read(node: &NodeHandle<KvStore>) -> Result<Option<String>, Error> {
+    let bound = Consistency::BoundedStaleness(Duration::from_millis(500));
+    Ok(node.query(bound, "x".into()).await?.response)
 }

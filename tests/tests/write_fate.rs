@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle, WriteOutcome};
+use raft_core::node::{Ack, Consistency, Error, NodeHandle, WriteOutcome};
 use raft_core::{Message, MessageBody, NodeId, Role, Term};
-use raft_storage::MemLogStore;
-use raft_tests::filtered::FilteredNetwork;
+use raft_tests::filtered::{FilteredNetwork, committed_leader};
 use raft_tests::kv::{KvCommand, KvResponse, KvStore};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,24 +20,7 @@ struct Cluster {
 impl Cluster {
     async fn start(size: u64) -> Cluster {
         let network = FilteredNetwork::new();
-        let voters: Vec<NodeId> = (1..=size).map(NodeId).collect();
-        let mut nodes = BTreeMap::new();
-        for &id in &voters {
-            let (inbox, inbound) = raft_core::node::inbox(1024);
-            network.register(id, inbox);
-            let mut config = NodeConfig::new(id, voters.iter().copied());
-            config.seed = id.0;
-            config.request_timeout = Duration::from_secs(60);
-            let transport = network.transport(id);
-            let node = Node::start(
-                config,
-                KvStore::default(),
-                MemLogStore::new(),
-                transport,
-                inbound,
-            );
-            nodes.insert(id, node.await.unwrap());
-        }
+        let nodes = network.start_cluster(size, Duration::from_secs(60)).await;
         Cluster { network, nodes }
     }
 
@@ -98,16 +80,7 @@ fn spawn_put(node: &NodeHandle<KvStore>, key: &str, value: &str) -> Pending {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_write_answered_not_leader_never_takes_effect() {
     let cluster = Cluster::start(5).await;
-    let n = loop {
-        let leader = cluster.nodes.values().find(|h| {
-            let s = h.status();
-            s.role == Role::Leader && s.commit_index.0 > 0
-        });
-        if let Some(leader) = leader {
-            break leader.id();
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let n = committed_leader(&cluster.nodes).await.id();
     cluster
         .node(n)
         .propose(put("x", "0"), Ack::Quorum)

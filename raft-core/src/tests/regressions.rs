@@ -177,9 +177,13 @@ fn a_pre_vote_grant_counts_only_in_the_round_it_answers() {
 }
 
 fn heartbeat_body() -> MessageBody {
+    heartbeat_with(LogIndex(0), 1)
+}
+
+fn heartbeat_with(commit: LogIndex, round: u64) -> MessageBody {
     MessageBody::Heartbeat {
-        commit: LogIndex(0),
-        round: 1,
+        commit,
+        round,
         freshness: None,
     }
 }
@@ -354,19 +358,11 @@ fn a_heartbeat_commit_beyond_the_last_entry_commits_nothing() {
     )
     .unwrap();
     assert_eq!(node.last_log_id().index, LogIndex(2));
-    let beyond = MessageBody::Heartbeat {
-        commit: LogIndex(5),
-        round: 2,
-        freshness: None,
-    };
+    let beyond = heartbeat_with(LogIndex(5), 2);
     node.step(now, msg(1, 2, 1, beyond)).unwrap();
     assert_eq!(node.commit_index(), LogIndex(0));
-    let within = MessageBody::Heartbeat {
-        commit: LogIndex(2),
-        round: 3,
-        freshness: None,
-    };
-    node.step(now, msg(1, 2, 1, within)).unwrap();
+    node.step(now, msg(1, 2, 1, heartbeat_with(LogIndex(2), 3)))
+        .unwrap();
     assert_eq!(node.commit_index(), LogIndex(2));
 }
 
@@ -392,6 +388,15 @@ fn step_ms(net: &mut Network, mut deliver_or_hold: impl FnMut(&mut Network, Mess
     }
 }
 
+/// Keeps back a message to `to` (returning false), lets any other through.
+fn hold_for(to: NodeId, held: &mut Vec<Message>, m: Message) -> bool {
+    if m.to == to {
+        held.push(m);
+        return false;
+    }
+    true
+}
+
 /// A follower vouches for its data as of its answer to a round only if that answer is the one
 /// its leader heard: here its link from the leader stalls for longer than an election timeout
 /// (it pre-votes meanwhile), then the stalled stream arrives, and it answers the old rounds
@@ -404,24 +409,12 @@ fn a_follower_dates_freshness_by_the_answer_its_leader_heard() {
     let mut held: Vec<Message> = Vec::new();
     let _w1 = net.node(1).propose(cmd("w1")).unwrap();
     for _ in 0..50 {
-        step_ms(&mut net, |_, m| {
-            if m.to == NodeId(3) {
-                held.push(m);
-                return false;
-            }
-            true
-        });
+        step_ms(&mut net, |_, m| hold_for(NodeId(3), &mut held, m));
     }
     let w2 = net.node(1).propose(cmd("w2")).unwrap();
     let mut w2_committed_at = None;
     for _ in 0..250 {
-        step_ms(&mut net, |_, m| {
-            if m.to == NodeId(3) {
-                held.push(m);
-                return false;
-            }
-            true
-        });
+        step_ms(&mut net, |_, m| hold_for(NodeId(3), &mut held, m));
         if w2_committed_at.is_none() && net.peek(1).commit_index() >= w2.index {
             w2_committed_at = Some(net.now);
         }

@@ -329,6 +329,19 @@ impl Sim {
         self.trace(format_args!("crash {id}"));
     }
 
+    /// Those of `ids` that are up and in `role`.
+    fn in_role(&self, ids: &[NodeId], role: Role) -> Vec<NodeId> {
+        ids.iter()
+            .copied()
+            .filter(|id| {
+                self.nodes[id]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == role)
+            })
+            .collect()
+    }
+
     fn live(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
@@ -595,16 +608,7 @@ impl Sim {
         // Mostly to a node that believes it leads, stale leaders included: that is where a read
         // could wrongly be served.
         let live = self.live();
-        let leaders: Vec<NodeId> = live
-            .iter()
-            .copied()
-            .filter(|id| {
-                self.nodes[id]
-                    .raft
-                    .as_ref()
-                    .is_some_and(|r| r.role() == Role::Leader)
-            })
-            .collect();
+        let leaders = self.in_role(&live, Role::Leader);
         let pool = if !leaders.is_empty() && self.percent(85) {
             leaders
         } else {
@@ -746,16 +750,7 @@ impl Sim {
                         ids.iter().copied().filter(|&i| i != leader).collect();
                     // Half the time, to a node running a pre-vote if there is one: it has not
                     // heard from this leader for an election timeout, and must still take over.
-                    let pre_voting: Vec<NodeId> = others
-                        .iter()
-                        .copied()
-                        .filter(|id| {
-                            self.nodes[id]
-                                .raft
-                                .as_ref()
-                                .is_some_and(|r| r.role() == Role::PreCandidate)
-                        })
-                        .collect();
+                    let pre_voting = self.in_role(&others, Role::PreCandidate);
                     let pool = if !pre_voting.is_empty() && self.percent(50) {
                         pre_voting
                     } else {
