@@ -838,7 +838,7 @@ fn definitely_failed(error: &Error) -> bool {
         | Error::TransferInProgress
         | Error::TooStale { .. }
         | Error::InvalidArgument(_) => true,
-        Error::Timeout | Error::Shutdown | Error::Storage(_) => false,
+        Error::Timeout | Error::Shutdown | Error::Storage { .. } => false,
         // `InvalidConfig` comes only from starting a node; a variant added later counts as
         // "may or may not" until its documentation says otherwise.
         _ => false,

@@ -356,3 +356,73 @@ async fn a_request_that_waited_for_room_times_out_at_its_own_deadline() {
         assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
     }
 }
+
+/// A store that refuses every write once `poisoned` is set, as a store does after a failed
+/// fsync.
+#[derive(Clone)]
+struct PoisonableStore {
+    inner: MemLogStore,
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl LogStore for PoisonableStore {
+    async fn recover(&mut self) -> Result<Recovered, StorageError> {
+        self.inner.recover().await
+    }
+    async fn write(&mut self, h: Option<HardState>, e: Vec<Entry>) -> Result<(), StorageError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StorageError::Poisoned("fsync failed earlier".into()));
+        }
+        self.inner.write(h, e).await
+    }
+    async fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.inner.truncate_suffix(from).await
+    }
+    async fn purge_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+        self.inner.purge_prefix(up_to).await
+    }
+    async fn read(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
+        self.inner.read(from, to).await
+    }
+    async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError> {
+        self.inner.save_voters(voters).await
+    }
+}
+
+/// A failed store stops the node, and every caller, then and later, learns the kind of the
+/// failure (here a poisoned store), not just a message.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_storage_failure_reaches_callers_with_its_kind() {
+    let poisoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (inbox, inbound) = raft_core::node::inbox(16);
+    let network = ChannelNetwork::new();
+    network.register(NodeId(1), inbox);
+    let store = PoisonableStore {
+        inner: MemLogStore::new(),
+        poisoned: poisoned.clone(),
+    };
+    let config = NodeConfig::new(NodeId(1), [NodeId(1)]);
+    let node = Node::start(
+        config,
+        KvStore::default(),
+        store,
+        network.transport(NodeId(1)),
+        inbound,
+    )
+    .await
+    .unwrap();
+    while node.status().role != Role::Leader {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    node.propose(put("x", "1"), Ack::Quorum).await.unwrap();
+    poisoned.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        match node.propose(put("x", "2"), Ack::Quorum).await {
+            Err(Error::Storage { kind, .. }) => {
+                assert_eq!(kind, raft_core::node::StorageErrorKind::Poisoned);
+            }
+            other => panic!("expected a poisoned store, got {other:?}"),
+        }
+    }
+}

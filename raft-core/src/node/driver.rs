@@ -297,7 +297,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
 
     /// Carries out the protocol's actions until it has none left (acknowledging a write or an
     /// apply can produce more).
-    async fn carry_out_actions(&mut self) -> Result<(), String> {
+    async fn carry_out_actions(&mut self) -> Result<(), Error> {
         let started = self.started;
         let fresh_clock = move || protocol_time(started, tokio::time::Instant::now());
         loop {
@@ -329,7 +329,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 self.store
                     .write(hard_state, entries)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(Error::storage)?;
                 self.contract.wrote(batch);
                 if let Some(last) = last {
                     self.contract.reported_persisted(last);
@@ -374,11 +374,14 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
 
     /// Applies the committed entry at `index`, read in place from the protocol's log, and
     /// answers the write that waited for it.
-    async fn apply(&mut self, index: LogIndex) -> Result<(), String> {
-        let entry = self
-            .raft
-            .entry(index)
-            .ok_or_else(|| format!("committed entry {index} is not in the log"))?;
+    async fn apply(&mut self, index: LogIndex) -> Result<(), Error> {
+        let entry = self.raft.entry(index).ok_or_else(|| {
+            // The protocol keeps committed entries until they are applied (duty 5): only
+            // a bug gets here, and the node stops rather than apply out of order.
+            Error::storage(super::StorageError::Unavailable(format!(
+                "committed entry {index} is not in the log"
+            )))
+        })?;
         let term = entry.term;
         let command = match &entry.payload {
             Payload::Blank => None,
@@ -426,12 +429,12 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         self.reads.expire(self.now);
     }
 
-    fn fail_storage(&mut self, error: String) {
+    fn fail_storage(&mut self, error: Error) {
         warn!(%error, "storage failed; stopping the node");
         if let Ok(mut fatal) = self.shared.fatal.lock() {
             *fatal = Some(error.clone());
         }
-        self.fail_everything(Error::Storage(error));
+        self.fail_everything(error);
         self.stop.get_or_insert_with(Vec::new);
     }
 

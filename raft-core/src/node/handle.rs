@@ -11,13 +11,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 #[derive(Debug, Default)]
 pub(super) struct Shared {
     /// The storage error that stopped the node, if one did (else it was shut down).
-    pub(super) fatal: std::sync::Mutex<Option<String>>,
+    pub(super) fatal: std::sync::Mutex<Option<Error>>,
 }
 
 impl Shared {
     fn stopped_error(&self) -> Error {
         match self.fatal.lock().ok().and_then(|g| g.clone()) {
-            Some(reason) => Error::Storage(reason),
+            Some(error) => error,
             None => Error::Shutdown,
         }
     }

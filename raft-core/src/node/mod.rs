@@ -100,7 +100,7 @@ mod writes;
 pub use handle::NodeHandle;
 pub use inbox::{DEFAULT_INBOX_BYTES, InboundMessages, Inbox, inbox, inbox_with_limits};
 pub use status::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
-pub use traits::{LogStore, Recovered, StateMachine, StorageError, Transport};
+pub use traits::{LogStore, Recovered, StateMachine, StorageError, StorageErrorKind, Transport};
 
 use handle::{Request, Shared};
 
@@ -218,14 +218,29 @@ pub enum Error {
     Shutdown,
     /// Stable storage failed; the node stopped rather than risk acknowledging lost data. As
     /// with `Shutdown`, a write it had taken may or may not take effect.
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error("storage failure ({kind:?}): {message}")]
+    Storage {
+        /// What kind of failure it was.
+        kind: StorageErrorKind,
+        /// What the store said.
+        message: String,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// An argument was invalid (for example, a command larger than the configured maximum).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+impl Error {
+    /// The error the node reports for a failure of its store.
+    pub(crate) fn storage(error: StorageError) -> Error {
+        Error::Storage {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
 }
 
 impl From<crate::ProtocolError> for Error {
@@ -376,17 +391,14 @@ impl Node {
         T: Transport,
     {
         config.validate()?;
-        let recovered = store
-            .recover()
-            .await
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let recovered = store.recover().await.map_err(Error::storage)?;
         let voters = match recovered.voters.clone() {
             Some(voters) => voters,
             None => {
                 store
                     .save_voters(&config.voters)
                     .await
-                    .map_err(|e| Error::Storage(e.to_string()))?;
+                    .map_err(Error::storage)?;
                 config.voters.clone()
             }
         };

@@ -95,6 +95,34 @@ pub enum StorageError {
     Unavailable(String),
 }
 
+impl StorageError {
+    /// What kind of failure this is, in a form that can be copied, compared and kept (the
+    /// node reports it in [`crate::node::Error::Storage`]).
+    pub fn kind(&self) -> StorageErrorKind {
+        match self {
+            StorageError::Io(error) => StorageErrorKind::Io(error.kind()),
+            StorageError::Corrupt(_) => StorageErrorKind::Corrupt,
+            StorageError::Poisoned(_) => StorageErrorKind::Poisoned,
+            StorageError::Unavailable(_) => StorageErrorKind::Unavailable,
+        }
+    }
+}
+
+/// The kind of a [`StorageError`], which a caller may act on: retry after an I/O error,
+/// restore from a backup after corruption, restart after poisoning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// The operating system reported an error of this kind.
+    Io(std::io::ErrorKind),
+    /// Stored data failed a check.
+    Corrupt,
+    /// The store refuses writes after an earlier failure.
+    Poisoned,
+    /// Something was asked that the store cannot have (a purged or future index).
+    Unavailable,
+}
+
 /// What a log store recovered at start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
