@@ -313,7 +313,7 @@ fn resident_bytes() -> Option<u64> {
 /// also stored in a `MemLogStore` (which shares the payload bytes). Reported as the resident
 /// memory growth per entry minus the payload.
 fn memory(args: &Args) -> Result<(), String> {
-    use raft_core::{Config, InitialState, Instant as At, NodeId, Raft};
+    use raft_core::{Config, InitialState, NodeId, Raft, Time as At};
     let payload = args.payload.unwrap_or(128);
     let before = resident_bytes().ok_or("resident memory is only measured on Linux")?;
     let id = NodeId(1);

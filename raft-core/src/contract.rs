@@ -192,7 +192,7 @@ impl ContractChecker {
 #[allow(clippy::expect_used)] // test code: a panic is the failure report
 mod tests {
     use super::*;
-    use crate::{Config, InitialState, Instant, NodeId, Raft};
+    use crate::{Config, InitialState, NodeId, Raft, Time};
 
     /// The first batch of a single-node cluster that has just elected itself: a hard state and
     /// the leader's blank entry to write.
@@ -202,7 +202,7 @@ mod tests {
             voters: [id].into(),
             ..InitialState::default()
         };
-        let mut raft = Raft::new(Config::new(id), state, 1, Instant(0)).expect("a valid node");
+        let mut raft = Raft::new(Config::new(id), state, 1, Time(0)).expect("a valid node");
         raft.tick(raft.next_deadline());
         raft.take_actions()
     }

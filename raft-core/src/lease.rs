@@ -17,7 +17,7 @@
 //! milliseconds of rounds are unanswered; then it falls back to the send time of an earlier
 //! round, which can only make the lease start earlier (the safe side).
 
-use crate::Instant;
+use crate::Time;
 use std::collections::VecDeque;
 
 /// Milliseconds of unacknowledged rounds whose send times are kept; the send time of older
@@ -30,15 +30,15 @@ pub(crate) struct LeaseClock {
     /// Rounds sent but not yet known to be acknowledged by a majority, as (the first round sent
     /// in a millisecond, that millisecond): a round's send time is that of the newest record
     /// whose round is not after it.
-    unconfirmed: VecDeque<(u64, Instant)>,
+    unconfirmed: VecDeque<(u64, Time)>,
     /// The newest record dropped from `unconfirmed` to bound it.
-    forgotten: Option<(u64, Instant)>,
+    forgotten: Option<(u64, Time)>,
     /// The number of the latest round sent; 0 before the first.
     latest_round: u64,
     /// The latest round a majority acknowledged; 0 for none.
     confirmed_round: u64,
     /// When `confirmed_round` was sent: the start of the lease.
-    confirmed_sent_at: Option<Instant>,
+    confirmed_sent_at: Option<Time>,
     /// Set when the leader gave up its lease for the rest of its term (leadership transfer).
     voided: bool,
 }
@@ -53,12 +53,12 @@ impl LeaseClock {
     }
 
     /// When the latest majority-acknowledged round was sent.
-    pub(crate) fn confirmed_sent_at(&self) -> Option<Instant> {
+    pub(crate) fn confirmed_sent_at(&self) -> Option<Time> {
         self.confirmed_sent_at
     }
 
     /// Opens a new round sent at `now` and returns its number.
-    pub(crate) fn start_round(&mut self, now: Instant) -> u64 {
+    pub(crate) fn start_round(&mut self, now: Time) -> u64 {
         self.latest_round += 1;
         if self.unconfirmed.back().is_some_and(|&(_, at)| at >= now) {
             // Sent in the same millisecond as the record's round: same send time.
@@ -122,7 +122,7 @@ impl LeaseClock {
     }
 
     /// The instant the lease ends, if there is one to speak of.
-    pub(crate) fn valid_until(&self, duration_ms: u64) -> Option<Instant> {
+    pub(crate) fn valid_until(&self, duration_ms: u64) -> Option<Time> {
         if self.voided || duration_ms == 0 {
             return None;
         }
@@ -131,7 +131,7 @@ impl LeaseClock {
     }
 
     /// True while the lease holds at `now`.
-    pub(crate) fn holds(&self, now: Instant, duration_ms: u64) -> bool {
+    pub(crate) fn holds(&self, now: Time, duration_ms: u64) -> bool {
         self.valid_until(duration_ms).is_some_and(|end| now < end)
     }
 }
@@ -144,19 +144,19 @@ mod tests {
     fn lease_runs_from_send_time_of_confirmed_round() {
         let mut clock = LeaseClock::default();
         assert!(
-            !clock.holds(Instant(0), 100),
+            !clock.holds(Time(0), 100),
             "no lease before any round is acknowledged"
         );
-        let r1 = clock.start_round(Instant(10));
-        let r2 = clock.start_round(Instant(40));
+        let r1 = clock.start_round(Time(10));
+        let r2 = clock.start_round(Time(40));
         assert!(clock.confirm(r1));
         // (now, holds?)
         for (now, want) in [(10, true), (109, true), (110, false), (500, false)] {
-            assert_eq!(clock.holds(Instant(now), 100), want, "now {now}");
+            assert_eq!(clock.holds(Time(now), 100), want, "now {now}");
         }
         assert!(clock.confirm(r2));
-        assert!(clock.holds(Instant(139), 100));
-        assert!(!clock.holds(Instant(140), 100));
+        assert!(clock.holds(Time(139), 100));
+        assert!(!clock.holds(Time(140), 100));
         assert!(!clock.confirm(r1), "an older round is not news");
         assert!(
             !clock.confirm(r2 + 1),
@@ -168,10 +168,10 @@ mod tests {
     fn confirming_a_later_round_skips_earlier_ones() {
         let mut clock = LeaseClock::default();
         for t in [0, 10, 20, 30] {
-            clock.start_round(Instant(t));
+            clock.start_round(Time(t));
         }
         assert!(clock.confirm(3));
-        assert_eq!(clock.confirmed_sent_at(), Some(Instant(20)));
+        assert_eq!(clock.confirmed_sent_at(), Some(Time(20)));
         assert_eq!(clock.confirmed_round(), 3);
     }
 
@@ -182,7 +182,7 @@ mod tests {
         let rounds_per_ms = 50;
         let total = 200 * rounds_per_ms;
         for r in 1..=total {
-            clock.start_round(Instant((r - 1) / rounds_per_ms));
+            clock.start_round(Time((r - 1) / rounds_per_ms));
         }
         assert!(total as usize > MAX_TRACKED_MS);
         // (round acknowledged by a majority, lease start expected)
@@ -190,7 +190,7 @@ mod tests {
             assert!(clock.confirm(round), "round {round}");
             assert_eq!(
                 clock.confirmed_sent_at(),
-                Some(Instant(sent_ms)),
+                Some(Time(sent_ms)),
                 "round {round}"
             );
             assert!(clock.round_in_flight());
@@ -206,18 +206,18 @@ mod tests {
         // Two rounds per millisecond: round 2k+1 and 2k+2 are sent at k ms; the records of the
         // first 100 milliseconds are dropped, the newest of them being round 199's (at 99 ms).
         for r in 1..=2 * ms {
-            clock.start_round(Instant((r - 1) / 2));
+            clock.start_round(Time((r - 1) / 2));
         }
         assert!(
             clock.confirm(200),
             "round 200 was sent at 99 ms, in the dropped record"
         );
-        assert_eq!(clock.confirmed_sent_at(), Some(Instant(99)));
+        assert_eq!(clock.confirmed_sent_at(), Some(Time(99)));
         assert!(clock.confirm(202));
-        assert_eq!(clock.confirmed_sent_at(), Some(Instant(100)));
+        assert_eq!(clock.confirmed_sent_at(), Some(Time(100)));
         let mut older = LeaseClock::default();
         for r in 1..=2 * ms {
-            older.start_round(Instant((r - 1) / 2));
+            older.start_round(Time((r - 1) / 2));
         }
         assert!(
             older.confirm(50),
@@ -233,17 +233,14 @@ mod tests {
     #[test]
     fn voided_lease_never_holds_and_zero_duration_disables() {
         let mut clock = LeaseClock::default();
-        let r = clock.start_round(Instant(0));
+        let r = clock.start_round(Time(0));
         clock.confirm(r);
-        assert!(clock.holds(Instant(1), 100));
-        assert!(!clock.holds(Instant(1), 0));
+        assert!(clock.holds(Time(1), 100));
+        assert!(!clock.holds(Time(1), 0));
         clock.void();
-        assert!(!clock.holds(Instant(1), 100));
-        let r = clock.start_round(Instant(2));
+        assert!(!clock.holds(Time(1), 100));
+        let r = clock.start_round(Time(2));
         clock.confirm(r);
-        assert!(
-            !clock.holds(Instant(3), 100),
-            "still void after later rounds"
-        );
+        assert!(!clock.holds(Time(3), 100), "still void after later rounds");
     }
 }

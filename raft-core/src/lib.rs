@@ -2,7 +2,7 @@
 //!
 //! This crate holds the protocol of the Raft paper (Ongaro and Ousterhout, 2014) and of
 //! Ongaro's dissertation (2014), written so that it does no I/O, reads no clock and draws no
-//! randomness it was not given. Time arrives as an [`Instant`] argument; the only randomness (the
+//! randomness it was not given. Time arrives as an [`Time`] argument; the only randomness (the
 //! election timeout) comes from a seed passed to [`Raft::new`]. The same inputs always produce
 //! the same outputs, which is what lets the simulator in this crate's tests explore thousands of
 //! interleavings of loss, delay, partitions, crashes and clock drift, and replay any of them
@@ -35,11 +35,11 @@
 //! ## Example: a single-node cluster
 //!
 //! ```
-//! use raft_core::{Config, InitialState, Instant, NodeId, Raft, Role};
+//! use raft_core::{Config, InitialState, Time, NodeId, Raft, Role};
 //!
 //! let id = NodeId(1);
 //! let state = InitialState::new([id]);
-//! let mut raft = Raft::new(Config::new(id), state, 42, Instant(0)).unwrap();
+//! let mut raft = Raft::new(Config::new(id), state, 42, Time(0)).unwrap();
 //!
 //! // Time passes until the election timeout: a lone voter elects itself.
 //! raft.tick(raft.next_deadline());
@@ -93,4 +93,4 @@ pub use log::ConflictHint;
 pub use message::{AppendOutcome, Freshness, Message, MessageBody};
 pub use raft::{FreshCommit, InitialState, PeerProgress, Raft, ReadMode, Role};
 pub use reads::ReadId;
-pub use types::{Entry, EntryData, EntryId, HardState, Instant, LogIndex, NodeId, Payload, Term};
+pub use types::{Entry, EntryData, EntryId, HardState, LogIndex, NodeId, Payload, Term, Time};

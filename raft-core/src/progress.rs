@@ -85,7 +85,7 @@ pub(crate) struct Progress {
     /// The commit index most recently sent to it, so an advance is sent once.
     pub(crate) sent_commit: LogIndex,
     /// When the leader last heard any answer from it (replication-lag monitoring).
-    pub(crate) last_ack_at: Option<crate::Instant>,
+    pub(crate) last_ack_at: Option<crate::Time>,
 }
 
 impl Progress {
@@ -127,7 +127,7 @@ impl Progress {
 
     /// The follower answered `round` in `session` at `now`. The first answer to report a
     /// higher round sets the session that round is credited to.
-    pub(crate) fn acked(&mut self, round: u64, session: u64, now: crate::Instant) {
+    pub(crate) fn acked(&mut self, round: u64, session: u64, now: crate::Time) {
         if round > self.acked_round {
             self.acked_round = round;
             self.acked_session = session;

@@ -27,7 +27,7 @@ pub struct LogIndex(pub u64);
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
-pub struct Instant(pub u64);
+pub struct Time(pub u64);
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,14 +80,14 @@ impl LogIndex {
     }
 }
 
-impl Instant {
+impl Time {
     /// This instant plus `ms` milliseconds (saturating).
-    pub fn plus_ms(self, ms: u64) -> Instant {
-        Instant(self.0.saturating_add(ms))
+    pub fn plus_ms(self, ms: u64) -> Time {
+        Time(self.0.saturating_add(ms))
     }
 
     /// Milliseconds from `earlier` to `self`, or 0 if `earlier` is later.
-    pub fn ms_since(self, earlier: Instant) -> u64 {
+    pub fn ms_since(self, earlier: Time) -> u64 {
         self.0.saturating_sub(earlier.0)
     }
 }

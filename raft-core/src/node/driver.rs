@@ -8,9 +8,7 @@ use super::publish::{Publisher, in_sync};
 use super::reads::{PendingRead, Reads};
 use super::writes::{WriteReply, Writes};
 use super::{Ack, Error, LogStore, Recovered, Request, Shared, StateMachine, Status, Transport};
-use crate::{
-    Actions, Entry, InitialState, Instant, LogIndex, Message, NodeId, Payload, Raft, Role,
-};
+use crate::{Actions, Entry, InitialState, LogIndex, Message, NodeId, Payload, Raft, Role, Time};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,9 +28,9 @@ enum Wake<R> {
 
 /// `at` on the protocol's clock for a node started at `started` (whole milliseconds since,
 /// rounded down).
-fn protocol_time(started: tokio::time::Instant, at: tokio::time::Instant) -> Instant {
+fn protocol_time(started: tokio::time::Instant, at: tokio::time::Instant) -> Time {
     let elapsed = at.saturating_duration_since(started);
-    Instant(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+    Time(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The node's task: what its loop needs to take input, drive the protocol and carry out its
@@ -61,7 +59,7 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     /// The time of the current batch, read once every input of the batch had arrived, so that
     /// no input is judged at a time before it arrived (a lease, a staleness bound or the time a
     /// follower heard its leader would otherwise be stretched by the time spent draining).
-    clock: Instant,
+    clock: Time,
     /// The same moment on tokio's clock, for request deadlines.
     now: tokio::time::Instant,
     /// Messages taken for the current batch (kept to reuse the allocation).
@@ -102,7 +100,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             voters,
         };
         let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
-        let raft = Raft::new(config.raft.clone(), state, config.seed, Instant(0))?;
+        let raft = Raft::new(config.raft.clone(), state, config.seed, Time(0))?;
         let started = tokio::time::Instant::now();
         Ok(Driver {
             publisher: Publisher::new(
@@ -120,7 +118,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             inbound_open: true,
             shared,
             started,
-            clock: Instant(0),
+            clock: Time(0),
             now: started,
             message_batch: Vec::new(),
             request_batch: Vec::new(),
@@ -144,7 +142,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     }
 
     /// `at` on tokio's clock, to sleep until a deadline of the protocol.
-    fn instant_of(&self, at: Instant) -> tokio::time::Instant {
+    fn instant_of(&self, at: Time) -> tokio::time::Instant {
         self.started + Duration::from_millis(at.0)
     }
 

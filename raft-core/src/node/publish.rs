@@ -2,7 +2,7 @@
 //! tracing events for role, lease and follower-lag changes.
 
 use super::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
-use crate::{Instant, LogIndex, NodeId, Raft, Role, Term};
+use crate::{LogIndex, NodeId, Raft, Role, Term, Time};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,11 +27,7 @@ pub(super) fn initial_status(id: NodeId) -> Status {
 
 /// Whether a follower that last acknowledged at `last_ack_at` is in sync at `now`: it answered
 /// within `max_replication_lag`.
-pub(super) fn in_sync(
-    max_replication_lag: Duration,
-    now: Instant,
-    last_ack_at: Option<Instant>,
-) -> bool {
+pub(super) fn in_sync(max_replication_lag: Duration, now: Time, last_ack_at: Option<Time>) -> bool {
     last_ack_at.is_some_and(|at| u128::from(now.ms_since(at)) <= max_replication_lag.as_millis())
 }
 
@@ -40,7 +36,7 @@ pub(super) struct Publisher {
     /// Where watchers read the status.
     status_tx: watch::Sender<Status>,
     /// When the status was last rebuilt: a busy node rebuilds it at most once per millisecond.
-    built_at: Instant,
+    built_at: Time,
     /// Whether something changed since the status was last rebuilt, so that the loop wakes to
     /// publish a withheld status within a millisecond.
     dirty: bool,
@@ -67,7 +63,7 @@ impl Publisher {
     ) -> Self {
         Publisher {
             status_tx,
-            built_at: Instant(0),
+            built_at: Time(0),
             dirty: true,
             failovers: VecDeque::new(),
             failover_history,
@@ -80,7 +76,7 @@ impl Publisher {
 
     /// When the loop must wake at the latest, given that the protocol needs it at `wake_at`:
     /// a status withheld to save work while busy is published within a millisecond.
-    pub(super) fn wake_at(&self, wake_at: Instant) -> Instant {
+    pub(super) fn wake_at(&self, wake_at: Time) -> Time {
         if self.dirty {
             wake_at.min(self.built_at.plus_ms(1))
         } else {
@@ -99,7 +95,7 @@ impl Publisher {
     pub(super) fn publish_status(
         &mut self,
         raft: &Raft,
-        now: Instant,
+        now: Time,
         stopping: bool,
         connections: impl FnOnce() -> Vec<(NodeId, PeerConnection)>,
     ) {
@@ -195,7 +191,7 @@ impl Publisher {
         term: Term,
         old_leader: Option<NodeId>,
         new_leader: NodeId,
-        now: Instant,
+        now: Time,
     ) {
         let me = raft.id();
         let trigger = if new_leader != me {

@@ -4,7 +4,7 @@
 
 use super::deadlines::Deadlines;
 use super::{Consistency, Error, ReadOutcome, StateMachine};
-use crate::{Instant, LogIndex, Raft, ReadId, ReadMode};
+use crate::{LogIndex, Raft, ReadId, ReadMode, Time};
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
@@ -57,7 +57,7 @@ impl<SM: StateMachine> Default for Reads<SM> {
 /// vouch covers every write acknowledged more than `max_age_ms` ago. The age is compared
 /// strictly in whole milliseconds, which keeps the true age under the bound whatever the
 /// rounding of either instant.
-fn fresh_index(raft: &Raft, now: Instant, max_age_ms: u64) -> Option<LogIndex> {
+fn fresh_index(raft: &Raft, now: Time, max_age_ms: u64) -> Option<LogIndex> {
     raft.fresh_commit()
         .filter(|fresh| now.ms_since(fresh.as_of) < max_age_ms)
         .map(|fresh| fresh.index)
@@ -69,7 +69,7 @@ impl<SM: StateMachine> Reads<SM> {
     pub(super) fn read(
         &mut self,
         raft: &mut Raft,
-        now: Instant,
+        now: Time,
         consistency: Consistency,
         pending: PendingRead<SM>,
     ) {
@@ -134,7 +134,7 @@ impl<SM: StateMachine> Reads<SM> {
         &mut self,
         raft: &Raft,
         state_machine: &mut SM,
-        clock: impl Fn() -> Instant,
+        clock: impl Fn() -> Time,
         id: ReadId,
         result: Result<LogIndex, crate::ProtocolError>,
     ) {
@@ -154,7 +154,7 @@ impl<SM: StateMachine> Reads<SM> {
         &mut self,
         raft: &Raft,
         state_machine: &mut SM,
-        clock: impl Fn() -> Instant,
+        clock: impl Fn() -> Time,
     ) {
         let applied = raft.applied_index();
         let ready: Vec<LogIndex> = self
@@ -178,7 +178,7 @@ impl<SM: StateMachine> Reads<SM> {
         &mut self,
         raft: &Raft,
         state_machine: &mut SM,
-        clock: &impl Fn() -> Instant,
+        clock: &impl Fn() -> Time,
         read: PendingRead<SM>,
     ) {
         if let Some(max_age_ms) = read.max_age_ms {

@@ -213,7 +213,7 @@ impl<R> Writes<R> {
     pub(super) fn complete_all_acks(
         &mut self,
         raft: &Raft,
-        in_sync: impl Fn(Option<crate::Instant>) -> bool,
+        in_sync: impl Fn(Option<crate::Time>) -> bool,
     ) {
         if self.all_ready.is_empty() {
             return;

@@ -34,8 +34,8 @@ use crate::quorum::JointConfig;
 use crate::reads::ReadQueue;
 use crate::rng::SplitMix64;
 use crate::{
-    Actions, Config, Entry, EntryId, HardState, Instant, LogIndex, Message, MessageBody, NodeId,
-    ProtocolError, Term,
+    Actions, Config, Entry, EntryId, HardState, LogIndex, Message, MessageBody, NodeId,
+    ProtocolError, Term, Time,
 };
 use reads::Transfer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -101,7 +101,7 @@ pub struct PeerProgress {
     /// The next index the leader will send it.
     pub next_index: LogIndex,
     /// When the leader last heard any answer from it, on the leader's clock.
-    pub last_ack_at: Option<Instant>,
+    pub last_ack_at: Option<Time>,
     /// True when the leader streams entries to it; false while it probes for a match.
     pub replicating: bool,
 }
@@ -141,9 +141,9 @@ struct LeaderState {
     /// Heartbeat rounds, their acknowledgement, and the lease.
     lease: LeaseClock,
     /// When it took office (the CheckQuorum clock starts there).
-    took_office_at: Instant,
+    took_office_at: Time,
     /// When to send the next heartbeat round.
-    heartbeat_deadline: Instant,
+    heartbeat_deadline: Time,
     /// Reads waiting for confirmation or apply.
     reads: ReadQueue,
     transfer: Option<Transfer>,
@@ -169,14 +169,14 @@ pub struct Raft {
     log: RaftLog,
     rng: SplitMix64,
     /// The latest time any input carried. Never goes back.
-    now: Instant,
+    now: Time,
     /// Followers and candidates: when to start an election.
-    election_deadline: Instant,
+    election_deadline: Time,
     /// When this node last heard from a current leader. While less than a minimum election
     /// timeout ago, it neither campaigns nor grants (pre)votes (dissertation §4.2.3, §6.4.1).
     /// A restarting node sets it to its start time: it may have acknowledged a lease before the
     /// crash and cannot remember.
-    leader_heard_at: Option<Instant>,
+    leader_heard_at: Option<Time>,
     /// Counts the campaigns (pre-vote rounds and elections) this node started, from a random
     /// start drawn when it started; vote requests carry it and answers echo it, so an answer to
     /// an earlier campaign, even one of a previous run, is never counted.
@@ -188,7 +188,7 @@ pub struct Raft {
     /// leader, oldest first (rounds and times increase). Kept through changes of role within
     /// the term, since the leader may have heard any of these answers; a new term has a new
     /// leader, which numbers its own rounds. Used for bounded-staleness reads (see `reads`).
-    answered_rounds: VecDeque<(u64, Instant)>,
+    answered_rounds: VecDeque<(u64, Time)>,
     answered_term: Term,
     /// What leaders said of their commit index, as `FreshCommit`s with `as_of` and `index` both
     /// increasing; the newest one whose index this node has committed is the freshness of its
@@ -210,7 +210,7 @@ impl Raft {
         config: Config,
         state: InitialState,
         seed: u64,
-        now: Instant,
+        now: Time,
     ) -> Result<Raft, ProtocolError> {
         config.validate()?;
         validate_initial_state(&state)?;
@@ -245,7 +245,7 @@ impl Raft {
     /// Time has passed: start an election, send heartbeats, step down without a quorum, or
     /// abandon a transfer, as due. Call it at [`Raft::next_deadline`] (calling it more often is
     /// harmless).
-    pub fn tick(&mut self, now: Instant) {
+    pub fn tick(&mut self, now: Time) {
         self.advance_clock(now);
         let election_timeout_min_ms = self.config.election_timeout_min_ms;
         let check_quorum = self.config.check_quorum;
@@ -274,7 +274,7 @@ impl Raft {
 
     /// A message arrived. A malformed message, one misaddressed, or one from a node outside
     /// the cluster is refused with [`ProtocolError::RejectedMessage`] and changes nothing.
-    pub fn step(&mut self, now: Instant, msg: Message) -> Result<(), ProtocolError> {
+    pub fn step(&mut self, now: Time, msg: Message) -> Result<(), ProtocolError> {
         msg.validate().map_err(ProtocolError::RejectedMessage)?;
         if msg.to != self.config.id {
             return Err(ProtocolError::RejectedMessage(format!(
@@ -434,7 +434,7 @@ impl Raft {
 
     // ----- helpers ------------------------------------------------------------------------------
 
-    fn advance_clock(&mut self, now: Instant) {
+    fn advance_clock(&mut self, now: Time) {
         self.now = self.now.max(now);
     }
 
@@ -516,7 +516,7 @@ impl Raft {
 impl LeaderState {
     /// When CheckQuorum steps this leader down: one minimum election timeout after the later of
     /// taking office and the send time of the latest round a majority acknowledged.
-    fn check_quorum_deadline(&self, election_timeout_min_ms: u64) -> Instant {
+    fn check_quorum_deadline(&self, election_timeout_min_ms: u64) -> Time {
         let heard = self
             .lease
             .confirmed_sent_at()

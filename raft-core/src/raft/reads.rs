@@ -3,7 +3,7 @@
 //! (§6.2, shared with the lease), and leadership transfer (§3.10), which gives the lease up.
 
 use super::{MAX_ANSWERED_ROUNDS, MAX_FRESHNESS, Raft, RoleState, leader_message};
-use crate::{Freshness, Instant, LogIndex, MessageBody, NodeId, ProtocolError, ReadId, ReadMode};
+use crate::{Freshness, LogIndex, MessageBody, NodeId, ProtocolError, ReadId, ReadMode, Time};
 
 /// How fresh the data a node holds is: every write acknowledged anywhere before `as_of` (on
 /// this node's clock) is at or below `index`, which this node holds committed. A node that has
@@ -15,7 +15,7 @@ pub struct FreshCommit {
     /// A committed index this node holds.
     pub index: LogIndex,
     /// Every write acknowledged before this instant is at or below `index`.
-    pub as_of: Instant,
+    pub as_of: Time,
 }
 
 /// A leadership transfer under way (dissertation §3.10).
@@ -23,7 +23,7 @@ pub struct FreshCommit {
 pub(super) struct Transfer {
     pub(super) target: NodeId,
     /// The transfer is abandoned if the target has not taken over by then.
-    pub(super) deadline: Instant,
+    pub(super) deadline: Time,
     /// The latest heartbeat round when TimeoutNow was last sent; it is sent again if the target
     /// answers a later round (the first was lost, or reached a node that could not act on it).
     timeout_now_round: Option<u64>,
@@ -33,7 +33,7 @@ impl Raft {
     /// Queues a read on the leader. Its outcome comes back in [`crate::Actions::reads`] once
     /// leadership is confirmed for it (dissertation §6.4) and the state machine has applied up
     /// to its index.
-    pub fn read(&mut self, now: Instant, id: ReadId, mode: ReadMode) -> Result<(), ProtocolError> {
+    pub fn read(&mut self, now: Time, id: ReadId, mode: ReadMode) -> Result<(), ProtocolError> {
         self.advance_clock(now);
         let lease_holds = self.lease_holds();
         let term_committed = self.term_committed();
@@ -71,7 +71,7 @@ impl Raft {
     }
 
     /// When the current lease ends, if this node is a leader that holds one.
-    pub fn lease_valid_until(&self) -> Option<Instant> {
+    pub fn lease_valid_until(&self) -> Option<Time> {
         match &self.role {
             RoleState::Leader(leader) if self.lease_holds() => {
                 leader.lease.valid_until(self.config.lease_duration_ms)
@@ -114,7 +114,7 @@ impl Raft {
     /// start an election at once. The lease is given up for the rest of this term, and new
     /// proposals are refused until the transfer ends or is abandoned after a minimum election
     /// timeout.
-    pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), ProtocolError> {
+    pub fn transfer_leadership(&mut self, now: Time, to: NodeId) -> Result<(), ProtocolError> {
         self.advance_clock(now);
         let me = self.config.id;
         let is_voter = self.voters.contains(to);

@@ -3,7 +3,7 @@
 
 use super::{PeerProgress, Raft, RoleState};
 use crate::progress::ReplicationState;
-use crate::{Committed, Config, Entry, EntryId, HardState, Instant, LogIndex, NodeId, Role, Term};
+use crate::{Committed, Config, Entry, EntryId, HardState, LogIndex, NodeId, Role, Term, Time};
 use std::collections::BTreeSet;
 
 impl Raft {
@@ -84,7 +84,7 @@ impl Raft {
     }
 
     /// The next instant at which [`Raft::tick`] has something to do.
-    pub fn next_deadline(&self) -> Instant {
+    pub fn next_deadline(&self) -> Time {
         match &self.role {
             RoleState::Leader(leader) => {
                 let mut at = leader.heartbeat_deadline;

@@ -4,8 +4,8 @@
 
 use crate::contract::ContractChecker;
 use crate::{
-    Config, Entry, EntryId, HardState, InitialState, Instant, LogIndex, Message, MessageBody,
-    NodeId, Payload, ProtocolError, Raft, ReadId, Role, Term,
+    Config, Entry, EntryId, HardState, InitialState, LogIndex, Message, MessageBody, NodeId,
+    Payload, ProtocolError, Raft, ReadId, Role, Term, Time,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -50,7 +50,7 @@ pub(crate) fn log_terms(raft: &Raft) -> Vec<u64> {
 
 pub(crate) struct Network {
     pub(crate) nodes: BTreeMap<NodeId, Raft>,
-    pub(crate) now: Instant,
+    pub(crate) now: Time,
     /// Messages sent and not yet delivered, in send order.
     pub(crate) queue: VecDeque<Message>,
     /// Directed links that drop everything: (from, to).
@@ -98,7 +98,7 @@ impl Network {
                 voters: voters.clone(),
             };
             let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
-            let raft = Raft::new(config, state, id, Instant(0)).unwrap();
+            let raft = Raft::new(config, state, id, Time(0)).unwrap();
             nodes.insert(NodeId(id), raft);
             checkers.insert(
                 NodeId(id),
@@ -107,7 +107,7 @@ impl Network {
         }
         Network {
             nodes,
-            now: Instant(0),
+            now: Time(0),
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             applied: BTreeMap::new(),

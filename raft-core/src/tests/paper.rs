@@ -12,8 +12,8 @@
 use super::harness::{Network, cmd, entries_with_terms, ids, log_terms, msg, test_config};
 use crate::{
     Actions, AppendOutcome, Config, ConfigError, ConflictHint, Entry, EntryId, HardState,
-    InitialState, Instant, LogIndex, Message, MessageBody, NodeId, Payload, ProtocolError, Raft,
-    ReadId, ReadMode, Role, Term,
+    InitialState, LogIndex, Message, MessageBody, NodeId, Payload, ProtocolError, Raft, ReadId,
+    ReadMode, Role, Term, Time,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Long after every node started: no node still defers to the leader it may have known before
 /// its start (a restart opens a stickiness window of one minimum election timeout).
-const LATER: Instant = Instant(1_000);
+const LATER: Time = Time(1_000);
 
 fn eid(term: u64, index: u64) -> EntryId {
     EntryId {
@@ -54,7 +54,7 @@ fn node_with(
         applied: LogIndex(0),
         voters: ids(n),
     };
-    Raft::new(config, state, id, Instant(0)).unwrap()
+    Raft::new(config, state, id, Time(0)).unwrap()
 }
 
 fn no_pre_vote(config: &mut Config) {
@@ -471,7 +471,7 @@ fn election_timeout_makes_follower_a_candidate_that_votes_for_itself() {
     let deadline = net.peek(1).next_deadline();
     assert!((100..200).contains(&deadline.0), "{deadline:?}");
 
-    net.node(1).tick(Instant(deadline.0 - 1));
+    net.node(1).tick(Time(deadline.0 - 1));
     assert_eq!(net.peek(1).role(), Role::Follower);
     assert!(net.node(1).take_actions().is_empty(), "nothing before time");
 
@@ -595,7 +595,7 @@ fn split_vote_is_resolved_by_a_new_election_after_a_randomized_timeout() {
     assert_eq!(net.peek(3).hard_state(), hs(1, Some(1)));
     assert_eq!(net.peek(4).hard_state(), hs(1, Some(2)));
 
-    let deadlines: BTreeMap<u64, Instant> = (1..=4)
+    let deadlines: BTreeMap<u64, Time> = (1..=4)
         .map(|id| (id, net.peek(id).next_deadline()))
         .collect();
     for deadline in deadlines.values() {
@@ -706,7 +706,7 @@ fn election_timeouts_are_randomized_within_the_configured_range() {
                 voters: ids(3),
                 ..InitialState::default()
             };
-            Raft::new(test_config(1), state, seed, Instant(0))
+            Raft::new(test_config(1), state, seed, Time(0))
                 .unwrap()
                 .next_deadline()
                 .0
@@ -719,7 +719,7 @@ fn election_timeouts_are_randomized_within_the_configured_range() {
     let mut raft = node_with(1, 3, hs(1, None), &[], |_| {});
     let mut timeouts = Vec::new();
     for k in 0..200 {
-        let now = Instant(LATER.0 + k);
+        let now = Time(LATER.0 + k);
         raft.step(now, heartbeat(2, 1, 1)).unwrap();
         let _ = raft.take_actions();
         timeouts.push(raft.next_deadline().ms_since(now));
@@ -1492,7 +1492,7 @@ fn follower_in_touch_with_its_leader_ignores_higher_term_vote_requests() {
 /// a higher term (dissertation §6.4.1)
 #[test]
 fn restarted_node_grants_no_vote_within_a_minimum_election_timeout_of_its_start() {
-    let start = Instant(5_000);
+    let start = Time(5_000);
     let state = InitialState {
         hard_state: hs(1, Some(1)),
         entries: entries_with_terms(&[1]),
@@ -2056,7 +2056,7 @@ fn config_validate_names_each_broken_rule() {
             ..InitialState::default()
         };
         assert_eq!(
-            Raft::new(config, state, 1, Instant(0)).err(),
+            Raft::new(config, state, 1, Time(0)).err(),
             Some(ProtocolError::InvalidConfig(expected)),
             "{what}"
         );

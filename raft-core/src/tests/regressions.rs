@@ -5,8 +5,8 @@
 
 use super::harness::*;
 use crate::{
-    HardState, InitialState, Instant, LogIndex, Message, MessageBody, NodeId, Raft, ReadId,
-    ReadMode, Role, Term,
+    HardState, InitialState, LogIndex, Message, MessageBody, NodeId, Raft, ReadId, ReadMode, Role,
+    Term, Time,
 };
 use std::collections::VecDeque;
 
@@ -18,7 +18,7 @@ fn run_with_latency(
     one_way_ms: u64,
     mut each_ms: impl FnMut(&mut Network),
 ) {
-    let mut in_flight: VecDeque<(Instant, Message)> = VecDeque::new();
+    let mut in_flight: VecDeque<(Time, Message)> = VecDeque::new();
     let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
     for _ in 0..ms {
         net.now = net.now.plus_ms(1);
@@ -83,7 +83,7 @@ fn follower(id: u64, term: u64) -> Raft {
         voters: ids(3),
         ..InitialState::default()
     };
-    Raft::new(test_config(id), state, id, Instant(0)).unwrap()
+    Raft::new(test_config(id), state, id, Time(0)).unwrap()
 }
 
 fn pre_vote_grant(from: u64, to: u64, term: u64, campaign: u64) -> Message {
@@ -255,7 +255,7 @@ fn a_candidate_takes_up_a_timeout_now_from_the_previous_term() {
         voters: ids(3),
         ..InitialState::default()
     };
-    let mut node = Raft::new(config, state, 3, Instant(0)).unwrap();
+    let mut node = Raft::new(config, state, 3, Time(0)).unwrap();
     let now = node.next_deadline();
     node.tick(now);
     assert_eq!((node.role(), node.term()), (Role::Candidate, Term(2)));
@@ -338,7 +338,7 @@ fn a_follower_vouches_only_for_entries_it_holds() {
 #[test]
 fn a_heartbeat_commit_beyond_the_last_entry_commits_nothing() {
     let mut node = follower(2, 1);
-    let now = Instant(10);
+    let now = Time(10);
     node.step(
         now,
         msg(
@@ -463,11 +463,10 @@ fn a_restarted_follower_ignores_statements_about_its_previous_run() {
         voters: ids(3),
         ..InitialState::default()
     };
-    let mut first = Raft::new(test_config(2), state(), 7, Instant(0)).unwrap();
-    let mut second = Raft::new(test_config(2), state(), 8, Instant(0)).unwrap();
+    let mut first = Raft::new(test_config(2), state(), 7, Time(0)).unwrap();
+    let mut second = Raft::new(test_config(2), state(), 8, Time(0)).unwrap();
     let session_of = |raft: &mut Raft| {
-        raft.step(Instant(1), msg(1, 2, 1, heartbeat_body()))
-            .unwrap();
+        raft.step(Time(1), msg(1, 2, 1, heartbeat_body())).unwrap();
         match raft.take_actions().persisted_messages[0].body {
             MessageBody::HeartbeatResponse { session, .. } => session,
             ref other => panic!("{other:?}"),
@@ -490,6 +489,6 @@ fn a_restarted_follower_ignores_statements_about_its_previous_run() {
             commit: LogIndex(0),
         }),
     };
-    second.step(Instant(500), msg(1, 2, 1, statement)).unwrap();
+    second.step(Time(500), msg(1, 2, 1, statement)).unwrap();
     assert_eq!(second.fresh_commit(), None);
 }

@@ -3,7 +3,7 @@
 //! fail when follower stickiness (dissertation §4.2.3, §6.4.1) or its restart rule is broken.
 
 use super::harness::*;
-use crate::{Config, HardState, InitialState, Instant, NodeId, Raft, Role};
+use crate::{Config, HardState, InitialState, NodeId, Raft, Role, Time};
 
 /// Holders of a valid lease, and leaders of any term, right now.
 fn lease_holders_and_leaders(net: &Network) -> (Vec<u64>, Vec<(u64, u64)>) {
@@ -72,7 +72,7 @@ fn restarted_follower_does_not_vote_while_a_lease_it_granted_may_hold() {
         voters: ids(3),
     };
     let config: Config = test_config(3);
-    let now: Instant = net.now;
+    let now: Time = net.now;
     net.restart(3, Raft::new(config, state, 99, now).unwrap());
     // n3 also stops hearing from n1 for a while, so only the restart rule protects the lease.
     net.cut.insert((NodeId(1), NodeId(3)));
@@ -167,7 +167,7 @@ fn a_non_voter_keeps_its_deadline_ahead_of_the_clock() {
         voters: [NodeId(1), NodeId(2), NodeId(3)].into(),
         ..InitialState::default()
     };
-    let mut raft = Raft::new(test_config(9), state, 1, Instant(0)).unwrap();
+    let mut raft = Raft::new(test_config(9), state, 1, Time(0)).unwrap();
     for _ in 0..5 {
         let deadline = raft.next_deadline();
         raft.tick(deadline);

@@ -37,8 +37,8 @@ use super::harness::test_config;
 use crate::contract::{Batch, ContractChecker};
 use crate::rng::SplitMix64;
 use crate::{
-    Config, Entry, EntryId, HardState, InitialState, Instant, LogIndex, Message, NodeId, Raft,
-    ReadId, ReadMode, Role, Term,
+    Config, Entry, EntryId, HardState, InitialState, LogIndex, Message, NodeId, Raft, ReadId,
+    ReadMode, Role, Term, Time,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,8 +62,8 @@ struct Clock {
 }
 
 impl Clock {
-    fn local(&self, real_ms: u64) -> Instant {
-        Instant(self.offset_ms + real_ms * self.rate_ppm / 1_000_000)
+    fn local(&self, real_ms: u64) -> Time {
+        Time(self.offset_ms + real_ms * self.rate_ppm / 1_000_000)
     }
 }
 
@@ -109,7 +109,7 @@ struct TransferStart {
     term: Term,
     target: NodeId,
     /// On the leader's clock.
-    started_at: Instant,
+    started_at: Time,
 }
 
 /// What one seed chose for the network.
@@ -293,7 +293,7 @@ impl Sim {
         }
     }
 
-    fn local_now(&self, id: NodeId) -> Instant {
+    fn local_now(&self, id: NodeId) -> Time {
         self.nodes[&id].clock.local(self.real_ms)
     }
 

@@ -27,7 +27,7 @@
 //! for a leader to be established again and holds that one to the same rules.
 
 use super::{Sim, Stats, catch_panic, env_u64, report, run_many};
-use crate::{Instant, Message, MessageBody, NodeId, ReadId, ReadMode, Role, Term};
+use crate::{Message, MessageBody, NodeId, ReadId, ReadMode, Role, Term, Time};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
@@ -85,7 +85,7 @@ struct Watch {
     term: Term,
     target: NodeId,
     /// The leader's clock: the transfer must end by then.
-    deadline: Instant,
+    deadline: Time,
     /// The target was caught up and the network fast enough: it must win by the deadline.
     must_complete: bool,
     /// The target was running a pre-vote when the transfer began.
@@ -134,7 +134,7 @@ struct Run {
     term: Term,
     /// When the leader last had a heartbeat round acknowledged by a majority (its clock), for
     /// the report if it steps down.
-    leader_contact: Option<Instant>,
+    leader_contact: Option<Time>,
     /// Milliseconds since the first leader was established.
     elapsed_ms: u64,
     scenario: Scenario,
