@@ -71,8 +71,10 @@ pub enum MessageBody {
     /// A heartbeat: leadership and commit index, no entries. `commit` is at most the
     /// follower's known match index, so it never points past entries the follower lacks.
     Heartbeat {
-        /// The commit index the follower may adopt.
-        commit: LogIndex,
+        /// The leader's commit index (Figure 2's *leaderCommit*, as in
+        /// [`MessageBody::AppendEntries`]), capped at the follower's known match index, so that
+        /// the follower may adopt it.
+        leader_commit: LogIndex,
         /// The round this heartbeat belongs to.
         round: u64,
         /// Sent while the leader's lease holds: what the follower needs to serve
@@ -188,8 +190,12 @@ impl Message {
                 return Err("rejected index out of range".to_string());
             }
             MessageBody::Heartbeat {
-                commit, freshness, ..
-            } if commit.0 >= MAX_VALUE || freshness.is_some_and(|f| f.commit.0 >= MAX_VALUE) => {
+                leader_commit,
+                freshness,
+                ..
+            } if leader_commit.0 >= MAX_VALUE
+                || freshness.is_some_and(|f| f.commit.0 >= MAX_VALUE) =>
+            {
                 return Err("commit index out of range".to_string());
             }
             _ => {}

@@ -30,7 +30,7 @@ fn heartbeat(from: u64, to: u64) -> Message {
         to: NodeId(to),
         term: Term(1),
         body: MessageBody::Heartbeat {
-            commit: LogIndex(0),
+            leader_commit: LogIndex(0),
             round: 1,
             freshness: None,
         },

@@ -54,7 +54,7 @@ impl Raft {
                 }
             }
             MessageBody::Heartbeat {
-                commit,
+                leader_commit: commit,
                 round,
                 freshness,
             } => {
@@ -315,7 +315,7 @@ impl Raft {
                 commit: committed,
             });
             let body = MessageBody::Heartbeat {
-                commit: committed.min(pr.match_index),
+                leader_commit: committed.min(pr.match_index),
                 round,
                 freshness,
             };

@@ -122,7 +122,7 @@ fn heartbeat(from: u64, to: u64, term: u64) -> Message {
         to,
         term,
         MessageBody::Heartbeat {
-            commit: LogIndex(0),
+            leader_commit: LogIndex(0),
             round: 1,
             freshness: None,
         },
@@ -301,7 +301,7 @@ fn higher_term_in_any_message_makes_any_role_adopt_it_and_follow() {
         (
             "heartbeat",
             MessageBody::Heartbeat {
-                commit: LogIndex(0),
+                leader_commit: LogIndex(0),
                 round: 1,
                 freshness: None,
             },

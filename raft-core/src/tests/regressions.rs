@@ -182,7 +182,7 @@ fn heartbeat_body() -> MessageBody {
 
 fn heartbeat_with(commit: LogIndex, round: u64) -> MessageBody {
     MessageBody::Heartbeat {
-        commit,
+        leader_commit: commit,
         round,
         freshness: None,
     }
@@ -481,7 +481,7 @@ fn a_restarted_follower_ignores_statements_about_its_previous_run() {
     // The restarted node answered round 1 too; a statement about the old run's answer to it
     // (with a commit index the new run holds) vouches for nothing.
     let statement = MessageBody::Heartbeat {
-        commit: LogIndex(0),
+        leader_commit: LogIndex(0),
         round: 2,
         freshness: Some(crate::Freshness {
             answered_round: 1,

@@ -189,7 +189,7 @@ fn terms_and_indexes_near_the_end_of_the_range_are_refused() {
         3,
         u64::MAX,
         MessageBody::Heartbeat {
-            commit: LogIndex(0),
+            leader_commit: LogIndex(0),
             round: 1,
             freshness: None,
         },

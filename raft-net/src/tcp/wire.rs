@@ -495,7 +495,7 @@ mod tests {
             to: NodeId(2),
             term: Term(3),
             body: MessageBody::Heartbeat {
-                commit: LogIndex(4),
+                leader_commit: LogIndex(4),
                 round,
                 freshness: None,
             },

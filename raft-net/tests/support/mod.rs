@@ -70,7 +70,7 @@ pub fn heartbeat(from: u64, to: u64, round: u64) -> Message {
         to: NodeId(to),
         term: Term(1),
         body: MessageBody::Heartbeat {
-            commit: raft_core::LogIndex(0),
+            leader_commit: raft_core::LogIndex(0),
             round,
             freshness: None,
         },
