@@ -82,6 +82,7 @@ mod raft;
 mod reads;
 mod rng;
 mod types;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -57,5 +57,5 @@ pub use channel::{ChannelNetwork, ChannelTransport};
 pub use tcp::TurmoilNet;
 pub use tcp::{
     ConfigError, Deliver, InboundStats, Network, Overflow, PeerStats, Spawner, Task, TcpConfig,
-    TcpError, TcpTransport, TokioNet, TransportStats,
+    TcpError, TcpTransport, TokioNet, TransportStats, WIRE_VERSION,
 };

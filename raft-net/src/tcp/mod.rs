@@ -33,3 +33,4 @@ pub use network::{Deliver, Network, Spawner, Task, TokioNet};
 pub use queue::Overflow;
 pub use stats::{InboundStats, PeerStats, TransportStats};
 pub use transport::{TcpError, TcpTransport};
+pub use wire::VERSION as WIRE_VERSION;

@@ -4,16 +4,17 @@
 //! hello (22 bytes, dialler first):  magic "RAFT" | version u16 BE | cluster id u64 BE | node id u64 BE
 //! answer (23 bytes, from listener):  its own hello | verdict u8
 //! frame:                             length u32 BE | payload (length bytes)
-//! payload:                           one `raft_core::Message` in postcard, or empty (a keepalive)
+//! payload:                           one `raft_core::Message` (`raft_core::wire`), or empty (a keepalive)
 //! ```
 //!
 //! The connecting side sends its hello first; the accepting side checks it and answers with its
 //! own hello and a [`Verdict`]: accepted, or refused and why (another cluster, a node id it does
 //! not know, another version, a live connection from that node already), then closes a refused
 //! connection. Bytes that are not a Raft hello at all get no answer. The answer is what lets a
-//! misconfigured node see its own mistake. Postcard is a stable, documented serde format (its
-//! wire format is frozen for 1.x); a change of the encoding, of the handshake or of `Message`
-//! bumps [`VERSION`].
+//! misconfigured node see its own mistake. The encoding of a `Message` belongs to raft-core
+//! (`raft_core::wire`, with its own `FORMAT_VERSION`); the hello's version combines that format
+//! with this transport's own revision (handshake and framing), so a change of either makes peers
+//! of different builds refuse each other instead of misreading each other's frames.
 //!
 //! Everything here is checked before it is trusted: a frame is parsed only once it is complete,
 //! its declared length is checked against the maximum before any byte of it is buffered, its
@@ -21,9 +22,9 @@
 //! payload must decode to exactly one message with no bytes left over.
 
 use bytes::{Buf, BytesMut};
-use raft_core::{Entry, EntryId, LogIndex, Message, MessageBody, NodeId, Payload, Term};
+use raft_core::wire::WireError;
+use raft_core::{Message, MessageBody, NodeId, Payload};
 use std::io;
-use std::sync::OnceLock;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, timeout_at};
@@ -31,24 +32,19 @@ use tokio::time::{Instant, timeout_at};
 /// The first bytes of every connection: tells a Raft peer from anything else that connects.
 pub(crate) const MAGIC: [u8; 4] = *b"RAFT";
 
-/// The wire protocol's version; peers of different versions refuse each other. Version 3
-/// added the verdict to the listener's answer.
-pub(crate) const VERSION: u16 = 3;
+/// This transport's own revision of the handshake and framing. Revision 3 added the verdict to
+/// the listener's answer.
+const TRANSPORT_REVISION: u16 = 3;
+
+/// The version in the hello: the transport's revision and raft-core's message format
+/// (`raft_core::wire::FORMAT_VERSION`); peers of different versions refuse each other.
+pub const VERSION: u16 = TRANSPORT_REVISION * 256 + raft_core::wire::FORMAT_VERSION;
 
 /// Bytes of an encoded [`Hello`].
 pub(crate) const HELLO_LEN: usize = 4 + 2 + 8 + 8;
 
 /// Bytes of the listener's answer: its hello and a [`Verdict`].
 pub(crate) const ANSWER_LEN: usize = HELLO_LEN + 1;
-
-/// The fewest bytes one entry takes in postcard: a term, an index and the payload's variant,
-/// each at least one byte. A frame that declares more entries than its bytes can hold is
-/// refused before anything is allocated for them.
-const MIN_ENTRY_WIRE_BYTES: usize = 3;
-
-/// The heap bytes a decoded entry's payload costs besides its data: the reference count and
-/// the allocator's header (see `raft_core::EntryData`).
-const PAYLOAD_OVERHEAD_BYTES: usize = 24;
 
 /// How the listener answers a hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,73 +219,14 @@ pub(crate) enum FrameError {
 }
 
 /// Why a frame's payload was not a message.
-#[derive(Debug, Error)]
-pub(crate) enum DecodeError {
-    #[error("undecodable payload: {0}")]
-    Postcard(#[from] postcard::Error),
-    #[error("{0} bytes left over after the message")]
-    TrailingBytes(usize),
-    #[error("{entries} entries declared in {bytes} bytes")]
-    ImpossibleCount { entries: u64, bytes: usize },
-}
+pub(crate) type DecodeError = WireError;
 
-/// What a payload's first bytes say, read without decoding the body: enough to refuse a
-/// message from or to the wrong node, and to know what decoding it would cost in memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Header {
-    pub(crate) from: NodeId,
-    pub(crate) to: NodeId,
-    /// An upper bound of the bytes the decoded message occupies in memory (an entry costs far
-    /// more decoded than on the wire: an empty one takes 3 bytes there and about 32 here).
-    pub(crate) decoded_bytes: usize,
-}
+/// What a payload's first bytes say (see `raft_core::wire::peek_header`).
+pub(crate) type Header = raft_core::wire::Header;
 
-/// The variant index postcard writes for `MessageBody::AppendEntries`, found by encoding one
-/// (so that reordering the enum cannot silently break [`peek_header`]).
-fn append_entries_variant() -> Option<u32> {
-    static VARIANT: OnceLock<Option<u32>> = OnceLock::new();
-    *VARIANT.get_or_init(|| {
-        let body = MessageBody::AppendEntries {
-            prev_log: EntryId {
-                term: Term(0),
-                index: LogIndex(0),
-            },
-            entries: Vec::new(),
-            leader_commit: LogIndex(0),
-            round: 0,
-        };
-        let bytes = postcard::to_stdvec(&body).ok()?;
-        postcard::take_from_bytes::<u32>(&bytes)
-            .ok()
-            .map(|(variant, _)| variant)
-    })
-}
-
-/// Reads a payload's [`Header`]. Fails on bytes that cannot start a message, and on an
-/// AppendEntries that declares more entries than its bytes can hold.
+/// Reads a payload's header without decoding its body.
 pub(crate) fn peek_header(payload: &[u8]) -> Result<Header, DecodeError> {
-    let ((from, to, _term), rest) = postcard::take_from_bytes::<(NodeId, NodeId, Term)>(payload)?;
-    let (variant, rest) = postcard::take_from_bytes::<u32>(rest)?;
-    let mut entries = 0usize;
-    if Some(variant) == append_entries_variant() {
-        let (_prev_log, rest) = postcard::take_from_bytes::<EntryId>(rest)?;
-        let (count, rest) = postcard::take_from_bytes::<u64>(rest)?;
-        entries = usize::try_from(count)
-            .ok()
-            .filter(|&n| n <= rest.len() / MIN_ENTRY_WIRE_BYTES)
-            .ok_or(DecodeError::ImpossibleCount {
-                entries: count,
-                bytes: rest.len(),
-            })?;
-    }
-    let per_entry = std::mem::size_of::<Entry>() + PAYLOAD_OVERHEAD_BYTES;
-    Ok(Header {
-        from,
-        to,
-        decoded_bytes: std::mem::size_of::<Message>()
-            .saturating_add(entries.saturating_mul(per_entry))
-            .saturating_add(payload.len()),
-    })
+    raft_core::wire::peek_header(payload)
 }
 
 /// About how many bytes `message` takes framed, without encoding it: what the outbound queue
@@ -319,11 +256,11 @@ pub(crate) fn encode_frame(
 ) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
-    if let Err(e) = postcard::to_extend(message, Appender(out)) {
-        // Postcard fails only on values serde cannot express, which `Message` has none of;
+    if let Err(e) = raft_core::wire::encode(message, out) {
+        // Encoding fails only on values serde cannot express, which `Message` has none of;
         // the frames already in `out` must survive all the same.
         out.truncate(start);
-        return Err(EncodeError::Postcard(e));
+        return Err(EncodeError::Encoding(e));
     }
     let length = out.len() - start - LENGTH_PREFIX_LEN;
     match u32::try_from(length) {
@@ -341,20 +278,11 @@ pub(crate) fn encode_frame(
     }
 }
 
-/// Lets postcard append to a buffer it does not own.
-struct Appender<'a>(&'a mut Vec<u8>);
-
-impl Extend<u8> for Appender<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
-        self.0.extend(bytes);
-    }
-}
-
 /// Why an outbound message was not framed.
 #[derive(Debug, Error)]
 pub(crate) enum EncodeError {
     #[error("message does not encode: {0}")]
-    Postcard(postcard::Error),
+    Encoding(WireError),
     #[error("encoded message of {length} bytes exceeds the maximum frame of {max} bytes")]
     TooLarge { length: usize, max: u32 },
 }
@@ -365,12 +293,7 @@ pub(crate) const KEEPALIVE_FRAME: [u8; LENGTH_PREFIX_LEN] = [0; LENGTH_PREFIX_LE
 
 /// Decodes one message from a frame's payload, which must hold nothing else.
 pub(crate) fn decode_message(payload: &[u8]) -> Result<Message, DecodeError> {
-    let (message, rest) = postcard::take_from_bytes::<Message>(payload)?;
-    if rest.is_empty() {
-        Ok(message)
-    } else {
-        Err(DecodeError::TrailingBytes(rest.len()))
-    }
+    raft_core::wire::decode(payload)
 }
 
 /// Reads whole frames from a byte stream.
@@ -487,7 +410,7 @@ enum Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft_core::{EntryId, LogIndex, MessageBody, Term};
+    use raft_core::{Entry, EntryId, LogIndex, MessageBody, Term};
 
     fn heartbeat(round: u64) -> Message {
         Message {

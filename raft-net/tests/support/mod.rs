@@ -106,7 +106,7 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// The wire version this build speaks (`raft_net`'s handshake version).
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = raft_net::WIRE_VERSION;
 
 /// The verdicts a listener answers a hello with.
 pub const ACCEPTED: u8 = 0;
