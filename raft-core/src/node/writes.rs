@@ -165,28 +165,28 @@ impl<R> Writes<R> {
         {
             return;
         }
-        // Every write waiting for this index: at most one has the committed entry's term.
-        let mut waiting = Vec::new();
-        if self.pending.front().is_some_and(|w| w.index <= index)
-            && let Some(write) = self.pending.pop_front()
-        {
-            debug_assert_eq!(write.index, index, "a write was skipped by apply");
-            self.local_pending.remove(&write.index);
-            waiting.push(write);
-        }
-        while let Some(entry) = self.superseded.first_entry()
-            && entry.key().0 <= index
-        {
-            waiting.push(entry.remove());
-        }
+        // Every write waiting for this index: at most one has the committed entry's term. (No
+        // collection: this runs for every applied write.)
         let mut committed = None;
-        for mut write in waiting {
+        let mut settle = |mut write: PendingWrite<R>| {
             if write.index == index && write.term == term {
                 committed = Some(write);
             } else {
                 // Another entry committed at this index: this write can never take effect.
                 write.answer(Err(Error::NotLeader { leader_hint }));
             }
+        };
+        if self.pending.front().is_some_and(|w| w.index <= index)
+            && let Some(write) = self.pending.pop_front()
+        {
+            debug_assert_eq!(write.index, index, "a write was skipped by apply");
+            self.local_pending.remove(&write.index);
+            settle(write);
+        }
+        while let Some(entry) = self.superseded.first_entry()
+            && entry.key().0 <= index
+        {
+            settle(entry.remove());
         }
         let Some(mut write) = committed else {
             return;
