@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A store whose next write takes `stall_ms` (then the stall resets): a slow disk.
+/// A store whose next write takes `stall_ms` (then the stall resets): a slow disk; and which
+/// refuses every write once `poisoned` is set, as a store does after a failed fsync.
 #[derive(Clone)]
 struct SlowStore {
     inner: MemLogStore,
     stall_ms: Arc<AtomicU64>,
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -29,6 +31,9 @@ impl LogStore for SlowStore {
         self.inner.recover().await
     }
     async fn write(&mut self, h: Option<HardState>, e: Vec<Entry>) -> Result<(), StorageError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StorageError::Poisoned("fsync failed earlier".into()));
+        }
         let ms = self.stall_ms.swap(0, Ordering::SeqCst);
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -74,6 +79,7 @@ async fn cluster_with(adjust: impl Fn(&mut NodeConfig)) -> Cluster {
         let store = SlowStore {
             inner: MemLogStore::new(),
             stall_ms: stall.clone(),
+            poisoned: Arc::default(),
         };
         let transport = network.transport(id);
         let handle = Node::start(config, KvStore::default(), store, transport, inbound).await;
@@ -357,39 +363,6 @@ async fn a_request_that_waited_for_room_times_out_at_its_own_deadline() {
     }
 }
 
-/// A store that refuses every write once `poisoned` is set, as a store does after a failed
-/// fsync.
-#[derive(Clone)]
-struct PoisonableStore {
-    inner: MemLogStore,
-    poisoned: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[async_trait]
-impl LogStore for PoisonableStore {
-    async fn recover(&mut self) -> Result<Recovered, StorageError> {
-        self.inner.recover().await
-    }
-    async fn write(&mut self, h: Option<HardState>, e: Vec<Entry>) -> Result<(), StorageError> {
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(StorageError::Poisoned("fsync failed earlier".into()));
-        }
-        self.inner.write(h, e).await
-    }
-    async fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
-        self.inner.truncate_suffix(from).await
-    }
-    async fn purge_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
-        self.inner.purge_prefix(up_to).await
-    }
-    async fn read(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
-        self.inner.read(from, to).await
-    }
-    async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError> {
-        self.inner.save_voters(voters).await
-    }
-}
-
 /// A failed store stops the node, and every caller, then and later, learns the kind of the
 /// failure (here a poisoned store), not just a message.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -398,8 +371,9 @@ async fn a_storage_failure_reaches_callers_with_its_kind() {
     let (inbox, inbound) = raft_core::node::inbox(16);
     let network = ChannelNetwork::new();
     network.register(NodeId(1), inbox);
-    let store = PoisonableStore {
+    let store = SlowStore {
         inner: MemLogStore::new(),
+        stall_ms: Arc::default(),
         poisoned: poisoned.clone(),
     };
     let config = NodeConfig::new(NodeId(1), [NodeId(1)]);

@@ -19,15 +19,7 @@ impl Raft {
 
     /// Dissertation §9.6: ask first whether an election could be won, without touching the term.
     fn become_pre_candidate(&mut self) {
-        self.campaign = self.campaign.wrapping_add(1);
-        let votes = BTreeMap::from([(self.config.id, true)]);
-        let won = self.voters.vote_result(&votes) == VoteResult::Won;
-        self.role = RoleState::PreCandidate(Campaign {
-            votes,
-            by_transfer: false,
-        });
-        self.reset_election_deadline();
-        if won {
+        if self.open_campaign(true, false) {
             self.become_candidate(false);
             return;
         }
@@ -37,23 +29,31 @@ impl Raft {
     /// §5.2: increment the term, vote for itself, ask every other voter. `transfer`: the
     /// election was asked for by the leader (TimeoutNow), which lets it past stickiness.
     pub(super) fn become_candidate(&mut self, transfer: bool) {
-        self.campaign = self.campaign.wrapping_add(1);
         self.term = self.term.next();
         self.vote = Some(self.config.id);
         self.hard_state_changed = true;
         self.leader_heard_at = None;
-        let votes = BTreeMap::from([(self.config.id, true)]);
-        let won = self.voters.vote_result(&votes) == VoteResult::Won;
-        self.role = RoleState::Candidate(Campaign {
-            votes,
-            by_transfer: transfer,
-        });
-        self.reset_election_deadline();
-        if won {
+        if self.open_campaign(false, transfer) {
             self.become_leader();
             return;
         }
         self.request_votes(false, transfer);
+    }
+
+    /// Starts a new campaign with this node's own vote: a pre-vote round or an election.
+    /// Returns whether that vote alone wins it (a single voter).
+    fn open_campaign(&mut self, pre_vote: bool, by_transfer: bool) -> bool {
+        self.campaign = self.campaign.wrapping_add(1);
+        let votes = BTreeMap::from([(self.config.id, true)]);
+        let won = self.voters.vote_result(&votes) == VoteResult::Won;
+        let campaign = Campaign { votes, by_transfer };
+        self.role = if pre_vote {
+            RoleState::PreCandidate(campaign)
+        } else {
+            RoleState::Candidate(campaign)
+        };
+        self.reset_election_deadline();
+        won
     }
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {

@@ -86,30 +86,21 @@ fn follower(id: u64, term: u64) -> Raft {
     Raft::new(test_config(id), state, id, Time(0)).unwrap()
 }
 
+fn pre_vote_answer(from: u64, to: u64, term: u64, campaign: u64, granted: bool) -> Message {
+    let body = MessageBody::RequestVoteResponse {
+        pre_vote: true,
+        granted,
+        campaign,
+    };
+    msg(from, to, term, body)
+}
+
 fn pre_vote_grant(from: u64, to: u64, term: u64, campaign: u64) -> Message {
-    msg(
-        from,
-        to,
-        term,
-        MessageBody::RequestVoteResponse {
-            pre_vote: true,
-            granted: true,
-            campaign,
-        },
-    )
+    pre_vote_answer(from, to, term, campaign, true)
 }
 
 fn pre_vote_refusal(from: u64, to: u64, term: u64, campaign: u64) -> Message {
-    msg(
-        from,
-        to,
-        term,
-        MessageBody::RequestVoteResponse {
-            pre_vote: true,
-            granted: false,
-            campaign,
-        },
-    )
+    pre_vote_answer(from, to, term, campaign, false)
 }
 
 /// The campaign number of the vote requests a node just sent.
