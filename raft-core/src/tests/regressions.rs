@@ -483,3 +483,22 @@ fn a_restarted_follower_ignores_statements_about_its_previous_run() {
     second.step(Time(500), msg(1, 2, 1, statement)).unwrap();
     assert_eq!(second.fresh_commit(), None);
 }
+
+/// A follower's bounded-staleness freshness rests on its leader's lease: with leases disabled
+/// the leader sends no freshness statements, so followers vouch for nothing (only the leader,
+/// from its majority-acknowledged rounds, serves such reads).
+#[test]
+fn without_leases_only_the_leader_vouches_for_its_data() {
+    let mut net = Network::with(3, |c| c.lease_duration_ms = 0);
+    net.elect(1);
+    net.advance(100);
+    assert_eq!(net.peek(2).leader(), Some(NodeId(1)));
+    assert_eq!(net.peek(2).fresh_commit(), None);
+    assert_eq!(net.peek(3).fresh_commit(), None);
+    assert!(net.peek(1).fresh_commit().is_some());
+    // With leases on, the same cluster's followers do vouch.
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.advance(100);
+    assert!(net.peek(2).fresh_commit().is_some());
+}
