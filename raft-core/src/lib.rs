@@ -16,16 +16,20 @@
 //!      └────────── persisted(last id) / applied(index) ◀─── storage, network, state machine
 //! ```
 //!
-//! * [`raft`](Raft) — roles, elections (with PreVote and CheckQuorum), replication and commit,
-//!   leases, reads and leadership transfer. `step` handles the message's term first, then the
-//!   role.
+//! * [`raft`](Raft) — roles (one state type per role), elections (with PreVote and
+//!   CheckQuorum), replication and commit, leases, reads (including bounded-staleness freshness)
+//!   and leadership transfer, one file per concept under `raft/`. `step` handles the message's
+//!   term first, then the role.
 //! * `log` — the in-memory log: entries, and the commit/apply/durability marks with their
 //!   invariants; the conflict search behind AppendEntries' fast back-off.
 //! * `progress` — the leader's view of each follower (probe / replicate) and the inflight window.
 //! * `quorum` — majority and joint-majority arithmetic over match indexes, rounds and votes.
 //! * `lease` — heartbeat rounds, their majority acknowledgement, and the leader lease.
 //! * `reads` — the queue of reads waiting for confirmation and apply.
-//! * [`Actions`] — the output batch, whose documentation lists the driver's duties in order.
+//! * [`Actions`] — the output batch, whose documentation lists the driver's duties in order;
+//!   `contract` checks, in debug builds, that every executor of it (the node, the test harness,
+//!   the simulator) keeps those duties.
+//! * [`wire`] — the encoding of [`Message`] on the wire, and its format version.
 //! * [`node`] (default feature `runtime`) — the async node: it drives the protocol with tokio
 //!   through the [`node::StateMachine`], [`node::LogStore`] and [`node::Transport`] traits and
 //!   offers the client API (writes with an acknowledgement level, reads at a chosen consistency,
