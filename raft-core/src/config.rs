@@ -43,6 +43,18 @@ pub struct Config {
     /// The most payload bytes one AppendEntries message carries (at least one entry is always
     /// sent, whatever its size).
     pub max_bytes_per_append: usize,
+    /// The most payload bytes in flight to one follower at once (unacknowledged AppendEntries),
+    /// besides the count `max_inflight_appends`: a few large entries cannot queue megabytes per
+    /// follower. A message is sent only if it fits in what is left; an entry larger than the
+    /// limit is sent alone, once nothing else is in flight. Default 2 MiB.
+    pub max_inflight_bytes: usize,
+    /// The most a leader holds of entries proposed in its term and not yet committed, counting
+    /// each entry's payload and its size in memory (etcd's `MaxUncommittedEntriesSize`). Past
+    /// it, proposals are refused with [`crate::ProtocolError::UncommittedLimit`] until
+    /// commits make room, so a leader cut off from its quorum does not grow its log without
+    /// bound before it steps down. A proposal to an empty tail is always taken, whatever its
+    /// size, and the blank entry of a new term counts nothing. Default 64 MiB.
+    pub max_uncommitted_bytes: usize,
 }
 
 impl Config {
@@ -62,6 +74,8 @@ impl Config {
             max_inflight_appends: 4,
             max_entries_per_append: 4096,
             max_bytes_per_append: 1 << 20,
+            max_inflight_bytes: 2 << 20,
+            max_uncommitted_bytes: 64 << 20,
         }
     }
 
@@ -77,7 +91,7 @@ impl Config {
     ///    the lease ends before any follower that acknowledged it can vote for someone else.
     /// 6. With leases on, `heartbeat_interval_ms < lease_duration_ms`, or the lease would lapse
     ///    between heartbeats.
-    /// 7. Batching limits are at least 1.
+    /// 7. Batching and flow-control limits are at least 1.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.id.0 == 0 {
             return Err(ConfigError::ZeroId);
@@ -122,6 +136,8 @@ impl Config {
         if self.max_inflight_appends == 0
             || self.max_entries_per_append == 0
             || self.max_bytes_per_append == 0
+            || self.max_inflight_bytes == 0
+            || self.max_uncommitted_bytes == 0
         {
             return Err(ConfigError::ZeroBatchLimit);
         }
@@ -187,6 +203,8 @@ pub enum ConfigError {
         heartbeat_ms: u64,
     },
     /// Rule 7.
-    #[error("max_inflight_appends, max_entries_per_append and max_bytes_per_append must be >= 1")]
+    #[error(
+        "max_inflight_appends, max_entries_per_append, max_bytes_per_append, max_inflight_bytes and max_uncommitted_bytes must be >= 1"
+    )]
     ZeroBatchLimit,
 }

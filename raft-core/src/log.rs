@@ -99,17 +99,18 @@ impl RaftLog {
     }
 
     /// Entries `from..=to`, stopping early after `max_entries` or once `max_bytes` of payload are
-    /// taken (at least one entry is returned when the range is not empty).
+    /// taken (at least one entry is returned when the range is not empty), and their payload
+    /// bytes.
     pub(crate) fn slice(
         &self,
         from: LogIndex,
         to: LogIndex,
         max_entries: usize,
         max_bytes: usize,
-    ) -> Vec<Entry> {
+    ) -> (Vec<Entry>, usize) {
         let end = to.min(self.last_index());
         if from > end {
-            return Vec::new();
+            return (Vec::new(), 0);
         }
         let available = usize::try_from(end.0 - from.0 + 1).unwrap_or(usize::MAX);
         let mut out = Vec::with_capacity(available.min(max_entries));
@@ -119,14 +120,15 @@ impl RaftLog {
             let Some(entry) = self.entry(index) else {
                 break;
             };
-            bytes = bytes.saturating_add(entry.payload_len());
-            if !out.is_empty() && bytes > max_bytes {
+            let with_entry = bytes.saturating_add(entry.payload_len());
+            if !out.is_empty() && with_entry > max_bytes {
                 break;
             }
+            bytes = with_entry;
             out.push(entry.clone());
             index = index.next();
         }
-        out
+        (out, bytes)
     }
 
     /// Appends one entry at the end (a leader's new entry).
@@ -180,7 +182,10 @@ impl RaftLog {
     /// first of them is to be replaced.
     pub(crate) fn take_unsaved(&mut self) -> Vec<Entry> {
         match self.unsaved_from.take() {
-            Some(from) => self.slice(from, self.last_index(), usize::MAX, usize::MAX),
+            Some(from) => {
+                self.slice(from, self.last_index(), usize::MAX, usize::MAX)
+                    .0
+            }
             None => Vec::new(),
         }
     }

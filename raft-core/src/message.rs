@@ -92,6 +92,22 @@ pub enum MessageBody {
     },
     /// The leader asks the recipient to start an election now (dissertation §3.10).
     TimeoutNow,
+    /// A follower asks its leader for a read index (dissertation §6.4): the leader's commit
+    /// index once it has confirmed it still leads, for the reads the follower serves itself.
+    ReadIndex {
+        /// The follower's number for this request, echoed by the answer.
+        request: u64,
+        /// The reads may be confirmed by the leader's lease instead of a heartbeat round.
+        lease: bool,
+    },
+    /// The answer to a [`MessageBody::ReadIndex`].
+    ReadIndexResponse {
+        /// The `request` answered.
+        request: u64,
+        /// The index the reads may be served at once the follower has applied it; `None` when
+        /// the recipient could not confirm itself as leader (it was not, or stopped being).
+        index: Option<LogIndex>,
+    },
 }
 
 /// A leader's statement to one follower, sent while its lease holds: every write acknowledged
@@ -197,6 +213,11 @@ impl Message {
                 || freshness.is_some_and(|f| f.commit.0 >= MAX_VALUE) =>
             {
                 return Err("commit index out of range".to_string());
+            }
+            MessageBody::ReadIndexResponse {
+                index: Some(index), ..
+            } if index.0 >= MAX_VALUE => {
+                return Err("read index out of range".to_string());
             }
             _ => {}
         }

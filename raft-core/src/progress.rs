@@ -15,53 +15,89 @@ pub(crate) enum ReplicationState {
     Replicate,
 }
 
-/// The last indexes of AppendEntries in flight to one follower, oldest first. Its capacity is
-/// the window: a full window pauses replication until acknowledgements free it.
+/// The AppendEntries in flight to one follower, oldest first: each one's last index and payload
+/// bytes. The window is a count and a byte budget; a full window pauses replication until
+/// acknowledgements free it.
 #[derive(Clone, Debug)]
 pub(crate) struct Inflights {
-    last_indexes: VecDeque<LogIndex>,
+    messages: VecDeque<(LogIndex, usize)>,
     capacity: usize,
+    /// The payload bytes of `messages`.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Inflights {
-    pub(crate) fn new(capacity: usize) -> Inflights {
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Inflights {
         Inflights {
-            last_indexes: VecDeque::with_capacity(capacity.min(1024)),
+            messages: VecDeque::with_capacity(capacity.min(1024)),
             capacity,
+            bytes: 0,
+            max_bytes,
         }
     }
 
     pub(crate) fn full(&self) -> bool {
-        self.last_indexes.len() >= self.capacity
+        self.messages.len() >= self.capacity || self.bytes >= self.max_bytes
     }
 
-    #[cfg(test)]
+    /// How many payload bytes the next message may carry: what is left of the byte budget, or
+    /// the whole budget when nothing is in flight (a message always carries at least one entry,
+    /// so an entry larger than the budget goes alone).
+    pub(crate) fn bytes_left(&self) -> usize {
+        self.max_bytes.saturating_sub(self.bytes)
+    }
+
+    /// True when nothing is in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Whether a message whose first entry carries `first_bytes` of payload (`None`: a message
+    /// without entries) may be sent now: the window is not full, and the entry fits in what is
+    /// left of the byte budget or nothing is in flight.
+    pub(crate) fn admits(&self, first_bytes: Option<usize>) -> bool {
+        !self.full() && (self.is_empty() || first_bytes.is_none_or(|b| b <= self.bytes_left()))
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub(crate) fn len(&self) -> usize {
-        self.last_indexes.len()
+        self.messages.len()
     }
 
-    /// Records a message whose last entry is `last`. Messages are sent in index order.
-    pub(crate) fn add(&mut self, last: LogIndex) {
+    /// Records a message whose last entry is `last`, carrying `bytes` of payload. Messages are
+    /// sent in index order.
+    pub(crate) fn add(&mut self, last: LogIndex, bytes: usize) {
         debug_assert!(!self.full(), "inflight window overflow");
-        debug_assert!(self.last_indexes.back().is_none_or(|&b| b < last));
-        self.last_indexes.push_back(last);
+        debug_assert!(self.messages.back().is_none_or(|&(b, _)| b < last));
+        self.messages.push_back((last, bytes));
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 
     /// Forgets every message whose last entry is at or below `index`: it has been acknowledged.
     pub(crate) fn free_to(&mut self, index: LogIndex) {
-        while self.last_indexes.front().is_some_and(|&f| f <= index) {
-            self.last_indexes.pop_front();
+        while let Some(&(last, bytes)) = self.messages.front()
+            && last <= index
+        {
+            self.messages.pop_front();
+            self.bytes -= bytes;
         }
     }
 
     /// Forgets the oldest message, so that one more can be sent after the follower proved it is
     /// alive but some acknowledgement was lost.
     pub(crate) fn free_first(&mut self) {
-        self.last_indexes.pop_front();
+        if let Some((_, bytes)) = self.messages.pop_front() {
+            self.bytes -= bytes;
+        }
     }
 
     pub(crate) fn reset(&mut self) {
-        self.last_indexes.clear();
+        self.messages.clear();
+        self.bytes = 0;
     }
 }
 
@@ -89,13 +125,13 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(next_index: LogIndex, window: usize) -> Progress {
+    pub(crate) fn new(next_index: LogIndex, window: usize, window_bytes: usize) -> Progress {
         Progress {
             match_index: LogIndex(0),
             next_index,
             state: ReplicationState::Probe,
             probe_sent: false,
-            inflights: Inflights::new(window),
+            inflights: Inflights::new(window, window_bytes),
             acked_round: 0,
             acked_session: 0,
             sent_commit: LogIndex(0),
@@ -169,13 +205,13 @@ impl Progress {
         }
     }
 
-    /// Records that a message ending at `last` was sent.
-    pub(crate) fn sent(&mut self, last: LogIndex, carried_entries: bool) {
+    /// Records that a message ending at `last` was sent, carrying `bytes` of payload.
+    pub(crate) fn sent(&mut self, last: LogIndex, carried_entries: bool, bytes: usize) {
         match self.state {
             ReplicationState::Replicate => {
                 if carried_entries {
                     self.next_index = last.next();
-                    self.inflights.add(last);
+                    self.inflights.add(last, bytes);
                 }
             }
             ReplicationState::Probe => self.probe_sent = true,
@@ -189,10 +225,10 @@ mod tests {
 
     #[test]
     fn inflight_window_fills_and_frees() {
-        let mut w = Inflights::new(3);
+        let mut w = Inflights::new(3, 1000);
         for i in [2, 4, 6] {
             assert!(!w.full());
-            w.add(LogIndex(i));
+            w.add(LogIndex(i), 10);
         }
         assert!(w.full());
         w.free_to(LogIndex(3));
@@ -208,9 +244,9 @@ mod tests {
 
     #[test]
     fn probe_sends_one_at_a_time() {
-        let mut p = Progress::new(LogIndex(5), 4);
+        let mut p = Progress::new(LogIndex(5), 4, 1000);
         assert!(!p.paused());
-        p.sent(LogIndex(4), false);
+        p.sent(LogIndex(4), false, 0);
         assert!(p.paused());
         // A rejection of a different message than the outstanding probe is stale.
         assert!(!p.maybe_decrease_to(LogIndex(2), LogIndex(2)));
@@ -221,12 +257,12 @@ mod tests {
 
     #[test]
     fn replicate_streams_within_window_and_ignores_stale_rejections() {
-        let mut p = Progress::new(LogIndex(1), 2);
+        let mut p = Progress::new(LogIndex(1), 2, 1000);
         assert!(p.maybe_update(LogIndex(3)));
         p.become_replicate();
         assert_eq!(p.next_index, LogIndex(4));
-        p.sent(LogIndex(5), true);
-        p.sent(LogIndex(7), true);
+        p.sent(LogIndex(5), true, 0);
+        p.sent(LogIndex(7), true, 0);
         assert!(p.paused());
         assert_eq!(p.next_index, LogIndex(8));
         assert!(p.maybe_update(LogIndex(5)));
@@ -242,5 +278,25 @@ mod tests {
         );
         assert!(p.maybe_decrease_to(LogIndex(7), LogIndex(2)));
         assert_eq!(p.next_index, LogIndex(6), "never below match + 1");
+    }
+
+    #[test]
+    fn the_byte_budget_fills_and_frees_with_the_messages() {
+        let mut w = Inflights::new(10, 100);
+        assert_eq!(w.bytes_left(), 100);
+        w.add(LogIndex(1), 60);
+        assert_eq!((w.bytes(), w.bytes_left()), (60, 40));
+        assert!(!w.full());
+        w.add(LogIndex(2), 40);
+        assert!(w.full(), "a spent byte budget closes the window");
+        w.free_to(LogIndex(1));
+        assert_eq!((w.bytes(), w.bytes_left()), (40, 60));
+        w.free_first();
+        assert!(w.is_empty());
+        assert_eq!(w.bytes(), 0);
+        w.add(LogIndex(3), 500);
+        assert!(w.full(), "one entry above the budget fills it alone");
+        w.reset();
+        assert_eq!((w.bytes(), w.len()), (0, 0));
     }
 }

@@ -138,10 +138,14 @@ pub enum Ack {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consistency {
     /// Linearizable, by ReadIndex: the leader confirms it still leads with a heartbeat round
-    /// after the read arrives, then serves once it has applied its commit index.
+    /// after the read arrives, then serves once it has applied its commit index. On a follower
+    /// the read is forwarded: the leader confirms its commit index the same way (one request
+    /// for all the reads the follower took at once), and the follower serves once it has
+    /// applied that index, which spreads the work of linearizable reads over every node.
     Linearizable,
     /// Linearizable while the leader's lease holds, without a round trip; otherwise as
-    /// `Linearizable`. Relies on bounded clock drift (see [`crate::Config`]).
+    /// `Linearizable`. Relies on bounded clock drift (see [`crate::Config`]). On a follower, one
+    /// round trip to the leader, which answers from its lease.
     Lease,
     /// Read-your-writes on any node: served once the node has applied at least this index (the
     /// index every write returns).
@@ -167,7 +171,7 @@ pub enum Consistency {
 /// | variant | the write |
 /// |---|---|
 /// | `NotLeader` | never takes effect: it was refused, or another entry committed at its index |
-/// | `NotEnoughReplicas`, `TransferInProgress`, `InvalidArgument`, `InvalidConfig` | never takes effect: refused before it was proposed (or, for a command that does not decode, skipped by every replica) |
+/// | `NotEnoughReplicas`, `TransferInProgress`, `UncommittedLimit`, `InvalidArgument`, `InvalidConfig` | never takes effect: refused before it was proposed (or, for a command that does not decode, skipped by every replica) |
 /// | `Timeout` | **unknown**: it may have taken effect, or may still |
 /// | `Shutdown`, `Storage` | **unknown** if the node had taken it; refused otherwise |
 ///
@@ -180,7 +184,8 @@ pub enum Consistency {
 pub enum Error {
     /// Only the leader can do this: retry on `leader_hint` if known. For a write: it has not
     /// taken effect and never will (refused, or another entry committed at its index), so a
-    /// retry cannot apply it twice.
+    /// retry cannot apply it twice. For a linearizable read on a follower: the node knows no
+    /// leader, or its leader lost office before confirming the read; retry.
     #[error("not the leader (leader: {})", crate::types::MaybeNode(*leader_hint))]
     NotLeader {
         /// The leader as far as this node knows.
@@ -201,6 +206,16 @@ pub enum Error {
     /// The leader is handing over leadership; retry shortly. A write was refused (no effect).
     #[error("leadership transfer in progress")]
     TransferInProgress,
+    /// The leader holds more uncommitted entries than [`crate::Config::max_uncommitted_bytes`]
+    /// allows (it cannot reach a quorum, or its followers are slow). The write was refused (no
+    /// effect); retry after a pause, or elsewhere if leadership moves.
+    #[error("too much uncommitted data ({uncommitted_bytes} bytes, limit {limit_bytes})")]
+    UncommittedLimit {
+        /// What the leader's uncommitted entries cost.
+        uncommitted_bytes: usize,
+        /// The configured limit.
+        limit_bytes: usize,
+    },
     /// A bounded-staleness read found that this node cannot vouch for data that recent: its
     /// leader's word is older than the bound, or it lacks entries its leader committed. Read
     /// from the leader instead.
@@ -248,6 +263,14 @@ impl From<crate::ProtocolError> for Error {
         match e {
             crate::ProtocolError::NotLeader { leader_hint } => Error::NotLeader { leader_hint },
             crate::ProtocolError::TransferInProgress => Error::TransferInProgress,
+            crate::ProtocolError::UncommittedLimit {
+                uncommitted_bytes,
+                limit_bytes,
+            } => Error::UncommittedLimit {
+                uncommitted_bytes,
+                limit_bytes,
+            },
+            crate::ProtocolError::Timeout => Error::Timeout,
             crate::ProtocolError::InvalidConfig(c) => Error::InvalidConfig(c.to_string()),
             other => Error::InvalidArgument(other.to_string()),
         }

@@ -47,11 +47,11 @@ impl Raft {
         let votes = BTreeMap::from([(self.config.id, true)]);
         let won = self.voters.vote_result(&votes) == VoteResult::Won;
         let campaign = Campaign { votes, by_transfer };
-        self.role = if pre_vote {
+        self.change_role(if pre_vote {
             RoleState::PreCandidate(campaign)
         } else {
             RoleState::Candidate(campaign)
-        };
+        });
         self.reset_election_deadline();
         won
     }
@@ -81,7 +81,7 @@ impl Raft {
     fn become_leader(&mut self) {
         let by_transfer = self.elected_by_transfer();
         let next = self.log.last_index().next();
-        let progress = fresh_progress(self.other_voters(), next, self.config.max_inflight_appends);
+        let progress = fresh_progress(self.other_voters(), next, &self.config);
         // §5.4.2 / dissertation §6.4: a blank entry of the new term; once it commits, so has
         // everything before it, and reads may be served.
         self.log.push(Entry {
@@ -92,7 +92,7 @@ impl Raft {
         let mut lease = LeaseClock::default();
         // The first AppendEntries (sent at the next take_actions) carry round 1.
         lease.start_round(self.now);
-        self.role = RoleState::Leader(Box::new(LeaderState {
+        self.change_role(RoleState::Leader(Box::new(LeaderState {
             progress,
             lease,
             took_office_at: self.now,
@@ -100,7 +100,8 @@ impl Raft {
             reads: ReadQueue::default(),
             transfer: None,
             by_transfer,
-        }));
+            uncommitted_bytes: 0,
+        })));
         self.on_round_acknowledged();
     }
 

@@ -31,11 +31,11 @@ use crate::lease::LeaseClock;
 use crate::log::RaftLog;
 use crate::progress::Progress;
 use crate::quorum::JointConfig;
-use crate::reads::ReadQueue;
+use crate::reads::{ForwardedReads, ReadQueue, Reader};
 use crate::rng::SplitMix64;
 use crate::{
     Actions, Config, Entry, EntryId, HardState, LogIndex, Message, MessageBody, NodeId,
-    ProtocolError, Term, Time,
+    ProtocolError, ReadId, Term, Time,
 };
 use reads::Transfer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -112,6 +112,8 @@ enum RoleState {
     Follower {
         /// The leader of the current term, once known.
         leader: Option<NodeId>,
+        /// Reads waiting for a read index from that leader.
+        forwarded: ForwardedReads,
     },
     PreCandidate(Campaign),
     Candidate(Campaign),
@@ -120,7 +122,10 @@ enum RoleState {
 
 impl RoleState {
     fn follower(leader: Option<NodeId>) -> RoleState {
-        RoleState::Follower { leader }
+        RoleState::Follower {
+            leader,
+            forwarded: ForwardedReads::default(),
+        }
     }
 }
 
@@ -149,6 +154,9 @@ struct LeaderState {
     transfer: Option<Transfer>,
     /// It won an election started by a TimeoutNow.
     by_transfer: bool,
+    /// What the entries proposed in this term and not yet committed cost (see
+    /// [`Config::max_uncommitted_bytes`]); the blank entry of the term costs nothing.
+    uncommitted_bytes: usize,
 }
 
 /// Freshness statements a follower keeps (see [`crate::Freshness`]), bounded.
@@ -194,6 +202,14 @@ pub struct Raft {
     /// increasing; the newest one whose index this node has committed is the freshness of its
     /// data while it follows (bounded-staleness reads).
     freshness: VecDeque<FreshCommit>,
+    /// The number of this node's next read-index request (see `MessageBody::ReadIndex`), from
+    /// a random start drawn when it started, so that an answer to a request of its previous
+    /// run is never taken for an answer to one of this run.
+    read_request: u64,
+    /// Reads whose index is confirmed and which wait for the state machine to apply it, by
+    /// index: a follower's, once its leader answered (they survive a change of role, since the
+    /// index stays a valid read index).
+    reads_to_apply: BTreeMap<LogIndex, Vec<ReadId>>,
     /// The hard state changed since the last batch.
     hard_state_changed: bool,
     /// The batch being built.
@@ -217,6 +233,7 @@ impl Raft {
         let mut rng = SplitMix64::new(seed ^ config.id.0.rotate_left(32));
         let campaign = rng.next_u64() >> 1;
         let session = rng.next_u64();
+        let read_request = rng.next_u64() >> 1;
         let mut raft = Raft {
             voters: JointConfig::simple(state.voters),
             term: state.hard_state.term,
@@ -232,6 +249,8 @@ impl Raft {
             answered_rounds: VecDeque::new(),
             answered_term: Term(0),
             freshness: VecDeque::new(),
+            read_request,
+            reads_to_apply: BTreeMap::new(),
             hard_state_changed: false,
             out: Actions::default(),
             config,
@@ -249,6 +268,7 @@ impl Raft {
         self.advance_clock(now);
         let election_timeout_min_ms = self.config.election_timeout_min_ms;
         let check_quorum = self.config.check_quorum;
+        self.expire_forwarded_reads();
         if let RoleState::Leader(leader) = &mut self.role {
             if leader.transfer.is_some_and(|t| now >= t.deadline) {
                 leader.transfer = None;
@@ -323,9 +343,20 @@ impl Raft {
         }
 
         // Then the role.
-        if let MessageBody::RequestVote { .. } = msg.body {
-            self.handle_request_vote(msg);
-            return Ok(());
+        match msg.body {
+            MessageBody::RequestVote { .. } => {
+                self.handle_request_vote(msg);
+                return Ok(());
+            }
+            MessageBody::ReadIndex { request, lease } => {
+                self.handle_read_index(msg.from, request, lease);
+                return Ok(());
+            }
+            MessageBody::ReadIndexResponse { request, index } => {
+                self.handle_read_index_response(msg.from, request, index);
+                return Ok(());
+            }
+            _ => {}
         }
         match self.role {
             RoleState::Leader(_) => self.step_leader(msg),
@@ -391,8 +422,10 @@ impl Raft {
 
     /// Takes the work the driver must do now; see [`Actions`] for the order.
     pub fn take_actions(&mut self) -> Actions {
-        if self.is_leader() {
-            self.flush_leader();
+        match &self.role {
+            RoleState::Leader(_) => self.flush_leader(),
+            RoleState::Follower { .. } => self.flush_forwarded_reads(),
+            _ => {}
         }
         let mut out = std::mem::take(&mut self.out);
         if self.hard_state_changed {
@@ -408,28 +441,53 @@ impl Raft {
     // ----- stepping down (§5.1) ------------------------------------------------------------
 
     /// Becomes a follower of `leader` (if known) in `term`, which may be the current one. What
-    /// the previous role held goes with it; reads a leader was serving fail.
+    /// the previous role held goes with it (see [`Raft::change_role`]).
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        // The reads the previous role held are refused in the term they were taken in.
+        self.change_role(RoleState::follower(leader));
         if term > self.term {
             self.term = term;
             self.vote = None;
             self.hard_state_changed = true;
         }
-        let previous = std::mem::replace(&mut self.role, RoleState::follower(leader));
-        if let RoleState::Leader(mut was_leading) = previous {
-            for id in was_leading.reads.drain() {
-                self.out.reads.push((
-                    id,
-                    Err(ProtocolError::NotLeader {
-                        leader_hint: leader,
-                    }),
-                ));
-            }
-        }
         if leader.is_some() {
             self.leader_heard_at = Some(self.now);
         }
         self.reset_election_deadline();
+    }
+
+    /// Takes up `role`. The reads the previous role held fail with
+    /// [`ProtocolError::NotLeader`]: a leader's own reads, and a follower's waiting for a read
+    /// index; a leader refuses its followers' requests, so that they need not wait for their
+    /// deadline.
+    fn change_role(&mut self, role: RoleState) {
+        let leader_hint = match &role {
+            RoleState::Follower { leader, .. } => *leader,
+            _ => None,
+        };
+        let failed = ProtocolError::NotLeader { leader_hint };
+        match std::mem::replace(&mut self.role, role) {
+            RoleState::Leader(mut was_leading) => {
+                for reader in was_leading.reads.drain() {
+                    match reader {
+                        Reader::Local(id) => self.out.reads.push((id, Err(failed.clone()))),
+                        Reader::Remote { from, request } => {
+                            let body = MessageBody::ReadIndexResponse {
+                                request,
+                                index: None,
+                            };
+                            self.send(from, body);
+                        }
+                    }
+                }
+            }
+            RoleState::Follower { mut forwarded, .. } => {
+                for id in forwarded.drain() {
+                    self.out.reads.push((id, Err(failed.clone())));
+                }
+            }
+            RoleState::PreCandidate(_) | RoleState::Candidate(_) => {}
+        }
     }
 
     // ----- helpers ------------------------------------------------------------------------------
@@ -497,6 +555,11 @@ impl Raft {
             for pr in leader.progress.values() {
                 debug_assert!(pr.match_index < pr.next_index, "match < next");
                 debug_assert!(pr.match_index <= self.log.last_index(), "match <= last");
+                debug_assert!(
+                    pr.inflights.bytes() <= self.config.max_inflight_bytes
+                        || pr.inflights.len() == 1,
+                    "bytes in flight within the budget, or one message alone"
+                );
             }
         }
     }
@@ -536,11 +599,17 @@ fn leader_message(out: &mut Actions, from: NodeId, term: Term, to: NodeId, body:
     });
 }
 
-/// A leader tracks one `Progress` per other voter, starting at `next`.
-fn fresh_progress(peers: Vec<NodeId>, next: LogIndex, window: usize) -> BTreeMap<NodeId, Progress> {
+/// A leader tracks one `Progress` per other voter, starting at `next`, with the flow-control
+/// window of `config`.
+fn fresh_progress(
+    peers: Vec<NodeId>,
+    next: LogIndex,
+    config: &Config,
+) -> BTreeMap<NodeId, Progress> {
+    let (window, window_bytes) = (config.max_inflight_appends, config.max_inflight_bytes);
     peers
         .into_iter()
-        .map(|peer| (peer, Progress::new(next, window)))
+        .map(|peer| (peer, Progress::new(next, window, window_bytes)))
         .collect()
 }
 

@@ -3,7 +3,11 @@
 //! (§6.2, shared with the lease), and leadership transfer (§3.10), which gives the lease up.
 
 use super::{MAX_ANSWERED_ROUNDS, MAX_FRESHNESS, Raft, RoleState, leader_message};
-use crate::{Freshness, LogIndex, MessageBody, NodeId, ProtocolError, ReadId, ReadMode, Time};
+use crate::progress::ReplicationState;
+use crate::reads::Reader;
+use crate::{
+    Freshness, LogIndex, Message, MessageBody, NodeId, ProtocolError, ReadId, ReadMode, Time,
+};
 
 /// How fresh the data a node holds is: every write acknowledged anywhere before `as_of` (on
 /// this node's clock) is at or below `index`, which this node holds committed. A node that has
@@ -30,11 +34,27 @@ pub(super) struct Transfer {
 }
 
 impl Raft {
-    /// Queues a read on the leader. Its outcome comes back in [`crate::Actions::reads`] once
-    /// leadership is confirmed for it (dissertation §6.4) and the state machine has applied up
-    /// to its index.
+    /// Queues a read. Its outcome comes back in [`crate::Actions::reads`] once leadership is
+    /// confirmed for it (dissertation §6.4) and the state machine has applied up to its index.
+    ///
+    /// On a follower that knows its leader, the read is forwarded: the follower asks the leader
+    /// for a read index (one request for all the reads of a batch), the leader answers with its
+    /// commit index once a heartbeat round (or, for `Lease`, its lease) confirms it still leads,
+    /// and the follower serves the read once it has applied that index. A read whose request is
+    /// unanswered when the follower stops following that leader fails with
+    /// [`ProtocolError::NotLeader`]; one unanswered after a maximum election timeout, with
+    /// [`ProtocolError::Timeout`]. Candidates, and followers that know no leader, refuse reads
+    /// with `NotLeader`.
     pub fn read(&mut self, now: Time, id: ReadId, mode: ReadMode) -> Result<(), ProtocolError> {
         self.advance_clock(now);
+        if let RoleState::Follower {
+            leader: Some(_),
+            forwarded,
+        } = &mut self.role
+        {
+            forwarded.push(id, mode == ReadMode::Lease);
+            return Ok(());
+        }
         let lease_holds = self.lease_holds();
         let term_committed = self.term_committed();
         let committed = self.log.committed;
@@ -46,7 +66,7 @@ impl Raft {
                 // touching the queue.
                 self.out.reads.push((id, Ok(committed)));
             } else {
-                leader.reads.push(id, Some(committed), 0);
+                leader.reads.push(Reader::Local(id), Some(committed), 0);
             }
         } else {
             // Until an entry of this term commits, the commit index may be behind what earlier
@@ -54,9 +74,112 @@ impl Raft {
             // waits for a round not sent yet, so it cannot be ready now.
             let index = term_committed.then_some(committed);
             let round = leader.lease.latest_round() + 1;
-            leader.reads.push(id, index, round);
+            leader.reads.push(Reader::Local(id), index, round);
         }
         Ok(())
+    }
+
+    /// A follower asks for a read index: confirmed as for the leader's own reads, but answered
+    /// as soon as it is confirmed (the follower waits for its own apply). Any other role
+    /// refuses at once.
+    pub(super) fn handle_read_index(&mut self, from: NodeId, request: u64, lease: bool) {
+        let lease_holds = lease && self.lease_holds();
+        let term_committed = self.term_committed();
+        let committed = self.log.committed;
+        let RoleState::Leader(leader) = &mut self.role else {
+            let body = MessageBody::ReadIndexResponse {
+                request,
+                index: None,
+            };
+            self.send(from, body);
+            return;
+        };
+        if lease_holds {
+            let body = MessageBody::ReadIndexResponse {
+                request,
+                index: Some(committed),
+            };
+            leader_message(&mut self.out, self.config.id, self.term, from, body);
+        } else {
+            let index = term_committed.then_some(committed);
+            let round = leader.lease.latest_round() + 1;
+            leader
+                .reads
+                .push(Reader::Remote { from, request }, index, round);
+        }
+    }
+
+    /// The leader answered a read-index request of this follower.
+    pub(super) fn handle_read_index_response(
+        &mut self,
+        from: NodeId,
+        request: u64,
+        index: Option<LogIndex>,
+    ) {
+        let RoleState::Follower {
+            leader: Some(leader),
+            forwarded,
+        } = &mut self.role
+        else {
+            return;
+        };
+        if *leader != from {
+            return;
+        }
+        let reads = forwarded.answered(request);
+        match index {
+            Some(index) => {
+                if !reads.is_empty() {
+                    self.reads_to_apply.entry(index).or_default().extend(reads);
+                    self.resolve_reads();
+                }
+            }
+            None => {
+                let failed = ProtocolError::NotLeader { leader_hint: None };
+                for id in reads {
+                    self.out.reads.push((id, Err(failed.clone())));
+                }
+            }
+        }
+    }
+
+    /// Sends the read-index requests for the reads a follower took since its last batch.
+    pub(super) fn flush_forwarded_reads(&mut self) {
+        let deadline = self.now.plus_ms(self.config.election_timeout_max_ms);
+        let RoleState::Follower {
+            leader: Some(leader),
+            forwarded,
+        } = &mut self.role
+        else {
+            return;
+        };
+        if !forwarded.has_unsent() {
+            return;
+        }
+        let number = &mut self.read_request;
+        let requests = forwarded.take_unsent(deadline, || {
+            *number += 1;
+            *number
+        });
+        for (request, lease) in requests {
+            // A follower's message: it goes out with the others after the batch's writes.
+            self.out.persisted_messages.push(Message {
+                from: self.config.id,
+                to: *leader,
+                term: self.term,
+                body: MessageBody::ReadIndex { request, lease },
+            });
+        }
+    }
+
+    /// Fails the forwarded reads whose request went unanswered for a maximum election timeout
+    /// (lost, or the leader cannot confirm itself).
+    pub(super) fn expire_forwarded_reads(&mut self) {
+        if let RoleState::Follower { forwarded, .. } = &mut self.role {
+            for id in forwarded.expire(self.now) {
+                self.out.reads.push((id, Err(ProtocolError::Timeout)));
+            }
+        }
     }
 
     /// True while this node is leader, has committed an entry of its term, and its lease holds
@@ -110,20 +233,23 @@ impl Raft {
         }
     }
 
-    /// Hands leadership to `to` (dissertation §3.10): brings it up to date, then tells it to
-    /// start an election at once. The lease is given up for the rest of this term, and new
-    /// proposals are refused until the transfer ends or is abandoned after a minimum election
-    /// timeout.
+    /// Hands leadership to `to` (dissertation §3.10): brings it up to date at once, then tells
+    /// it to start an election as soon as it holds the whole log. The lease is given up for the
+    /// rest of this term, and new proposals are refused until the transfer ends or is abandoned
+    /// after a minimum election timeout.
+    ///
+    /// Naming the leader itself abandons a pending transfer, so proposals are accepted again at
+    /// once (the lease stays void for the rest of the term); with none pending it does nothing.
     pub fn transfer_leadership(&mut self, now: Time, to: NodeId) -> Result<(), ProtocolError> {
         self.advance_clock(now);
         let me = self.config.id;
         let is_voter = self.voters.contains(to);
         let deadline = now.plus_ms(self.config.election_timeout_min_ms);
+        let last = self.log.last_index();
         let leader = self.leader_state()?;
         if to == me {
-            return Err(ProtocolError::InvalidArgument(format!(
-                "{to} is already the leader"
-            )));
+            leader.transfer = None;
+            return Ok(());
         }
         if !is_voter {
             return Err(ProtocolError::InvalidArgument(format!(
@@ -141,6 +267,20 @@ impl Raft {
         // Once the target may win, this leader must not serve from its lease any more; a
         // delayed TimeoutNow could start that election at any time in this term.
         leader.lease.void();
+        if let Some(pr) = leader.progress.get_mut(&to)
+            && pr.match_index < last
+        {
+            // Catch the target up now rather than at the next heartbeat: appends in flight to
+            // it may have been lost, so send again from what it is known to hold (a probe goes
+            // out at once). The batch's flush sends them.
+            match pr.state {
+                ReplicationState::Replicate => {
+                    pr.next_index = pr.match_index.next();
+                    pr.inflights.reset();
+                }
+                ReplicationState::Probe => pr.probe_sent = false,
+            }
+        }
         self.maybe_send_timeout_now(to);
         Ok(())
     }
@@ -272,16 +412,36 @@ impl Raft {
         }
     }
 
+    /// Answers the reads that are ready: those whose confirmed index is applied, and a leader's
+    /// followers' requests that are confirmed.
     pub(super) fn resolve_reads(&mut self) {
         let applied = self.log.applied;
+        while let Some(entry) = self.reads_to_apply.first_entry()
+            && *entry.key() <= applied
+        {
+            let index = *entry.key();
+            let reads = entry.remove();
+            self.out
+                .reads
+                .extend(reads.into_iter().map(|id| (id, Ok(index))));
+        }
         let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
         let ready = leader
             .reads
             .take_ready(leader.lease.confirmed_round(), applied);
-        self.out
-            .reads
-            .extend(ready.into_iter().map(|(id, index)| (id, Ok(index))));
+        for (reader, index) in ready {
+            match reader {
+                Reader::Local(id) => self.out.reads.push((id, Ok(index))),
+                Reader::Remote { from, request } => {
+                    let body = MessageBody::ReadIndexResponse {
+                        request,
+                        index: Some(index),
+                    };
+                    leader_message(&mut self.out, self.config.id, self.term, from, body);
+                }
+            }
+        }
     }
 }

@@ -14,15 +14,27 @@ impl Raft {
     /// index and term, the command is committed; if the index is applied with another term,
     /// the command was lost in a change of leader.
     pub fn propose(&mut self, command: impl Into<EntryData>) -> Result<EntryId, ProtocolError> {
-        let leader = self.leader_state()?;
-        if leader.transfer.is_some() {
-            return Err(ProtocolError::TransferInProgress);
-        }
+        let limit_bytes = self.config.max_uncommitted_bytes;
         let entry = Entry {
             term: self.term,
             index: self.log.last_index().next(),
             payload: Payload::Command(command.into()),
         };
+        let leader = self.leader_state()?;
+        if leader.transfer.is_some() {
+            return Err(ProtocolError::TransferInProgress);
+        }
+        // etcd's MaxUncommittedEntriesSize: refuse once the tail is full, but never a proposal
+        // to an empty tail, so one entry larger than the limit still goes through.
+        let cost = uncommitted_cost(&entry);
+        let uncommitted_bytes = leader.uncommitted_bytes;
+        if uncommitted_bytes > 0 && uncommitted_bytes.saturating_add(cost) > limit_bytes {
+            return Err(ProtocolError::UncommittedLimit {
+                uncommitted_bytes,
+                limit_bytes,
+            });
+        }
+        leader.uncommitted_bytes = uncommitted_bytes.saturating_add(cost);
         let id = entry.id();
         self.log.push(entry);
         Ok(id)
@@ -78,7 +90,7 @@ impl Raft {
     }
 
     fn heard_from_leader(&mut self, from: NodeId) {
-        if let RoleState::Follower { leader } = &mut self.role {
+        if let RoleState::Follower { leader, .. } = &mut self.role {
             *leader = Some(from);
         }
         self.leader_heard_at = Some(self.now);
@@ -131,7 +143,8 @@ impl Raft {
                 };
                 pr.acked(round, session, now);
                 pr.probe_sent = false;
-                if pr.state == ReplicationState::Replicate && pr.inflights.full() {
+                let next_bytes = self.log.entry(pr.next_index).map(|e| e.payload_len());
+                if pr.state == ReplicationState::Replicate && !pr.inflights.admits(next_bytes) {
                     // The follower is alive but some acknowledgement went missing.
                     pr.inflights.free_first();
                 }
@@ -213,6 +226,18 @@ impl Raft {
         }));
         if majority > self.log.committed && self.log.term_at(majority) == Some(self.term) {
             let first_in_term = self.log.term_at(self.log.committed) != Some(self.term);
+            // What the newly committed entries of this term cost leaves the uncommitted tail.
+            let mut index = self.log.committed.next();
+            while index <= majority {
+                if let Some(entry) = self.log.entry(index)
+                    && entry.term == self.term
+                {
+                    leader.uncommitted_bytes = leader
+                        .uncommitted_bytes
+                        .saturating_sub(uncommitted_cost(entry));
+                }
+                index = index.next();
+            }
             self.log.commit_to(majority);
             if first_in_term {
                 leader.reads.assign_index(self.log.committed);
@@ -274,14 +299,25 @@ impl Raft {
             pr.become_probe();
             return false;
         };
-        let entries = self.log.slice(
+        // Flow control by bytes: a message carries at most what is left of the follower's byte
+        // budget; an entry larger than that waits until nothing else is in flight, then goes
+        // alone.
+        let mut max_bytes = self.config.max_bytes_per_append;
+        if pr.state == ReplicationState::Replicate {
+            let next_bytes = self.log.entry(pr.next_index).map(|e| e.payload_len());
+            if !pr.inflights.admits(next_bytes) {
+                return false;
+            }
+            max_bytes = max_bytes.min(pr.inflights.bytes_left());
+        }
+        let (entries, bytes) = self.log.slice(
             pr.next_index,
             last,
             self.config.max_entries_per_append,
-            self.config.max_bytes_per_append,
+            max_bytes,
         );
         let last_sent = entries.last().map_or(prev_index, |e| e.index);
-        pr.sent(last_sent, !entries.is_empty());
+        pr.sent(last_sent, !entries.is_empty(), bytes);
         pr.sent_commit = committed;
         let body = MessageBody::AppendEntries {
             prev_log: EntryId {
@@ -322,6 +358,15 @@ impl Raft {
             leader_message(&mut self.out, self.config.id, self.term, peer, body);
         }
         self.on_round_acknowledged();
+    }
+}
+
+/// What an entry counts toward [`crate::Config::max_uncommitted_bytes`]: its payload and its
+/// size in memory; the blank entry of a new term counts nothing, so it is never refused.
+fn uncommitted_cost(entry: &Entry) -> usize {
+    match entry.payload {
+        Payload::Blank => 0,
+        Payload::Command(_) => std::mem::size_of::<Entry>() + entry.payload_len(),
     }
 }
 

@@ -96,6 +96,9 @@ impl Raft {
                 }
                 at
             }
+            RoleState::Follower { forwarded, .. } => forwarded
+                .next_deadline()
+                .map_or(self.election_deadline, |d| d.min(self.election_deadline)),
             _ => self.election_deadline,
         }
     }

@@ -4,6 +4,7 @@
 
 mod harness;
 mod paper;
+mod parity;
 mod regressions;
 mod scenarios;
 mod sim;

@@ -89,8 +89,9 @@ struct SimNode {
     contract: ContractChecker,
     /// Entries applied in this incarnation, in order (the state machine is volatile).
     applied: Vec<Entry>,
-    /// Reads asked and not yet answered: id → (mode, highest committed index anywhere then).
-    open_reads: BTreeMap<ReadId, (ReadMode, LogIndex)>,
+    /// Reads asked and not yet answered: id → (mode, highest committed index anywhere then,
+    /// asked of a node that was not leader).
+    open_reads: BTreeMap<ReadId, (ReadMode, LogIndex, bool)>,
     /// Highest commit index seen in this incarnation.
     last_commit: LogIndex,
     /// Up to where this node's committed entries were compared with the global record.
@@ -166,7 +167,11 @@ pub(crate) struct Stats {
     pub(crate) elections: u64,
     pub(crate) commits: u64,
     pub(crate) reads_served: u64,
+    /// Of those, reads served by a node that was not leader when asked (forwarded).
+    pub(crate) follower_reads_served: u64,
     pub(crate) lease_reads_without_round_trip: u64,
+    /// Proposals refused because the leader's uncommitted tail was full.
+    pub(crate) refused_uncommitted: u64,
     pub(crate) crashes: u64,
     pub(crate) transfers: u64,
     pub(crate) truncations: u64,
@@ -186,7 +191,9 @@ impl Stats {
         self.elections += other.elections;
         self.commits += other.commits;
         self.reads_served += other.reads_served;
+        self.follower_reads_served += other.follower_reads_served;
         self.lease_reads_without_round_trip += other.lease_reads_without_round_trip;
+        self.refused_uncommitted += other.refused_uncommitted;
         self.crashes += other.crashes;
         self.transfers += other.transfers;
         self.truncations += other.truncations;
@@ -205,6 +212,23 @@ impl Sim {
         let pre_vote = rng.range(0, 4) != 0;
         let window = rng.range(1, 8) as usize;
         let batch = rng.range(1, 6) as usize;
+        // Byte limits small enough for the mixed entry sizes of proposals (up to 1,200 bytes)
+        // to hit them: bytes per message and in flight per follower, and the uncommitted tail.
+        let byte_limits = rng.range(0, 2) == 1;
+        let (bytes_per_append, inflight_bytes, uncommitted_bytes) = if byte_limits {
+            (
+                rng.range(100, 3000) as usize,
+                rng.range(500, 5000) as usize,
+                rng.range(2000, 20_000) as usize,
+            )
+        } else {
+            let defaults = Config::new(NodeId(1));
+            (
+                defaults.max_bytes_per_append,
+                defaults.max_inflight_bytes,
+                defaults.max_uncommitted_bytes,
+            )
+        };
         let mut nodes = BTreeMap::new();
         for &id in &voters {
             let mut config = test_config(id.0);
@@ -214,6 +238,9 @@ impl Sim {
             config.pre_vote = pre_vote;
             config.max_inflight_appends = window;
             config.max_entries_per_append = batch;
+            config.max_bytes_per_append = bytes_per_append;
+            config.max_inflight_bytes = inflight_bytes;
+            config.max_uncommitted_bytes = uncommitted_bytes;
             config.validate().unwrap();
             // Two clocks may disagree by the drift bound over one minimum election timeout; each
             // drifts by at most 90% of half that, leaving room for millisecond rounding.
@@ -274,7 +301,7 @@ impl Sim {
         };
         let faults = sim.faults;
         sim.trace(format_args!(
-            "{n} nodes, pre_vote {pre_vote}, window {window}, batch {batch}, {faults:?}"
+            "{n} nodes, pre_vote {pre_vote}, window {window}, batch {batch}, bytes per append {bytes_per_append}, in flight {inflight_bytes}, uncommitted {uncommitted_bytes}, {faults:?}"
         ));
         for id in voters {
             sim.start_node(id);
@@ -513,7 +540,7 @@ impl Sim {
         result: Result<LogIndex, crate::ProtocolError>,
     ) -> Result<(), String> {
         let node = self.nodes.get_mut(&id).unwrap();
-        let Some((mode, committed_then)) = node.open_reads.remove(&read) else {
+        let Some((mode, committed_then, forwarded)) = node.open_reads.remove(&read) else {
             return Err(format!("{id} answered read {read:?} that was never asked"));
         };
         if let Ok(index) = result {
@@ -526,6 +553,7 @@ impl Sim {
                 return Err(format!("{id} served read at {index} before applying it"));
             }
             self.stats.reads_served += 1;
+            self.stats.follower_reads_served += u64::from(forwarded);
         }
         let text = format!("read {read:?} on {id}: {result:?}");
         self.trace(format_args!("{text}"));
@@ -638,17 +666,32 @@ impl Sim {
             let id = ReadId(self.next_read);
             self.next_read += 1;
             let lease_before = raft.lease_holds();
+            let forwarded = raft.role() != Role::Leader;
             if raft.read(now, id, mode).is_ok() {
-                node.open_reads.insert(id, (mode, committed_now));
+                node.open_reads.insert(id, (mode, committed_now, forwarded));
                 if mode == ReadMode::Lease && lease_before {
                     self.stats.lease_reads_without_round_trip += 1;
                 }
             }
         } else {
-            let payload = format!("s{}-p{}", self.seed, self.next_proposal);
+            // Mixed sizes: most entries small, some large enough to fill a message alone.
+            let padding = [0, 0, 50, 400, 1200][self.rng.range(0, 5) as usize];
+            let payload = format!(
+                "s{}-p{}{}",
+                self.seed,
+                self.next_proposal,
+                "x".repeat(padding)
+            );
             self.next_proposal += 1;
+            let node = self.nodes.get_mut(&target).unwrap();
+            let Some(raft) = node.raft.as_mut() else {
+                return Ok(());
+            };
             let result = raft.propose(Bytes::from(payload.into_bytes()));
             self.check_refusal(target, &result)?;
+            if let Err(crate::ProtocolError::UncommittedLimit { .. }) = result {
+                self.stats.refused_uncommitted += 1;
+            }
         }
         self.trace(format_args!("client request at {target} kind {read_kind}"));
         self.drive(target)
@@ -807,10 +850,20 @@ impl Sim {
         leader: NodeId,
         result: &Result<EntryId, crate::ProtocolError>,
     ) -> Result<(), String> {
+        let node = &self.nodes[&leader];
+        if let Err(crate::ProtocolError::UncommittedLimit { .. }) = result {
+            // Only a leader with an uncommitted tail may refuse for its size.
+            let raft = node.raft.as_ref().ok_or("a stopped node answered")?;
+            if raft.last_log_id().index <= raft.commit_index() {
+                return Err(format!(
+                    "{leader} refused a proposal for its uncommitted tail with nothing uncommitted"
+                ));
+            }
+            return Ok(());
+        }
         if !matches!(result, Err(crate::ProtocolError::TransferInProgress)) {
             return Ok(());
         }
-        let node = &self.nodes[&leader];
         let term = node.raft.as_ref().map_or(Term(0), |r| r.term());
         let now = self.local_now(leader);
         let limit_ms = node.config.election_timeout_min_ms + node.config.clock_drift_bound_ms;
@@ -1263,6 +1316,10 @@ fn simulated_clusters_keep_every_invariant() {
     );
     assert!(
         stats.lease_reads_without_round_trip > 0 && stats.truncations > 0,
+        "{stats:?}"
+    );
+    assert!(
+        stats.follower_reads_served > 0 && stats.refused_uncommitted > 0,
         "{stats:?}"
     );
 }

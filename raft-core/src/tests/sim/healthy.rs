@@ -279,7 +279,7 @@ impl Sim {
             let node = self.nodes.get_mut(&leader).unwrap();
             let raft = node.raft.as_mut().unwrap();
             if raft.read(now, id, mode).is_ok() {
-                node.open_reads.insert(id, (mode, committed_now));
+                node.open_reads.insert(id, (mode, committed_now, false));
             }
             // One batch per read: each read that needs one starts its own round.
             self.drive(leader)?;
