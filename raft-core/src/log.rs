@@ -108,27 +108,39 @@ impl RaftLog {
         max_entries: usize,
         max_bytes: usize,
     ) -> (Vec<Entry>, usize) {
-        let end = to.min(self.last_index());
-        if from > end {
+        let Some(range) = self.positions(from, to) else {
             return (Vec::new(), 0);
-        }
-        let available = usize::try_from(end.0 - from.0 + 1).unwrap_or(usize::MAX);
-        let mut out = Vec::with_capacity(available.min(max_entries));
+        };
+        let mut out = Vec::with_capacity(range.len().min(max_entries));
         let mut bytes = 0usize;
-        let mut index = from;
-        while index <= to && out.len() < max_entries {
-            let Some(entry) = self.entry(index) else {
-                break;
-            };
+        for entry in self.entries.range(range).take(max_entries) {
             let with_entry = bytes.saturating_add(entry.payload_len());
             if !out.is_empty() && with_entry > max_bytes {
                 break;
             }
             bytes = with_entry;
             out.push(entry.clone());
-            index = index.next();
         }
         (out, bytes)
+    }
+
+    /// The positions in `entries` of the entries `from..=to` this log holds, or `None` when it
+    /// holds none of them.
+    fn positions(&self, from: LogIndex, to: LogIndex) -> Option<std::ops::Range<usize>> {
+        let to = to.min(self.last_index());
+        let first = self.first_index();
+        if from > to || from < first {
+            return None;
+        }
+        let start = usize::try_from(from.0 - first.0).ok()?;
+        let end = usize::try_from(to.0 - first.0).ok()?.checked_add(1)?;
+        Some(start..end)
+    }
+
+    /// The entries `from..=to` this log holds.
+    pub(crate) fn range(&self, from: LogIndex, to: LogIndex) -> impl Iterator<Item = &Entry> {
+        let range = self.positions(from, to).unwrap_or(0..0);
+        self.entries.range(range)
     }
 
     /// Appends one entry at the end (a leader's new entry).
@@ -182,10 +194,7 @@ impl RaftLog {
     /// first of them is to be replaced.
     pub(crate) fn take_unsaved(&mut self) -> Vec<Entry> {
         match self.unsaved_from.take() {
-            Some(from) => {
-                self.slice(from, self.last_index(), usize::MAX, usize::MAX)
-                    .0
-            }
+            Some(from) => self.range(from, self.last_index()).cloned().collect(),
             None => Vec::new(),
         }
     }

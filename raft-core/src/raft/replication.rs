@@ -227,16 +227,15 @@ impl Raft {
         if majority > self.log.committed && self.log.term_at(majority) == Some(self.term) {
             let first_in_term = self.log.term_at(self.log.committed) != Some(self.term);
             // What the newly committed entries of this term cost leaves the uncommitted tail.
-            let mut index = self.log.committed.next();
-            while index <= majority {
-                if let Some(entry) = self.log.entry(index)
-                    && entry.term == self.term
-                {
-                    leader.uncommitted_bytes = leader
-                        .uncommitted_bytes
-                        .saturating_sub(uncommitted_cost(entry));
-                }
-                index = index.next();
+            if leader.uncommitted_bytes > 0 {
+                let term = self.term;
+                let freed: usize = self
+                    .log
+                    .range(self.log.committed.next(), majority)
+                    .filter(|e| e.term == term)
+                    .map(uncommitted_cost)
+                    .sum();
+                leader.uncommitted_bytes = leader.uncommitted_bytes.saturating_sub(freed);
             }
             self.log.commit_to(majority);
             if first_in_term {
