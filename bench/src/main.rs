@@ -10,6 +10,8 @@
 //!   timed from `propose` until it is applied on the leader.
 //! * `tcp` — the same over loopback TCP (the real transport), with 128-byte payloads by default.
 //! * `lease-read`, `read-index` — reads on the leader (`Consistency::Lease`, `::Linearizable`).
+//! * `read-index-spread` — linearizable reads spread over every node, clients assigned to the
+//!   nodes in turn: followers ask the leader for a read index and serve the reads themselves.
 //! * `failover` — the leader is stopped under load; the time until a new leader acknowledges a
 //!   write, over 20 repetitions (p50 and max).
 //! * `memory` — resident memory per log entry held by the protocol (`--clients 2`: plus a stored
@@ -45,7 +47,7 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: raft-bench --case mem|tcp|lease-read|read-index|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--json]".to_string()
+    "usage: raft-bench --case mem|tcp|lease-read|read-index|read-index-spread|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--json]".to_string()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -164,14 +166,30 @@ enum Load {
     Read(Consistency),
 }
 
-/// Runs `clients` tasks that share `ops` operations on the leader, timing each.
+/// Runs `clients` tasks that share `ops` operations on the leader (or, with `spread`, on every
+/// node in turn), timing each.
 async fn drive(
     cluster: &Cluster,
     args: &Args,
     payload: usize,
     load: Load,
 ) -> Result<Measured, String> {
+    drive_on(cluster, args, payload, load, false).await
+}
+
+async fn drive_on(
+    cluster: &Cluster,
+    args: &Args,
+    payload: usize,
+    load: Load,
+    spread: bool,
+) -> Result<Measured, String> {
     let leader = cluster.leader().await?;
+    let targets = if spread {
+        cluster.nodes()
+    } else {
+        vec![leader.clone()]
+    };
     // Warm up: connections open, lease established.
     for _ in 0..100 {
         leader
@@ -186,8 +204,8 @@ async fn drive(
     let per_client = usize::try_from(args.ops / args.clients + chunk).unwrap_or(0);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let leader = leader.clone();
+    for client in 0..args.clients {
+        let leader = targets[client as usize % targets.len()].clone();
         let remaining = Arc::clone(&remaining);
         tasks.push(tokio::spawn(async move {
             // Microseconds fit in 32 bits (71 minutes): half the memory the recording touches.
@@ -394,6 +412,13 @@ async fn run(args: Args) -> Result<(), String> {
             };
             let cluster = Cluster::start(Wire::Channel, args.nodes, 1, args.max_inflight).await?;
             let measured = drive(&cluster, &args, 0, Load::Read(consistency)).await?;
+            cluster.shutdown().await;
+            (measured, 0)
+        }
+        "read-index-spread" => {
+            let cluster = Cluster::start(Wire::Channel, args.nodes, 1, args.max_inflight).await?;
+            let load = Load::Read(Consistency::Linearizable);
+            let measured = drive_on(&cluster, &args, 0, load, true).await?;
             cluster.shutdown().await;
             (measured, 0)
         }

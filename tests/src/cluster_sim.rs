@@ -182,8 +182,11 @@ pub struct SimOutcome {
     pub faults: Vec<String>,
     /// Operations that completed successfully.
     pub completed: u64,
-    /// Lease reads served.
+    /// Lease reads served by a leader.
     pub lease_reads: u64,
+    /// Linearizable and lease reads served by a follower (forwarded to its leader for a read
+    /// index); they are in the history like every other read.
+    pub follower_reads: u64,
     /// Bounded-staleness reads served (each checked against its bound).
     pub bounded_reads: u64,
     /// Elections seen.
@@ -201,6 +204,7 @@ struct World {
     violations: Vec<String>,
     /// (time ms, node, term) of every lease read served.
     lease_reads: Vec<(u64, NodeId, Term)>,
+    follower_reads: u64,
     /// Term → (time ms, leader) of the first sighting of that term's leader.
     elections: BTreeMap<Term, (u64, NodeId)>,
     /// Every `Ack::Quorum` write whose acknowledgement reached its client, in time order, with
@@ -454,6 +458,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         faults,
         completed: world.completed,
         lease_reads: world.lease_reads.len() as u64,
+        follower_reads: world.follower_reads,
         bounded_reads: world.bounded_reads,
         elections: world.elections.len() as u64,
         transfers: world.transfers.len() as u64,
@@ -921,8 +926,12 @@ async fn read(
                 .history
                 .complete(id, Response::Value(outcome.response), now);
             world.completed += 1;
-            if consistency == Consistency::Lease {
-                let status = node.status();
+            let status = node.status();
+            if status.role != Role::Leader {
+                // Served with a read index its leader confirmed (from its lease, for a lease
+                // read): the lease check below is about leaders serving from their own lease.
+                world.follower_reads += 1;
+            } else if consistency == Consistency::Lease {
                 world.lease_reads.push((now, status.id, status.term));
             }
             Ok(())

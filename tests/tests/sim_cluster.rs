@@ -7,13 +7,14 @@
 use raft_tests::cluster_sim::{Scenario, check_seed, seeds_from_env};
 
 /// Runs the seeds of `scenario` (`default` of them unless the environment says otherwise) and
-/// fails with the list of seeds that broke a check.
-fn run_seeds(scenario: Scenario, default: u64) {
+/// fails with the list of seeds that broke a check. Returns how many reads followers served.
+fn run_seeds(scenario: Scenario, default: u64) -> u64 {
     let seeds = seeds_from_env(default);
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let (mut completed, mut lease_reads, mut bounded_reads, mut elections, mut transfers) =
         (0, 0, 0, 0, 0);
+    let mut follower_reads = 0;
     for &seed in &seeds {
         match check_seed(scenario, seed) {
             Ok(outcome) => {
@@ -22,6 +23,7 @@ fn run_seeds(scenario: Scenario, default: u64) {
                 }
                 completed += outcome.completed;
                 lease_reads += outcome.lease_reads;
+                follower_reads += outcome.follower_reads;
                 bounded_reads += outcome.bounded_reads;
                 elections += outcome.elections;
                 transfers += outcome.transfers;
@@ -33,7 +35,7 @@ fn run_seeds(scenario: Scenario, default: u64) {
         }
     }
     eprintln!(
-        "{scenario:?}: {} seeds in {:.1?}: {} failed {failures:?}; {completed} operations completed, {lease_reads} lease reads, {bounded_reads} bounded-staleness reads, {elections} elections, {transfers} transfers",
+        "{scenario:?}: {} seeds in {:.1?}: {} failed {failures:?}; {completed} operations completed, {lease_reads} lease reads, {follower_reads} follower reads, {bounded_reads} bounded-staleness reads, {elections} elections, {transfers} transfers",
         seeds.len(),
         started.elapsed(),
         failures.len()
@@ -43,11 +45,13 @@ fn run_seeds(scenario: Scenario, default: u64) {
         "{scenario:?}: failing seeds: {failures:?}"
     );
     assert!(completed > 0 && elections > 0, "the runs exercised nothing");
+    follower_reads
 }
 
 #[test]
 fn clusters_under_faults_stay_linearizable() {
-    run_seeds(Scenario::Faults, 24);
+    let follower_reads = run_seeds(Scenario::Faults, 24);
+    assert!(follower_reads > 0, "no read was served by a follower");
 }
 
 #[test]
