@@ -119,6 +119,13 @@ async fn writes_and_reads_at_every_level() {
             .await,
         Ok(_) | Err(Error::TooStale { .. })
     ));
+    // Linearizable and lease reads on a follower: forwarded to the leader for a read index,
+    // served by the follower once it has applied it, so they see the write.
+    for consistency in [Consistency::Linearizable, Consistency::Lease] {
+        let read = follower.query(consistency, "x".into()).await.unwrap();
+        assert_eq!(read.response, Some("1".into()), "{consistency:?} on a follower");
+        assert!(read.applied_index >= written.index);
+    }
     // Writes to a follower are refused with the leader's id.
     match follower.propose(put("y", "2"), Ack::Quorum).await {
         Err(Error::NotLeader { leader_hint }) => assert_eq!(leader_hint, Some(leader.id())),
