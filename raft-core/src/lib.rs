@@ -98,4 +98,6 @@ pub use log::ConflictHint;
 pub use message::{AppendOutcome, Freshness, Message, MessageBody};
 pub use raft::{FreshCommit, InitialState, PeerProgress, Raft, ReadMode, Role};
 pub use reads::ReadId;
-pub use types::{Entry, EntryData, EntryId, HardState, LogIndex, NodeId, Payload, Term, Time};
+pub use types::{
+    Entry, EntryData, EntryId, HardState, LogIndex, NodeId, Payload, SnapshotMeta, Term, Time,
+};

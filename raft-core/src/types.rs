@@ -104,6 +104,30 @@ pub struct EntryId {
     pub index: LogIndex,
 }
 
+/// What a snapshot covers (§7): the last entry its image includes, and the voting members as of
+/// that entry. The image itself (the state machine's state after applying that entry) is opaque
+/// bytes kept by a snapshot store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SnapshotMeta {
+    /// The last entry the image includes (the paper's *lastIncludedIndex* and
+    /// *lastIncludedTerm*).
+    pub last: EntryId,
+    /// The voting members as of `last` (the paper's *lastConfig*).
+    pub voters: std::collections::BTreeSet<NodeId>,
+}
+
+impl SnapshotMeta {
+    /// The metadata of a snapshot whose image includes every entry up to `last`, taken when
+    /// `voters` were the voting members.
+    pub fn new(last: EntryId, voters: impl IntoIterator<Item = NodeId>) -> SnapshotMeta {
+        SnapshotMeta {
+            last,
+            voters: voters.into_iter().collect(),
+        }
+    }
+}
+
 /// What an entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]

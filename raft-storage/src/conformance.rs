@@ -43,7 +43,7 @@
 //! [`MemLogStore`]: crate::MemLogStore
 
 use raft_core::node::{LogStore, Recovered, StorageError};
-use raft_core::{Entry, HardState, LogIndex, NodeId, Payload, Term};
+use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId, Payload, Term};
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::ops::RangeInclusive;
@@ -497,7 +497,12 @@ where
     succeeds(
         CHECK,
         "purge_prefix(4)",
-        store.purge_prefix(LogIndex(4)).await,
+        store
+            .purge_prefix(EntryId {
+                term: Term(1),
+                index: LogIndex(4),
+            })
+            .await,
     );
     refused(
         CHECK,
@@ -755,7 +760,12 @@ where
     succeeds(
         CHECK,
         "purge_prefix(3)",
-        store.purge_prefix(LogIndex(3)).await,
+        store
+            .purge_prefix(EntryId {
+                term: Term(1),
+                index: LogIndex(3),
+            })
+            .await,
     );
     refused(
         CHECK,

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use raft_core::node::{LogStore, Recovered, StorageError};
-use raft_core::{Entry, HardState, LogIndex, NodeId};
+use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,6 +14,8 @@ struct Contents {
     /// The index of the first entry held (1 until a prefix is purged).
     first_index: LogIndex,
     voters: Option<BTreeSet<NodeId>>,
+    /// The entry before the first one held (the last purged).
+    log_start: EntryId,
 }
 
 /// A [`LogStore`] in memory. Clones share the same contents.
@@ -59,11 +61,13 @@ impl Contents {
 impl LogStore for MemLogStore {
     async fn recover(&mut self) -> Result<Recovered, StorageError> {
         let contents = self.lock()?;
-        Ok(Recovered::new(
+        let mut recovered = Recovered::new(
             contents.hard_state,
             contents.entries.iter().cloned().collect(),
             contents.voters.clone(),
-        ))
+        );
+        recovered.log_start = contents.log_start;
+        Ok(recovered)
     }
 
     async fn write(
@@ -103,14 +107,28 @@ impl LogStore for MemLogStore {
         Ok(())
     }
 
-    async fn purge_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+    async fn purge_prefix(&mut self, up_to: EntryId) -> Result<(), StorageError> {
         let mut contents = self.lock()?;
-        while contents.entries.front().is_some_and(|e| e.index <= up_to) {
+        if up_to.index < contents.first() {
+            return Ok(());
+        }
+        let diverged = contents
+            .entries
+            .iter()
+            .find(|e| e.index == up_to.index)
+            .is_none_or(|e| e.term != up_to.term);
+        if diverged {
+            contents.entries.clear();
+        }
+        while contents
+            .entries
+            .front()
+            .is_some_and(|e| e.index <= up_to.index)
+        {
             contents.entries.pop_front();
         }
-        if up_to >= contents.first() {
-            contents.first_index = up_to.next();
-        }
+        contents.first_index = up_to.index.next();
+        contents.log_start = up_to;
         Ok(())
     }
 

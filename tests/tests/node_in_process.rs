@@ -123,7 +123,11 @@ async fn writes_and_reads_at_every_level() {
     // served by the follower once it has applied it, so they see the write.
     for consistency in [Consistency::Linearizable, Consistency::Lease] {
         let read = follower.query(consistency, "x".into()).await.unwrap();
-        assert_eq!(read.response, Some("1".into()), "{consistency:?} on a follower");
+        assert_eq!(
+            read.response,
+            Some("1".into()),
+            "{consistency:?} on a follower"
+        );
         assert!(read.applied_index >= written.index);
     }
     // Writes to a follower are refused with the leader's id.

@@ -43,7 +43,7 @@ impl LogStore for SlowStore {
     async fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
         self.inner.truncate_suffix(from).await
     }
-    async fn purge_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+    async fn purge_prefix(&mut self, up_to: raft_core::EntryId) -> Result<(), StorageError> {
         self.inner.purge_prefix(up_to).await
     }
     async fn read(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {

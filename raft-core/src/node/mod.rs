@@ -100,7 +100,10 @@ mod writes;
 pub use handle::NodeHandle;
 pub use inbox::{DEFAULT_INBOX_BYTES, InboundMessages, Inbox, inbox, inbox_with_limits};
 pub use status::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
-pub use traits::{LogStore, Recovered, StateMachine, StorageError, StorageErrorKind, Transport};
+pub use traits::{
+    LogStore, Recovered, SnapshotChunk, SnapshotStore, SnapshotWriter, StateMachine, StorageError,
+    StorageErrorKind, Transport,
+};
 
 use handle::{Request, Shared};
 

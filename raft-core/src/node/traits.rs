@@ -2,7 +2,7 @@
 //! storage, and the network.
 
 use crate::node::PeerConnection;
-use crate::{Entry, HardState, LogIndex, Message, NodeId};
+use crate::{Entry, EntryId, HardState, LogIndex, Message, NodeId, SnapshotMeta};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
@@ -129,15 +129,20 @@ pub enum StorageErrorKind {
 pub struct Recovered {
     /// The last hard state written.
     pub hard_state: HardState,
-    /// Every entry held, in index order, from index 1 (until snapshots move the start).
+    /// Every entry held, in index order, from the one after `log_start`.
     pub entries: Vec<Entry>,
     /// The voting members last saved with [`LogStore::save_voters`], if any.
     pub voters: Option<BTreeSet<NodeId>>,
+    /// The entry just before the first one held: the last one purged with
+    /// [`LogStore::purge_prefix`] (index 0, term 0 when nothing was purged). Its term is what a
+    /// follower's consistency check needs for an append right after it.
+    pub log_start: EntryId,
 }
 
 impl Recovered {
     /// What a store recovered: its hard state, its entries from index 1, its saved voters.
-    /// (The type may gain fields, such as snapshot metadata, that default to "none".)
+    /// (The type may gain fields that default to "none".) Set [`Recovered::log_start`] for a
+    /// log whose prefix was purged.
     pub fn new(
         hard_state: HardState,
         entries: Vec<Entry>,
@@ -147,6 +152,7 @@ impl Recovered {
             hard_state,
             entries,
             voters,
+            log_start: EntryId::default(),
         }
     }
 }
@@ -164,7 +170,7 @@ impl Recovered {
 /// ```
 /// use async_trait::async_trait;
 /// use raft_core::node::{LogStore, Recovered, StorageError};
-/// use raft_core::{Entry, HardState, LogIndex, NodeId};
+/// use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId};
 /// use std::collections::BTreeSet;
 ///
 /// struct Counting<S> { inner: S, writes: u64 }
@@ -181,7 +187,7 @@ impl Recovered {
 ///     async fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
 ///         self.inner.truncate_suffix(from).await
 ///     }
-///     async fn purge_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError> {
+///     async fn purge_prefix(&mut self, up_to: EntryId) -> Result<(), StorageError> {
 ///         self.inner.purge_prefix(up_to).await
 ///     }
 ///     async fn read(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
@@ -215,14 +221,83 @@ pub trait LogStore: Send + 'static {
     /// Removes every entry at or after `from`.
     async fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError>;
 
-    /// Discards every entry at or before `up_to` (they are covered by a snapshot).
-    async fn purge_prefix(&mut self, up_to: LogIndex) -> Result<(), StorageError>;
+    /// Makes the log start after `up_to` (a snapshot covers it): discards every entry at or
+    /// before `up_to.index`, and every entry after it too unless the entry held at
+    /// `up_to.index` has `up_to.term` (a snapshot installed from the leader replaced a log that
+    /// diverged from it). Durably remembers `up_to`, which [`LogStore::recover`] returns as
+    /// [`Recovered::log_start`]. Purging at or before the current start changes nothing.
+    async fn purge_prefix(&mut self, up_to: EntryId) -> Result<(), StorageError>;
 
     /// Entries `from..=to` that are still held, in order.
     async fn read(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError>;
 
     /// Durably records the voting members.
     async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError>;
+}
+
+/// Where snapshots live (§7): each image is written in chunks, finished atomically, and read
+/// back in chunks, so an image never has to fit in memory at once. The store keeps the latest
+/// complete image (the one whose last included entry has the highest index) and may drop older
+/// ones once a newer one is finished.
+///
+/// Several images may be written at once (a node's own snapshot while it receives one from its
+/// leader): each [`SnapshotWriter`] is independent and invisible until finished. A writer
+/// dropped without [`SnapshotWriter::finish`] leaves nothing behind. `raft_storage` has an
+/// in-memory store and a conformance suite (`raft_storage::conformance::snapshots`).
+#[async_trait]
+pub trait SnapshotStore: Send + 'static {
+    /// Starts writing a new image of the state described by `meta`.
+    async fn create(
+        &mut self,
+        meta: &SnapshotMeta,
+    ) -> Result<Box<dyn SnapshotWriter>, StorageError>;
+
+    /// The metadata of the latest complete image, if any.
+    async fn latest(&mut self) -> Result<Option<SnapshotMeta>, StorageError>;
+
+    /// Up to `max_bytes` (at least 1) of the latest complete image, from byte `offset`, with
+    /// that image's metadata: a reader that finds a newer image than the one it was reading
+    /// starts over. Fails with [`StorageError::Unavailable`] when there is no complete image
+    /// or `offset` is past its end.
+    async fn read(&mut self, offset: u64, max_bytes: usize) -> Result<SnapshotChunk, StorageError>;
+}
+
+/// A piece of a stored image, read with [`SnapshotStore::read`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotChunk {
+    /// The image this piece belongs to.
+    pub meta: SnapshotMeta,
+    /// Where in the image it starts.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Bytes,
+    /// It ends the image.
+    pub last: bool,
+}
+
+impl SnapshotChunk {
+    /// A chunk of the image `meta`, at `offset`; `last` when it ends the image.
+    pub fn new(meta: SnapshotMeta, offset: u64, data: Bytes, last: bool) -> SnapshotChunk {
+        SnapshotChunk {
+            meta,
+            offset,
+            data,
+            last,
+        }
+    }
+}
+
+/// An image being written into a [`SnapshotStore`], from [`SnapshotStore::create`].
+#[async_trait]
+pub trait SnapshotWriter: Send {
+    /// Appends `data` to the image.
+    async fn write(&mut self, data: &[u8]) -> Result<(), StorageError>;
+
+    /// Makes the image durable and, atomically, the store's latest, unless the store already
+    /// holds a complete image with a higher last index (then this one is discarded). A crash
+    /// before this returns leaves the store as it was.
+    async fn finish(self: Box<Self>) -> Result<(), StorageError>;
 }
 
 /// Outbound messages to peers. Inbound messages reach the node through its [`crate::node::Inbox`].
