@@ -1,36 +1,47 @@
-//! A conformance suite for [`LogStore`]: written once, run against every implementation.
+//! Conformance suites for [`LogStore`] and [`SnapshotStore`]: written once, run against every
+//! implementation.
 //!
 //! Raft's safety argument assumes that what a node wrote to stable storage before it answered
 //! an RPC is still there, unchanged, after it restarts (Figure 2, "Persistent state on all
 //! servers ... updated on stable storage before responding to RPCs"). The protocol cannot see a
 //! store that forgets a vote, reorders entries or keeps a conflicting suffix; it just loses
-//! safety. Each check below states one thing the protocol relies on, and the reason.
+//! safety. A snapshot stands in for the log prefix it covers (§7), so a snapshot store that
+//! loses an image, hands out a half-written one or lets an older one win loses the same
+//! entries. Each check below states one thing the protocol relies on, and the reason.
 //!
 //! # Using it
 //!
-//! The suite is given a function `open(location)` that returns a store over the data kept at
+//! A suite is given a function `open(location)` that returns a store over the data kept at
 //! `location`: an empty store the first time a location number is seen, and the same data
 //! (a "restart") when the number comes again. The old handle is always dropped before a
 //! location is opened again, so a store that locks its files can be tested too. For a file
-//! store, a location is a directory under a temporary directory; for [`MemLogStore`], a clone
-//! of the store kept for that number.
+//! store, a location is a directory under a temporary directory; for [`MemLogStore`] and
+//! [`MemSnapshotStore`], a clone of the store kept for that number.
 //!
-//! [`run`] runs every check, each on its own location number (0, 1, 2, ...) so that the checks
-//! are independent. Each check is also a public function taking `open` and a fresh location,
-//! to run one on its own.
+//! [`run`] runs every check of the log store suite, and [`snapshots`] every check of the
+//! snapshot store suite, each check on its own location number (0, 1, 2, ...) so that the
+//! checks are independent. The two suites number their locations independently: give each its
+//! own `open` over its own places (two temporary directories, two maps). Each check is also a
+//! public function taking `open` and a fresh location, to run one on its own.
 //!
 //! ```
-//! use raft_storage::{MemLogStore, conformance};
+//! use raft_storage::{MemLogStore, MemSnapshotStore, conformance};
 //! use std::collections::BTreeMap;
 //! use std::sync::{Mutex, PoisonError};
 //!
-//! let stores: Mutex<BTreeMap<u32, MemLogStore>> = Mutex::default();
-//! let open = |location: u32| {
-//!     let mut stores = stores.lock().unwrap_or_else(PoisonError::into_inner);
-//!     std::future::ready(stores.entry(location).or_default().clone())
+//! let logs: Mutex<BTreeMap<u32, MemLogStore>> = Mutex::default();
+//! let open_log = |location: u32| {
+//!     let mut logs = logs.lock().unwrap_or_else(PoisonError::into_inner);
+//!     std::future::ready(logs.entry(location).or_default().clone())
+//! };
+//! let images: Mutex<BTreeMap<u32, MemSnapshotStore>> = Mutex::default();
+//! let open_images = |location: u32| {
+//!     let mut images = images.lock().unwrap_or_else(PoisonError::into_inner);
+//!     std::future::ready(images.entry(location).or_default().clone())
 //! };
 //! let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-//! runtime.block_on(conformance::run(open));
+//! runtime.block_on(conformance::run(open_log));
+//! runtime.block_on(conformance::snapshots(open_images));
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
@@ -41,15 +52,19 @@
 //! explicit panics with messages rather than `unwrap`, so that the message is useful.
 //!
 //! [`MemLogStore`]: crate::MemLogStore
+//! [`MemSnapshotStore`]: crate::MemSnapshotStore
 
-use raft_core::node::{LogStore, Recovered, StorageError};
-use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId, Payload, Term};
+use raft_core::node::{
+    LogStore, Recovered, SnapshotChunk, SnapshotStore, SnapshotWriter, StorageError,
+    StorageErrorKind,
+};
+use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId, Payload, SnapshotMeta, Term};
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::ops::RangeInclusive;
 
-/// Runs every check of the suite against the store that `open` returns, each check on its own
-/// location number, counting from 0.
+/// Runs every check of the log store suite against the store that `open` returns, each check
+/// on its own location number, counting from 0.
 ///
 /// # Panics
 ///
@@ -75,6 +90,10 @@ where
     voters_survive_reopen(&open, 12).await;
     large_batch_round_trips(&open, 13).await;
     payloads_round_trip_byte_exact(&open, 14).await;
+    purge_at_held_entry_keeps_later_entries(&open, 15).await;
+    purge_at_diverged_entry_discards_the_rest(&open, 16).await;
+    purge_beyond_last_entry_empties_the_log(&open, 17).await;
+    purge_at_or_before_start_changes_nothing(&open, 18).await;
 }
 
 /// A store never written to recovers the default hard state (term 0, no vote), no entries and
@@ -980,6 +999,918 @@ where
     );
 }
 
+/// `purge_prefix(up_to)` at an entry the log holds with `up_to`'s term keeps every entry after
+/// it, leaves the hard state alone, and makes the log start after `up_to`: `recover` returns
+/// `up_to` as [`Recovered::log_start`], after a restart too, reading `up_to.index` or before is
+/// [`StorageError::Unavailable`], and the log still grows at its end.
+///
+/// Why: a node compacts its log up to its own snapshot (§7), and the entries after the
+/// snapshot are not in it: they may be committed, or acknowledged to a leader that counted
+/// them toward a commit (§5.3), so losing them loses data. `log_start` names the entry the
+/// snapshot ends with; its term is what the node checks an AppendEntries against when the
+/// leader's `prevLogIndex` is that entry (Figure 2, receiver step 2), and no entry is left in
+/// the log to tell it. `Unavailable` is what tells a leader to send its snapshot instead.
+///
+/// # Panics
+///
+/// If an entry after `up_to` is lost, a purged one survives or reads as anything but
+/// `Unavailable`, `log_start` is not `up_to`, or the store fails.
+pub async fn purge_at_held_entry_keeps_later_entries<S, F, Fut>(open: F, location: u32)
+where
+    S: LogStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "purge_at_held_entry_keeps_later_entries";
+    let vote = hard_state(2, Some(1));
+    let up_to = entry_id(2, 7);
+    let (mut store, _) = open_and_recover(&open, location, CHECK).await;
+    succeeds(
+        CHECK,
+        "writing entries 1..=5 of term 1 and 6..=10 of term 2",
+        store
+            .write(
+                Some(vote),
+                [commands(1, 1..=5), commands(2, 6..=10)].concat(),
+            )
+            .await,
+    );
+    succeeds(
+        CHECK,
+        "purge_prefix({t2 i7}), an entry the log holds",
+        store.purge_prefix(up_to).await,
+    );
+    let read = succeeds(
+        CHECK,
+        "read(8, 10) after purge_prefix({t2 i7})",
+        store.read(LogIndex(8), LogIndex(10)).await,
+    );
+    expect_entries(
+        CHECK,
+        "read(8, 10) after purge_prefix({t2 i7})",
+        &read,
+        &commands(2, 8..=10),
+    );
+    for (from, to) in [(7, 7), (1, 10), (3, 4)] {
+        unavailable(
+            CHECK,
+            &format!("read({from}, {to}) after purge_prefix({{t2 i7}})"),
+            store.read(LogIndex(from), LogIndex(to)).await,
+            |entries| describe_span(entries),
+        );
+    }
+
+    let (mut store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_eq(
+        CHECK,
+        "log_start after purge_prefix({t2 i7}) and a restart",
+        &recovered.log_start,
+        &up_to,
+    );
+    expect_entries(
+        CHECK,
+        "recovered after purge_prefix({t2 i7})",
+        &recovered.entries,
+        &commands(2, 8..=10),
+    );
+    expect_eq(
+        CHECK,
+        "purging keeps the hard state",
+        &recovered.hard_state,
+        &vote,
+    );
+    unavailable(
+        CHECK,
+        "read(7, 7) after purge_prefix({t2 i7}) and a restart",
+        store.read(LogIndex(7), LogIndex(7)).await,
+        |entries| describe_span(entries),
+    );
+
+    succeeds(
+        CHECK,
+        "appending entry 11 after purge_prefix({t2 i7})",
+        store.write(None, commands(3, 11..=11)).await,
+    );
+    let (_store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_eq(
+        CHECK,
+        "log_start after appending to a purged log and a restart",
+        &recovered.log_start,
+        &up_to,
+    );
+    expect_entries(
+        CHECK,
+        "recovered after appending to a purged log",
+        &recovered.entries,
+        &[commands(2, 8..=10), commands(3, 11..=11)].concat(),
+    );
+}
+
+/// `purge_prefix(up_to)` at an index the log holds with another term than `up_to`'s discards
+/// the whole log, the entries after `up_to` included; the log then starts after `up_to`
+/// (`log_start` is `up_to`, after a restart too) and accepts a write at `up_to.index + 1`,
+/// and only there or later.
+///
+/// Why: this is a snapshot installed from the leader over a log that diverged from it (§7,
+/// InstallSnapshot receiver steps 6 and 7: keep the entries after the snapshot only "if
+/// existing log entry has same index and term as snapshot's last included entry", else
+/// "discard the entire log"). An entry kept after the diverged one would be one the leader
+/// does not have, breaking Log Matching (§5.3); the leader's next AppendEntries names
+/// `up_to` as its `prevLogIndex` and sends entries from `up_to.index + 1`, which the store
+/// must take.
+///
+/// # Panics
+///
+/// If an entry survives the purge, `log_start` is not `up_to`, a write at `up_to.index + 1`
+/// is refused or one before it accepted, or the store fails.
+pub async fn purge_at_diverged_entry_discards_the_rest<S, F, Fut>(open: F, location: u32)
+where
+    S: LogStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "purge_at_diverged_entry_discards_the_rest";
+    let up_to = entry_id(3, 6);
+    let (mut store, _) = open_and_recover(&open, location, CHECK).await;
+    succeeds(
+        CHECK,
+        "writing entries 1..=10 of term 1",
+        store.write(None, commands(1, 1..=10)).await,
+    );
+    succeeds(
+        CHECK,
+        "purge_prefix({t3 i6}) over a log holding {t1 i6}",
+        store.purge_prefix(up_to).await,
+    );
+    if let Ok(read) = store.read(LogIndex(7), LogIndex(10)).await {
+        expect_entries(
+            CHECK,
+            "read(7, 10) after purge_prefix({t3 i6}) over {t1 i6} (the diverged tail is gone)",
+            &read,
+            &[],
+        );
+    }
+    unavailable(
+        CHECK,
+        "read(6, 6) after purge_prefix({t3 i6})",
+        store.read(LogIndex(6), LogIndex(6)).await,
+        |entries| describe_span(entries),
+    );
+
+    let (mut store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_entries(
+        CHECK,
+        "recovered after purge_prefix({t3 i6}) over {t1 i6}",
+        &recovered.entries,
+        &[],
+    );
+    expect_eq(
+        CHECK,
+        "log_start after purge_prefix({t3 i6}) and a restart",
+        &recovered.log_start,
+        &up_to,
+    );
+
+    refused(
+        CHECK,
+        "writing entries 6..=8 of term 3 at the purged index 6",
+        store.write(None, commands(3, 6..=8)).await,
+    );
+    succeeds(
+        CHECK,
+        "writing entries 7..=9 of term 3, right after the purged index",
+        store.write(None, commands(3, 7..=9)).await,
+    );
+    let (_store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_entries(
+        CHECK,
+        "recovered after writing 7..=9 after purge_prefix({t3 i6})",
+        &recovered.entries,
+        &commands(3, 7..=9),
+    );
+    expect_eq(
+        CHECK,
+        "log_start after writing after the purge and a restart",
+        &recovered.log_start,
+        &up_to,
+    );
+}
+
+/// `purge_prefix(up_to)` beyond the last entry held discards the whole log; the log then
+/// starts after `up_to` (`log_start` is `up_to`, after a restart too), refuses a write where
+/// the old log ended, and accepts one at `up_to.index + 1`.
+///
+/// Why: a follower far behind the leader receives a snapshot past the end of its log (§7:
+/// "discard the entire log"). Its log must continue right after the snapshot, where the
+/// leader's next AppendEntries starts; a store that still appended after its old last entry
+/// would hold entries at the wrong indexes, or refuse the leader's forever.
+///
+/// # Panics
+///
+/// If an entry survives the purge, `log_start` is not `up_to`, the write at
+/// `up_to.index + 1` is refused or the one at the old end accepted, or the store fails.
+pub async fn purge_beyond_last_entry_empties_the_log<S, F, Fut>(open: F, location: u32)
+where
+    S: LogStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "purge_beyond_last_entry_empties_the_log";
+    let up_to = entry_id(2, 9);
+    let (mut store, _) = open_and_recover(&open, location, CHECK).await;
+    succeeds(
+        CHECK,
+        "writing entries 1..=4",
+        store.write(None, commands(1, 1..=4)).await,
+    );
+    succeeds(
+        CHECK,
+        "purge_prefix({t2 i9}) over a log ending at 4",
+        store.purge_prefix(up_to).await,
+    );
+    for index in [4, 9] {
+        unavailable(
+            CHECK,
+            &format!("read({index}, {index}) after purge_prefix({{t2 i9}})"),
+            store.read(LogIndex(index), LogIndex(index)).await,
+            |entries| describe_span(entries),
+        );
+    }
+
+    let (mut store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_entries(
+        CHECK,
+        "recovered after purge_prefix({t2 i9}) beyond the end",
+        &recovered.entries,
+        &[],
+    );
+    expect_eq(
+        CHECK,
+        "log_start after purge_prefix({t2 i9}) beyond the end and a restart",
+        &recovered.log_start,
+        &up_to,
+    );
+
+    refused(
+        CHECK,
+        "writing entry 5, where the log ended before the purge",
+        store.write(None, commands(2, 5..=5)).await,
+    );
+    succeeds(
+        CHECK,
+        "writing entries 10..=11 right after the purged index",
+        store.write(None, commands(2, 10..=11)).await,
+    );
+    let (_store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_entries(
+        CHECK,
+        "recovered after writing 10..=11 after purge_prefix({t2 i9})",
+        &recovered.entries,
+        &commands(2, 10..=11),
+    );
+    expect_eq(
+        CHECK,
+        "log_start after writing after the purge and a restart",
+        &recovered.log_start,
+        &up_to,
+    );
+}
+
+/// `purge_prefix(up_to)` at or before where the log starts changes nothing: not the entries
+/// and not `log_start`, whatever `up_to`'s term. That holds for index 0 on a new store, for
+/// the very entry the log starts after, and for an earlier one.
+///
+/// Why: purges can arrive out of order (a node's own compaction at an older snapshot finishes
+/// after a newer snapshot from the leader was installed). Moving the start back would have
+/// `read` and `recover` claim a prefix the store no longer holds; treating the start with
+/// another term as a divergence would throw away the log kept after the snapshot.
+///
+/// # Panics
+///
+/// If such a purge changes the entries or `log_start`, or the store fails.
+pub async fn purge_at_or_before_start_changes_nothing<S, F, Fut>(open: F, location: u32)
+where
+    S: LogStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "purge_at_or_before_start_changes_nothing";
+    let (mut store, _) = open_and_recover(&open, location, CHECK).await;
+    succeeds(
+        CHECK,
+        "purge_prefix({t0 i0}) on a new store",
+        store.purge_prefix(EntryId::default()).await,
+    );
+    let (mut store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_eq(
+        CHECK,
+        "a new store after purge_prefix({t0 i0}) recovers nothing",
+        &recovered,
+        &Recovered::default(),
+    );
+
+    let start = entry_id(1, 5);
+    succeeds(
+        CHECK,
+        "writing entries 1..=10",
+        store.write(None, commands(1, 1..=10)).await,
+    );
+    succeeds(
+        CHECK,
+        "purge_prefix({t1 i5})",
+        store.purge_prefix(start).await,
+    );
+    for (up_to, what) in [
+        (start, "purge_prefix({t1 i5}) again"),
+        (entry_id(1, 3), "purge_prefix({t1 i3}), before the start"),
+        (
+            entry_id(7, 5),
+            "purge_prefix({t7 i5}), at the start with another term",
+        ),
+        (EntryId::default(), "purge_prefix({t0 i0})"),
+    ] {
+        succeeds(CHECK, what, store.purge_prefix(up_to).await);
+        let read = succeeds(
+            CHECK,
+            &format!("read(6, 10) after {what}"),
+            store.read(LogIndex(6), LogIndex(10)).await,
+        );
+        expect_entries(
+            CHECK,
+            &format!("read(6, 10) after {what}"),
+            &read,
+            &commands(1, 6..=10),
+        );
+        unavailable(
+            CHECK,
+            &format!("read(5, 5) after {what}"),
+            store.read(LogIndex(5), LogIndex(5)).await,
+            |entries| describe_span(entries),
+        );
+    }
+
+    let (_store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_entries(
+        CHECK,
+        "recovered after purges at or before the start",
+        &recovered.entries,
+        &commands(1, 6..=10),
+    );
+    expect_eq(
+        CHECK,
+        "log_start after purges at or before the start",
+        &recovered.log_start,
+        &start,
+    );
+}
+
+// ----- The snapshot store suite --------------------------------------------------------------
+
+/// Runs every check of the snapshot store suite against the store that `open` returns, each
+/// check on its own location number, counting from 0.
+///
+/// # Panics
+///
+/// On the first broken expectation, naming the check and the expectation.
+pub async fn snapshots<S, F, Fut>(open: F)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    empty_snapshot_store_has_no_image(&open, 0).await;
+    chunked_image_reads_back_byte_exact(&open, 1).await;
+    empty_image_reads_as_one_last_chunk(&open, 2).await;
+    unfinished_image_is_invisible(&open, 3).await;
+    newer_image_replaces_older(&open, 4).await;
+    older_image_finished_later_is_discarded(&open, 5).await;
+    concurrent_writers_are_independent(&open, 6).await;
+    latest_image_survives_reopen(&open, 7).await;
+    read_past_end_is_unavailable(&open, 8).await;
+    large_image_round_trips(&open, 9).await;
+}
+
+/// A store never written to has no latest image, and reading fails with
+/// [`StorageError::Unavailable`]; after a restart too.
+///
+/// Why: a new node has no snapshot, and its log starts at index 1 (Figure 2). A store that
+/// reported an image, or read back an empty one, would have the node restore its state machine
+/// from nothing and believe a log prefix covered that no snapshot holds.
+///
+/// # Panics
+///
+/// If the store reports or reads an image, or fails otherwise.
+pub async fn empty_snapshot_store_has_no_image<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "empty_snapshot_store_has_no_image";
+    let mut store = open(location).await;
+    expect_no_image(CHECK, "a new store", &mut store).await;
+    let mut store = reopen(store, &open, location).await;
+    expect_no_image(CHECK, "a new store after a restart", &mut store).await;
+}
+
+/// An image written in pieces of assorted sizes (an empty one among them) reads back byte for
+/// byte in chunks of every size tried: 1 byte, sizes that cut across the pieces written, the
+/// image's length, and more than its length. Each chunk carries the image's metadata and the
+/// offset asked for, holds at most `max_bytes`, and has `last` set exactly when it reaches the
+/// end. A read from the middle returns the bytes from there.
+///
+/// Why: a leader sends its image in chunks of its own size (InstallSnapshot's `offset` and
+/// `done`, §7), which have nothing to do with how the image was written; a chunk cut or
+/// joined wrongly gives the follower a corrupt state machine. `last` is `done`: set early, the
+/// follower restores a truncated image; never set, the transfer never ends.
+///
+/// # Panics
+///
+/// If any chunk is not the right slice of the image with the right metadata, offset and `last`,
+/// or the store fails.
+pub async fn chunked_image_reads_back_byte_exact<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "chunked_image_reads_back_byte_exact";
+    let meta = snapshot_meta(2, 40, &[1, 2, 3]);
+    let image = image_bytes(1, 10_007);
+    let mut store = open(location).await;
+    write_image(
+        CHECK,
+        &mut store,
+        &meta,
+        &image,
+        &[1, 0, 7, 4_096, 3, 1_000],
+    )
+    .await;
+    expect_latest(CHECK, "after finishing the image", &mut store, Some(&meta)).await;
+    for max_bytes in [1, 7, 1_000, 4_096, 10_006, 10_007, 10_008, 1 << 20] {
+        read_image(CHECK, &mut store, max_bytes, &meta, &image).await;
+    }
+    for (offset, max_bytes) in [(4_097, 1_000), (9_999, 3), (10_000, 100), (10_006, 1)] {
+        let action = format!(
+            "read({offset}, {max_bytes}) of a {}-byte image",
+            image.len()
+        );
+        let chunk = succeeds(CHECK, &action, store.read(offset, max_bytes).await);
+        expect_chunk(CHECK, &action, &chunk, &meta, offset, max_bytes, &image);
+    }
+}
+
+/// An image with no bytes at all is still an image: it is the latest once finished, and reads
+/// as one empty chunk at offset 0 with `last` set; reading past it is
+/// [`StorageError::Unavailable`]; after a restart too.
+///
+/// Why: a state machine with nothing in it may have an empty image, and the snapshot still
+/// covers the log up to its last entry. A store that took "no bytes" for "no image" would lose
+/// that snapshot, and the node the log prefix it purged.
+///
+/// # Panics
+///
+/// If the empty image is not the latest or does not read as one empty, last chunk, or the store
+/// fails.
+pub async fn empty_image_reads_as_one_last_chunk<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "empty_image_reads_as_one_last_chunk";
+    let meta = snapshot_meta(1, 3, &[1]);
+    let mut store = open(location).await;
+    let writer = start_image(CHECK, &mut store, &meta).await;
+    succeeds(
+        CHECK,
+        "finishing an image with no bytes",
+        writer.finish().await,
+    );
+    for context in ["", " after a restart"] {
+        if !context.is_empty() {
+            store = reopen(store, &open, location).await;
+        }
+        expect_latest(
+            CHECK,
+            &format!("after finishing an empty image{context}"),
+            &mut store,
+            Some(&meta),
+        )
+        .await;
+        let action = format!("read(0, 16) of an empty image{context}");
+        let chunk = succeeds(CHECK, &action, store.read(0, 16).await);
+        expect_chunk(CHECK, &action, &chunk, &meta, 0, 16, &[]);
+        unavailable(
+            CHECK,
+            &format!("read(1, 16) of an empty image{context}"),
+            store.read(1, 16).await,
+            describe_chunk,
+        );
+    }
+}
+
+/// An image being written is invisible until finished: `latest` and `read` go on answering
+/// with what the store held before (nothing, or the previous image), and a writer dropped
+/// without finishing, even across a restart, leaves the store as it was.
+///
+/// Why: an image is only usable whole. A reader that saw one being written, or a node that
+/// found a half-written one after a crash, would restore a state machine missing part of its
+/// state and trust it to cover a log prefix that has been purged (§7). Hence the contract of
+/// [`SnapshotWriter::finish`]: "A crash before this returns leaves the store as it was."
+///
+/// # Panics
+///
+/// If an unfinished image is visible, or the store fails.
+pub async fn unfinished_image_is_invisible<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "unfinished_image_is_invisible";
+    let mut store = open(location).await;
+
+    // On an empty store: nothing shows while writing, nothing after the writer is dropped.
+    let mut writer = start_image(CHECK, &mut store, &snapshot_meta(1, 5, &[1])).await;
+    succeeds(
+        CHECK,
+        "writing 100 bytes of an image",
+        writer.write(&image_bytes(2, 100)).await,
+    );
+    expect_no_image(CHECK, "while the first image is being written", &mut store).await;
+    drop(writer);
+    expect_no_image(CHECK, "after dropping an unfinished writer", &mut store).await;
+    let mut store = reopen(store, &open, location).await;
+    expect_no_image(
+        CHECK,
+        "after dropping an unfinished writer and a restart",
+        &mut store,
+    )
+    .await;
+
+    // Over a finished image: that image stays the latest while a newer one is written.
+    let old_meta = snapshot_meta(1, 5, &[1, 2, 3]);
+    let old = image_bytes(3, 3_000);
+    write_image(CHECK, &mut store, &old_meta, &old, &[1_000]).await;
+    let mut writer = start_image(CHECK, &mut store, &snapshot_meta(2, 9, &[1, 2, 3])).await;
+    succeeds(
+        CHECK,
+        "writing half of a newer image",
+        writer.write(&image_bytes(4, 1_500)).await,
+    );
+    expect_latest(
+        CHECK,
+        "while a newer image is being written",
+        &mut store,
+        Some(&old_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 1_024, &old_meta, &old).await;
+
+    // A crash in the middle: the writer goes, then the store restarts.
+    drop(writer);
+    let mut store = reopen(store, &open, location).await;
+    expect_latest(
+        CHECK,
+        "after a restart that interrupted a newer image",
+        &mut store,
+        Some(&old_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 1_024, &old_meta, &old).await;
+}
+
+/// Finishing an image with a higher last index makes it the latest: `latest` and `read` answer
+/// with it (and nothing of the older one, which was longer), after a restart too.
+///
+/// Why: a node takes a newer snapshot and then purges its log up to it (§7). A store that went
+/// on serving the older image would leave the entries between the two snapshots nowhere: not
+/// in the log, and not in the image a restart or a lagging follower gets.
+///
+/// # Panics
+///
+/// If the newer image is not the latest or does not read back exactly, or the store fails.
+pub async fn newer_image_replaces_older<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "newer_image_replaces_older";
+    let old_meta = snapshot_meta(1, 5, &[1, 2, 3]);
+    let new_meta = snapshot_meta(2, 9, &[1, 2, 3]);
+    let new = image_bytes(6, 2_000);
+    let mut store = open(location).await;
+    write_image(CHECK, &mut store, &old_meta, &image_bytes(5, 3_000), &[700]).await;
+    write_image(CHECK, &mut store, &new_meta, &new, &[300]).await;
+    expect_latest(
+        CHECK,
+        "after finishing a newer image",
+        &mut store,
+        Some(&new_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 512, &new_meta, &new).await;
+    read_image(CHECK, &mut store, 1 << 16, &new_meta, &new).await;
+
+    let mut store = reopen(store, &open, location).await;
+    expect_latest(
+        CHECK,
+        "after finishing a newer image and a restart",
+        &mut store,
+        Some(&new_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 512, &new_meta, &new).await;
+}
+
+/// An image with a lower last index, started before a newer one and finished after it,
+/// finishes without an error and is discarded: the newer image stays the latest, after a
+/// restart too.
+///
+/// Why: a node may start its own snapshot at index 5 while a snapshot at index 9 arrives from
+/// its leader and is installed, its log purged up to 9. If the slower, older image then became
+/// the latest, a restart would restore the state as of 5 with a log that starts after 9:
+/// entries 6 to 9 would be in neither. The older image is not an error, only of no use.
+///
+/// # Panics
+///
+/// If the older image replaces the newer, its `finish` fails, or the store fails.
+pub async fn older_image_finished_later_is_discarded<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "older_image_finished_later_is_discarded";
+    let old_meta = snapshot_meta(2, 5, &[1, 2, 3]);
+    let new_meta = snapshot_meta(3, 9, &[1, 2, 3]);
+    let old = image_bytes(7, 4_000);
+    let new = image_bytes(8, 2_500);
+    let mut store = open(location).await;
+
+    let mut older = start_image(CHECK, &mut store, &old_meta).await;
+    succeeds(
+        CHECK,
+        "writing the first half of the older image",
+        older.write(&old[..2_000]).await,
+    );
+    write_image(CHECK, &mut store, &new_meta, &new, &[1_000]).await;
+    succeeds(
+        CHECK,
+        "writing the second half of the older image",
+        older.write(&old[2_000..]).await,
+    );
+    succeeds(
+        CHECK,
+        "finishing the older image after the newer one",
+        older.finish().await,
+    );
+    expect_latest(
+        CHECK,
+        "after finishing an older image after a newer one",
+        &mut store,
+        Some(&new_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 999, &new_meta, &new).await;
+
+    let mut store = reopen(store, &open, location).await;
+    expect_latest(
+        CHECK,
+        "after finishing an older image after a newer one and a restart",
+        &mut store,
+        Some(&new_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 999, &new_meta, &new).await;
+}
+
+/// Two images written at once through two writers of the same store, their pieces
+/// interleaved, stay apart: neither shows before it is finished, each reads back exactly once
+/// finished (the older first, then the newer replacing it), and the newer survives a restart.
+///
+/// Why: a node can write its own snapshot while it receives one from its leader (the
+/// [`SnapshotStore`] contract: "each [`SnapshotWriter`] is independent"). A store that shared a
+/// buffer or a file between writers would mix the two images' bytes into a state no node ever
+/// had.
+///
+/// # Panics
+///
+/// If an image shows before it is finished or does not read back exactly, or the store fails.
+pub async fn concurrent_writers_are_independent<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "concurrent_writers_are_independent";
+    let first_meta = snapshot_meta(1, 5, &[1, 2]);
+    let second_meta = snapshot_meta(1, 8, &[1, 2, 3]);
+    let first = image_bytes(9, 5_000);
+    let second = image_bytes(10, 6_001);
+    let mut store = open(location).await;
+    let mut first_writer = start_image(CHECK, &mut store, &first_meta).await;
+    let mut second_writer = start_image(CHECK, &mut store, &second_meta).await;
+    for (first_piece, second_piece) in first.chunks(1_000).zip(second.chunks(777)) {
+        succeeds(
+            CHECK,
+            "writing a piece of the first image",
+            first_writer.write(first_piece).await,
+        );
+        succeeds(
+            CHECK,
+            "writing a piece of the second image",
+            second_writer.write(second_piece).await,
+        );
+    }
+    succeeds(
+        CHECK,
+        "writing the rest of the second image",
+        second_writer.write(&second[5 * 777..]).await,
+    );
+    expect_no_image(CHECK, "while two images are being written", &mut store).await;
+
+    succeeds(
+        CHECK,
+        "finishing the first image",
+        first_writer.finish().await,
+    );
+    expect_latest(
+        CHECK,
+        "after finishing the first of two images",
+        &mut store,
+        Some(&first_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 1_500, &first_meta, &first).await;
+
+    succeeds(
+        CHECK,
+        "finishing the second image",
+        second_writer.finish().await,
+    );
+    expect_latest(
+        CHECK,
+        "after finishing the second of two images",
+        &mut store,
+        Some(&second_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 1_500, &second_meta, &second).await;
+
+    let mut store = reopen(store, &open, location).await;
+    read_image(CHECK, &mut store, 4_096, &second_meta, &second).await;
+}
+
+/// The latest image and its metadata (last entry and voters) survive a restart, and a second
+/// one; an image finished after the restart then replaces it as usual.
+///
+/// Why: once a node has purged its log up to a snapshot, the snapshot is the only copy of that
+/// prefix (§7): it is persistent state like the log. The voters in its metadata are the
+/// configuration as of the snapshot's last entry (the paper's *lastConfig*), which the node
+/// needs to know what a majority is when no entry in the log says.
+///
+/// # Panics
+///
+/// If the image or its metadata is not recovered exactly, or the store fails.
+pub async fn latest_image_survives_reopen<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "latest_image_survives_reopen";
+    let meta = snapshot_meta(3, 20, &[1, 2, 3, 4, 5]);
+    let image = image_bytes(11, 70_000);
+    let mut store = open(location).await;
+    write_image(CHECK, &mut store, &meta, &image, &[16_384]).await;
+
+    for context in ["after a restart", "after a second restart"] {
+        store = reopen(store, &open, location).await;
+        expect_latest(CHECK, context, &mut store, Some(&meta)).await;
+        read_image(CHECK, &mut store, 8_192, &meta, &image).await;
+    }
+
+    let newer_meta = snapshot_meta(4, 30, &[1, 2, 3]);
+    let newer = image_bytes(12, 1_234);
+    write_image(CHECK, &mut store, &newer_meta, &newer, &[100]).await;
+    let mut store = reopen(store, &open, location).await;
+    expect_latest(
+        CHECK,
+        "after finishing a newer image after a restart, and another restart",
+        &mut store,
+        Some(&newer_meta),
+    )
+    .await;
+    read_image(CHECK, &mut store, 8_192, &newer_meta, &newer).await;
+}
+
+/// A read at exactly the end of the image returns an empty chunk with `last` set; a read past
+/// the end (by one byte, or at offsets near `u64::MAX`) fails with
+/// [`StorageError::Unavailable`]. When a shorter image replaces a longer one, an offset that
+/// was inside the old image and is past the end of the new one is `Unavailable` too.
+///
+/// Why: a reader resumes at its offset, and starts over when the metadata changes. A store
+/// that answered past the end with an empty chunk not marked `last` would keep the reader
+/// looping; one that answered with zeros or stale bytes would hand it a corrupt image. An
+/// overflowing offset must not wrap around to the start.
+///
+/// # Panics
+///
+/// If such a read succeeds, fails otherwise, or the read at the end is not an empty last chunk.
+pub async fn read_past_end_is_unavailable<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "read_past_end_is_unavailable";
+    let meta = snapshot_meta(1, 10, &[1]);
+    let image = image_bytes(13, 100);
+    let mut store = open(location).await;
+    write_image(CHECK, &mut store, &meta, &image, &[]).await;
+    let chunk = succeeds(
+        CHECK,
+        "read(100, 10) of a 100-byte image",
+        store.read(100, 10).await,
+    );
+    expect_chunk(
+        CHECK,
+        "read(100, 10) of a 100-byte image",
+        &chunk,
+        &meta,
+        100,
+        10,
+        &image,
+    );
+    for offset in [101, 1 << 40, u64::MAX - 5, u64::MAX] {
+        unavailable(
+            CHECK,
+            &format!("read({offset}, 10) of a 100-byte image"),
+            store.read(offset, 10).await,
+            describe_chunk,
+        );
+    }
+
+    let shorter_meta = snapshot_meta(2, 20, &[1]);
+    let shorter = image_bytes(14, 40);
+    write_image(CHECK, &mut store, &shorter_meta, &shorter, &[]).await;
+    unavailable(
+        CHECK,
+        "read(50, 10) after a 40-byte image replaced a 100-byte one",
+        store.read(50, 10).await,
+        describe_chunk,
+    );
+    let chunk = succeeds(
+        CHECK,
+        "read(40, 10) of a 40-byte image",
+        store.read(40, 10).await,
+    );
+    expect_chunk(
+        CHECK,
+        "read(40, 10) of a 40-byte image",
+        &chunk,
+        &shorter_meta,
+        40,
+        10,
+        &shorter,
+    );
+}
+
+/// How many bytes [`large_image_round_trips`] writes: 8 MiB.
+const LARGE_IMAGE_BYTES: usize = 8 << 20;
+
+/// An 8 MiB image, written in pieces of 65,537 bytes, reads back exactly in 1 MiB chunks and in
+/// one read larger than the image, and after a restart in chunks of 1,000,003 bytes.
+///
+/// Why: an image is the whole state machine, far larger than any log entry or message. A
+/// store must not cap it or corrupt it at its buffer, page or file boundaries, which small
+/// images never reach.
+///
+/// # Panics
+///
+/// If the image does not read back exactly, or the store fails.
+pub async fn large_image_round_trips<S, F, Fut>(open: F, location: u32)
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "large_image_round_trips";
+    let meta = snapshot_meta(5, 1_000_000, &[1, 2, 3]);
+    let image = image_bytes(15, LARGE_IMAGE_BYTES);
+    let mut store = open(location).await;
+    write_image(CHECK, &mut store, &meta, &image, &[65_537]).await;
+    read_image(CHECK, &mut store, 1 << 20, &meta, &image).await;
+    read_image(CHECK, &mut store, LARGE_IMAGE_BYTES + 1, &meta, &image).await;
+
+    let mut store = reopen(store, &open, location).await;
+    expect_latest(CHECK, "after a restart", &mut store, Some(&meta)).await;
+    read_image(CHECK, &mut store, 1_000_003, &meta, &image).await;
+}
+
 // ----- Helpers -------------------------------------------------------------------------------
 
 /// Opens the store at `location` and reads back what it holds, as a starting node does.
@@ -1008,7 +1939,7 @@ where
 
 #[track_caller]
 fn fail(check: &str, expectation: &str) -> ! {
-    panic!("log store conformance check `{check}` failed: {expectation}")
+    panic!("store conformance check `{check}` failed: {expectation}")
 }
 
 /// The value of a call that must succeed.
@@ -1133,4 +2064,301 @@ fn commands(term: u64, indexes: RangeInclusive<u64>) -> Vec<Entry> {
     indexes
         .map(|index| command(term, index, format!("t{term} i{index}").into_bytes()))
         .collect()
+}
+
+fn entry_id(term: u64, index: u64) -> EntryId {
+    EntryId {
+        term: Term(term),
+        index: LogIndex(index),
+    }
+}
+
+/// A call that must fail with [`StorageError::Unavailable`]; `describe` says what it returned
+/// instead, in a few words.
+#[track_caller]
+fn unavailable<T>(
+    check: &str,
+    action: &str,
+    result: Result<T, StorageError>,
+    describe: impl FnOnce(&T) -> String,
+) {
+    match result {
+        Err(error) if error.kind() == StorageErrorKind::Unavailable => {}
+        Err(error) => fail(
+            check,
+            &format!("{action} should fail with Unavailable, but failed with: {error}"),
+        ),
+        Ok(value) => fail(
+            check,
+            &format!(
+                "{action} should fail with Unavailable, but returned {}",
+                describe(&value)
+            ),
+        ),
+    }
+}
+
+// ----- Writing and reading images in the snapshot store suite ------------------------------
+
+/// Simulates a restart of a snapshot store: drops the running store first (releasing any file
+/// locks), then opens `location` again.
+async fn reopen<S, F, Fut>(store: S, open: &F, location: u32) -> S
+where
+    S: SnapshotStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    drop(store);
+    open(location).await
+}
+
+fn snapshot_meta(term: u64, index: u64, ids: &[u64]) -> SnapshotMeta {
+    SnapshotMeta::new(entry_id(term, index), voters(ids))
+}
+
+/// `len` bytes that depend on `seed` and on their position (with a period that is no power of
+/// two), so that two images, or a shifted or repeated piece of one, never compare equal.
+fn image_bytes(seed: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|k| {
+            (k.wrapping_mul(7)
+                .wrapping_add(k >> 9)
+                .wrapping_add(seed.wrapping_mul(101))
+                % 251) as u8
+        })
+        .collect()
+}
+
+/// Starts writing an image.
+async fn start_image<S: SnapshotStore>(
+    check: &str,
+    store: &mut S,
+    meta: &SnapshotMeta,
+) -> Box<dyn SnapshotWriter> {
+    succeeds(
+        check,
+        &format!("create({})", describe_meta(meta)),
+        store.create(meta).await,
+    )
+}
+
+/// Writes `image` in pieces of the sizes in `pieces`, in turn (the last size, or 1 if it is 0,
+/// repeating until the image is written; all of it at once when `pieces` is empty), then
+/// finishes it.
+async fn write_image<S: SnapshotStore>(
+    check: &str,
+    store: &mut S,
+    meta: &SnapshotMeta,
+    image: &[u8],
+    pieces: &[usize],
+) {
+    let mut writer = start_image(check, store, meta).await;
+    let mut written = 0;
+    let mut sizes = pieces.iter().copied();
+    let mut size = image.len();
+    while written < image.len() {
+        // A size of 0 writes an empty piece; it never repeats, so the loop ends.
+        size = sizes.next().unwrap_or(size.max(1));
+        let end = image.len().min(written + size);
+        succeeds(
+            check,
+            &format!(
+                "writing bytes {written}..{end} of the image {}",
+                describe_meta(meta)
+            ),
+            writer.write(&image[written..end]).await,
+        );
+        written = end;
+    }
+    succeeds(
+        check,
+        &format!(
+            "finishing the {}-byte image {}",
+            image.len(),
+            describe_meta(meta)
+        ),
+        writer.finish().await,
+    );
+}
+
+/// Reads the latest image from the start in chunks of `max_bytes`, checking each chunk, and
+/// compares what it read with `image`.
+async fn read_image<S: SnapshotStore>(
+    check: &str,
+    store: &mut S,
+    max_bytes: usize,
+    meta: &SnapshotMeta,
+    image: &[u8],
+) {
+    let mut read = Vec::with_capacity(image.len());
+    let mut offset = 0_u64;
+    // Each chunk but the last holds at least one byte, so this many reads always suffice.
+    for _ in 0..=image.len() {
+        let action = format!(
+            "read({offset}, {max_bytes}) of the {}-byte image {}",
+            image.len(),
+            describe_meta(meta)
+        );
+        let chunk = succeeds(check, &action, store.read(offset, max_bytes).await);
+        expect_chunk(check, &action, &chunk, meta, offset, max_bytes, image);
+        read.extend_from_slice(&chunk.data);
+        if chunk.last {
+            break;
+        }
+        offset += chunk.data.len() as u64;
+    }
+    expect_bytes(
+        check,
+        &format!(
+            "the image {} read in chunks of {max_bytes} bytes",
+            describe_meta(meta)
+        ),
+        &read,
+        image,
+    );
+}
+
+/// Checks one chunk read at `offset` with `max_bytes` from `image`: its metadata and offset,
+/// its size, its bytes, and that `last` is set exactly when it reaches the end. A chunk that is
+/// not the last must hold at least one byte, or a reader would never get to the end.
+#[track_caller]
+fn expect_chunk(
+    check: &str,
+    action: &str,
+    chunk: &SnapshotChunk,
+    meta: &SnapshotMeta,
+    offset: u64,
+    max_bytes: usize,
+    image: &[u8],
+) {
+    expect_eq(
+        check,
+        &format!("{action}: the chunk's metadata"),
+        &chunk.meta,
+        meta,
+    );
+    expect_eq(
+        check,
+        &format!("{action}: the chunk's offset"),
+        &chunk.offset,
+        &offset,
+    );
+    if chunk.data.len() > max_bytes {
+        fail(
+            check,
+            &format!(
+                "{action}: the chunk should hold at most {max_bytes} bytes, got {}",
+                chunk.data.len()
+            ),
+        );
+    }
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(image.len());
+    let end = start.saturating_add(chunk.data.len());
+    if end > image.len() {
+        fail(
+            check,
+            &format!(
+                "{action}: the chunk runs {} bytes past the end of the {}-byte image",
+                end - image.len(),
+                image.len()
+            ),
+        );
+    }
+    expect_bytes(
+        check,
+        &format!("{action}: the chunk's bytes"),
+        &chunk.data,
+        &image[start..end],
+    );
+    let reaches_end = end == image.len();
+    if chunk.last != reaches_end {
+        fail(
+            check,
+            &format!(
+                "{action}: the chunk ends at byte {end} of {}, so `last` should be \
+                 {reaches_end}, got {}",
+                image.len(),
+                chunk.last
+            ),
+        );
+    }
+    if !chunk.last && chunk.data.is_empty() {
+        fail(
+            check,
+            &format!("{action}: an empty chunk that is not the last makes no progress"),
+        );
+    }
+}
+
+/// Compares two byte strings and names the first difference, without printing megabytes.
+#[track_caller]
+fn expect_bytes(check: &str, context: &str, actual: &[u8], expected: &[u8]) {
+    if let Some(position) = actual.iter().zip(expected).position(|(a, e)| a != e) {
+        fail(
+            check,
+            &format!(
+                "{context}: byte {position} should be {}, got {} ({} bytes expected, {} got)",
+                expected[position],
+                actual[position],
+                expected.len(),
+                actual.len()
+            ),
+        );
+    }
+    if actual.len() != expected.len() {
+        fail(
+            check,
+            &format!(
+                "{context}: expected {} bytes, got {}",
+                expected.len(),
+                actual.len()
+            ),
+        );
+    }
+}
+
+/// Checks that the store reports `expected` as its latest image.
+async fn expect_latest<S: SnapshotStore>(
+    check: &str,
+    context: &str,
+    store: &mut S,
+    expected: Option<&SnapshotMeta>,
+) {
+    let latest = succeeds(check, &format!("latest() {context}"), store.latest().await);
+    expect_eq(
+        check,
+        &format!("latest() {context}"),
+        &latest.as_ref(),
+        &expected,
+    );
+}
+
+/// Checks that the store has no image: `latest` is `None`, and a read is `Unavailable`.
+async fn expect_no_image<S: SnapshotStore>(check: &str, context: &str, store: &mut S) {
+    expect_latest(check, context, store, None).await;
+    unavailable(
+        check,
+        &format!("read(0, 16) {context}"),
+        store.read(0, 16).await,
+        describe_chunk,
+    );
+}
+
+/// Snapshot metadata in a few words: `{t2 i40 voters [1, 2]}`.
+fn describe_meta(meta: &SnapshotMeta) -> String {
+    let ids: Vec<u64> = meta.voters.iter().map(|id| id.0).collect();
+    format!("{{{} {} voters {ids:?}}}", meta.last.term, meta.last.index)
+}
+
+/// A chunk in a few words, without its bytes.
+fn describe_chunk(chunk: &SnapshotChunk) -> String {
+    format!(
+        "a chunk of {} bytes at offset {} of the image {} (last: {})",
+        chunk.data.len(),
+        chunk.offset,
+        describe_meta(&chunk.meta),
+        chunk.last
+    )
 }
