@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use raft_core::node::{Node, NodeConfig, NodeHandle, StateMachine};
-use raft_core::{LogIndex, NodeId, Role};
+use raft_core::node::{Node, NodeConfig, NodeHandle, SnapshotReader, SnapshotSource, StateMachine};
+use raft_core::{LogIndex, NodeId, Role, SnapshotMeta};
 use raft_net::{ChannelNetwork, Spawner, TcpConfig, TcpTransport, TokioNet};
-use raft_storage::MemLogStore;
+use raft_storage::{MemLogStore, MemSnapshotStore};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -30,11 +30,21 @@ impl StateMachine for Null {
     async fn query(&self, _: ()) -> u64 {
         self.applied
     }
-    async fn snapshot(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.applied.to_be_bytes())
+    async fn snapshot(&self) -> Result<Box<dyn SnapshotSource>, String> {
+        Ok(Box::new(Bytes::copy_from_slice(
+            &self.applied.to_be_bytes(),
+        )))
     }
-    async fn restore(&mut self, image: Bytes) -> Result<(), String> {
-        let bytes = image.as_ref().try_into().map_err(|_| "expected 8 bytes")?;
+    async fn restore(
+        &mut self,
+        _meta: &SnapshotMeta,
+        image: &mut SnapshotReader<'_>,
+    ) -> Result<(), String> {
+        let image = image.read_to_end().await?;
+        let bytes = image
+            .as_slice()
+            .try_into()
+            .map_err(|_| "expected 8 bytes")?;
         self.applied = u64::from_be_bytes(bytes);
         Ok(())
     }
@@ -117,6 +127,7 @@ impl Cluster {
                         config,
                         Null::default(),
                         store,
+                        MemSnapshotStore::new(),
                         network.transport(id),
                         inbound,
                     )
@@ -124,7 +135,16 @@ impl Cluster {
                 }
                 Wire::Tcp => {
                     let transport = cluster.tcp[&id].clone();
-                    Node::start(config, Null::default(), store, transport, inbound).await
+                    let snapshots = MemSnapshotStore::new();
+                    Node::start(
+                        config,
+                        Null::default(),
+                        store,
+                        snapshots,
+                        transport,
+                        inbound,
+                    )
+                    .await
                 }
             }
             .map_err(|e| e.to_string())?;

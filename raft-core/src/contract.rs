@@ -9,10 +9,12 @@
 //!   durable (what a message promises is on disk before it is sent);
 //! * duty 5: only entries handed out as committed are applied, none beyond what is durable
 //!   locally, and an applied report never exceeds what was applied;
-//! * duty 6: a read is answered at an index already applied.
+//! * duty 6: a read is answered at an index already applied;
+//! * duty 7: a snapshot is reported installed only once the image its last chunk finished is
+//!   durable, and then the state machine holds exactly the state at its last entry.
 //!
-//! A duty added later (snapshots) is checked here once and so in all three executors. In release
-//! builds the checker holds nothing and every call compiles to nothing.
+//! A duty added later is checked here once and so in all three executors. In release builds the
+//! checker holds nothing and every call compiles to nothing.
 
 use crate::{Actions, EntryId, LogIndex};
 #[cfg(debug_assertions)]
@@ -46,6 +48,9 @@ struct State {
     applied: LogIndex,
     /// The highest index reported applied.
     reported_applied: LogIndex,
+    /// The last index of a received snapshot whose last chunk was handed out to store, and
+    /// whether that write is durable.
+    finishing: Option<(LogIndex, bool, u64)>,
 }
 
 impl ContractChecker {
@@ -73,9 +78,16 @@ impl ContractChecker {
             let state = &mut self.state;
             let id = state.next_batch;
             state.next_batch += 1;
-            if actions.hard_state.is_some() || !actions.entries.is_empty() {
+            if actions.hard_state.is_some()
+                || !actions.entries.is_empty()
+                || actions.purge.is_some()
+                || !actions.snapshot_writes.is_empty()
+            {
                 let last = actions.entries.last().map(|e| e.id());
                 state.unwritten.push_back((id, last));
+            }
+            if let Some(chunk) = actions.snapshot_writes.iter().find(|c| c.last) {
+                state.finishing = Some((chunk.meta.last.index, false, id));
             }
             if let Some(range) = actions.committed {
                 state.handed_out = state.handed_out.max(range.last);
@@ -105,6 +117,11 @@ impl ContractChecker {
             if let Some((_, Some(last))) = state.unwritten.pop_front() {
                 state.last_written = Some(last);
                 state.durable_through = last.index;
+            }
+            if let Some((_, durable, of)) = state.finishing.as_mut()
+                && *of == batch.0
+            {
+                *durable = true;
             }
         }
         #[cfg(not(debug_assertions))]
@@ -170,6 +187,28 @@ impl ContractChecker {
                 state.applied
             );
             state.reported_applied = state.reported_applied.max(index);
+        }
+        #[cfg(not(debug_assertions))]
+        let _ = index;
+    }
+
+    /// Duty 7: the executor restored its state machine from the received snapshot ending at
+    /// `index` and reports it installed.
+    pub(crate) fn installed(&mut self, index: LogIndex) {
+        #[cfg(debug_assertions)]
+        {
+            let state = &mut self.state;
+            assert_eq!(
+                state.finishing.map(|(i, durable, _)| (i, durable)),
+                Some((index, true)),
+                "duty 7: a snapshot ending at {index} reported installed, but the image finished was {:?}",
+                state.finishing
+            );
+            state.finishing = None;
+            state.handed_out = index;
+            state.applied = index;
+            state.reported_applied = index;
+            state.durable_through = state.durable_through.max(index);
         }
         #[cfg(not(debug_assertions))]
         let _ = index;
@@ -276,6 +315,13 @@ mod tests {
     fn reporting_more_applied_than_applied_is_caught() {
         let mut checker = ContractChecker::new(LogIndex(5), LogIndex(0));
         checker.reported_applied(LogIndex(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "duty 7")]
+    fn installing_a_snapshot_never_finished_is_caught() {
+        let mut checker = ContractChecker::new(LogIndex(5), LogIndex(0));
+        checker.installed(LogIndex(3));
     }
 
     #[test]

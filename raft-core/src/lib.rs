@@ -91,7 +91,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use actions::{Actions, Committed};
+pub use actions::{Actions, Committed, SnapshotRead, SnapshotWrite};
 pub use config::{Config, ConfigError};
 pub use error::ProtocolError;
 pub use log::ConflictHint;

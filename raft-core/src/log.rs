@@ -2,19 +2,26 @@
 //! committed and applied.
 //!
 //! ```text
-//!  1 ............. applied ... applying ... committed ........ last
-//!  1 ................................ persisted ......... last
+//!  start | first ...... applied ... applying ... committed ........ last
+//!  start | first ......................... persisted ......... last
 //! ```
+//! `start` is the entry just before the first one held: index 0 for a log never compacted,
+//! otherwise the last entry a snapshot covers and compaction discarded (its term is kept, for
+//! the consistency check of the entry after it).
+//!
 //! Invariants (checked by [`RaftLog::check`] in debug builds):
-//! `applied <= applying <= committed <= last`, `applying <= persisted <= last`, and entry `k` of
-//! `entries` has index `first + k` with terms that never decrease.
+//! `start <= applied <= applying <= committed <= last`, `applying <= persisted <= last`, and
+//! entry `k` of `entries` has index `start + 1 + k` with terms that never decrease, none below
+//! `start`'s.
 
 use crate::{Committed, Entry, EntryId, LogIndex, Term};
 use std::collections::VecDeque;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RaftLog {
-    /// Entries in index order; the first has index 1 (snapshots will move this start).
+    /// The entry just before the first one held (index 0 until the log is compacted).
+    pub(crate) start: EntryId,
+    /// Entries in index order; the first has index `start.index + 1`.
     entries: VecDeque<Entry>,
     /// The highest index known to be committed (Figure 2 `commitIndex`). Never decreases.
     pub(crate) committed: LogIndex,
@@ -40,9 +47,11 @@ pub struct ConflictHint {
 }
 
 impl RaftLog {
-    /// A log holding `entries` (all durable), of which `applied` have been applied.
-    pub(crate) fn restore(entries: Vec<Entry>, applied: LogIndex) -> RaftLog {
+    /// A log holding `entries` (all durable) after `start`, of which `applied` have been
+    /// applied.
+    pub(crate) fn restore(start: EntryId, entries: Vec<Entry>, applied: LogIndex) -> RaftLog {
         let mut log = RaftLog {
+            start,
             entries: entries.into(),
             ..RaftLog::default()
         };
@@ -55,15 +64,15 @@ impl RaftLog {
     }
 
     pub(crate) fn first_index(&self) -> LogIndex {
-        LogIndex(1)
+        self.start.index.next()
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {
-        self.entries.back().map_or(LogIndex(0), |e| e.index)
+        self.entries.back().map_or(self.start.index, |e| e.index)
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.entries.back().map_or(Term(0), |e| e.term)
+        self.entries.back().map_or(self.start.term, |e| e.term)
     }
 
     pub(crate) fn last_id(&self) -> EntryId {
@@ -78,12 +87,51 @@ impl RaftLog {
         self.entries.get(usize::try_from(offset).ok()?)
     }
 
-    /// The term of the entry at `index`; term 0 for index 0; `None` beyond the log.
+    /// The term of the entry at `index`: `start`'s term at `start` (term 0 at index 0); `None`
+    /// before `start` (compacted) and beyond the log.
     pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
-        if index.0 == 0 {
-            return Some(Term(0));
+        if index == self.start.index {
+            return Some(self.start.term);
         }
         self.entry(index).map(|e| e.term)
+    }
+
+    /// Discards the entries up to `up_to`, which a snapshot covers and the state machine has
+    /// applied, so the log starts after it. Returns the new start, or `None` when there was
+    /// nothing to discard.
+    pub(crate) fn compact_to(&mut self, up_to: LogIndex) -> Option<EntryId> {
+        debug_assert!(up_to <= self.applied, "compacting entries not applied");
+        if up_to <= self.start.index || up_to > self.applied {
+            return None;
+        }
+        let term = self.term_at(up_to)?;
+        let drop = usize::try_from(up_to.0 - self.start.index.0).ok()?;
+        self.entries.drain(..drop.min(self.entries.len()));
+        self.start = EntryId { term, index: up_to };
+        Some(self.start)
+    }
+
+    /// A snapshot covering everything up to `last` was installed (§7): the state machine now
+    /// holds exactly that state. Entries after `last` are kept if the log holds `last` itself
+    /// (they follow the same history); otherwise the whole log is replaced by the snapshot.
+    pub(crate) fn install(&mut self, last: EntryId) {
+        if self.matches(last) {
+            let drop = usize::try_from(last.index.0.saturating_sub(self.start.index.0))
+                .unwrap_or(usize::MAX);
+            self.entries.drain(..drop.min(self.entries.len()));
+            self.persisted = self.persisted.max(last.index);
+        } else {
+            self.entries.clear();
+            self.unsaved_from = None;
+            self.persisted = last.index;
+        }
+        self.start = last;
+        self.committed = self.committed.max(last.index);
+        self.applying = last.index;
+        self.applied = last.index;
+        if self.unsaved_from.is_some_and(|from| from <= last.index) {
+            self.unsaved_from = Some(last.index.next()).filter(|&from| from <= self.last_index());
+        }
     }
 
     /// True when this log has the entry `id` (§5.3 consistency check).
@@ -289,7 +337,9 @@ impl RaftLog {
             match self.term_at(index) {
                 Some(t) if t == term => return index.next(),
                 Some(t) if t < term => break,
-                _ => index = index.prev(),
+                Some(_) => index = index.prev(),
+                // Compacted: what the follower holds there is behind a snapshot.
+                None => break,
             }
         }
         hint.first_index
@@ -302,6 +352,13 @@ impl RaftLog {
 
     /// Asserts the invariants in the module documentation.
     pub(crate) fn check(&self) {
+        debug_assert!(self.start.index <= self.applied, "start <= applied");
+        debug_assert!(
+            self.entries
+                .front()
+                .is_none_or(|e| e.index == self.start.index.next() && e.term >= self.start.term),
+            "entries follow start"
+        );
         debug_assert!(self.applied <= self.applying, "applied <= applying");
         debug_assert!(self.applying <= self.committed, "applying <= committed");
         debug_assert!(self.committed <= self.last_index(), "committed <= last");
@@ -332,7 +389,7 @@ mod tests {
                 payload: Payload::Blank,
             })
             .collect();
-        RaftLog::restore(entries, LogIndex(0))
+        RaftLog::restore(EntryId::default(), entries, LogIndex(0))
     }
 
     fn ents(first: u64, terms: &[u64]) -> Vec<Entry> {

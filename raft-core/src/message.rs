@@ -1,12 +1,15 @@
 //! The messages nodes exchange: one variant per RPC of Figure 2 and its response, plus the
 //! heartbeat, pre-vote and TimeoutNow messages of the dissertation.
 
-use crate::{ConflictHint, Entry, EntryId, LogIndex, NodeId, Term};
+use crate::{ConflictHint, Entry, EntryData, EntryId, LogIndex, NodeId, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 
 /// Terms and indexes at or above this are refused: far beyond any real cluster's life, and it
 /// keeps the arithmetic on them in range.
 const MAX_VALUE: u64 = 1 << 62;
+
+/// What one voter of a snapshot's metadata costs decoded, at most (its id in a B-tree node).
+pub(crate) const VOTER_DECODED_BYTES: usize = 48;
 
 /// A message between two members of one cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +111,32 @@ pub enum MessageBody {
         /// the recipient could not confirm itself as leader (it was not, or stopped being).
         index: Option<LogIndex>,
     },
+    /// InstallSnapshot (§7): one chunk of the leader's latest snapshot, for a follower that
+    /// needs entries the leader has discarded. Chunks are sent in order, a few at a time; the
+    /// size of the image need not be known until its last chunk.
+    InstallSnapshot {
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+        /// Where in the image `data` starts.
+        offset: u64,
+        /// The chunk's bytes.
+        data: EntryData,
+        /// This chunk ends the image.
+        done: bool,
+    },
+    /// The answer to an [`MessageBody::InstallSnapshot`] chunk that did not end the image (the
+    /// last chunk is answered, once the snapshot is installed, with an
+    /// [`MessageBody::AppendEntriesResponse`] matching its last entry).
+    InstallSnapshotResponse {
+        /// The last entry of the snapshot being received.
+        snapshot: EntryId,
+        /// The offset of the chunk answered.
+        offset: u64,
+        /// How many bytes of its image the follower holds durably: where the leader continues
+        /// (0 when the follower has no part of it, for instance after a restart). Below
+        /// `offset`, the chunk answered was not taken: a chunk before it is missing.
+        next_offset: u64,
+    },
 }
 
 /// A leader's statement to one follower, sent while its lease holds: every write acknowledged
@@ -164,6 +193,9 @@ impl Message {
                     sum.saturating_add(std::mem::size_of::<Entry>() + data)
                 })
             }
+            MessageBody::InstallSnapshot { meta, data, .. } => envelope
+                .saturating_add(data.len())
+                .saturating_add(meta.voters.len().saturating_mul(VOTER_DECODED_BYTES)),
             _ => envelope,
         }
     }
@@ -218,6 +250,34 @@ impl Message {
                 index: Some(index), ..
             } if index.0 >= MAX_VALUE => {
                 return Err("read index out of range".to_string());
+            }
+            MessageBody::InstallSnapshot { meta, offset, .. }
+                if meta.last.index.0 >= MAX_VALUE
+                    || meta.last.term.0 >= MAX_VALUE
+                    || *offset >= MAX_VALUE =>
+            {
+                return Err("snapshot position out of range".to_string());
+            }
+            MessageBody::InstallSnapshot { meta, .. } if meta.last.term > self.term => {
+                return Err(format!(
+                    "snapshot of term {} above message term {}",
+                    meta.last.term, self.term
+                ));
+            }
+            MessageBody::InstallSnapshot { meta, .. }
+                if meta.voters.is_empty() || meta.voters.contains(&NodeId(0)) =>
+            {
+                return Err("snapshot without valid voters".to_string());
+            }
+            MessageBody::InstallSnapshotResponse {
+                snapshot,
+                offset,
+                next_offset,
+            } if snapshot.index.0 >= MAX_VALUE
+                || *offset >= MAX_VALUE
+                || *next_offset >= MAX_VALUE =>
+            {
+                return Err("snapshot position out of range".to_string());
             }
             _ => {}
         }

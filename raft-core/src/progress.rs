@@ -1,7 +1,7 @@
 //! What a leader knows about each follower's log (Figure 2, "volatile state on leaders"), and
 //! the bounded window of AppendEntries in flight to it.
 
-use crate::LogIndex;
+use crate::{EntryId, LogIndex};
 use std::collections::VecDeque;
 
 /// How the leader is replicating to one follower.
@@ -13,6 +13,27 @@ pub(crate) enum ReplicationState {
     /// The follower's log is known to match up to `match_index`: the leader streams entries
     /// optimistically, several messages in flight, within the inflight window.
     Replicate,
+    /// The follower needs entries the leader has compacted away: the leader streams its latest
+    /// snapshot in chunks (§7), within the same window, then resumes with the log.
+    Snapshot,
+}
+
+/// A snapshot being streamed to one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotSend {
+    /// The last entry the snapshot covers.
+    pub(crate) last: EntryId,
+    /// Where the next chunk to read starts.
+    pub(crate) next_read: u64,
+    /// A chunk was asked of the driver and not yet reported.
+    pub(crate) reading: bool,
+    /// The chunk that ends the image has been sent.
+    pub(crate) all_read: bool,
+    /// How many bytes the follower holds durably, as far as the leader has heard.
+    pub(crate) acked: u64,
+    /// The leader's latest heartbeat round when it last sent a chunk: a later round answered
+    /// while chunks are unacknowledged means they were lost.
+    pub(crate) sent_round: u64,
 }
 
 /// The AppendEntries in flight to one follower, oldest first: each one's last index and payload
@@ -72,6 +93,10 @@ impl Inflights {
     /// sent in index order.
     pub(crate) fn add(&mut self, last: LogIndex, bytes: usize) {
         debug_assert!(!self.full(), "inflight window overflow");
+        debug_assert!(
+            self.is_empty() || bytes <= self.bytes_left(),
+            "byte budget overflow"
+        );
         debug_assert!(self.messages.back().is_none_or(|&(b, _)| b < last));
         self.messages.push_back((last, bytes));
         self.bytes = self.bytes.saturating_add(bytes);
@@ -103,7 +128,8 @@ impl Inflights {
 
 /// The leader's view of one follower.
 ///
-/// Invariant: `match_index < next_index`. `match_index` only grows within a term.
+/// Invariant: `match_index < next_index`. `match_index` only grows within a term, unless the
+/// follower restarted (see [`Progress::heard_session`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Progress {
     /// The highest index known to be replicated on the follower (Figure 2 `matchIndex`).
@@ -122,6 +148,10 @@ pub(crate) struct Progress {
     pub(crate) sent_commit: LogIndex,
     /// When the leader last heard any answer from it (replication-lag monitoring).
     pub(crate) last_ack_at: Option<crate::Time>,
+    /// In `Snapshot` state: the snapshot being sent.
+    pub(crate) snapshot: Option<SnapshotSend>,
+    /// The session of the follower's latest answer (a random number per run).
+    last_session: Option<u64>,
 }
 
 impl Progress {
@@ -136,7 +166,25 @@ impl Progress {
             acked_session: 0,
             sent_commit: LogIndex(0),
             last_ack_at: None,
+            snapshot: None,
+            last_session: None,
         }
+    }
+
+    /// An answer came from the follower's run `session`. When it is another run than the
+    /// previous answer's, the follower restarted: what it holds is found again by probing,
+    /// from no match at all. A follower with a durable log answers the first probe at once; one
+    /// that lost its log (Raft's safety assumes it never does; only a node that rejoins empty
+    /// does) would otherwise never be sent what it lacks, since every rejection at or below its
+    /// old match index looks stale. Returns whether it restarted.
+    pub(crate) fn heard_session(&mut self, session: u64) -> bool {
+        let restarted = self.last_session.is_some_and(|last| last != session);
+        self.last_session = Some(session);
+        if restarted {
+            self.match_index = LogIndex(0);
+            self.become_probe();
+        }
+        restarted
     }
 
     /// True when nothing more may be sent now.
@@ -144,6 +192,9 @@ impl Progress {
         match self.state {
             ReplicationState::Probe => self.probe_sent,
             ReplicationState::Replicate => self.inflights.full(),
+            ReplicationState::Snapshot => self
+                .snapshot
+                .is_none_or(|s| s.reading || s.all_read || self.inflights.full()),
         }
     }
 
@@ -151,6 +202,7 @@ impl Progress {
         self.state = ReplicationState::Probe;
         self.probe_sent = false;
         self.inflights.reset();
+        self.snapshot = None;
         self.next_index = self.next_index.max(self.match_index.next());
     }
 
@@ -158,7 +210,34 @@ impl Progress {
         self.state = ReplicationState::Replicate;
         self.probe_sent = false;
         self.inflights.reset();
+        self.snapshot = None;
         self.next_index = self.match_index.next();
+    }
+
+    /// Starts streaming the snapshot that ends at `last` (from its first byte).
+    pub(crate) fn become_snapshot(&mut self, last: EntryId, round: u64) {
+        self.state = ReplicationState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.snapshot = Some(SnapshotSend {
+            last,
+            next_read: 0,
+            reading: false,
+            all_read: false,
+            acked: 0,
+            sent_round: round,
+        });
+    }
+
+    /// The chunks in flight were lost (or the follower holds less than was sent): continue
+    /// from what the follower holds.
+    pub(crate) fn rewind_snapshot(&mut self, to: u64) {
+        if let Some(send) = self.snapshot.as_mut() {
+            send.next_read = to;
+            send.acked = to;
+            send.all_read = false;
+            self.inflights.reset();
+        }
     }
 
     /// The follower answered `round` in `session` at `now`. The first answer to report a
@@ -187,6 +266,8 @@ impl Progress {
     /// an older message than the one that now matters) and was ignored.
     pub(crate) fn maybe_decrease_to(&mut self, rejected: LogIndex, hint_next: LogIndex) -> bool {
         match self.state {
+            // Answers to appends sent before the snapshot began.
+            ReplicationState::Snapshot => false,
             ReplicationState::Replicate => {
                 if rejected <= self.match_index {
                     return false;
@@ -215,6 +296,7 @@ impl Progress {
                 }
             }
             ReplicationState::Probe => self.probe_sent = true,
+            ReplicationState::Snapshot => {}
         }
     }
 }

@@ -10,12 +10,12 @@
 //! [`peek_header`] reads who a payload is from and to, and bounds what decoding it would cost in
 //! memory, before the body is decoded, so that a receiver can refuse a message early.
 
-use crate::{Entry, EntryId, LogIndex, Message, MessageBody, NodeId, Term};
+use crate::{Entry, EntryId, LogIndex, Message, MessageBody, NodeId, SnapshotMeta, Term};
 use std::sync::OnceLock;
 use thiserror::Error;
 
 /// The version of the encoding of [`Message`]. Bumped whenever the encoding changes.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 /// The fewest bytes an entry takes on the wire (term, index, payload tag).
 const MIN_ENTRY_WIRE_BYTES: usize = 3;
@@ -90,6 +90,19 @@ pub fn peek_header(bytes: &[u8]) -> Result<Header, WireError> {
     let ((from, to, _term), rest) = postcard::take_from_bytes::<(NodeId, NodeId, Term)>(bytes)?;
     let (variant, rest) = postcard::take_from_bytes::<u32>(rest)?;
     let mut entries = 0usize;
+    let mut voters = 0usize;
+    if Some(variant) == install_snapshot_variant() {
+        let (_last, rest) = postcard::take_from_bytes::<EntryId>(rest)?;
+        let (count, rest) = postcard::take_from_bytes::<u64>(rest)?;
+        // Each voter takes at least one byte on the wire.
+        voters = usize::try_from(count)
+            .ok()
+            .filter(|&n| n <= rest.len())
+            .ok_or(WireError::ImpossibleCount {
+                entries: count,
+                bytes: rest.len(),
+            })?;
+    }
     if Some(variant) == append_entries_variant() {
         let (_prev_log, rest) = postcard::take_from_bytes::<EntryId>(rest)?;
         let (count, rest) = postcard::take_from_bytes::<u64>(rest)?;
@@ -107,6 +120,7 @@ pub fn peek_header(bytes: &[u8]) -> Result<Header, WireError> {
         to,
         decoded_bytes: std::mem::size_of::<Message>()
             .saturating_add(entries.saturating_mul(per_entry))
+            .saturating_add(voters.saturating_mul(crate::message::VOTER_DECODED_BYTES))
             .saturating_add(bytes.len()),
     })
 }
@@ -116,20 +130,33 @@ pub fn peek_header(bytes: &[u8]) -> Result<Header, WireError> {
 fn append_entries_variant() -> Option<u32> {
     static VARIANT: OnceLock<Option<u32>> = OnceLock::new();
     *VARIANT.get_or_init(|| {
-        let body = MessageBody::AppendEntries {
-            prev_log: EntryId {
-                term: Term(0),
-                index: LogIndex(0),
-            },
+        variant_of(&MessageBody::AppendEntries {
+            prev_log: EntryId::default(),
             entries: Vec::new(),
             leader_commit: LogIndex(0),
             round: 0,
-        };
-        let bytes = postcard::to_stdvec(&body).ok()?;
-        postcard::take_from_bytes::<u32>(&bytes)
-            .ok()
-            .map(|(variant, _)| variant)
+        })
     })
+}
+
+/// The variant index postcard writes for `MessageBody::InstallSnapshot`.
+fn install_snapshot_variant() -> Option<u32> {
+    static VARIANT: OnceLock<Option<u32>> = OnceLock::new();
+    *VARIANT.get_or_init(|| {
+        variant_of(&MessageBody::InstallSnapshot {
+            meta: SnapshotMeta::default(),
+            offset: 0,
+            data: crate::EntryData::from(&[][..]),
+            done: false,
+        })
+    })
+}
+
+fn variant_of(body: &MessageBody) -> Option<u32> {
+    let bytes = postcard::to_stdvec(body).ok()?;
+    postcard::take_from_bytes::<u32>(&bytes)
+        .ok()
+        .map(|(variant, _)| variant)
 }
 
 /// Lets postcard append to a buffer it does not own.
@@ -215,6 +242,17 @@ mod tests {
                 request: 6,
                 index: Some(LogIndex(7)),
             },
+            MessageBody::InstallSnapshot {
+                meta: crate::SnapshotMeta::new(id(2, 7), [NodeId(1), NodeId(2), NodeId(3)]),
+                offset: 5,
+                data: b"ab".as_slice().into(),
+                done: true,
+            },
+            MessageBody::InstallSnapshotResponse {
+                snapshot: id(2, 7),
+                offset: 3,
+                next_offset: 5,
+            },
         ];
         bodies
             .into_iter()
@@ -230,7 +268,7 @@ mod tests {
     /// The encoding of `every_kind()`, as of [`FORMAT_VERSION`]. If this test fails, the
     /// encoding of `Message` changed: bump `FORMAT_VERSION` (peers of the old version must
     /// refuse this one) and update the bytes here.
-    const GOLDEN: &str = "010203000102070009010203010001090102030202070203080003090102616207040102030304050107010103010203040605010405070102030505050102030601020307060101020308060107";
+    const GOLDEN: &str = "0102030001020700090102030100010901020302020702030800030901026162070401020303040501070101030102030406050104050701020305050501020306010203070601010203080601070102030902070301020305026162010102030a02070305";
 
     #[test]
     fn the_encoding_is_the_one_of_this_format_version() {
@@ -241,7 +279,7 @@ mod tests {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             (FORMAT_VERSION, hex.as_str()),
-            (3, GOLDEN),
+            (4, GOLDEN),
             "the encoding of Message changed: bump FORMAT_VERSION and update GOLDEN"
         );
     }

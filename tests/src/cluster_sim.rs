@@ -40,7 +40,7 @@ use crate::rng::SplitMix64;
 use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle};
 use raft_core::{LogIndex, NodeId, Role, Term};
 use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
-use raft_storage::MemLogStore;
+use raft_storage::{MemLogStore, MemSnapshotStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -327,9 +327,14 @@ pub fn run(config: &SimConfig) -> SimOutcome {
     let ids: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
     let stores: BTreeMap<NodeId, MemLogStore> =
         ids.iter().map(|&id| (id, MemLogStore::new())).collect();
+    let snapshot_stores: BTreeMap<NodeId, MemSnapshotStore> = ids
+        .iter()
+        .map(|&id| (id, MemSnapshotStore::new()))
+        .collect();
 
     for &id in &ids {
         let store = stores[&id].clone();
+        let snapshots = snapshot_stores[&id].clone();
         let world = Arc::clone(&world);
         let peers: Vec<(NodeId, String)> = ids
             .iter()
@@ -341,6 +346,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         let voters = ids.clone();
         sim.host(host(id), move || {
             let store = store.clone();
+            let snapshots = snapshots.clone();
             let world = Arc::clone(&world);
             let peers = peers.clone();
             let voters = voters.clone();
@@ -353,10 +359,16 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                 let mut node = NodeConfig::new(id, voters);
                 node.seed = seed.rotate_left(17) ^ id.0 ^ now_ms();
                 node.request_timeout = request_timeout;
-                let (handle, task) =
-                    Node::create(node, KvStore::default(), store, transport, inbound)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                let (handle, task) = Node::create(
+                    node,
+                    KvStore::default(),
+                    store,
+                    snapshots,
+                    transport,
+                    inbound,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 lock(&world).handles.insert(id, handle);
                 task.await;
                 Ok(())

@@ -5,7 +5,7 @@ use crate::kv::KvStore;
 use raft_core::node::{Inbox, Node, NodeConfig, NodeHandle, Transport};
 use raft_core::{Message, NodeId, Role};
 use raft_net::{ChannelNetwork, ChannelTransport};
-use raft_storage::MemLogStore;
+use raft_storage::{MemLogStore, MemSnapshotStore};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,6 +80,7 @@ impl FilteredNetwork {
                 config,
                 KvStore::default(),
                 store,
+                MemSnapshotStore::new(),
                 self.transport(id),
                 inbound,
             );

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use raft_core::LogIndex;
-use raft_core::node::StateMachine;
+use raft_core::node::{SnapshotReader, SnapshotSource, StateMachine};
+use raft_core::{LogIndex, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -85,20 +85,49 @@ impl StateMachine for KvStore {
         self.map.get(&key).cloned()
     }
 
-    async fn snapshot(&self) -> Bytes {
+    /// A copy of the map, serialized in chunks on the node's snapshot task.
+    async fn snapshot(&self) -> Result<Box<dyn SnapshotSource>, String> {
+        Ok(Box::new(KvImage {
+            pairs: self.map.clone().into_iter(),
+        }))
+    }
+
+    async fn restore(
+        &mut self,
+        _meta: &SnapshotMeta,
+        image: &mut SnapshotReader<'_>,
+    ) -> Result<(), String> {
+        let image = image.read_to_end().await?;
+        self.restore_from(&image)
+    }
+}
+
+/// The image of a [`KvStore`]: every pair as two length-prefixed strings, in key order.
+struct KvImage {
+    pairs: std::collections::btree_map::IntoIter<String, String>,
+}
+
+#[async_trait]
+impl SnapshotSource for KvImage {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
         let mut out = Vec::new();
-        for (key, value) in &self.map {
+        while out.len() < 64 * 1024 {
+            let Some((key, value)) = self.pairs.next() else {
+                break;
+            };
             for field in [key, value] {
                 out.extend_from_slice(&(field.len() as u32).to_be_bytes());
                 out.extend_from_slice(field.as_bytes());
             }
         }
-        Bytes::from(out)
+        Ok((!out.is_empty()).then(|| Bytes::from(out)))
     }
+}
 
-    async fn restore(&mut self, image: Bytes) -> Result<(), String> {
+impl KvStore {
+    fn restore_from(&mut self, image: &[u8]) -> Result<(), String> {
         let mut map = BTreeMap::new();
-        let mut rest = image.as_ref();
+        let mut rest = image;
         let take = |rest: &mut &[u8]| -> Result<String, String> {
             let (len, tail) = rest.split_at_checked(4).ok_or("truncated length")?;
             let len = u32::from_be_bytes(len.try_into().map_err(|_| "bad length")?) as usize;
@@ -133,16 +162,25 @@ mod tests {
             )
             .await;
         }
-        let image = kv.snapshot().await;
+        let mut source = kv.snapshot().await.unwrap();
+        let mut image = Vec::new();
+        while let Some(chunk) = source.next_chunk().await.unwrap() {
+            image.extend_from_slice(&chunk);
+        }
+        // Through a snapshot store, as the node restores it.
+        let mut store = raft_storage::MemSnapshotStore::new();
+        let meta = SnapshotMeta::new(raft_core::EntryId::default(), [raft_core::NodeId(1)]);
+        let mut writer = raft_core::node::SnapshotStore::create(&mut store, &meta)
+            .await
+            .unwrap();
+        writer.write(&image).await.unwrap();
+        writer.finish().await.unwrap();
         let mut copy = KvStore::default();
-        copy.restore(image.clone()).await.unwrap();
+        let mut reader = SnapshotReader::new(&mut store, meta.clone(), 5);
+        copy.restore(&meta, &mut reader).await.unwrap();
         assert_eq!(copy.map, kv.map);
-        assert!(copy.restore(image.slice(..image.len() - 1)).await.is_err());
-        assert!(
-            copy.restore(Bytes::from_static(&[0, 0, 0, 9, 1]))
-                .await
-                .is_err()
-        );
+        assert!(copy.restore_from(&image[..image.len() - 1]).is_err());
+        assert!(copy.restore_from(&[0, 0, 0, 9, 1]).is_err());
     }
 
     #[tokio::test]

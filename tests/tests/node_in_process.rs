@@ -7,9 +7,9 @@
 use raft_core::node::{
     Ack, Consistency, Error, FailoverTrigger, Inbox, Node, NodeConfig, NodeHandle,
 };
-use raft_core::{NodeId, Role};
+use raft_core::{LogIndex, NodeId, Role};
 use raft_net::ChannelNetwork;
-use raft_storage::MemLogStore;
+use raft_storage::{MemLogStore, MemSnapshotStore};
 use raft_tests::kv::{KvCommand, KvResponse, KvStore};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,7 +18,11 @@ struct Cluster {
     network: ChannelNetwork,
     nodes: BTreeMap<NodeId, NodeHandle<KvStore>>,
     stores: BTreeMap<NodeId, MemLogStore>,
+    snapshots: BTreeMap<NodeId, MemSnapshotStore>,
+    /// Adjusts every node's configuration.
+    tweak: fn(&mut NodeConfig),
     inboxes: BTreeMap<NodeId, Inbox>,
+    restarts: u32,
 }
 
 fn config(id: u64) -> NodeConfig {
@@ -30,10 +34,17 @@ fn config(id: u64) -> NodeConfig {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(|_| {}).await
+    }
+
+    async fn start_with(tweak: fn(&mut NodeConfig)) -> Cluster {
         let mut cluster = Cluster {
+            tweak,
             network: ChannelNetwork::new(),
             nodes: BTreeMap::new(),
             stores: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
+            restarts: 0,
             inboxes: BTreeMap::new(),
         };
         for id in 1..=3 {
@@ -45,12 +56,19 @@ impl Cluster {
     async fn start_node(&mut self, id: u64) {
         let node = NodeId(id);
         let store = self.stores.entry(node).or_default().clone();
+        let snapshots = self.snapshots.entry(node).or_default().clone();
         let (inbox, inbound) = raft_core::node::inbox(1024);
         self.network.register(node, inbox.clone());
+        let mut config = config(id);
+        (self.tweak)(&mut config);
+        // A restart is another run: another seed.
+        config.seed ^= (self.restarts as u64) << 32;
+        self.restarts += 1;
         let handle = Node::start(
-            config(id),
+            config,
             KvStore::default(),
             store,
+            snapshots,
             self.network.transport(node),
             inbound,
         )
@@ -172,6 +190,7 @@ async fn all_acks_are_refused_without_enough_in_sync_replicas() {
                 config,
                 KvStore::default(),
                 MemLogStore::new(),
+                MemSnapshotStore::new(),
                 network.transport(NodeId(id)),
                 inbound,
             )
@@ -283,4 +302,92 @@ async fn transfer_and_failover_keep_every_acknowledged_write() {
     assert_eq!(read.response, Some("v".into()));
     assert_eq!(rejoined.status().role, Role::Follower);
     let _ = &cluster.inboxes;
+}
+
+/// Snapshots keep the log bounded; a node restarted on its own stores recovers from its
+/// snapshot and log, and a node whose stores were lost catches up from the leader's snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_bound_the_log_and_bring_back_a_node_that_lost_its_stores() {
+    let mut cluster = Cluster::start_with(|c| {
+        c.snapshot_every = 50;
+        c.snapshot_keep_entries = 10;
+        c.snapshot_chunk_bytes = 256;
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let mut last = LogIndex(0);
+    for i in 0..300 {
+        last = leader
+            .propose(put(&format!("k{i}"), &format!("v{i}")), Ack::Quorum)
+            .await
+            .unwrap()
+            .index;
+    }
+    let taken = leader.snapshot().await.unwrap();
+    assert!(
+        taken.last.index >= last,
+        "a manual snapshot covers every applied entry"
+    );
+    // Every node took snapshots of its own and compacted its log.
+    for handle in cluster.nodes.values() {
+        let mut watch = handle.watch_status();
+        let status = tokio::time::timeout(
+            Duration::from_secs(2),
+            watch.wait_for(|s| s.applied_index >= last && s.snapshot.is_some()),
+        )
+        .await
+        .expect("snapshot taken")
+        .expect("node running")
+        .clone();
+        assert!(
+            status.log_entries <= 120,
+            "n{}: {} entries in the log",
+            status.id.0,
+            status.log_entries
+        );
+    }
+    let follower = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|&id| id != leader.id())
+        .unwrap();
+
+    // Restarted on its own stores: its snapshot, then its log.
+    cluster.nodes[&follower].shutdown().await;
+    cluster.start_node(follower.0).await;
+    let read = cluster.nodes[&follower]
+        .query(Consistency::AtLeast(last), "k299".into())
+        .await
+        .unwrap();
+    assert_eq!(read.response, Some("v299".into()));
+
+    // Its stores lost: it needs the leader's snapshot, since the leader's log starts after
+    // the entries it lacks.
+    cluster.nodes[&follower].shutdown().await;
+    cluster.stores.insert(follower, MemLogStore::new());
+    cluster.snapshots.insert(follower, MemSnapshotStore::new());
+    cluster.start_node(follower.0).await;
+    for key in ["k0", "k150", "k299"] {
+        let read = cluster.nodes[&follower]
+            .query(Consistency::AtLeast(last), key.into())
+            .await
+            .unwrap();
+        assert_eq!(read.response, Some(format!("v{}", &key[1..])), "{key}");
+    }
+    let mut watch = cluster.nodes[&follower].watch_status();
+    let status = tokio::time::timeout(
+        Duration::from_secs(2),
+        watch.wait_for(|s| s.snapshot.is_some()),
+    )
+    .await
+    .expect("the status shows the snapshot")
+    .expect("node running")
+    .clone();
+    let (index, size) = status.snapshot.unwrap();
+    assert!(
+        index >= taken.last.index && size > 0,
+        "{:?}",
+        status.snapshot
+    );
 }

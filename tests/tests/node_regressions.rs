@@ -9,7 +9,7 @@ use raft_core::node::{
 };
 use raft_core::{Entry, HardState, LogIndex, NodeId, Role};
 use raft_net::ChannelNetwork;
-use raft_storage::MemLogStore;
+use raft_storage::{MemLogStore, MemSnapshotStore};
 use raft_tests::kv::{KvCommand, KvResponse, KvStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -82,7 +82,16 @@ async fn cluster_with(adjust: impl Fn(&mut NodeConfig)) -> Cluster {
             poisoned: Arc::default(),
         };
         let transport = network.transport(id);
-        let handle = Node::start(config, KvStore::default(), store, transport, inbound).await;
+        let snapshots = MemSnapshotStore::new();
+        let handle = Node::start(
+            config,
+            KvStore::default(),
+            store,
+            snapshots,
+            transport,
+            inbound,
+        );
+        let handle = handle.await;
         nodes.insert(id, handle.unwrap());
         stalls.insert(id, stall);
     }
@@ -381,6 +390,7 @@ async fn a_storage_failure_reaches_callers_with_its_kind() {
         config,
         KvStore::default(),
         store,
+        MemSnapshotStore::new(),
         network.transport(NodeId(1)),
         inbound,
     )

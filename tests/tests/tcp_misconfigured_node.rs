@@ -7,7 +7,7 @@
 use raft_core::node::{Node, NodeConfig, PeerConnection};
 use raft_core::{NodeId, Role};
 use raft_net::{Spawner, TcpConfig, TcpTransport, TokioNet};
-use raft_storage::MemLogStore;
+use raft_storage::{MemLogStore, MemSnapshotStore};
 use raft_tests::kv::KvStore;
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ async fn a_node_with_the_wrong_cluster_id_shows_the_refusal_in_its_status() {
             config,
             KvStore::default(),
             MemLogStore::new(),
+            MemSnapshotStore::new(),
             transport,
             inbound,
         );

@@ -3,8 +3,10 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use raft_core::node::{Ack, Consistency, Node, NodeConfig, NodeHandle, StateMachine};
-use raft_core::{LogIndex, NodeId, Role};
+use raft_core::node::{
+    Ack, Consistency, Node, NodeConfig, NodeHandle, SnapshotReader, SnapshotSource, StateMachine,
+};
+use raft_core::{LogIndex, NodeId, Role, SnapshotMeta};
 use std::time::Duration;
 
 /// The state machine: a number that commands add to.
@@ -25,11 +27,19 @@ impl StateMachine for Counter {
     async fn query(&self, _: ()) -> i64 {
         self.0
     }
-    async fn snapshot(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.0.to_be_bytes())
+    async fn snapshot(&self) -> Result<Box<dyn SnapshotSource>, String> {
+        Ok(Box::new(Bytes::copy_from_slice(&self.0.to_be_bytes())))
     }
-    async fn restore(&mut self, image: Bytes) -> Result<(), String> {
-        let bytes = image.as_ref().try_into().map_err(|_| "expected 8 bytes")?;
+    async fn restore(
+        &mut self,
+        _meta: &SnapshotMeta,
+        image: &mut SnapshotReader<'_>,
+    ) -> Result<(), String> {
+        let image = image.read_to_end().await?;
+        let bytes = image
+            .as_slice()
+            .try_into()
+            .map_err(|_| "expected 8 bytes")?;
         self.0 = i64::from_be_bytes(bytes);
         Ok(())
     }
@@ -59,6 +69,7 @@ async fn main() -> Result<(), raft_core::node::Error> {
                 config,
                 Counter::default(),
                 store,
+                raft_storage::MemSnapshotStore::new(),
                 network.transport(id),
                 inbound,
             )

@@ -6,9 +6,16 @@
 use super::deadlines::deadline_after;
 use super::publish::{Publisher, in_sync};
 use super::reads::{PendingRead, Reads};
+use super::snapshots::{SnapshotReply, Snapshots};
 use super::writes::{WriteReply, Writes};
-use super::{Ack, Error, LogStore, Recovered, Request, Shared, StateMachine, Status, Transport};
-use crate::{Actions, Entry, InitialState, LogIndex, Message, NodeId, Payload, Raft, Role, Time};
+use super::{
+    Ack, Error, LogStore, Recovered, Request, Shared, SnapshotStore, StateMachine, Status,
+    Transport,
+};
+use crate::{
+    Actions, Entry, InitialState, LogIndex, Message, NodeId, Payload, Raft, Role, SnapshotMeta,
+    Time,
+};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +30,8 @@ const MAX_BATCH: usize = 4096;
 enum Wake<R> {
     Message(Option<Message>),
     Request(Option<R>),
+    /// A snapshot build finished (its image's size, or why it failed).
+    Built(Result<u64, Error>),
     Timer,
 }
 
@@ -35,7 +44,7 @@ fn protocol_time(started: tokio::time::Instant, at: tokio::time::Instant) -> Tim
 
 /// The node's task: what its loop needs to take input, drive the protocol and carry out its
 /// actions; everything waiting for an answer is kept in `writes` and `reads`.
-pub(super) struct Driver<SM: StateMachine, LS, T> {
+pub(super) struct Driver<SM: StateMachine, LS, SS, T> {
     /// The node's settings (the `Ack::All` replica floor, the in-sync lag bound).
     config: super::NodeConfig,
     /// The protocol, which decides everything; the driver only carries out its actions.
@@ -44,6 +53,10 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     state_machine: SM,
     /// Where the log and the hard state are made durable (duty 2).
     store: LS,
+    /// Where snapshots are kept, built and received (duties 2, 7 and 8).
+    snapshots: Snapshots<SS>,
+    /// Callers of `NodeHandle::snapshot` waiting for the next build to start.
+    snapshot_requests: Vec<SnapshotReply>,
     /// Where messages go (duties 1 and 4).
     transport: T,
     /// Requests from handles.
@@ -78,14 +91,17 @@ pub(super) struct Driver<SM: StateMachine, LS, T> {
     contract: crate::contract::ContractChecker,
 }
 
-impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
+impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM, LS, SS, T> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         config: super::NodeConfig,
         voters: BTreeSet<NodeId>,
         recovered: Recovered,
+        snapshot: Option<SnapshotMeta>,
+        applied: LogIndex,
         state_machine: SM,
         store: LS,
+        snapshots: Snapshots<SS>,
         transport: T,
         requests: mpsc::Receiver<Request<SM>>,
         inbound: super::InboundMessages,
@@ -95,11 +111,17 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         let state = InitialState {
             hard_state: recovered.hard_state,
             entries: recovered.entries,
-            // The state machine starts empty and is rebuilt from the log.
-            applied: LogIndex(0),
+            // Restored from the snapshot (or its own durable state); the rest is applied again.
+            applied,
             voters,
+            log_start: recovered.log_start,
+            snapshot,
         };
-        let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
+        let durable_through = state
+            .entries
+            .last()
+            .map_or(state.log_start.index, |e| e.index)
+            .max(applied);
         let raft = Raft::new(config.raft.clone(), state, config.seed, Time(0))?;
         let started = tokio::time::Instant::now();
         Ok(Driver {
@@ -112,6 +134,8 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             raft,
             state_machine,
             store,
+            snapshots,
+            snapshot_requests: Vec::new(),
             transport,
             requests,
             inbound,
@@ -125,7 +149,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             writes: Writes::default(),
             reads: Reads::default(),
             stop: None,
-            contract: crate::contract::ContractChecker::new(durable_through, LogIndex(0)),
+            contract: crate::contract::ContractChecker::new(durable_through, applied),
             config,
         })
     }
@@ -158,6 +182,9 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 biased;
                 message = self.inbound.recv(), if self.inbound_open => Wake::Message(message),
                 request = self.requests.recv() => Wake::Request(request),
+                built = self.snapshots.build_done(), if self.snapshots.building() => {
+                    Wake::Built(built)
+                }
                 _ = tokio::time::sleep_until(deadline) => Wake::Timer,
             };
             let mut messages = std::mem::take(&mut self.message_batch);
@@ -171,6 +198,10 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 // Every handle is gone: nobody can use this node any more.
                 Wake::Request(None) => {
                     self.stop.get_or_insert_with(Vec::new);
+                }
+                Wake::Built(result) => {
+                    let keep = self.config.snapshot_keep_entries;
+                    self.snapshots.built(&mut self.raft, result, keep);
                 }
                 Wake::Timer => {}
             }
@@ -203,10 +234,12 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
             if let Err(error) = self.carry_out_actions().await {
                 self.fail_storage(error);
             }
+            self.maybe_snapshot().await;
             self.expire_requests();
             let transport = &self.transport;
+            let (stopping, snapshot) = (self.stop.is_some(), self.snapshots.latest());
             self.publisher
-                .publish_status(&self.raft, self.clock, self.stop.is_some(), || {
+                .publish_status(&self.raft, self.clock, stopping, snapshot, || {
                     transport.peer_connections()
                 });
             if let Some(waiters) = self.stop.take() {
@@ -264,6 +297,7 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 }
                 let _ = reply.send(result);
             }
+            Request::Snapshot { reply } => self.snapshot_requests.push(reply),
             Request::Shutdown { reply } => self.stop.get_or_insert_with(Vec::new).push(reply),
         }
     }
@@ -311,31 +345,43 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                 persisted_messages,
                 committed,
                 reads,
+                purge,
+                snapshot_writes,
+                snapshot_reads,
+                ..
             } = actions;
             // Duty 1: a leader's replication goes out while its own write runs.
             if !messages.is_empty() {
                 self.transport.send_batch(messages);
             }
-            // Duties 2 and 3.
+            // Duties 2 and 3: the purge, the hard state and entries, the snapshot chunks.
+            if let Some(start) = purge {
+                self.store
+                    .purge_prefix(start)
+                    .await
+                    .map_err(Error::storage)?;
+            }
+            let mut persisted = None;
             if hard_state.is_some() || !entries.is_empty() {
-                if let Some(term) = hard_state.map(|h| h.term) {
-                    if term != self.publisher.last_term() {
-                        debug!(term = term.0, "term changed");
-                    }
+                if let Some(term) = hard_state.map(|h| h.term)
+                    && term != self.publisher.last_term()
+                {
+                    debug!(term = term.0, "term changed");
                 }
-                let last = entries.last().map(Entry::id);
+                persisted = entries.last().map(Entry::id);
                 self.store
                     .write(hard_state, entries)
                     .await
                     .map_err(Error::storage)?;
-                self.contract.wrote(batch);
-                if let Some(last) = last {
-                    self.contract.reported_persisted(last);
-                    self.raft.persisted(last);
-                    let raft = &self.raft;
-                    self.writes
-                        .durable(last, |index| raft.entry(index).map(|e| e.term));
-                }
+            }
+            let installing = self.snapshots.store_chunks(snapshot_writes).await?;
+            self.contract.wrote(batch);
+            if let Some(last) = persisted {
+                self.contract.reported_persisted(last);
+                self.raft.persisted(last);
+                let raft = &self.raft;
+                self.writes
+                    .durable(last, |index| raft.entry(index).map(|e| e.term));
             }
             // Duty 4.
             if !persisted_messages.is_empty() {
@@ -360,6 +406,23 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
                     .complete(&self.raft, &mut self.state_machine, fresh_clock, id, result)
                     .await;
             }
+            // Duty 7: a received snapshot replaces the state machine's state.
+            if let Some(meta) = installing {
+                self.snapshots
+                    .restore(&mut self.state_machine, &meta)
+                    .await?;
+                self.contract.installed(meta.last.index);
+                self.raft
+                    .snapshot_installed(&meta)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                self.writes.skipped_to(meta.last.index);
+            }
+            // Duty 8: chunks of the latest snapshot for followers.
+            if !snapshot_reads.is_empty() {
+                self.snapshots
+                    .read_chunks(&mut self.raft, snapshot_reads)
+                    .await?;
+            }
         }
         self.reads
             .answer_waiting(&self.raft, &mut self.state_machine, fresh_clock)
@@ -368,6 +431,31 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
         self.writes
             .complete_all_acks(&self.raft, |last_ack_at| in_sync(max_lag, now, last_ack_at));
         Ok(())
+    }
+
+    /// Starts a snapshot build if one was asked for, or if enough entries were applied since
+    /// the latest (the policy of [`super::NodeConfig::snapshot_every`]).
+    async fn maybe_snapshot(&mut self) {
+        let every = self.config.snapshot_every;
+        let since_latest = self
+            .raft
+            .applied_index()
+            .0
+            .saturating_sub(self.snapshots.latest().map_or(0, |(index, _)| index.0));
+        let due = every > 0 && since_latest >= every && !self.snapshots.building();
+        if self.snapshot_requests.is_empty() && !due {
+            return;
+        }
+        let mut requests = std::mem::take(&mut self.snapshot_requests).into_iter();
+        self.snapshots
+            .start_build(&self.raft, &mut self.state_machine, requests.next())
+            .await;
+        for reply in requests {
+            // They wait for the build just started (or get the latest snapshot at once).
+            self.snapshots
+                .start_build(&self.raft, &mut self.state_machine, Some(reply))
+                .await;
+        }
     }
 
     /// Applies the committed entry at `index`, read in place from the protocol's log, and
@@ -439,5 +527,9 @@ impl<SM: StateMachine, LS: LogStore, T: Transport> Driver<SM, LS, T> {
     fn fail_everything(&mut self, error: Error) {
         self.writes.fail_all(&error);
         self.reads.fail_all(&error);
+        self.snapshots.fail_all(&error);
+        for reply in self.snapshot_requests.drain(..) {
+            let _ = reply.send(Err(error.clone()));
+        }
     }
 }

@@ -44,6 +44,9 @@ pub(super) enum Request<SM: StateMachine> {
         to: NodeId,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    Snapshot {
+        reply: super::snapshots::SnapshotReply,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -181,6 +184,14 @@ impl<SM: StateMachine> NodeHandle<SM> {
     /// A channel that sees every new status.
     pub fn watch_status(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// Takes a snapshot of the state machine now (beside the automatic ones every
+    /// [`super::NodeConfig::snapshot_every`] entries) and compacts the log before it. Returns
+    /// what the snapshot covers once it is durable; if one is being taken already, waits for
+    /// that one, and if the latest already covers every applied entry, returns it at once.
+    pub async fn snapshot(&self) -> Result<crate::SnapshotMeta, Error> {
+        self.call(|reply, _| Request::Snapshot { reply }).await
     }
 
     /// Stops the node: pending requests fail with [`Error::Shutdown`]. Returns once the task

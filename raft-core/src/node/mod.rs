@@ -5,12 +5,22 @@
 //!  clients ──NodeHandle──▶ ┌────────────── driver task ──────────────┐
 //!                          │ Raft (pure) ─Actions─▶ 1 send            │──▶ Transport
 //!  Transport ──Inbox─────▶ │                        2 LogStore::write │
+//!                          │                          SnapshotStore   │
 //!                          │                        3 persisted()     │
 //!                          │                        4 send (after 2)  │
 //!                          │                        5 StateMachine    │
 //!                          │                        6 reads, replies  │──▶ watch<Status>
+//!                          │                        7 restore, 8 read │
 //!                          └──────────────────────────────────────────┘
+//!        snapshot builds run on a task of their own ──▶ SnapshotStore
 //! ```
+//!
+//! Every [`NodeConfig::snapshot_every`] applied entries (or on
+//! [`NodeHandle::snapshot`]), the node takes a snapshot of its state machine, writes it to its
+//! [`SnapshotStore`] off its own task, then discards the log entries it covers (keeping
+//! [`NodeConfig::snapshot_keep_entries`] so that a follower slightly behind still catches up
+//! from the log). A follower that needs discarded entries receives the leader's latest
+//! snapshot in chunks, restores its state machine from it, and continues with the log.
 //!
 //! One task owns the protocol, the store and the state machine and carries out every batch of
 //! [`crate::Actions`] in the documented order. While it waits for a write to become durable,
@@ -19,15 +29,18 @@
 //!
 //! # Example: replicate your own state machine
 //!
-//! Implement [`StateMachine`], then start one node per member with a [`LogStore`] (here
-//! `raft_storage::MemLogStore`) and a [`Transport`] (here `raft_net::ChannelNetwork`, which
-//! links nodes in one process; `raft_net::TcpTransport` links processes).
+//! Implement [`StateMachine`], then start one node per member with a [`LogStore`] and a
+//! [`SnapshotStore`] (here `raft_storage::MemLogStore` and `MemSnapshotStore`) and a
+//! [`Transport`] (here `raft_net::ChannelNetwork`, which links nodes in one process;
+//! `raft_net::TcpTransport` links processes).
 //!
 //! ```
 //! use async_trait::async_trait;
 //! use bytes::Bytes;
-//! use raft_core::node::{Ack, Consistency, Node, NodeConfig, StateMachine};
-//! use raft_core::{LogIndex, NodeId, Role};
+//! use raft_core::node::{
+//!     Ack, Consistency, Node, NodeConfig, SnapshotReader, SnapshotSource, StateMachine,
+//! };
+//! use raft_core::{LogIndex, NodeId, Role, SnapshotMeta};
 //!
 //! /// A register holding the last value written.
 //! #[derive(Default)]
@@ -45,11 +58,11 @@
 //!     async fn query(&self, _: ()) -> String {
 //!         self.0.clone()
 //!     }
-//!     async fn snapshot(&self) -> Bytes {
-//!         Bytes::from(self.0.clone())
+//!     async fn snapshot(&self) -> Result<Box<dyn SnapshotSource>, String> {
+//!         Ok(Box::new(Bytes::from(self.0.clone())))
 //!     }
-//!     async fn restore(&mut self, image: Bytes) -> Result<(), String> {
-//!         self.0 = String::from_utf8(image.to_vec()).map_err(|e| e.to_string())?;
+//!     async fn restore(&mut self, _: &SnapshotMeta, image: &mut SnapshotReader<'_>) -> Result<(), String> {
+//!         self.0 = String::from_utf8(image.read_to_end().await?).map_err(|e| e.to_string())?;
 //!         Ok(())
 //!     }
 //! }
@@ -63,8 +76,9 @@
 //!     let (inbox, inbound) = raft_core::node::inbox(1024);
 //!     network.register(id, inbox);
 //!     let config = NodeConfig::new(id, voters);
-//!     let store = raft_storage::MemLogStore::new();
-//!     nodes.push(Node::start(config, Register::default(), store, network.transport(id), inbound).await?);
+//!     let (log, snapshots) = (raft_storage::MemLogStore::new(), raft_storage::MemSnapshotStore::new());
+//!     let transport = network.transport(id);
+//!     nodes.push(Node::start(config, Register::default(), log, snapshots, transport, inbound).await?);
 //! }
 //! // Wait for an election, then write through the leader and read back linearizably.
 //! let leader = loop {
@@ -93,6 +107,7 @@ mod handle;
 mod inbox;
 mod publish;
 mod reads;
+mod snapshots;
 mod status;
 mod traits;
 mod writes;
@@ -101,13 +116,13 @@ pub use handle::NodeHandle;
 pub use inbox::{DEFAULT_INBOX_BYTES, InboundMessages, Inbox, inbox, inbox_with_limits};
 pub use status::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
 pub use traits::{
-    LogStore, Recovered, SnapshotChunk, SnapshotStore, SnapshotWriter, StateMachine, StorageError,
-    StorageErrorKind, Transport,
+    LogStore, Recovered, SnapshotChunk, SnapshotReader, SnapshotSource, SnapshotStore,
+    SnapshotWriter, StateMachine, StorageError, StorageErrorKind, Transport,
 };
 
 use handle::{Request, Shared};
 
-use crate::{Config, LogIndex, NodeId, Term};
+use crate::{Config, LogIndex, NodeId, SnapshotMeta, Term};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -328,6 +343,15 @@ pub struct NodeConfig {
     pub seed: u64,
     /// How many leadership changes [`Status::failovers`] keeps.
     pub failover_history: usize,
+    /// Take a snapshot once this many entries were applied since the last one (§7), so that
+    /// the log, and a restart's replay, stay bounded. 0 takes none on its own
+    /// ([`NodeHandle::snapshot`] still does). Default 10,000.
+    pub snapshot_every: u64,
+    /// Entries kept in the log before a new snapshot's last one, so that a follower slightly
+    /// behind catches up from the log rather than the snapshot. Default 1,000.
+    pub snapshot_keep_entries: u64,
+    /// The largest chunk of a snapshot image read or sent at once, in bytes. Default 1 MiB.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl NodeConfig {
@@ -342,6 +366,9 @@ impl NodeConfig {
             max_command_bytes: 4 << 20,
             seed: random_seed(),
             failover_history: 64,
+            snapshot_every: 10_000,
+            snapshot_keep_entries: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 
@@ -368,9 +395,9 @@ impl NodeConfig {
                 "request_timeout and max_replication_lag must be non-zero".into(),
             ));
         }
-        if self.max_command_bytes == 0 {
+        if self.max_command_bytes == 0 || self.snapshot_chunk_bytes == 0 {
             return Err(Error::InvalidConfig(
-                "max_command_bytes must be >= 1".into(),
+                "max_command_bytes and snapshot_chunk_bytes must be >= 1".into(),
             ));
         }
         Ok(())
@@ -385,39 +412,61 @@ pub type NodeTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Node;
 
 impl Node {
-    /// Recovers from `store`, then spawns the node's task with `tokio::spawn`.
-    pub async fn start<SM, LS, T>(
+    /// Recovers from `store` and `snapshots`, then spawns the node's task with `tokio::spawn`.
+    pub async fn start<SM, LS, SS, T>(
         config: NodeConfig,
         state_machine: SM,
         store: LS,
+        snapshots: SS,
         transport: T,
         inbound: InboundMessages,
     ) -> Result<NodeHandle<SM>, Error>
     where
         SM: StateMachine,
         LS: LogStore,
+        SS: SnapshotStore,
         T: Transport,
     {
-        let (handle, task) = Node::create(config, state_machine, store, transport, inbound).await?;
+        let (handle, task) =
+            Node::create(config, state_machine, store, snapshots, transport, inbound).await?;
         tokio::spawn(task);
         Ok(handle)
     }
 
-    /// Recovers from `store` and returns the handle and the task to run, unspawned.
-    pub async fn create<SM, LS, T>(
+    /// Recovers from `store` and `snapshots` and returns the handle and the task to run,
+    /// unspawned.
+    ///
+    /// Recovery: the log store's entries after its start, and the latest snapshot. The state
+    /// machine is restored from that snapshot, unless it keeps its own state durably at or
+    /// after the log's start ([`StateMachine::durable_index`]); then the log's entries after
+    /// what it holds are applied again as they commit.
+    pub async fn create<SM, LS, SS, T>(
         config: NodeConfig,
-        state_machine: SM,
+        mut state_machine: SM,
         mut store: LS,
+        snapshots: SS,
         transport: T,
         inbound: InboundMessages,
     ) -> Result<(NodeHandle<SM>, NodeTask), Error>
     where
         SM: StateMachine,
         LS: LogStore,
+        SS: SnapshotStore,
         T: Transport,
     {
         config.validate()?;
         let recovered = store.recover().await.map_err(Error::storage)?;
+        let mut snapshots = snapshots;
+        let snapshot = snapshots.latest().await.map_err(Error::storage)?;
+        let mut snapshots =
+            snapshots::Snapshots::new(snapshots, snapshot.clone(), config.snapshot_chunk_bytes);
+        let applied = restore_state_machine(
+            &mut state_machine,
+            &mut snapshots,
+            snapshot.as_ref(),
+            recovered.log_start.index,
+        )
+        .await?;
         let voters = match recovered.voters.clone() {
             Some(voters) => voters,
             None => {
@@ -436,8 +485,11 @@ impl Node {
             config.clone(),
             voters,
             recovered,
+            snapshot,
+            applied,
             state_machine,
             store,
+            snapshots,
             transport,
             requests_rx,
             inbound,
@@ -454,6 +506,34 @@ impl Node {
         );
         Ok((handle, Box::pin(task.run())))
     }
+}
+
+/// Brings a starting state machine to where recovery can continue from: its own durable state
+/// if it keeps one at or after the log's start, else the latest snapshot. Returns the index it
+/// then holds.
+async fn restore_state_machine<SM: StateMachine, SS: SnapshotStore>(
+    state_machine: &mut SM,
+    snapshots: &mut snapshots::Snapshots<SS>,
+    snapshot: Option<&SnapshotMeta>,
+    log_start: LogIndex,
+) -> Result<LogIndex, Error> {
+    let snapshot_index = snapshot.map_or(LogIndex(0), |s| s.last.index);
+    if let Some(durable) = state_machine.durable_index()
+        && durable >= log_start
+        && durable >= snapshot_index
+    {
+        return Ok(durable);
+    }
+    let Some(meta) = snapshot else {
+        if log_start.0 > 0 {
+            return Err(Error::storage(StorageError::Corrupt(format!(
+                "the log starts after {log_start} but there is no snapshot"
+            ))));
+        }
+        return Ok(LogIndex(0));
+    };
+    snapshots.restore(state_machine, meta).await?;
+    Ok(meta.last.index)
 }
 
 /// A seed that differs between runs of a process (and between calls), from the standard

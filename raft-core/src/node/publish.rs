@@ -17,6 +17,8 @@ pub(super) fn initial_status(id: NodeId) -> Status {
         commit_index: LogIndex(0),
         applied_index: LogIndex(0),
         last_log_index: LogIndex(0),
+        log_entries: 0,
+        snapshot: None,
         lease_remaining_ms: None,
         staleness_ms: None,
         peers: Vec::new(),
@@ -97,6 +99,7 @@ impl Publisher {
         raft: &Raft,
         now: Time,
         stopping: bool,
+        snapshot: Option<(LogIndex, u64)>,
         connections: impl FnOnce() -> Vec<(NodeId, PeerConnection)>,
     ) {
         let (role, term, leader) = (raft.role(), raft.term(), raft.leader());
@@ -145,6 +148,7 @@ impl Publisher {
                 lag_entries: last.0.saturating_sub(p.match_index.0),
                 since_last_ack_ms: p.last_ack_at.map(|at| now.ms_since(at)),
                 in_sync: in_sync(self.max_replication_lag, now, p.last_ack_at),
+                snapshot_bytes_sent: p.snapshot_bytes,
             })
             .collect();
         for peer in &peers {
@@ -169,6 +173,8 @@ impl Publisher {
             commit_index: raft.commit_index(),
             applied_index: raft.applied_index(),
             last_log_index: last,
+            log_entries: last.0.saturating_sub(raft.log_start().index.0),
+            snapshot,
             lease_remaining_ms: raft.lease_valid_until().map(|end| end.ms_since(now)),
             staleness_ms: raft.fresh_commit().map(|f| now.ms_since(f.as_of)),
             peers,

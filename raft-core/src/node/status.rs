@@ -26,6 +26,11 @@ pub struct Status {
     pub applied_index: LogIndex,
     /// The index of its last log entry.
     pub last_log_index: LogIndex,
+    /// How many entries its log holds in memory (after the latest compaction).
+    pub log_entries: u64,
+    /// The last index its latest snapshot covers, and the image's size in bytes (0 when the
+    /// node has not written or read the whole image since it started).
+    pub snapshot: Option<(LogIndex, u64)>,
     /// Leader only: how long its lease still holds, in milliseconds (`None` without a lease).
     pub lease_remaining_ms: Option<u64>,
     /// How stale this node's data may be, in milliseconds: every write acknowledged more than
@@ -82,6 +87,9 @@ pub struct PeerStatus {
     /// It answered within the configured maximum replication lag, so `Ack::All` writes wait
     /// for it (Kafka's in-sync replica set).
     pub in_sync: bool,
+    /// While the leader sends it a snapshot (it needs entries the leader's log no longer
+    /// holds): the bytes of the image it has acknowledged so far.
+    pub snapshot_bytes_sent: Option<u64>,
 }
 
 /// Why leadership changed, as far as the observing node can tell.

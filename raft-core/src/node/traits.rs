@@ -19,8 +19,8 @@ use thiserror::Error;
 /// # Example: a replicated counter
 ///
 /// ```
-/// use raft_core::node::StateMachine;
-/// use raft_core::LogIndex;
+/// use raft_core::node::{SnapshotReader, SnapshotSource, StateMachine};
+/// use raft_core::{LogIndex, SnapshotMeta};
 /// use async_trait::async_trait;
 /// use bytes::Bytes;
 ///
@@ -41,11 +41,17 @@ use thiserror::Error;
 ///     async fn query(&self, _: ()) -> i64 {
 ///         self.value
 ///     }
-///     async fn snapshot(&self) -> Bytes {
-///         Bytes::from(self.value.to_be_bytes().to_vec())
+///     async fn snapshot(&self) -> Result<Box<dyn SnapshotSource>, String> {
+///         // Eight bytes: serializing under `&self` is fine for a state this small.
+///         Ok(Box::new(Bytes::from(self.value.to_be_bytes().to_vec())))
 ///     }
-///     async fn restore(&mut self, image: Bytes) -> Result<(), String> {
-///         let bytes: [u8; 8] = image.as_ref().try_into().map_err(|_| "not 8 bytes".to_string())?;
+///     async fn restore(
+///         &mut self,
+///         _meta: &SnapshotMeta,
+///         image: &mut SnapshotReader<'_>,
+///     ) -> Result<(), String> {
+///         let image = image.read_to_end().await?;
+///         let bytes: [u8; 8] = image.as_slice().try_into().map_err(|_| "not 8 bytes".to_string())?;
 ///         self.value = i64::from_be_bytes(bytes);
 ///         Ok(())
 ///     }
@@ -69,11 +75,119 @@ pub trait StateMachine: Send + 'static {
     /// the caller asked for (see [`crate::node::Consistency`]).
     async fn query(&self, query: Self::Query) -> Self::QueryResponse;
 
-    /// A consistent point-in-time image of the state, for log compaction (§7).
-    async fn snapshot(&self) -> Bytes;
+    /// A point-in-time image of the state after the last command applied, for log compaction
+    /// (§7).
+    ///
+    /// The node calls this between applies and reads the image from the returned source on a
+    /// task of its own, writing it to its [`SnapshotStore`] while it goes on applying and
+    /// answering heartbeats. So this should return quickly with a view that later applies do
+    /// not change (a clone of a persistent or copy-on-write structure, a database's snapshot
+    /// handle) and produce the bytes in the source. A state machine that can only serialize
+    /// itself can do it here and return the bytes as one chunk (`Bytes` is a
+    /// [`SnapshotSource`]): correct, but applies wait while it serializes.
+    async fn snapshot(&self) -> Result<Box<dyn SnapshotSource>, String>;
 
-    /// Replaces the state with an image from [`StateMachine::snapshot`].
-    async fn restore(&mut self, image: Bytes) -> Result<(), String>;
+    /// Replaces the state with the image of the snapshot `meta` describes (taken by some
+    /// node's [`StateMachine::snapshot`] after it applied `meta.last`), read chunk by chunk
+    /// from `image`, so an image larger than memory can be restored.
+    async fn restore(
+        &mut self,
+        meta: &SnapshotMeta,
+        image: &mut SnapshotReader<'_>,
+    ) -> Result<(), String>;
+
+    /// For a state machine that keeps its own state durably: the index of the last command it
+    /// applied and kept. When it is at or after the start of the recovered log, a restarted
+    /// node neither restores a snapshot nor applies those entries again. The default, `None`,
+    /// is a state machine that starts empty on every start.
+    fn durable_index(&self) -> Option<LogIndex> {
+        None
+    }
+}
+
+/// Where the node reads a snapshot image from, chunk by chunk: what
+/// [`StateMachine::snapshot`] hands out.
+#[async_trait]
+pub trait SnapshotSource: Send + 'static {
+    /// The next chunk of the image, or `None` at its end.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String>;
+}
+
+/// An image already in memory, as one chunk.
+#[async_trait]
+impl SnapshotSource for Bytes {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(std::mem::take(self)))
+    }
+}
+
+/// Reads the image of one stored snapshot, chunk by chunk, for [`StateMachine::restore`].
+pub struct SnapshotReader<'a> {
+    store: &'a mut dyn SnapshotStore,
+    meta: SnapshotMeta,
+    offset: u64,
+    done: bool,
+    chunk_bytes: usize,
+}
+
+impl<'a> SnapshotReader<'a> {
+    /// Reads the latest image in `store`, which must be the one `meta` describes, in chunks of
+    /// up to `chunk_bytes`.
+    pub fn new(
+        store: &'a mut dyn SnapshotStore,
+        meta: SnapshotMeta,
+        chunk_bytes: usize,
+    ) -> SnapshotReader<'a> {
+        SnapshotReader {
+            store,
+            meta,
+            offset: 0,
+            done: false,
+            chunk_bytes: chunk_bytes.max(1),
+        }
+    }
+
+    /// The next chunk of the image, or `None` at its end. Fails if the store cannot read it,
+    /// or now holds another image.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        if self.done {
+            return Ok(None);
+        }
+        let chunk = self
+            .store
+            .read(self.offset, self.chunk_bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        if chunk.meta != self.meta {
+            return Err(format!(
+                "the store holds the snapshot at {} instead of the one at {}",
+                chunk.meta.last.index, self.meta.last.index
+            ));
+        }
+        self.offset += chunk.data.len() as u64;
+        self.done = chunk.last;
+        if chunk.data.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(chunk.data))
+    }
+
+    /// How many bytes of the image were read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.offset
+    }
+
+    /// The rest of the image in one buffer (for a state small enough to hold twice).
+    pub async fn read_to_end(&mut self) -> Result<Vec<u8>, String> {
+        let mut image = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            image.extend_from_slice(&chunk);
+        }
+        Ok(image)
+    }
 }
 
 /// Why a storage operation failed.

@@ -300,6 +300,24 @@ impl<R> Writes<R> {
         }
     }
 
+    /// A snapshot covering everything up to `index` was installed: the writes waiting at or
+    /// before it will never see their entry applied one by one, and this node cannot tell
+    /// whether their entries are the ones the snapshot holds. They are answered
+    /// [`Error::Timeout`] (outcome unknown), as at their deadline.
+    pub(super) fn skipped_to(&mut self, index: LogIndex) {
+        while self.pending.front().is_some_and(|w| w.index <= index) {
+            if let Some(mut write) = self.pending.pop_front() {
+                self.local_pending.remove(&write.index);
+                write.answer(Err(Error::Timeout));
+            }
+        }
+        while let Some(entry) = self.superseded.first_entry()
+            && entry.key().0 <= index
+        {
+            entry.remove().answer(Err(Error::Timeout));
+        }
+    }
+
     /// Answers `error` to every write (the node is stopping).
     pub(super) fn fail_all(&mut self, error: &Error) {
         self.local_pending.clear();

@@ -152,7 +152,9 @@ impl Raft {
     pub(super) fn step_candidate(&mut self, msg: Message) {
         let pre_candidate = matches!(self.role, RoleState::PreCandidate(_));
         match msg.body {
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 // §5.2: a leader of this term exists.
                 self.become_follower(self.term, Some(msg.from));
                 self.step_follower(msg);

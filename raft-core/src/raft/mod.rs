@@ -18,11 +18,13 @@
 //! * `election` — elections, votes and PreVote (§5.2, §5.4.1, dissertation §9.6);
 //! * `replication` — proposals, AppendEntries, heartbeats and commit (§5.3, §5.4.2);
 //! * `reads` — the lease, ReadIndex, bounded-staleness freshness and leadership transfer
-//!   (dissertation §3.10, §6.2, §6.4).
+//!   (dissertation §3.10, §6.2, §6.4);
+//! * `snapshot` — log compaction and InstallSnapshot (§7).
 
 mod election;
 mod reads;
 mod replication;
+mod snapshot;
 mod view;
 
 pub use reads::FreshCommit;
@@ -35,7 +37,7 @@ use crate::reads::{ForwardedReads, ReadQueue, Reader};
 use crate::rng::SplitMix64;
 use crate::{
     Actions, Config, Entry, EntryId, HardState, LogIndex, Message, MessageBody, NodeId,
-    ProtocolError, ReadId, Term, Time,
+    ProtocolError, ReadId, SnapshotMeta, Term, Time,
 };
 use reads::Transfer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -70,12 +72,20 @@ pub enum ReadMode {
 pub struct InitialState {
     /// The last durable hard state.
     pub hard_state: HardState,
-    /// Every durable log entry, from index 1, in order.
+    /// Every durable log entry after `log_start`, in order.
     pub entries: Vec<Entry>,
-    /// The last index the state machine has applied (0 when it starts empty).
+    /// The last index the state machine has applied (0 when it starts empty): at least
+    /// `log_start`'s index, since entries before it are gone.
     pub applied: LogIndex,
     /// The voting members of the cluster, this node normally among them.
     pub voters: BTreeSet<NodeId>,
+    /// The entry just before the first of `entries` (the last one purged; index 0 when none
+    /// was).
+    pub log_start: EntryId,
+    /// The latest snapshot held durably, if any. When the log does not hold its last entry
+    /// (a snapshot from the leader was installed and the log not yet purged), the log is
+    /// replaced by the snapshot, as its install would have done.
+    pub snapshot: Option<SnapshotMeta>,
 }
 
 impl InitialState {
@@ -102,8 +112,11 @@ pub struct PeerProgress {
     pub next_index: LogIndex,
     /// When the leader last heard any answer from it, on the leader's clock.
     pub last_ack_at: Option<Time>,
-    /// True when the leader streams entries to it; false while it probes for a match.
+    /// True when the leader streams entries to it; false while it probes for a match or sends
+    /// it a snapshot.
     pub replicating: bool,
+    /// While the leader sends it a snapshot: the bytes of the image it holds so far.
+    pub snapshot_bytes: Option<u64>,
 }
 
 /// What the node's role holds: one variant per role, each with the state only it needs.
@@ -180,6 +193,10 @@ pub struct Raft {
     now: Time,
     /// Followers and candidates: when to start an election.
     election_deadline: Time,
+    /// The latest snapshot held durably (what a leader sends to followers that need it).
+    snapshot: Option<SnapshotMeta>,
+    /// A snapshot being received from the leader.
+    incoming: Option<snapshot::Incoming>,
     /// When this node last heard from a current leader. While less than a minimum election
     /// timeout ago, it neither campaigns nor grants (pre)votes (dissertation §4.2.3, §6.4.1).
     /// A restarting node sets it to its start time: it may have acknowledged a lease before the
@@ -229,6 +246,7 @@ impl Raft {
         now: Time,
     ) -> Result<Raft, ProtocolError> {
         config.validate()?;
+        let state = reconcile_with_snapshot(state);
         validate_initial_state(&state)?;
         let mut rng = SplitMix64::new(seed ^ config.id.0.rotate_left(32));
         let campaign = rng.next_u64() >> 1;
@@ -239,7 +257,9 @@ impl Raft {
             term: state.hard_state.term,
             vote: state.hard_state.vote,
             role: RoleState::follower(None),
-            log: RaftLog::restore(state.entries, state.applied),
+            log: RaftLog::restore(state.log_start, state.entries, state.applied),
+            snapshot: state.snapshot,
+            incoming: None,
             rng,
             now,
             election_deadline: now,
@@ -334,6 +354,7 @@ impl Raft {
                 } => {}
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
                 | MessageBody::TimeoutNow => self.become_follower(msg.term, Some(msg.from)),
                 _ => self.become_follower(msg.term, None),
             }
@@ -356,6 +377,14 @@ impl Raft {
                 self.handle_read_index_response(msg.from, request, index);
                 return Ok(());
             }
+            MessageBody::InstallSnapshotResponse {
+                snapshot,
+                offset,
+                next_offset,
+            } => {
+                self.handle_install_snapshot_response(msg.from, snapshot, offset, next_offset);
+                return Ok(());
+            }
             _ => {}
         }
         match self.role {
@@ -372,7 +401,9 @@ impl Raft {
             // Tell a stale leader about the newer term so it steps down: its followers are
             // sticky and ignore this node's vote requests, so without this reply a node whose
             // term ran ahead (say, after a partition) could never rejoin (dissertation §9.6).
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 let session = self.session;
                 self.send(
                     msg.from,
@@ -433,7 +464,9 @@ impl Raft {
             out.hard_state = Some(self.hard_state());
         }
         out.entries = self.log.take_unsaved();
-        out.committed = self.log.take_committed();
+        if !self.installing() {
+            out.committed = self.log.take_committed();
+        }
         self.check_invariants();
         out
     }
@@ -570,6 +603,12 @@ impl Raft {
         self.campaign
     }
 
+    /// The random number this run of the node answers rounds with.
+    #[cfg(test)]
+    pub(crate) fn session(&self) -> u64 {
+        self.session
+    }
+
     #[cfg(test)]
     pub(crate) fn log(&self) -> &RaftLog {
         &self.log
@@ -613,6 +652,28 @@ fn fresh_progress(
         .collect()
 }
 
+/// A snapshot whose last entry the log does not hold was installed after the log was last
+/// purged (a crash between the two): the snapshot replaces the log, as the install would have.
+fn reconcile_with_snapshot(mut state: InitialState) -> InitialState {
+    let Some(last) = state.snapshot.as_ref().map(|s| s.last) else {
+        return state;
+    };
+    if last.index <= state.log_start.index {
+        return state;
+    }
+    let held = state
+        .entries
+        .iter()
+        .find(|e| e.index == last.index)
+        .is_some_and(|e| e.term == last.term);
+    if !held {
+        state.entries.clear();
+        state.log_start = last;
+        state.applied = state.applied.max(last.index);
+    }
+    state
+}
+
 fn validate_initial_state(state: &InitialState) -> Result<(), ProtocolError> {
     let bad = |why: String| Err(ProtocolError::InvalidState(why));
     if state.voters.is_empty() {
@@ -624,8 +685,20 @@ fn validate_initial_state(state: &InitialState) -> Result<(), ProtocolError> {
     if state.voters.contains(&NodeId(0)) || state.hard_state.vote == Some(NodeId(0)) {
         return bad("node id 0 is reserved".into());
     }
-    let mut expected = LogIndex(1);
-    let mut term = Term(0);
+    if state.log_start.term > state.hard_state.term {
+        return bad(format!(
+            "log start of term {}, beyond term {}",
+            state.log_start.term, state.hard_state.term
+        ));
+    }
+    if state.applied < state.log_start.index {
+        return bad(format!(
+            "applied index {} before the log start {}: the state machine lacks purged entries",
+            state.applied, state.log_start.index
+        ));
+    }
+    let mut expected = state.log_start.index.next();
+    let mut term = state.log_start.term;
     for entry in &state.entries {
         if entry.index != expected {
             return bad(format!(

@@ -279,6 +279,8 @@ impl Raft {
                     pr.inflights.reset();
                 }
                 ReplicationState::Probe => pr.probe_sent = false,
+                // It receives the snapshot first; TimeoutNow follows once it holds the log.
+                ReplicationState::Snapshot => {}
             }
         }
         self.maybe_send_timeout_now(to);

@@ -83,13 +83,19 @@ impl Raft {
                 let session = self.session;
                 self.send(msg.from, MessageBody::HeartbeatResponse { round, session });
             }
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.handle_install_snapshot(msg.from, meta, offset, data, done),
             // Dissertation §3.10: campaign at once, skipping the pre-vote.
             MessageBody::TimeoutNow if self.is_voter() => self.become_candidate(true),
             _ => {}
         }
     }
 
-    fn heard_from_leader(&mut self, from: NodeId) {
+    pub(super) fn heard_from_leader(&mut self, from: NodeId) {
         if let RoleState::Follower { leader, .. } = &mut self.role {
             *leader = Some(from);
         }
@@ -141,7 +147,13 @@ impl Raft {
                 let Some(pr) = leader.progress.get_mut(&msg.from) else {
                     return;
                 };
+                pr.heard_session(session);
                 pr.acked(round, session, now);
+                if pr.state == ReplicationState::Snapshot {
+                    self.snapshot_heartbeat_answered(msg.from, round);
+                    self.on_round_acknowledged();
+                    return;
+                }
                 pr.probe_sent = false;
                 let next_bytes = self.log.entry(pr.next_index).map(|e| e.payload_len());
                 if pr.state == ReplicationState::Replicate && !pr.inflights.admits(next_bytes) {
@@ -180,6 +192,7 @@ impl Raft {
         let Some(pr) = leader.progress.get_mut(&from) else {
             return;
         };
+        pr.heard_session(session);
         pr.acked(round, session, now);
         match outcome {
             AppendOutcome::Success { match_index } => {
@@ -187,10 +200,15 @@ impl Raft {
                     return; // claims entries this leader never had: ignore
                 }
                 let updated = pr.maybe_update(match_index);
-                if pr.state == ReplicationState::Probe {
-                    pr.become_replicate();
-                } else {
-                    pr.inflights.free_to(match_index);
+                match pr.state {
+                    ReplicationState::Probe => pr.become_replicate(),
+                    ReplicationState::Replicate => pr.inflights.free_to(match_index),
+                    // Installed (or the follower already held it): back to the log.
+                    ReplicationState::Snapshot => {
+                        if pr.snapshot.is_none_or(|s| pr.match_index >= s.last.index) {
+                            pr.become_replicate();
+                        }
+                    }
                 }
                 if updated {
                     self.maybe_commit();
@@ -280,6 +298,9 @@ impl Raft {
         let Some(pr) = leader.progress.get_mut(&peer) else {
             return false;
         };
+        if pr.state == ReplicationState::Snapshot {
+            return self.maybe_request_chunk(peer);
+        }
         if pr.paused() {
             return false;
         }
@@ -287,16 +308,15 @@ impl Raft {
             || match pr.state {
                 ReplicationState::Probe => pr.match_index < last || pr.sent_commit < committed,
                 ReplicationState::Replicate => pr.next_index <= last || pr.sent_commit < committed,
+                ReplicationState::Snapshot => false,
             };
         if !wanted {
             return false;
         }
         let prev_index = pr.next_index.prev();
         let Some(prev_term) = self.log.term_at(prev_index) else {
-            // Cannot happen while the leader's log only grows; recover by probing from the end.
-            pr.next_index = last.next();
-            pr.become_probe();
-            return false;
+            // The follower needs entries compacted away: send the snapshot (§7).
+            return self.start_snapshot(peer) && self.maybe_request_chunk(peer);
         };
         // Flow control by bytes: a message carries at most what is left of the follower's byte
         // budget; an entry larger than that waits until nothing else is in flight, then goes

@@ -83,6 +83,12 @@ impl Raft {
         self.voters.ids()
     }
 
+    /// The entry just before the first one the log holds: index 0 until the log is compacted,
+    /// then the last entry a snapshot covers and compaction discarded.
+    pub fn log_start(&self) -> EntryId {
+        self.log.start
+    }
+
     /// The next instant at which [`Raft::tick`] has something to do.
     pub fn next_deadline(&self) -> Time {
         match &self.role {
@@ -127,6 +133,7 @@ impl Raft {
                 next_index: p.next_index,
                 last_ack_at: p.last_ack_at,
                 replicating: p.state == ReplicationState::Replicate,
+                snapshot_bytes: p.snapshot.map(|s| s.acked),
             })
             .collect()
     }

@@ -5,7 +5,7 @@
 use crate::contract::ContractChecker;
 use crate::{
     Config, Entry, EntryId, HardState, InitialState, LogIndex, Message, MessageBody, NodeId,
-    Payload, ProtocolError, Raft, ReadId, Role, Term, Time,
+    Payload, ProtocolError, Raft, ReadId, Role, SnapshotMeta, Term, Time,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -63,6 +63,15 @@ pub(crate) struct Network {
     pub(crate) hard_states: BTreeMap<NodeId, HardState>,
     /// Each node's contract checker: `drive` keeps the duties of `Actions`.
     checkers: BTreeMap<NodeId, ContractChecker>,
+    /// Each node's latest complete snapshot: its metadata and image (the entries its state
+    /// machine had applied, encoded).
+    pub(crate) snapshots: BTreeMap<NodeId, (SnapshotMeta, Vec<u8>)>,
+    /// The snapshot each node is receiving.
+    pub(crate) receiving: BTreeMap<NodeId, (SnapshotMeta, Vec<u8>)>,
+    /// Every chunk each node stored, as (snapshot's last index, offset, length).
+    pub(crate) chunks_stored: BTreeMap<NodeId, Vec<(LogIndex, u64, usize)>>,
+    /// Where each node's stored log starts (its latest purge).
+    pub(crate) purged: BTreeMap<NodeId, EntryId>,
 }
 
 impl Network {
@@ -96,6 +105,7 @@ impl Network {
                 entries,
                 applied: LogIndex(0),
                 voters: voters.clone(),
+                ..InitialState::default()
             };
             let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
             let raft = Raft::new(config, state, id, Time(0)).unwrap();
@@ -114,6 +124,10 @@ impl Network {
             reads: BTreeMap::new(),
             hard_states: BTreeMap::new(),
             checkers,
+            snapshots: BTreeMap::new(),
+            receiving: BTreeMap::new(),
+            chunks_stored: BTreeMap::new(),
+            purged: BTreeMap::new(),
         }
     }
 
@@ -137,8 +151,8 @@ impl Network {
 
     /// Carries out one node's pending actions: writes complete at once, messages are queued.
     pub(crate) fn drive(&mut self, id: NodeId) {
-        // Acknowledging writes and applies may produce more work: a second batch.
-        for _ in 0..2 {
+        // Acknowledging writes, applies, installs and chunk reads may produce more work.
+        for _ in 0..10_000 {
             let raft = self.nodes.get_mut(&id).unwrap();
             let actions = raft.take_actions();
             if actions.is_empty() {
@@ -147,8 +161,34 @@ impl Network {
             let checker = self.checkers.entry(id).or_default();
             let batch = checker.took(&actions);
             self.queue.extend(actions.messages);
+            if let Some(start) = actions.purge {
+                self.purged.insert(id, start);
+            }
             if let Some(hs) = actions.hard_state {
                 self.hard_states.insert(id, hs);
+            }
+            let mut installing = None;
+            for chunk in &actions.snapshot_writes {
+                self.chunks_stored.entry(id).or_default().push((
+                    chunk.meta.last.index,
+                    chunk.offset,
+                    chunk.data.len(),
+                ));
+                let image = self
+                    .receiving
+                    .entry(id)
+                    .or_insert_with(|| (chunk.meta.clone(), Vec::new()));
+                if chunk.offset == 0 {
+                    *image = (chunk.meta.clone(), Vec::new());
+                }
+                assert_eq!(image.0, chunk.meta, "a chunk of another image");
+                assert_eq!(image.1.len() as u64, chunk.offset, "a chunk out of order");
+                image.1.extend_from_slice(&chunk.data);
+                if chunk.last {
+                    let finished = self.receiving.remove(&id).unwrap();
+                    installing = Some(finished.0.clone());
+                    self.snapshots.insert(id, finished);
+                }
             }
             checker.wrote(batch);
             if let Some(last) = actions.entries.last() {
@@ -174,7 +214,45 @@ impl Network {
                 }
             }
             self.reads.entry(id).or_default().extend(actions.reads);
+            if let Some(meta) = installing {
+                // Duty 7: restore the state machine from the image, then report it.
+                let image = &self.snapshots[&id].1;
+                let restored: Vec<Entry> = postcard::from_bytes(image).unwrap();
+                assert_eq!(
+                    restored.len() as u64,
+                    meta.last.index.0,
+                    "image of the wrong state"
+                );
+                self.applied.insert(id, restored);
+                checker.installed(meta.last.index);
+                raft.snapshot_installed(&meta).unwrap();
+            }
+            // Duty 8: read chunks of the latest snapshot for followers.
+            for read in actions.snapshot_reads {
+                let (meta, image) = self.snapshots[&id].clone();
+                let start = usize::try_from(read.offset).unwrap().min(image.len());
+                let end = (start + read.max_bytes).min(image.len());
+                let data = image[start..end].to_vec();
+                raft.snapshot_read(read.to, meta, read.offset, data.into(), end == image.len());
+            }
         }
+        panic!("n{id}'s actions kept coming");
+    }
+
+    /// Node `id` snapshots its state machine at its applied index, then compacts its log up to
+    /// `keep` entries before that index. Returns the snapshot's metadata.
+    pub(crate) fn take_snapshot(&mut self, id: u64, keep: u64) -> SnapshotMeta {
+        let raft = self.nodes.get_mut(&NodeId(id)).unwrap();
+        let applied = raft.applied_index();
+        let meta = raft.snapshot_meta(applied).unwrap();
+        let state = self.applied.get(&NodeId(id)).cloned().unwrap_or_default();
+        assert_eq!(state.len() as u64, applied.0);
+        let image = postcard::to_stdvec(&state).unwrap();
+        self.snapshots.insert(NodeId(id), (meta.clone(), image));
+        raft.snapshot_created(meta.clone()).unwrap();
+        raft.compact(LogIndex(applied.0.saturating_sub(keep)));
+        self.drive(NodeId(id));
+        meta
     }
 
     pub(crate) fn drive_all(&mut self) {

@@ -53,6 +53,7 @@ fn node_with(
         entries: entries_with_terms(terms),
         applied: LogIndex(0),
         voters: ids(n),
+        ..InitialState::default()
     };
     Raft::new(config, state, id, Time(0)).unwrap()
 }
@@ -1296,13 +1297,14 @@ fn duplicated_or_reordered_answers_are_harmless() {
     let x = net.propose(1, "x");
     assert_eq!(net.peek(1).match_index(NodeId(2)), Some(x.index));
     let commit = net.peek(1).commit_index();
+    let session = net.peek(2).session();
     let old_success = msg(
         2,
         1,
         1,
         MessageBody::AppendEntriesResponse {
             round: 1,
-            session: 0,
+            session,
             outcome: AppendOutcome::Success {
                 match_index: LogIndex(1),
             },
@@ -1314,7 +1316,7 @@ fn duplicated_or_reordered_answers_are_harmless() {
         1,
         MessageBody::AppendEntriesResponse {
             round: 1,
-            session: 0,
+            session,
             outcome: AppendOutcome::Reject {
                 rejected: LogIndex(1),
                 hint: ConflictHint {
@@ -1498,6 +1500,7 @@ fn restarted_node_grants_no_vote_within_a_minimum_election_timeout_of_its_start(
         entries: entries_with_terms(&[1]),
         applied: LogIndex(0),
         voters: ids(3),
+        ..InitialState::default()
     };
     let mut raft = Raft::new(test_config(2), state, 2, start).unwrap();
     for pre_vote in [true, false] {

@@ -70,6 +70,7 @@ fn restarted_follower_does_not_vote_while_a_lease_it_granted_may_hold() {
         entries: n3.log().iter().cloned().collect(),
         applied: crate::LogIndex(0),
         voters: ids(3),
+        ..InitialState::default()
     };
     let config: Config = test_config(3);
     let now: Time = net.now;

@@ -38,7 +38,7 @@ use crate::contract::{Batch, ContractChecker};
 use crate::rng::SplitMix64;
 use crate::{
     Config, Entry, EntryId, HardState, InitialState, LogIndex, Message, NodeId, Raft, ReadId,
-    ReadMode, Role, Term, Time,
+    ReadMode, Role, SnapshotMeta, SnapshotWrite, Term, Time,
 };
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,9 +71,23 @@ impl Clock {
 #[derive(Debug)]
 struct PendingWrite {
     batch: Batch,
+    purge: Option<EntryId>,
     hard_state: Option<HardState>,
     entries: Vec<Entry>,
+    snapshot_writes: Vec<SnapshotWrite>,
     then_send: Vec<Message>,
+}
+
+/// The state machine's state after applying `entries` (from index 1), as a running hash.
+fn state_hash(entries: &[Entry]) -> u64 {
+    entries.iter().fold(0xcbf2_9ce4_8422_2325, hash_entry)
+}
+
+fn hash_entry(hash: u64, entry: &Entry) -> u64 {
+    let bytes = postcard::to_stdvec(entry).unwrap_or_default();
+    bytes.iter().fold(hash.rotate_left(5), |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 struct SimNode {
@@ -81,9 +95,16 @@ struct SimNode {
     clock: Clock,
     raft: Option<Raft>,
     incarnation: u64,
-    /// What survives a crash.
+    /// What survives a crash: the hard state, the log after `disk_log_start`, and the latest
+    /// complete snapshot (its metadata and image: the applied entries, encoded).
     disk_hard_state: HardState,
+    disk_log_start: EntryId,
     disk_entries: Vec<Entry>,
+    disk_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// The image being received (lost in a crash, as an unfinished writer is).
+    receiving: Option<(SnapshotMeta, Vec<u8>)>,
+    /// The running hash of `applied`.
+    applied_hash: u64,
     pending_writes: Vec<PendingWrite>,
     /// Checks that this simulator keeps the duties of `Actions` (one per incarnation).
     contract: ContractChecker,
@@ -156,6 +177,9 @@ pub(crate) struct Sim {
     committed: BTreeMap<LogIndex, Entry>,
     /// Every entry applied anywhere, by index.
     applied: BTreeMap<LogIndex, Entry>,
+    /// The state machine's state (hash) after applying each index, as the first node to reach
+    /// it held it: every other node reaching that index must hold the same.
+    states: BTreeMap<LogIndex, u64>,
     /// Running hash of everything that happened: equal seeds must give equal hashes.
     pub(crate) trace_hash: u64,
     pub(crate) stats: Stats,
@@ -172,6 +196,11 @@ pub(crate) struct Stats {
     pub(crate) lease_reads_without_round_trip: u64,
     /// Proposals refused because the leader's uncommitted tail was full.
     pub(crate) refused_uncommitted: u64,
+    /// Snapshots taken, and received snapshots installed.
+    pub(crate) snapshots: u64,
+    pub(crate) snapshots_installed: u64,
+    /// Nodes whose log and snapshot were wiped.
+    pub(crate) wipes: u64,
     pub(crate) crashes: u64,
     pub(crate) transfers: u64,
     pub(crate) truncations: u64,
@@ -194,6 +223,9 @@ impl Stats {
         self.follower_reads_served += other.follower_reads_served;
         self.lease_reads_without_round_trip += other.lease_reads_without_round_trip;
         self.refused_uncommitted += other.refused_uncommitted;
+        self.snapshots += other.snapshots;
+        self.snapshots_installed += other.snapshots_installed;
+        self.wipes += other.wipes;
         self.crashes += other.crashes;
         self.transfers += other.transfers;
         self.truncations += other.truncations;
@@ -259,7 +291,11 @@ impl Sim {
                     raft: None,
                     incarnation: 0,
                     disk_hard_state: HardState::default(),
+                    disk_log_start: EntryId::default(),
                     disk_entries: Vec::new(),
+                    disk_snapshot: None,
+                    receiving: None,
+                    applied_hash: state_hash(&[]),
                     pending_writes: Vec::new(),
                     contract: ContractChecker::default(),
                     applied: Vec::new(),
@@ -296,6 +332,7 @@ impl Sim {
             leader_logs: BTreeMap::new(),
             committed: BTreeMap::new(),
             applied: BTreeMap::new(),
+            states: BTreeMap::new(),
             trace_hash: 0xcbf2_9ce4_8422_2325,
             stats: Stats::default(),
         };
@@ -328,17 +365,32 @@ impl Sim {
         let now = self.local_now(id);
         let node = self.nodes.get_mut(&id).unwrap();
         node.incarnation += 1;
+        // The state machine starts from the latest snapshot, or empty.
+        let restored: Vec<Entry> = node
+            .disk_snapshot
+            .as_ref()
+            .map(|(_, image)| postcard::from_bytes(image).unwrap_or_default())
+            .unwrap_or_default();
+        let applied = LogIndex(restored.len() as u64);
         let state = InitialState {
             hard_state: node.disk_hard_state,
             entries: node.disk_entries.clone(),
-            applied: LogIndex(0),
+            applied,
             voters: self.voters.clone(),
+            log_start: node.disk_log_start,
+            snapshot: node.disk_snapshot.as_ref().map(|(meta, _)| meta.clone()),
         };
         let seed = self.seed ^ (id.0 << 48) ^ (node.incarnation << 40);
-        let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
-        node.contract = ContractChecker::new(durable_through, LogIndex(0));
+        let durable_through = state
+            .entries
+            .last()
+            .map_or(state.log_start.index, |e| e.index)
+            .max(applied);
+        node.contract = ContractChecker::new(durable_through, applied);
         node.raft = Some(Raft::new(node.config.clone(), state, seed, now).unwrap());
-        node.applied.clear();
+        node.applied_hash = state_hash(&restored);
+        node.applied = restored;
+        node.receiving = None;
         node.open_reads.clear();
         node.last_commit = LogIndex(0);
         node.checked_commit = LogIndex(0);
@@ -437,7 +489,7 @@ impl Sim {
     /// Takes a node's actions and carries out what happens at once: messages go out, writes go
     /// to the disk queue, committed entries are applied, reads are answered.
     fn drive(&mut self, id: NodeId) -> Result<(), String> {
-        for _ in 0..4 {
+        for _ in 0..64 {
             let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
                 return Ok(());
             };
@@ -458,6 +510,8 @@ impl Sim {
             if actions.hard_state.is_some()
                 || !actions.entries.is_empty()
                 || !actions.persisted_messages.is_empty()
+                || actions.purge.is_some()
+                || !actions.snapshot_writes.is_empty()
             {
                 if let Some(first) = actions.entries.first() {
                     if first.index
@@ -475,8 +529,10 @@ impl Sim {
                     .pending_writes
                     .push(PendingWrite {
                         batch,
+                        purge: actions.purge,
                         hard_state: actions.hard_state,
                         entries: actions.entries,
+                        snapshot_writes: actions.snapshot_writes,
                         then_send: actions.persisted_messages,
                     });
             }
@@ -494,13 +550,67 @@ impl Sim {
                 }
                 self.answer_read(id, read, result)?;
             }
+            // Duty 8: chunks of the latest snapshot, read at once.
+            for read in actions.snapshot_reads {
+                let node = self.nodes.get_mut(&id).unwrap();
+                let Some((meta, image)) = node.disk_snapshot.clone() else {
+                    return Err(format!("{id} asked to read a snapshot it does not hold"));
+                };
+                let start = usize::try_from(read.offset)
+                    .unwrap_or(usize::MAX)
+                    .min(image.len());
+                let end = start.saturating_add(read.max_bytes).min(image.len());
+                let data = image[start..end].to_vec();
+                if let Some(raft) = node.raft.as_mut() {
+                    raft.snapshot_read(read.to, meta, read.offset, data.into(), end == image.len());
+                }
+            }
         }
         Ok(())
     }
 
-    fn apply(&mut self, id: NodeId, entries: Vec<Entry>) -> Result<(), String> {
+    /// Node `id` snapshots its state machine at its applied index, durably at once, and
+    /// compacts its log, keeping a few entries (or none) before the snapshot.
+    fn take_snapshot(&mut self, id: NodeId) -> Result<(), String> {
+        let keep = [0, 0, 3, 20][self.rng.range(0, 4) as usize];
         let node = self.nodes.get_mut(&id).unwrap();
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        let applied = raft.applied_index();
+        let Some(meta) = raft.snapshot_meta(applied) else {
+            return Ok(());
+        };
+        let image = postcard::to_stdvec(&node.applied).map_err(|e| e.to_string())?;
+        node.disk_snapshot = Some((meta.clone(), image));
+        raft.snapshot_created(meta)
+            .map_err(|e| format!("{id}: snapshot refused: {e}"))?;
+        let start = raft.compact(LogIndex(applied.0.saturating_sub(keep)));
+        self.stats.snapshots += 1;
+        self.trace(format_args!(
+            "snapshot {id} at {applied}, log start {start:?}"
+        ));
+        self.drive(id)
+    }
+
+    /// The state machine of `id` is now `entries`: it must equal every other state seen at the
+    /// same index.
+    fn check_state(&mut self, id: NodeId, index: LogIndex, hash: u64) -> Result<(), String> {
+        match self.states.get(&index) {
+            Some(&known) if known != hash => Err(format!(
+                "{id} holds another state at {index} than a node that applied it before"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.states.insert(index, hash);
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, id: NodeId, entries: Vec<Entry>) -> Result<(), String> {
         for entry in entries {
+            let node = self.nodes.get_mut(&id).unwrap();
             let expected = LogIndex(node.applied.len() as u64 + 1);
             if entry.index != expected {
                 return Err(format!(
@@ -523,8 +633,12 @@ impl Sim {
                 }
             }
             node.contract.applying(entry.index);
+            node.applied_hash = hash_entry(node.applied_hash, &entry);
+            let (index, hash) = (entry.index, node.applied_hash);
             node.applied.push(entry);
+            self.check_state(id, index, hash)?;
         }
+        let node = self.nodes.get_mut(&id).unwrap();
         let last = LogIndex(node.applied.len() as u64);
         if let Some(raft) = node.raft.as_mut() {
             node.contract.reported_applied(last);
@@ -568,13 +682,54 @@ impl Sim {
         }
         let write = node.pending_writes.remove(0);
         node.contract.wrote(write.batch);
+        if let Some(start) = write.purge {
+            // LogStore::purge_prefix.
+            if start.index > node.disk_log_start.index {
+                let held = node
+                    .disk_entries
+                    .iter()
+                    .any(|e| e.index == start.index && e.term == start.term);
+                if held {
+                    node.disk_entries.retain(|e| e.index > start.index);
+                } else {
+                    node.disk_entries.clear();
+                }
+                node.disk_log_start = start;
+            }
+        }
         if let Some(hs) = write.hard_state {
             node.disk_hard_state = hs;
         }
         if let Some(first) = write.entries.first() {
-            let keep = (first.index.0 - 1) as usize;
+            let keep = (first.index.0 - node.disk_log_start.index.0 - 1) as usize;
             node.disk_entries.truncate(keep);
             node.disk_entries.extend(write.entries.iter().cloned());
+        }
+        let mut installing = None;
+        for chunk in write.snapshot_writes {
+            if chunk.offset == 0 {
+                node.receiving = Some((chunk.meta.clone(), Vec::new()));
+            }
+            let Some((meta, image)) = node.receiving.as_mut() else {
+                return Err(format!("{id}: a chunk at {} of no image", chunk.offset));
+            };
+            if *meta != chunk.meta || image.len() as u64 != chunk.offset {
+                return Err(format!("{id}: a chunk out of order"));
+            }
+            image.extend_from_slice(&chunk.data);
+            if chunk.last {
+                let finished = node.receiving.take();
+                if let Some((meta, image)) = finished {
+                    if node
+                        .disk_snapshot
+                        .as_ref()
+                        .is_none_or(|(m, _)| m.last.index < meta.last.index)
+                    {
+                        node.disk_snapshot = Some((meta.clone(), image));
+                    }
+                    installing = Some(meta);
+                }
+            }
         }
         if let (Some(last), Some(raft)) = (write.entries.last(), node.raft.as_mut()) {
             node.contract.reported_persisted(last.id());
@@ -586,7 +741,44 @@ impl Sim {
         for msg in write.then_send {
             self.send(msg);
         }
+        if let Some(meta) = installing {
+            self.install(id, &meta)?;
+        }
         self.drive(id)
+    }
+
+    /// Duty 7: restores `id`'s state machine from the stored image of `meta` and reports it.
+    fn install(&mut self, id: NodeId, meta: &SnapshotMeta) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some((stored, image)) = node.disk_snapshot.as_ref() else {
+            return Err(format!("{id}: installing a snapshot it did not store"));
+        };
+        if stored != meta {
+            return Err(format!(
+                "{id}: a newer snapshot than the one received was stored"
+            ));
+        }
+        let restored: Vec<Entry> = postcard::from_bytes(image).map_err(|e| e.to_string())?;
+        if restored.len() as u64 != meta.last.index.0 {
+            return Err(format!(
+                "{id}: image of {} entries for {meta:?}",
+                restored.len()
+            ));
+        }
+        let hash = state_hash(&restored);
+        node.applied_hash = hash;
+        node.applied = restored;
+        node.contract.installed(meta.last.index);
+        if let Some(raft) = node.raft.as_mut() {
+            raft.snapshot_installed(meta)
+                .map_err(|e| format!("{id}: install refused: {e}"))?;
+        }
+        self.stats.snapshots_installed += 1;
+        self.trace(format_args!(
+            "installed snapshot at {} on {id}",
+            meta.last.index
+        ));
+        self.check_state(id, meta.last.index, hash)
     }
 
     // ----- one step -----------------------------------------------------------------------------
@@ -768,7 +960,8 @@ impl Sim {
                     self.drive(id)?;
                 }
             }
-            87..=91 => {
+            87..=88 => self.wipe()?,
+            89..=91 => {
                 // Bounce: crash and restart at once, losing every write not yet durable.
                 let live = self.live();
                 if let Some(id) = self.pick(&live) {
@@ -880,6 +1073,52 @@ impl Sim {
         }
     }
 
+    /// Crashes a node and loses its log and snapshot (its hard state survives, so it never
+    /// votes twice in a term), then restarts it: it must catch up from a snapshot or the log.
+    /// Losing a log is only safe when the node's acknowledgements are not needed: every entry
+    /// it holds is also durable on a majority of the other nodes. Only then is it wiped.
+    fn wipe(&mut self) -> Result<(), String> {
+        let live = self.live();
+        let Some(id) = self.pick(&live) else {
+            return Ok(());
+        };
+        let majority = self.voters.len() / 2 + 1;
+        let held = |node: &SimNode, entry: &Entry| {
+            node.disk_entries.iter().any(|e| e == entry) || node.disk_log_start.index >= entry.index
+        };
+        let node = &self.nodes[&id];
+        // What it acknowledged: its log, and what its snapshot and log start cover (committed
+        // entries, so in the global record).
+        let covered_up_to = node
+            .disk_snapshot
+            .as_ref()
+            .map_or(LogIndex(0), |(m, _)| m.last.index)
+            .max(node.disk_log_start.index);
+        let compacted = self.committed.range(..=covered_up_to).map(|(_, e)| e);
+        let covered = compacted
+            .chain(node.disk_entries.iter())
+            .chain(node.pending_writes.iter().flat_map(|w| w.entries.iter()))
+            .all(|entry| {
+                self.nodes
+                    .iter()
+                    .filter(|&(&other, n)| other != id && held(n, entry))
+                    .count()
+                    >= majority
+            });
+        if !covered {
+            return Ok(());
+        }
+        self.crash(id);
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.disk_entries.clear();
+        node.disk_log_start = EntryId::default();
+        node.disk_snapshot = None;
+        self.stats.wipes += 1;
+        self.trace(format_args!("wipe {id}"));
+        self.start_node(id);
+        self.drive(id)
+    }
+
     /// Cuts the link between the leader and one other node, both ways, leaving every other link
     /// up: a partial partition in which some node hears both sides.
     fn cut_leader_link(&mut self, ids: &[NodeId]) {
@@ -924,7 +1163,13 @@ impl Sim {
                     }
                 }
             }
-            45..=64 => self.advance_time(10)?,
+            45..=62 => self.advance_time(10)?,
+            63..=64 => {
+                let live = self.live();
+                if let Some(id) = self.pick(&live) {
+                    self.take_snapshot(id)?;
+                }
+            }
             65..=84 => {
                 // The disk finishes some of a node's queued writes, oldest first: often all of
                 // them (group commit), sometimes only a few.
@@ -966,8 +1211,10 @@ impl Sim {
                     }
                     Some(_) => {}
                     None => {
-                        // Leader Completeness, at the moment of election.
-                        for (index, entry) in &self.committed {
+                        // Leader Completeness, at the moment of election (entries a snapshot
+                        // covers are checked through the state at install).
+                        let start = raft.log().start.index;
+                        for (index, entry) in self.committed.range(start.next()..) {
                             if raft.entry(*index) != Some(entry) {
                                 return Err(format!(
                                     "Leader Completeness: new leader {id} of {} lacks committed {:?}",
@@ -980,11 +1227,14 @@ impl Sim {
                         self.stats.elections += 1;
                     }
                 }
-                // Leader Append-Only.
+                // Leader Append-Only (compaction may drop a prefix, nothing else).
                 let log: Vec<EntryId> = raft.log().iter().map(Entry::id).collect();
                 if let Some((term, before)) = self.leader_logs.get(&id) {
+                    let start = raft.log().start.index;
+                    let kept: Vec<EntryId> =
+                        before.iter().copied().filter(|e| e.index > start).collect();
                     if *term == raft.term()
-                        && (log.len() < before.len() || log[..before.len()] != before[..])
+                        && (log.len() < kept.len() || log[..kept.len()] != kept[..])
                     {
                         return Err(format!(
                             "Leader Append-Only: {id} changed its log in term {term}"
@@ -1041,7 +1291,7 @@ impl Sim {
             let node = self.nodes.get_mut(&id).unwrap();
             let raft = node.raft.as_ref().unwrap();
             let commit = raft.commit_index();
-            let mut index = node.checked_commit.next();
+            let mut index = node.checked_commit.max(raft.log().start.index).next();
             while index <= commit {
                 let Some(entry) = raft.entry(index) else {
                     return Err(format!("{id} committed {index} beyond its log"));
@@ -1071,12 +1321,13 @@ impl Sim {
                 let ra = self.nodes[&a].raft.as_ref().unwrap();
                 let rb = self.nodes[&b].raft.as_ref().unwrap();
                 let last = ra.last_log_id().index.min(rb.last_log_id().index);
+                let floor = ra.log().start.index.max(rb.log().start.index);
                 let mut index = last;
-                while index.0 > 0 {
+                while index > floor {
                     let (ea, eb) = (ra.entry(index).unwrap(), rb.entry(index).unwrap());
                     if ea.term == eb.term {
                         let mut k = index;
-                        while k.0 > 0 {
+                        while k > floor {
                             if ra.entry(k) != rb.entry(k) {
                                 return Err(format!(
                                     "Log Matching: {a} and {b} agree on {index} (term {}) but differ at {k}",
@@ -1320,6 +1571,10 @@ fn simulated_clusters_keep_every_invariant() {
     );
     assert!(
         stats.follower_reads_served > 0 && stats.refused_uncommitted > 0,
+        "{stats:?}"
+    );
+    assert!(
+        stats.snapshots > 0 && stats.snapshots_installed > 0 && stats.wipes > 0,
         "{stats:?}"
     );
 }
