@@ -11,10 +11,30 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Applies nothing; commands are opaque bytes (`Bytes`, which serde encodes as one length and
-/// the bytes, not as a sequence of numbers like a `Vec<u8>`).
+/// the bytes, not as a sequence of numbers like a `Vec<u8>`). Its snapshot image is the count
+/// of commands applied, padded to `image_bytes` (generated chunk by chunk, never held whole).
 #[derive(Default)]
 pub struct Null {
     applied: u64,
+    image_bytes: u64,
+}
+
+/// A generated image: `left` bytes, handed out one shared chunk at a time.
+struct Padding {
+    left: u64,
+    chunk: Bytes,
+}
+
+#[async_trait]
+impl SnapshotSource for Padding {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let len = self.left.min(self.chunk.len() as u64);
+        self.left -= len;
+        Ok(Some(self.chunk.slice(..len as usize)))
+    }
 }
 
 #[async_trait]
@@ -31,21 +51,33 @@ impl StateMachine for Null {
         self.applied
     }
     async fn snapshot(&self) -> Result<Box<dyn SnapshotSource>, String> {
-        Ok(Box::new(Bytes::copy_from_slice(
-            &self.applied.to_be_bytes(),
-        )))
+        if self.image_bytes <= 8 {
+            return Ok(Box::new(Bytes::copy_from_slice(
+                &self.applied.to_be_bytes(),
+            )));
+        }
+        let mut first = self.applied.to_be_bytes().to_vec();
+        first.resize(1 << 20, 0);
+        Ok(Box::new(Padding {
+            left: self.image_bytes,
+            chunk: Bytes::from(first),
+        }))
     }
     async fn restore(
         &mut self,
         _meta: &SnapshotMeta,
         image: &mut SnapshotReader<'_>,
     ) -> Result<(), String> {
-        let image = image.read_to_end().await?;
-        let bytes = image
-            .as_slice()
-            .try_into()
-            .map_err(|_| "expected 8 bytes")?;
+        let Some(first) = image.next_chunk().await? else {
+            return Err("empty image".into());
+        };
+        let bytes = first
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("expected 8 bytes")?;
         self.applied = u64::from_be_bytes(bytes);
+        // The padding is read and dropped, as a real state machine would consume it.
+        while image.next_chunk().await?.is_some() {}
         Ok(())
     }
 }
@@ -63,6 +95,23 @@ pub struct Cluster {
     nodes: BTreeMap<NodeId, NodeHandle<Null>>,
     network: ChannelNetwork,
     tcp: BTreeMap<NodeId, TcpTransport<TokioNet>>,
+    /// Nodes whose transport runs but which are started only on `start_node`.
+    deferred: BTreeMap<NodeId, (NodeConfig, raft_core::node::InboundMessages)>,
+    image_bytes: u64,
+}
+
+/// How a cluster is set up beyond the library's defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// `Config::max_inflight_appends`.
+    pub max_inflight: Option<usize>,
+    /// The size of the state machine's snapshot image.
+    pub image_bytes: u64,
+    /// `NodeConfig::snapshot_every`, when set.
+    pub snapshot_every: Option<u64>,
+    /// This node's transport starts with the others, but the node itself only on
+    /// [`Cluster::start_node`].
+    pub deferred: Option<NodeId>,
 }
 
 impl Cluster {
@@ -74,12 +123,28 @@ impl Cluster {
         seed: u64,
         max_inflight: Option<usize>,
     ) -> Result<Cluster, String> {
+        let options = Options {
+            max_inflight,
+            ..Options::default()
+        };
+        Cluster::start_with(wire, n, seed, options).await
+    }
+
+    /// As [`Cluster::start`], with more settings.
+    pub async fn start_with(
+        wire: Wire,
+        n: u64,
+        seed: u64,
+        options: Options,
+    ) -> Result<Cluster, String> {
         let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
         let network = ChannelNetwork::new();
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),
             network: network.clone(),
             tcp: BTreeMap::new(),
+            deferred: BTreeMap::new(),
+            image_bytes: options.image_bytes,
         };
         let mut inbounds = BTreeMap::new();
         for &id in &ids {
@@ -116,41 +181,48 @@ impl Cluster {
         for &id in &ids {
             let mut config = NodeConfig::new(id, ids.iter().copied());
             config.seed = seed.wrapping_mul(0x9E37_79B9) ^ id.0;
-            if let Some(window) = max_inflight {
+            if let Some(window) = options.max_inflight {
                 config.raft.max_inflight_appends = window;
             }
-            let inbound = inbounds.remove(&id).ok_or("missing inbox")?;
-            let store = MemLogStore::new();
-            let handle = match wire {
-                Wire::Channel => {
-                    Node::start(
-                        config,
-                        Null::default(),
-                        store,
-                        MemSnapshotStore::new(),
-                        network.transport(id),
-                        inbound,
-                    )
-                    .await
-                }
-                Wire::Tcp => {
-                    let transport = cluster.tcp[&id].clone();
-                    let snapshots = MemSnapshotStore::new();
-                    Node::start(
-                        config,
-                        Null::default(),
-                        store,
-                        snapshots,
-                        transport,
-                        inbound,
-                    )
-                    .await
-                }
+            if let Some(every) = options.snapshot_every {
+                config.snapshot_every = every;
+                config.snapshot_keep_entries = 0;
             }
-            .map_err(|e| e.to_string())?;
-            cluster.nodes.insert(id, handle);
+            let inbound = inbounds.remove(&id).ok_or("missing inbox")?;
+            cluster.deferred.insert(id, (config, inbound));
+            if options.deferred != Some(id) {
+                cluster.start_node(id).await?;
+            }
         }
         Ok(cluster)
+    }
+
+    /// Starts a node whose start was deferred, with empty stores.
+    pub async fn start_node(&mut self, id: NodeId) -> Result<(), String> {
+        let (config, inbound) = self.deferred.remove(&id).ok_or("no such node waiting")?;
+        let state_machine = Null {
+            applied: 0,
+            image_bytes: self.image_bytes,
+        };
+        let (store, snapshots) = (MemLogStore::new(), MemSnapshotStore::new());
+        let handle = match self.tcp.get(&id) {
+            None => {
+                let transport = self.network.transport(id);
+                Node::start(config, state_machine, store, snapshots, transport, inbound).await
+            }
+            Some(transport) => {
+                let transport = transport.clone();
+                Node::start(config, state_machine, store, snapshots, transport, inbound).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        self.nodes.insert(id, handle);
+        Ok(())
+    }
+
+    /// One node's handle.
+    pub fn node(&self, id: NodeId) -> Option<NodeHandle<Null>> {
+        self.nodes.get(&id).cloned()
     }
 
     pub fn nodes(&self) -> Vec<NodeHandle<Null>> {

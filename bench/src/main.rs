@@ -12,6 +12,10 @@
 //! * `lease-read`, `read-index` — reads on the leader (`Consistency::Lease`, `::Linearizable`).
 //! * `read-index-spread` — linearizable reads spread over every node, clients assigned to the
 //!   nodes in turn: followers ask the leader for a read index and serve the reads themselves.
+//! * `snapshot-stream` — a 3-node TCP cluster whose state machine's snapshot image is
+//!   `--image-mb` MiB (1,024 by default): the leader takes a snapshot and compacts its log, then a
+//!   third node starts empty and is sent the snapshot while a client keeps writing; reports the
+//!   streaming rate, and any election or request timeout during it.
 //! * `failover` — the leader is stopped under load; the time until a new leader acknowledges a
 //!   write, over 20 repetitions (p50 and max).
 //! * `memory` — resident memory per log entry held by the protocol (`--clients 2`: plus a stored
@@ -24,7 +28,8 @@
 //! (`Config::max_inflight_appends`); every other setting is the library's default.
 //!
 //! Clients are tokio tasks on a multi-thread runtime with 2 worker threads. Every run prints a
-//! table row and, with `--json`, one JSON line.
+//! table row and, with `--json`, one JSON line, which includes the process's peak resident
+//! memory (`max_rss_mb`).
 
 mod cluster;
 
@@ -43,11 +48,12 @@ struct Args {
     ops: u64,
     payload: Option<usize>,
     max_inflight: Option<usize>,
+    image_mb: u64,
     json: bool,
 }
 
 fn usage() -> String {
-    "usage: raft-bench --case mem|tcp|lease-read|read-index|read-index-spread|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--json]".to_string()
+    "usage: raft-bench --case mem|tcp|lease-read|read-index|read-index-spread|snapshot-stream|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--image-mb N] [--json]".to_string()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         ops: 10_000,
         payload: None,
         max_inflight: None,
+        image_mb: 1024,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -80,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
                 let window = number(value("--max-inflight")?, "--max-inflight")?;
                 args.max_inflight = Some(window as usize);
             }
+            "--image-mb" => args.image_mb = number(value("--image-mb")?, "--image-mb")?,
             "--json" => args.json = true,
             "--help" | "-h" => return Err(usage()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
@@ -154,7 +162,8 @@ impl Report {
         );
         if json {
             println!(
-                "{{\"case\":\"{case}\",\"nodes\":{nodes},\"clients\":{clients},\"ops\":{ops},\"payload\":{payload},\"ops_per_sec\":{ops_per_sec:.0},\"p50_us\":{p50_us},\"p99_us\":{p99_us},\"max_us\":{max_us}}}"
+                "{{\"case\":\"{case}\",\"nodes\":{nodes},\"clients\":{clients},\"ops\":{ops},\"payload\":{payload},\"ops_per_sec\":{ops_per_sec:.0},\"p50_us\":{p50_us},\"p99_us\":{p99_us},\"max_us\":{max_us},\"max_rss_mb\":{}}}",
+                max_rss_mb()
             );
         }
     }
@@ -320,6 +329,98 @@ async fn failover(args: &Args) -> Result<Measured, String> {
 }
 
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`), or `None` elsewhere.
+/// The process's peak resident memory so far, in MiB (0 where `/proc` does not say).
+fn max_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// Streams a large snapshot to a node that starts empty (see the crate docs).
+async fn snapshot_stream(args: &Args) -> Result<(), String> {
+    use cluster::Options;
+    use raft_core::NodeId;
+    let image_bytes = args.image_mb << 20;
+    let late = NodeId(3);
+    let options = Options {
+        image_bytes,
+        snapshot_every: Some(0),
+        deferred: Some(late),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(Wire::Tcp, 3, 1, options).await?;
+    let leader = cluster.leader().await?;
+    for _ in 0..100 {
+        leader
+            .propose(bytes::Bytes::from_static(b"w"), Ack::Quorum)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let built_at = Instant::now();
+    let snapshot = leader.snapshot().await.map_err(|e| e.to_string())?;
+    let build = built_at.elapsed();
+    let term = leader.status().term;
+    // A client keeps writing while the snapshot streams: none may time out.
+    let stop = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (leader, stop) = (leader.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut written, mut failed) = (0u64, 0u64);
+            while stop.load(Ordering::Relaxed) == 0 {
+                match leader
+                    .propose(bytes::Bytes::from_static(b"w"), Ack::Quorum)
+                    .await
+                {
+                    Ok(_) => written += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (written, failed)
+        })
+    };
+    let started = Instant::now();
+    cluster.start_node(late).await?;
+    let node = cluster.node(late).ok_or("the late node did not start")?;
+    let mut watch = node.watch_status();
+    tokio::time::timeout(
+        Duration::from_secs(600),
+        watch.wait_for(|s| {
+            s.snapshot
+                .is_some_and(|(index, _)| index >= snapshot.last.index)
+        }),
+    )
+    .await
+    .map_err(|_| "the snapshot did not arrive within 10 minutes".to_string())?
+    .map_err(|e| e.to_string())?;
+    let streamed = started.elapsed();
+    stop.store(1, Ordering::Relaxed);
+    let (written, failed) = writer.await.map_err(|e| e.to_string())?;
+    let terms: Vec<u64> = cluster.nodes().iter().map(|n| n.status().term.0).collect();
+    let elections = terms.iter().filter(|&&t| t != term.0).count();
+    let mb_per_s = image_bytes as f64 / (1 << 20) as f64 / streamed.as_secs_f64();
+    println!(
+        "snapshot-stream image {} MiB  built in {:.2} s  streamed in {:.2} s  {mb_per_s:.0} MiB/s  writes during it {written}, failed {failed}, nodes in a later term {elections}",
+        args.image_mb,
+        build.as_secs_f64(),
+        streamed.as_secs_f64(),
+    );
+    if args.json {
+        println!(
+            "{{\"case\":\"snapshot-stream\",\"image_mb\":{},\"build_s\":{:.3},\"stream_s\":{:.3},\"mb_per_s\":{mb_per_s:.0},\"writes\":{written},\"failed_writes\":{failed},\"nodes_in_later_term\":{elections},\"max_rss_mb\":{}}}",
+            args.image_mb,
+            build.as_secs_f64(),
+            streamed.as_secs_f64(),
+            max_rss_mb()
+        );
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -422,6 +523,7 @@ async fn run(args: Args) -> Result<(), String> {
             cluster.shutdown().await;
             (measured, 0)
         }
+        "snapshot-stream" => return snapshot_stream(&args).await,
         "failover" => (failover(&args).await?, 16),
         "memory" => return memory(&args),
         "tcp-durable" => {

@@ -17,12 +17,13 @@
 //! ```
 //!
 //! * [`raft`](Raft) — roles (one state type per role), elections (with PreVote and
-//!   CheckQuorum), replication and commit, leases, reads (including bounded-staleness freshness)
-//!   and leadership transfer, one file per concept under `raft/`. `step` handles the message's
-//!   term first, then the role.
+//!   CheckQuorum), replication and commit, leases, reads (including bounded-staleness freshness and reads on followers),
+//!   leadership transfer, and log compaction with InstallSnapshot, one file per concept under
+//!   `raft/`. `step` handles the message's term first, then the role.
 //! * `log` — the in-memory log: entries, and the commit/apply/durability marks with their
 //!   invariants; the conflict search behind AppendEntries' fast back-off.
-//! * `progress` — the leader's view of each follower (probe / replicate) and the inflight window.
+//! * `progress` — the leader's view of each follower (probe / replicate / snapshot) and the
+//!   inflight window, in messages and bytes.
 //! * `quorum` — majority and joint-majority arithmetic over match indexes, rounds and votes.
 //! * `lease` — heartbeat rounds, their majority acknowledgement, and the leader lease.
 //! * `reads` — the queue of reads waiting for confirmation and apply.
@@ -31,7 +32,8 @@
 //!   the simulator) keeps those duties.
 //! * [`wire`] — the encoding of [`Message`] on the wire, and its format version.
 //! * [`node`] (default feature `runtime`) — the async node: it drives the protocol with tokio
-//!   through the [`node::StateMachine`], [`node::LogStore`] and [`node::Transport`] traits and
+//!   through the [`node::StateMachine`], [`node::LogStore`], [`node::SnapshotStore`] and
+//!   [`node::Transport`] traits and
 //!   offers the client API (writes with an acknowledgement level, reads at a chosen consistency,
 //!   leadership transfer, status and failover history). **To replicate your own state machine,
 //!   start there**: its documentation has a complete, runnable three-node example.
