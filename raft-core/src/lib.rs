@@ -17,9 +17,9 @@
 //! ```
 //!
 //! * [`raft`](Raft) — roles (one state type per role), elections (with PreVote and
-//!   CheckQuorum), replication and commit, leases, reads (including bounded-staleness freshness and reads on followers),
-//!   leadership transfer, and log compaction with InstallSnapshot, one file per concept under
-//!   `raft/`. `step` handles the message's term first, then the role.
+//!   CheckQuorum), replication and commit, leases, reads (bounded-staleness freshness and reads
+//!   on followers among them), leadership transfer, and log compaction with InstallSnapshot, one
+//!   file per concept under `raft/`. `step` handles the message's term first, then the role.
 //! * `log` — the in-memory log: entries, and the commit/apply/durability marks with their
 //!   invariants; the conflict search behind AppendEntries' fast back-off.
 //! * `progress` — the leader's view of each follower (probe / replicate / snapshot) and the
