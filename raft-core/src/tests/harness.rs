@@ -293,6 +293,20 @@ impl Network {
         panic!("messages kept flowing: livelock");
     }
 
+    /// Delivers messages until none is left, dropping those `drop` picks.
+    pub(crate) fn settle_dropping(&mut self, drop: impl Fn(&Message) -> bool) {
+        self.drive_all();
+        for _ in 0..100_000 {
+            let Some(msg) = self.queue.pop_front() else {
+                return;
+            };
+            if !drop(&msg) {
+                self.deliver(msg);
+            }
+        }
+        panic!("messages kept flowing: livelock");
+    }
+
     /// Moves every clock forward by `ms`, one millisecond at a time, ticking and settling.
     pub(crate) fn advance(&mut self, ms: u64) {
         for _ in 0..ms {

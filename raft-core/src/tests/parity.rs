@@ -5,20 +5,6 @@
 use super::harness::*;
 use crate::{LogIndex, Message, MessageBody, NodeId, ProtocolError, ReadId, ReadMode, Role, Term};
 
-/// Delivers queued messages until none is left, dropping those `drop` picks.
-fn settle_dropping(net: &mut Network, drop: impl Fn(&Message) -> bool) {
-    net.drive_all();
-    for _ in 0..100_000 {
-        let Some(msg) = net.queue.pop_front() else {
-            return;
-        };
-        if !drop(&msg) {
-            net.deliver(msg);
-        }
-    }
-    panic!("messages kept flowing");
-}
-
 /// Messages carrying entries or a commit index to `to`: what a lagging follower misses.
 fn replication_to(to: u64) -> impl Fn(&Message) -> bool {
     move |m| {
@@ -57,7 +43,7 @@ fn a_followers_linearizable_read_waits_for_its_own_apply() {
     net.propose(1, "a");
     // n3 misses "b": it commits on n1 and n2 only.
     net.node(1).propose(cmd("b")).unwrap();
-    settle_dropping(&mut net, replication_to(3));
+    net.settle_dropping(replication_to(3));
     let committed = net.peek(1).commit_index();
     assert!(net.peek(3).applied_index() < committed);
 
@@ -65,7 +51,7 @@ fn a_followers_linearizable_read_waits_for_its_own_apply() {
     net.node(3)
         .read(now, ReadId(1), ReadMode::Linearizable)
         .unwrap();
-    settle_dropping(&mut net, replication_to(3));
+    net.settle_dropping(replication_to(3));
     assert!(
         read_results(&net, 3).is_empty(),
         "served before applying the leader's commit index"
@@ -87,9 +73,7 @@ fn a_forwarded_read_is_confirmed_by_a_round_after_the_request() {
         .read(now, ReadId(1), ReadMode::Linearizable)
         .unwrap();
     // The round the request starts is lost everywhere: no answer.
-    settle_dropping(&mut net, |m| {
-        matches!(m.body, MessageBody::Heartbeat { .. })
-    });
+    net.settle_dropping(|m| matches!(m.body, MessageBody::Heartbeat { .. }));
     assert!(read_results(&net, 3).is_empty(), "answered without a round");
     net.advance(10);
     assert_eq!(read_results(&net, 3).len(), 1);
@@ -208,9 +192,7 @@ fn a_lost_read_request_fails_after_a_maximum_election_timeout() {
     net.node(3)
         .read(now, ReadId(1), ReadMode::Linearizable)
         .unwrap();
-    settle_dropping(&mut net, |m| {
-        matches!(m.body, MessageBody::ReadIndex { .. })
-    });
+    net.settle_dropping(|m| matches!(m.body, MessageBody::ReadIndex { .. }));
     net.advance(net.peek(3).config().election_timeout_max_ms - 1);
     assert!(read_results(&net, 3).is_empty(), "given up too early");
     net.advance(1);
@@ -404,7 +386,7 @@ fn a_transfer_to_a_follower_whose_appends_were_lost_completes_within_one_round_t
     for text in ["a", "b", "c"] {
         net.node(1).propose(cmd(text)).unwrap();
     }
-    settle_dropping(&mut net, replication_to(3));
+    net.settle_dropping(replication_to(3));
     assert!(net.peek(3).last_log_id().index < net.peek(1).last_log_id().index);
     let now = net.now;
     net.node(1).transfer_leadership(now, NodeId(3)).unwrap();

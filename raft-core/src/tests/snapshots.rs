@@ -14,20 +14,6 @@ fn id(term: u64, index: u64) -> EntryId {
     }
 }
 
-/// Delivers queued messages until none is left, dropping those `drop` picks.
-fn settle_dropping(net: &mut Network, drop: impl Fn(&Message) -> bool) {
-    net.drive_all();
-    for _ in 0..100_000 {
-        let Some(msg) = net.queue.pop_front() else {
-            return;
-        };
-        if !drop(&msg) {
-            net.deliver(msg);
-        }
-    }
-    panic!("messages kept flowing");
-}
-
 /// Runs every clock `ms` milliseconds, one at a time, delivering what is sent unless `drop`
 /// picks it.
 fn run_dropping(net: &mut Network, ms: u64, mut drop: impl FnMut(&Message) -> bool) {
@@ -406,7 +392,7 @@ fn the_leader_keeps_the_entries_a_follower_receiving_a_snapshot_needs_next() {
     for _ in 0..10 {
         net.node(1).propose(cmd("later")).unwrap();
     }
-    settle_dropping(&mut net, |m| m.to == NodeId(3) || m.from == NodeId(3));
+    net.settle_dropping(|m| m.to == NodeId(3) || m.from == NodeId(3));
     net.take_snapshot(1, 0);
     assert_eq!(
         net.peek(1).log().start,
