@@ -234,7 +234,11 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             if let Err(error) = self.carry_out_actions().await {
                 self.fail_storage(error);
             }
-            self.maybe_snapshot().await;
+            let asked = std::mem::take(&mut self.snapshot_requests);
+            let every = self.config.snapshot_every;
+            self.snapshots
+                .maybe_build(&self.raft, &mut self.state_machine, asked, every)
+                .await;
             self.expire_requests();
             let transport = &self.transport;
             let (stopping, snapshot) = (self.stop.is_some(), self.snapshots.latest());
@@ -431,31 +435,6 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
         self.writes
             .complete_all_acks(&self.raft, |last_ack_at| in_sync(max_lag, now, last_ack_at));
         Ok(())
-    }
-
-    /// Starts a snapshot build if one was asked for, or if enough entries were applied since
-    /// the latest (the policy of [`super::NodeConfig::snapshot_every`]).
-    async fn maybe_snapshot(&mut self) {
-        let every = self.config.snapshot_every;
-        let since_latest = self
-            .raft
-            .applied_index()
-            .0
-            .saturating_sub(self.snapshots.latest().map_or(0, |(index, _)| index.0));
-        let due = every > 0 && since_latest >= every && !self.snapshots.building();
-        if self.snapshot_requests.is_empty() && !due {
-            return;
-        }
-        let mut requests = std::mem::take(&mut self.snapshot_requests).into_iter();
-        self.snapshots
-            .start_build(&self.raft, &mut self.state_machine, requests.next())
-            .await;
-        for reply in requests {
-            // They wait for the build just started (or get the latest snapshot at once).
-            self.snapshots
-                .start_build(&self.raft, &mut self.state_machine, Some(reply))
-                .await;
-        }
     }
 
     /// Applies the committed entry at `index`, read in place from the protocol's log, and

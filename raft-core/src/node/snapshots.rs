@@ -112,6 +112,29 @@ impl<SS: SnapshotStore> Snapshots<SS> {
         });
     }
 
+    /// Starts a build if one was `asked` for, or if `every` entries (0: never) were applied
+    /// since the latest snapshot (the policy of [`super::NodeConfig::snapshot_every`]).
+    pub(super) async fn maybe_build<SM: StateMachine>(
+        &mut self,
+        raft: &Raft,
+        state_machine: &mut SM,
+        asked: Vec<SnapshotReply>,
+        every: u64,
+    ) {
+        let latest = self.latest().map_or(0, |(index, _)| index.0);
+        let since_latest = raft.applied_index().0.saturating_sub(latest);
+        let due = every > 0 && since_latest >= every && !self.building();
+        if asked.is_empty() && !due {
+            return;
+        }
+        let mut asked = asked.into_iter();
+        self.start_build(raft, state_machine, asked.next()).await;
+        for reply in asked {
+            // They wait for the build just started (or get the latest snapshot at once).
+            self.start_build(raft, state_machine, Some(reply)).await;
+        }
+    }
+
     /// Waits for the build under way (call only while [`Snapshots::building`]).
     pub(super) async fn build_done(&mut self) -> Result<u64, Error> {
         match self.building.as_mut() {
