@@ -33,11 +33,23 @@
 //! [`MemLogStore`](raft_storage::MemLogStore) outlives its crashes, like a disk. The
 //! divergent-tails nemesis ([`Scenario::DivergentTails`](crate::cluster_sim::Scenario::DivergentTails)) cuts each new leader off from all but
 //! one follower while clients keep writing to it.
+//!
+//! Every scenario's nodes take a snapshot every few dozen to a couple of hundred applied entries
+//! and keep at most a few entries before it ([`SimConfig::snapshot_every`](crate::cluster_sim::SimConfig::snapshot_every),
+//! [`SimConfig::snapshot_keep_entries`](crate::cluster_sim::SimConfig::snapshot_keep_entries)), and send snapshots in chunks of a few dozen bytes
+//! ([`SimConfig::snapshot_chunk_bytes`](crate::cluster_sim::SimConfig::snapshot_chunk_bytes)), so the log is compacted many times in a run, a node
+//! restarts from a snapshot and the log after it, and a lagging follower is sent a snapshot of
+//! several chunks over TCP. The catch-up nemesis ([`Scenario::SnapshotCatchUp`](crate::cluster_sim::Scenario::SnapshotCatchUp)) makes sure of
+//! the last: it cuts one follower off until every other node has compacted past the follower's
+//! last entry, and shuts a follower down and restarts it with empty stores; each time, a write
+//! acknowledged after the follower came back must then be readable on it (`AtLeast`) within
+//! [`CATCH_UP_MS`](crate::cluster_sim::CATCH_UP_MS). A run also counts the snapshots it saw taken, sent and installed (see
+//! [`SimOutcome`](crate::cluster_sim::SimOutcome)).
 
 use crate::kv::{KvCommand, KvResponse, KvStore};
 use crate::linearizability::{History, Operation, Response};
 use crate::rng::SplitMix64;
-use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle};
+use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle, Status};
 use raft_core::{LogIndex, NodeId, Role, Term};
 use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
 use raft_storage::{MemLogStore, MemSnapshotStore};
@@ -55,6 +67,15 @@ const HEARTBEAT_INTERVAL_MS: u64 = 30;
 /// `TransferInProgress`: the transfer is abandoned after a minimum election timeout, and this
 /// much more covers the time its request and the refused write spent on the way.
 const TRANSFER_SLACK_MS: u64 = 100;
+/// How long a follower that came back (healed, or restarted with empty stores) may take to
+/// serve a read-your-writes read of a write acknowledged after it came back, snapshot included.
+pub const CATCH_UP_MS: u64 = 5_000;
+/// The least time a catch-up cut lasts (longer than an election timeout: the follower runs
+/// pre-votes while it is cut off) and the most, whether or not the others compacted far enough.
+const CUT_MIN_MS: u64 = 400;
+const CUT_MAX_MS: u64 = 4_000;
+/// How long the catch-up scenario's workload goes on after its last step was checked.
+const CATCH_UP_TAIL_MS: u64 = 500;
 
 /// What kind of run a seed gets; each kind has its own test in `tests/sim_cluster.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +94,14 @@ pub enum Scenario {
     /// from just before. Every transfer must hand over leadership within its timeout, and no
     /// other term may begin.
     SteadyTransfers,
+    /// Followers catching up from snapshots, in a random order: one follower is cut off from
+    /// every node (both ways) until every other node has compacted its log past the follower's
+    /// last entry, a few snapshot periods on, then healed; and a follower (never the leader) is
+    /// shut down, its log and snapshot stores replaced by empty ones, and restarted. Each is
+    /// done only while a leader is established and the network is healthy, and nothing else
+    /// happens until the follower caught up: a write acknowledged after it came back must be
+    /// readable on it with `Consistency::AtLeast` within [`CATCH_UP_MS`].
+    SnapshotCatchUp,
 }
 
 impl Scenario {
@@ -83,6 +112,7 @@ impl Scenario {
             Scenario::DivergentTails => "divergent_tails_stay_linearizable",
             Scenario::Steady => "a_healthy_leader_keeps_its_leadership",
             Scenario::SteadyTransfers => "transfers_in_a_healthy_cluster_complete",
+            Scenario::SnapshotCatchUp => "lagging_and_emptied_followers_catch_up_from_snapshots",
         }
     }
 
@@ -93,6 +123,7 @@ impl Scenario {
             Scenario::DivergentTails => 0xD1_0000_0000,
             Scenario::Steady => 0x57_0000_0000,
             Scenario::SteadyTransfers => 0x7F_0000_0000,
+            Scenario::SnapshotCatchUp => 0x5C_0000_0000,
         }
     }
 }
@@ -108,7 +139,8 @@ pub struct SimConfig {
     pub nodes: u64,
     /// Concurrent clients.
     pub clients: u64,
-    /// How long clients run their workload while the nemesis acts.
+    /// How long clients run their workload while the nemesis acts ([`Scenario::SnapshotCatchUp`]:
+    /// at most; it ends soon after the nemesis' last step).
     pub workload: Duration,
     /// Keys the clients share (few keys, many conflicts).
     pub shared_keys: u64,
@@ -118,12 +150,45 @@ pub struct SimConfig {
     pub max_latency_ms: u64,
     /// How long a node may take to answer a request before it answers `Error::Timeout`.
     pub request_timeout: Duration,
+    /// The nodes' [`NodeConfig::snapshot_every`]: small, so the log is compacted often.
+    pub snapshot_every: u64,
+    /// The nodes' [`NodeConfig::snapshot_keep_entries`]: small, so a follower a little behind
+    /// already needs a snapshot.
+    pub snapshot_keep_entries: u64,
+    /// The nodes' [`NodeConfig::snapshot_chunk_bytes`]: the key-value images are a few hundred
+    /// bytes at most, so chunks of a few dozen bytes make most images several chunks.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl SimConfig {
     /// The run of `scenario` for `seed`: its size and intensity vary with the seed.
     pub fn for_seed(scenario: Scenario, seed: u64) -> SimConfig {
         let mut rng = SplitMix64::new(seed ^ 0xC0FF_EE00 ^ scenario.tag());
+        // The snapshot settings come from a stream of their own, so that the rest of a seed's
+        // run is drawn as before they existed.
+        let mut snapshot_rng = SplitMix64::new(seed ^ 0x5A4B_5407 ^ scenario.tag());
+        let snapshot_every = match scenario {
+            // Faster, so the catch-up cut lasts several snapshot periods in a couple of seconds.
+            Scenario::SnapshotCatchUp => snapshot_rng.range(20, 100),
+            _ => snapshot_rng.range(20, 200),
+        };
+        let snapshot_keep_entries = snapshot_rng.range(0, 20);
+        let snapshot_chunk_bytes = snapshot_rng.range(16, 160) as usize;
+        // The snapshot settings; each scenario below sets every other field.
+        let base = SimConfig {
+            seed,
+            scenario,
+            nodes: 3,
+            clients: 1,
+            workload: Duration::ZERO,
+            shared_keys: 1,
+            min_latency_ms: 1,
+            max_latency_ms: 1,
+            request_timeout: Duration::from_secs(1),
+            snapshot_every,
+            snapshot_keep_entries,
+            snapshot_chunk_bytes,
+        };
         match scenario {
             Scenario::Faults => SimConfig {
                 seed,
@@ -135,6 +200,7 @@ impl SimConfig {
                 min_latency_ms: 1,
                 max_latency_ms: rng.range(2, 15),
                 request_timeout: Duration::from_secs(1),
+                ..base
             },
             Scenario::DivergentTails => SimConfig {
                 seed,
@@ -148,6 +214,7 @@ impl SimConfig {
                 // Long enough that a write outlives several changes of leader before its
                 // node answers it: that answer is what the history check judges.
                 request_timeout: Duration::from_secs(4),
+                ..base
             },
             Scenario::Steady | Scenario::SteadyTransfers => {
                 // Up to a third of the minimum election timeout one way, and steady: a
@@ -163,8 +230,23 @@ impl SimConfig {
                     min_latency_ms: max_latency_ms * 2 / 3,
                     max_latency_ms,
                     request_timeout: Duration::from_secs(1),
+                    ..base
                 }
             }
+            Scenario::SnapshotCatchUp => SimConfig {
+                seed,
+                scenario,
+                nodes: if rng.percent(50) { 3 } else { 5 },
+                clients: rng.range(4, 9),
+                // At most: the workload ends CATCH_UP_TAIL_MS after the last step's check. Room
+                // for both steps even when the cut lasts CUT_MAX_MS.
+                workload: Duration::from_secs(15),
+                shared_keys: rng.range(2, 5),
+                min_latency_ms: 1,
+                max_latency_ms: rng.range(2, 10),
+                request_timeout: Duration::from_secs(1),
+                ..base
+            },
         }
     }
 }
@@ -193,6 +275,47 @@ pub struct SimOutcome {
     pub elections: u64,
     /// Leadership transfers started.
     pub transfers: u64,
+    /// Times a node's latest snapshot ([`Status::snapshot`]) was seen to move forward: snapshots
+    /// taken, and snapshots installed from a leader.
+    pub snapshots: u64,
+    /// Snapshot transfers leaders reported: a follower in a leader's
+    /// [`PeerStatus::snapshot_bytes_sent`](raft_core::node::PeerStatus::snapshot_bytes_sent), counted once per unbroken run of
+    /// observations.
+    pub snapshot_sends: u64,
+    /// Snapshots installed, at most one per transfer seen: within 20 ms of a leader being seen
+    /// sending a node a snapshot, the node's latest snapshot moved past the last log index it
+    /// had reported, to one no later than the leader's latest when the transfer was first
+    /// seen. (A node takes snapshots only of entries it holds, and while a leader sends it a
+    /// snapshot it gets no entries from it.)
+    pub snapshot_installs: u64,
+    /// The largest snapshot image a node reported, in bytes.
+    pub largest_snapshot_bytes: u64,
+    /// The followers checked for catching up ([`Scenario::SnapshotCatchUp`]), in order.
+    pub catch_ups: Vec<CatchUp>,
+}
+
+/// How a follower came to be behind, in [`Scenario::SnapshotCatchUp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatchUpKind {
+    /// Cut off from every node, then healed.
+    Cut,
+    /// Shut down and restarted with empty log and snapshot stores.
+    Emptied,
+}
+
+/// A follower that came back and caught up, in [`Scenario::SnapshotCatchUp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatchUp {
+    /// How it fell behind.
+    pub kind: CatchUpKind,
+    /// The follower.
+    pub follower: NodeId,
+    /// When it came back, every other node's log started after the follower's last entry: no
+    /// node could send it the entries it lacked, only a snapshot.
+    pub needed_snapshot: bool,
+    /// How long after it came back a read-your-writes read on it of a write acknowledged after
+    /// that was answered, in milliseconds.
+    pub took_ms: u64,
 }
 
 /// State shared by hosts, clients and the driver of one run (turmoil runs everything on one
@@ -223,6 +346,33 @@ struct World {
     finished: bool,
     completed: u64,
     digest: u64,
+    /// The stores each host starts from: kept across crashes, like a disk, unless the nemesis
+    /// replaces them with empty ones.
+    stores: BTreeMap<NodeId, (MemLogStore, MemSnapshotStore)>,
+    /// Per node, as last observed: its latest snapshot's last index, and its last log index.
+    seen: BTreeMap<NodeId, (Option<LogIndex>, LogIndex)>,
+    /// (follower, leader) → the transfer of a snapshot the leader was last seen making to the
+    /// follower.
+    sending: BTreeMap<(NodeId, NodeId), Sending>,
+    snapshots: u64,
+    snapshot_sends: u64,
+    snapshot_installs: u64,
+    largest_snapshot_bytes: u64,
+    catch_ups: Vec<CatchUp>,
+    /// A catch-up check is running ([`check_catch_up`]).
+    checking_catch_up: bool,
+}
+
+/// A snapshot transfer a leader was seen making.
+#[derive(Clone, Copy, Debug)]
+struct Sending {
+    /// The leader's latest snapshot when the transfer was first seen: the one it sends, or
+    /// (when it took another in between) a later one.
+    latest: Option<LogIndex>,
+    /// When the leader was last seen sending it.
+    seen_ms: u64,
+    /// A snapshot the follower installed was put down to this transfer.
+    installed: bool,
 }
 
 /// A leadership transfer a leader accepted.
@@ -320,21 +470,17 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         .max_message_latency(Duration::from_millis(config.max_latency_ms))
         .simulation_duration(config.workload + Duration::from_secs(60))
         .build();
+    let ids: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
     let world = Arc::new(Mutex::new(World {
         digest: 0xcbf2_9ce4_8422_2325,
+        stores: ids
+            .iter()
+            .map(|&id| (id, (MemLogStore::new(), MemSnapshotStore::new())))
+            .collect(),
         ..World::default()
     }));
-    let ids: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
-    let stores: BTreeMap<NodeId, MemLogStore> =
-        ids.iter().map(|&id| (id, MemLogStore::new())).collect();
-    let snapshot_stores: BTreeMap<NodeId, MemSnapshotStore> = ids
-        .iter()
-        .map(|&id| (id, MemSnapshotStore::new()))
-        .collect();
 
     for &id in &ids {
-        let store = stores[&id].clone();
-        let snapshots = snapshot_stores[&id].clone();
         let world = Arc::clone(&world);
         let peers: Vec<(NodeId, String)> = ids
             .iter()
@@ -343,10 +489,15 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             .collect();
         let seed = config.seed;
         let request_timeout = config.request_timeout;
+        let (snapshot_every, snapshot_keep_entries, snapshot_chunk_bytes) = (
+            config.snapshot_every,
+            config.snapshot_keep_entries,
+            config.snapshot_chunk_bytes,
+        );
         let voters = ids.clone();
         sim.host(host(id), move || {
-            let store = store.clone();
-            let snapshots = snapshots.clone();
+            // The stores as they are at this (re)start.
+            let (store, snapshots) = lock(&world).stores[&id].clone();
             let world = Arc::clone(&world);
             let peers = peers.clone();
             let voters = voters.clone();
@@ -359,6 +510,9 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                 let mut node = NodeConfig::new(id, voters);
                 node.seed = seed.rotate_left(17) ^ id.0 ^ now_ms();
                 node.request_timeout = request_timeout;
+                node.snapshot_every = snapshot_every;
+                node.snapshot_keep_entries = snapshot_keep_entries;
+                node.snapshot_chunk_bytes = snapshot_chunk_bytes;
                 let (handle, task) = Node::create(
                     node,
                     KvStore::default(),
@@ -402,7 +556,10 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         config.max_latency_ms,
         transfers,
     );
-    let workload_ms = u64::try_from(config.workload.as_millis()).unwrap_or(u64::MAX);
+    if config.scenario == Scenario::SnapshotCatchUp {
+        nemesis.plan_catch_up(&mut rng, config.snapshot_every);
+    }
+    let mut workload_ms = u64::try_from(config.workload.as_millis()).unwrap_or(u64::MAX);
     let mut healed_at = None;
     let mut liveness: Option<u64> = None;
     loop {
@@ -416,7 +573,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             }
         };
         let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
-        observe_elections(&world, now);
+        observe(&world, now);
         if now < workload_ms {
             match config.scenario {
                 Scenario::Faults => nemesis.maybe_act(&mut sim, &mut rng, &world, now),
@@ -424,6 +581,12 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                 Scenario::Steady => {}
                 Scenario::SteadyTransfers => {
                     nemesis.maybe_transfer(&mut rng, &world, now);
+                }
+                Scenario::SnapshotCatchUp => {
+                    nemesis.maybe_catch_up(&mut sim, &mut rng, &world, now);
+                    if matches!(nemesis.catch_up, CatchUpStage::Done) {
+                        workload_ms = workload_ms.min(now + CATCH_UP_TAIL_MS);
+                    }
                 }
             }
         } else if healed_at.is_none() {
@@ -441,7 +604,6 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             break;
         }
     }
-    let faults = nemesis.log;
     let mut world = lock(&world);
     check_lease_reads(&mut world);
     check_transfer_refusals(&mut world);
@@ -459,6 +621,10 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             .violations
             .push("the run ended before the faults were healed".into());
     }
+    if config.scenario == Scenario::SnapshotCatchUp {
+        check_catch_ups(&mut world, &nemesis);
+    }
+    let faults = nemesis.log;
     let mut digest = world.digest;
     for fault in &faults {
         mix(&mut digest, fault);
@@ -474,25 +640,120 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         bounded_reads: world.bounded_reads,
         elections: world.elections.len() as u64,
         transfers: world.transfers.len() as u64,
+        snapshots: world.snapshots,
+        snapshot_sends: world.snapshot_sends,
+        snapshot_installs: world.snapshot_installs,
+        largest_snapshot_bytes: world.largest_snapshot_bytes,
+        catch_ups: std::mem::take(&mut world.catch_ups),
     }
 }
 
-fn observe_elections(world: &Arc<Mutex<World>>, now: u64) {
+/// Looks at every running node's status once per step: terms and leaders for the election
+/// checks, and snapshots taken, sent and installed for the counts.
+fn observe(world: &Arc<Mutex<World>>, now: u64) {
     let mut world = lock(world);
-    let seen: Vec<(Term, NodeId, bool)> = world
-        .handles
-        .values()
-        .map(|h| {
-            let status = h.status();
-            (status.term, status.id, status.role == Role::Leader)
-        })
-        .collect();
-    for (term, id, leads) in seen {
-        world.terms.entry(term).or_insert((now, id));
-        if leads {
-            world.elections.entry(term).or_insert((now, id));
+    let statuses: Vec<Status> = world.handles.values().map(|h| h.status()).collect();
+    for status in &statuses {
+        world.terms.entry(status.term).or_insert((now, status.id));
+        if status.role != Role::Leader {
+            continue;
+        }
+        world
+            .elections
+            .entry(status.term)
+            .or_insert((now, status.id));
+        let latest = status.snapshot.map(|(index, _)| index);
+        for peer in status
+            .peers
+            .iter()
+            .filter(|p| p.snapshot_bytes_sent.is_some())
+        {
+            let key = (peer.id, status.id);
+            match world.sending.get_mut(&key) {
+                // Seen at the previous step too: the same transfer.
+                Some(sending) if sending.seen_ms + 1 >= now => sending.seen_ms = now,
+                _ => {
+                    let sending = Sending {
+                        latest,
+                        seen_ms: now,
+                        installed: false,
+                    };
+                    world.sending.insert(key, sending);
+                    world.snapshot_sends += 1;
+                }
+            }
         }
     }
+    for status in &statuses {
+        let snapshot = status.snapshot.map(|(index, _)| index);
+        let size = status.snapshot.map_or(0, |(_, size)| size);
+        world.largest_snapshot_bytes = world.largest_snapshot_bytes.max(size);
+        let previous = world
+            .seen
+            .insert(status.id, (snapshot, status.last_log_index));
+        let Some((before, last_before)) = previous else {
+            continue;
+        };
+        let Some(index) = snapshot.filter(|&index| before.is_none_or(|b| b < index)) else {
+            continue;
+        };
+        world.snapshots += 1;
+        if index <= last_before {
+            continue;
+        }
+        let transfer = world
+            .sending
+            .range_mut((status.id, NodeId(0))..=(status.id, NodeId(u64::MAX)))
+            .map(|(_, sending)| sending)
+            .find(|s| !s.installed && s.seen_ms + 20 >= now && s.latest >= Some(index));
+        if let Some(transfer) = transfer {
+            transfer.installed = true;
+            world.snapshot_installs += 1;
+        }
+    }
+}
+
+/// Where a node's log starts: the entries after this index are the ones it holds.
+fn log_start(status: &Status) -> LogIndex {
+    LogIndex(status.last_log_index.0.saturating_sub(status.log_entries))
+}
+
+/// Whether only a snapshot can bring `follower`, whose last entry is `last`, up to date: every
+/// other node of `ids` is running and its log starts after `last`. (A log's start only moves
+/// forward while its node runs, and a status a little old understates it.)
+fn only_a_snapshot_helps(world: &World, ids: &[NodeId], follower: NodeId, last: LogIndex) -> bool {
+    ids.iter().filter(|&&id| id != follower).all(|id| {
+        world
+            .handles
+            .get(id)
+            .is_some_and(|h| log_start(&h.status()) > last)
+    })
+}
+
+/// The leader of a healthy cluster: every node of `up` is running and reports the same term and
+/// leader, which has led for half a second and heard from every other node of `up` within the
+/// last 100 ms.
+fn established_leader(world: &World, up: &[NodeId], now: u64) -> Option<NodeId> {
+    let statuses: Vec<Status> = up
+        .iter()
+        .map(|id| world.handles.get(id).map(|h| h.status()))
+        .collect::<Option<_>>()?;
+    let first = statuses.first()?;
+    let (term, leader) = (first.term, first.leader?);
+    if statuses
+        .iter()
+        .any(|s| s.term != term || s.leader != Some(leader))
+    {
+        return None;
+    }
+    let &(elected_at, _) = world.elections.get(&term)?;
+    let leading = statuses.iter().find(|s| s.id == leader)?;
+    let heard_from_all = leading
+        .peers
+        .iter()
+        .filter(|p| up.contains(&p.id))
+        .all(|p| p.since_last_ack_ms.is_some_and(|ms| ms <= 100));
+    (leading.role == Role::Leader && now >= elected_at + 500 && heard_from_all).then_some(leader)
 }
 
 /// How long a transfer may take to complete in a run: the minimum election timeout, the slack,
@@ -674,6 +935,109 @@ async fn check_liveness(world: Arc<Mutex<World>>) {
     }
 }
 
+/// Checks that `follower`, which came back at `since` (healed, or restarted with empty stores),
+/// caught up: a write acknowledged after that, to a key nobody else writes, must be readable on
+/// it with `Consistency::AtLeast` within [`CATCH_UP_MS`] of `since`.
+async fn check_catch_up(
+    world: Arc<Mutex<World>>,
+    probe: u64,
+    kind: CatchUpKind,
+    follower: NodeId,
+    needed_snapshot: bool,
+) {
+    let since = now_ms();
+    let key = format!("catch-up-{probe}");
+    let value = format!("{kind:?} {follower} at {since}");
+    let mut result = Err("no write was acknowledged".to_string());
+    let mut written = None;
+    while now_ms() <= since + CATCH_UP_MS {
+        let handle = match written {
+            None => believed_leader(&lock(&world)),
+            Some(_) => lock(&world).handles.get(&follower).cloned(),
+        };
+        let Some(handle) = handle else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Some(index) = written else {
+            let command = KvCommand::Put {
+                key: key.clone(),
+                value: value.clone(),
+            };
+            // A retry after a timeout writes the same value again: the read must see it either way.
+            match handle.propose(command, Ack::Quorum).await {
+                Ok(outcome) => {
+                    written = Some(outcome.index);
+                    result = Err(format!("not read at {} on {follower}", outcome.index));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+            continue;
+        };
+        match handle.query(Consistency::AtLeast(index), key.clone()).await {
+            Ok(read) if read.response.as_deref() == Some(value.as_str()) => {
+                result = Ok(now_ms() - since);
+                break;
+            }
+            Ok(read) => {
+                result = Err(format!(
+                    "{follower} read {:?} at applied {} after {value:?} was written at {index}",
+                    read.response, read.applied_index
+                ));
+                break;
+            }
+            Err(error) => {
+                result = Err(format!("{follower} answered {error} to a read at {index}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    let mut world = lock(&world);
+    mix(
+        &mut world.digest,
+        &format!("catch-up {kind:?} {follower} {needed_snapshot} {result:?}"),
+    );
+    match result {
+        Ok(took_ms) => world.catch_ups.push(CatchUp {
+            kind,
+            follower,
+            needed_snapshot,
+            took_ms,
+        }),
+        Err(why) => world.violations.push(format!(
+            "catch-up: {follower} ({kind:?}) did not catch up within {CATCH_UP_MS} ms of coming back at {since} ms: {why}"
+        )),
+    }
+    world.checking_catch_up = false;
+}
+
+/// The catch-up scenario's plan must have run to its end, and each follower must have needed a
+/// snapshot when it came back (else the run did not test what it is for).
+fn check_catch_ups(world: &mut World, nemesis: &Nemesis) {
+    // The last check ends before the simulation does (it is one of its clients).
+    let finished = matches!(
+        nemesis.catch_up,
+        CatchUpStage::Checking | CatchUpStage::Done
+    );
+    if !nemesis.catch_up_plan.is_empty() || !finished {
+        world.violations.push(format!(
+            "catch-up: the run ended at {:?} with {:?} still to do",
+            nemesis.catch_up, nemesis.catch_up_plan
+        ));
+    }
+    let unneeded: Vec<String> = world
+        .catch_ups
+        .iter()
+        .filter(|c| !c.needed_snapshot)
+        .map(|c| format!("{c:?}"))
+        .collect();
+    if !unneeded.is_empty() {
+        world.violations.push(format!(
+            "catch-up: followers caught up without needing a snapshot (the others had not compacted past them): {unneeded:?}"
+        ));
+    }
+}
+
 /// One client: random operations on the shared keys, plus read-your-writes probes on its own
 /// key, until the workload ends; then a final linearizable read of every shared key.
 async fn run_client(
@@ -816,6 +1180,15 @@ impl Op {
                 (10, Op::Bounded),
             ],
             Scenario::DivergentTails => [
+                (40, Op::Put),
+                (5, Op::Delete),
+                (15, Op::Cas),
+                (15, Op::Linearizable),
+                (10, Op::Lease),
+                (10, Op::Bounded),
+            ],
+            // Mostly writes: the log grows and is compacted quickly.
+            Scenario::SnapshotCatchUp => [
                 (40, Op::Put),
                 (5, Op::Delete),
                 (15, Op::Cas),
@@ -1089,8 +1462,37 @@ struct Nemesis {
     transfer_after_repair: Option<(NodeId, NodeId)>,
     /// The most one message takes, for the healthy transfers' check of the target.
     max_latency_ms: u64,
+    /// Catch-up: the steps still to take, in order.
+    catch_up_plan: Vec<CatchUpKind>,
+    /// Catch-up: where the current step stands.
+    catch_up: CatchUpStage,
+    /// Catch-up: the nodes' `snapshot_every`, to measure a cut in snapshot periods.
+    snapshot_every: u64,
+    /// Catch-up checks started (names their clients).
+    catch_up_checks: u64,
     log: Vec<String>,
 }
+
+/// Where a step of the catch-up nemesis stands.
+#[derive(Clone, Copy, Debug)]
+enum CatchUpStage {
+    /// The next step begins at `at`, once a leader is established.
+    Waiting { at: u64 },
+    /// `follower` is cut off from every node since `since`.
+    Cut { follower: NodeId, since: u64 },
+    /// `follower` is down, with empty stores, until `restart_at` (or later, until a leader is
+    /// established among the others).
+    Down { follower: NodeId, restart_at: u64 },
+    /// [`check_catch_up`] is running.
+    Checking,
+    /// Every step was taken.
+    Done,
+}
+
+/// A catch-up cut is healed once the leader appended this many snapshot periods' worth of
+/// entries after the follower's last one, and every other node compacted past that entry (or
+/// after [`CUT_MAX_MS`]).
+const CUT_SNAPSHOT_PERIODS: u64 = 3;
 
 impl Nemesis {
     fn new(
@@ -1103,12 +1505,16 @@ impl Nemesis {
             ids,
             next_at: match scenario {
                 Scenario::Faults => 500,
-                Scenario::DivergentTails | Scenario::Steady => 0,
+                Scenario::DivergentTails | Scenario::Steady | Scenario::SnapshotCatchUp => 0,
                 Scenario::SteadyTransfers => 800,
             },
             transfers: Some(transfers),
             transfer_after_repair: None,
             max_latency_ms,
+            catch_up_plan: Vec::new(),
+            catch_up: CatchUpStage::Done,
+            snapshot_every: 0,
+            catch_up_checks: 0,
             aimed_at: None,
             noticed: None,
             previous_leader: None,
@@ -1357,6 +1763,165 @@ impl Nemesis {
         self.log
             .push(format!("{now} ms: transfer {} -> {target}", leader.id()));
         self.next_at = now + rng.range(800, 1_500);
+    }
+
+    /// Catch-up: both steps, in a random order, the first a little after the start.
+    fn plan_catch_up(&mut self, rng: &mut SplitMix64, snapshot_every: u64) {
+        self.catch_up_plan = if rng.percent(50) {
+            vec![CatchUpKind::Cut, CatchUpKind::Emptied]
+        } else {
+            vec![CatchUpKind::Emptied, CatchUpKind::Cut]
+        };
+        self.catch_up = CatchUpStage::Waiting {
+            at: rng.range(400, 1_200),
+        };
+        self.snapshot_every = snapshot_every;
+    }
+
+    /// The catch-up nemesis ([`Scenario::SnapshotCatchUp`]): takes the planned steps one at a
+    /// time, each on a healthy cluster with an established leader, and waits for each follower's
+    /// catch-up check before the next.
+    fn maybe_catch_up(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut SplitMix64,
+        world: &Arc<Mutex<World>>,
+        now: u64,
+    ) {
+        match self.catch_up {
+            CatchUpStage::Waiting { at } => {
+                if now < at {
+                    return;
+                }
+                let mut world = lock(world);
+                let Some(leader) = established_leader(&world, &self.ids, now) else {
+                    return;
+                };
+                let followers: Vec<NodeId> =
+                    self.ids.iter().copied().filter(|&o| o != leader).collect();
+                let (Some(&kind), Some(follower)) =
+                    (self.catch_up_plan.first(), rng.pick(&followers))
+                else {
+                    self.catch_up = CatchUpStage::Done;
+                    return;
+                };
+                self.catch_up_plan.remove(0);
+                let last = world.handles[&follower].status().last_log_index;
+                match kind {
+                    CatchUpKind::Cut => {
+                        let name = host(follower);
+                        for other in self.ids.iter().filter(|&&o| o != follower) {
+                            sim.partition(name.as_str(), host(*other).as_str());
+                            self.partitioned.insert((name.clone(), host(*other)));
+                        }
+                        self.catch_up = CatchUpStage::Cut {
+                            follower,
+                            since: now,
+                        };
+                        self.log.push(format!(
+                            "{now} ms: cut {follower} off from every node (leader {leader}, its last entry {last})"
+                        ));
+                    }
+                    CatchUpKind::Emptied => {
+                        world.handles.remove(&follower);
+                        sim.crash(host(follower));
+                        self.crashed.insert(follower);
+                        world
+                            .stores
+                            .insert(follower, (MemLogStore::new(), MemSnapshotStore::new()));
+                        let restart_at = now + rng.range(50, 500);
+                        self.catch_up = CatchUpStage::Down {
+                            follower,
+                            restart_at,
+                        };
+                        self.log.push(format!(
+                            "{now} ms: shut {follower} down (leader {leader}, its last entry {last}) and empty its stores"
+                        ));
+                    }
+                }
+            }
+            CatchUpStage::Cut { follower, since } => {
+                let (last, leader_last, compacted, starts) = {
+                    let state = lock(world);
+                    // Cut off, its status no longer changes.
+                    let last = state.handles[&follower].status().last_log_index;
+                    let leader_last =
+                        believed_leader(&state).map_or(LogIndex(0), |h| h.status().last_log_index);
+                    let compacted = only_a_snapshot_helps(&state, &self.ids, follower, last);
+                    let grown =
+                        leader_last.0 >= last.0 + CUT_SNAPSHOT_PERIODS * self.snapshot_every;
+                    let long_enough = now >= since + CUT_MIN_MS && compacted && grown;
+                    if !long_enough && now < since + CUT_MAX_MS {
+                        return;
+                    }
+                    let starts: Vec<String> = state
+                        .handles
+                        .values()
+                        .map(|h| format!("{}: {}", h.id(), log_start(&h.status())))
+                        .collect();
+                    (last, leader_last, compacted, starts)
+                };
+                self.undo(sim, false);
+                self.log.push(format!(
+                    "{now} ms: heal {follower} (its last entry {last}, the leader's {leader_last}, logs start at {starts:?})"
+                ));
+                self.start_check(sim, world, CatchUpKind::Cut, follower, compacted);
+            }
+            CatchUpStage::Down {
+                follower,
+                restart_at,
+            } => {
+                if now < restart_at {
+                    return;
+                }
+                let others: Vec<NodeId> = self
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|&o| o != follower)
+                    .collect();
+                let needed_snapshot = {
+                    let world = lock(world);
+                    if established_leader(&world, &others, now).is_none() {
+                        return;
+                    }
+                    only_a_snapshot_helps(&world, &self.ids, follower, LogIndex(0))
+                };
+                sim.bounce(host(follower));
+                self.crashed.remove(&follower);
+                self.log
+                    .push(format!("{now} ms: restart {follower} with empty stores"));
+                self.start_check(sim, world, CatchUpKind::Emptied, follower, needed_snapshot);
+            }
+            CatchUpStage::Checking => {
+                if !lock(world).checking_catch_up {
+                    self.catch_up = CatchUpStage::Waiting {
+                        at: now + rng.range(200, 800),
+                    };
+                }
+            }
+            CatchUpStage::Done => {}
+        }
+    }
+
+    /// Starts [`check_catch_up`] on a client of its own.
+    fn start_check(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        world: &Arc<Mutex<World>>,
+        kind: CatchUpKind,
+        follower: NodeId,
+        needed_snapshot: bool,
+    ) {
+        self.catch_up_checks += 1;
+        let probe = self.catch_up_checks;
+        lock(world).checking_catch_up = true;
+        let world = Arc::clone(world);
+        sim.client(format!("catch-up-{probe}"), async move {
+            check_catch_up(world, probe, kind, follower, needed_snapshot).await;
+            Ok(())
+        });
+        self.catch_up = CatchUpStage::Checking;
     }
 
     fn request_transfer(&mut self, leader: NodeId, target: NodeId, must_complete: bool) {

@@ -1,32 +1,73 @@
 //! Turmoil simulations of 3- and 5-node clusters, one test per [`Scenario`]: every client
 //! history must be linearizable, read-your-writes must hold, no lease read may follow a later
-//! term's election, and a write must succeed soon after the faults stop. A failure prints its
-//! seed and the command that replays it (`RAFT_SIM_SEED=<seed>`); `RAFT_SIM_SEEDS=<n>` runs
-//! more seeds of every scenario.
+//! term's election, and a write must succeed soon after the faults stop. The nodes take
+//! snapshots and compact their logs every few dozen to a couple of hundred entries throughout,
+//! and lagging followers catch up from snapshots sent in small chunks. A failure prints its
+//! seed and the command that replays it (`RAFT_SIM_SEED=<seed>`, which also prints the run's
+//! digest, snapshot counts and faults); `RAFT_SIM_SEEDS=<n>` runs more seeds of every scenario.
 
-use raft_tests::cluster_sim::{Scenario, check_seed, seeds_from_env};
+use raft_tests::cluster_sim::{CatchUpKind, Scenario, check_seed, seeds_from_env};
+
+/// What the seeds of one scenario did, summed.
+#[derive(Debug, Default)]
+struct Totals {
+    completed: u64,
+    lease_reads: u64,
+    follower_reads: u64,
+    bounded_reads: u64,
+    elections: u64,
+    transfers: u64,
+    snapshots: u64,
+    snapshot_sends: u64,
+    snapshot_installs: u64,
+    largest_snapshot_bytes: u64,
+    /// Followers that came back (cut off, emptied) and caught up when only a snapshot could
+    /// bring them up to date.
+    cut_catch_ups: u64,
+    emptied_catch_ups: u64,
+    /// The longest any of those took, in milliseconds.
+    slowest_catch_up_ms: u64,
+}
 
 /// Runs the seeds of `scenario` (`default` of them unless the environment says otherwise) and
-/// fails with the list of seeds that broke a check. Returns how many reads followers served.
-fn run_seeds(scenario: Scenario, default: u64) -> u64 {
+/// fails with the list of seeds that broke a check. Returns what they did.
+fn run_seeds(scenario: Scenario, default: u64) -> Totals {
     let seeds = seeds_from_env(default);
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
-    let (mut completed, mut lease_reads, mut bounded_reads, mut elections, mut transfers) =
-        (0, 0, 0, 0, 0);
-    let mut follower_reads = 0;
+    let mut t = Totals::default();
     for &seed in &seeds {
         match check_seed(scenario, seed) {
             Ok(outcome) => {
                 if seeds.len() == 1 {
-                    eprintln!("seed {seed}: digest {:016x}", outcome.digest);
+                    eprintln!(
+                        "seed {seed}: digest {:016x}; {} snapshots taken or installed, {} sent, {} installed; caught up: {:?}; faults: {:?}",
+                        outcome.digest,
+                        outcome.snapshots,
+                        outcome.snapshot_sends,
+                        outcome.snapshot_installs,
+                        outcome.catch_ups,
+                        outcome.faults
+                    );
                 }
-                completed += outcome.completed;
-                lease_reads += outcome.lease_reads;
-                follower_reads += outcome.follower_reads;
-                bounded_reads += outcome.bounded_reads;
-                elections += outcome.elections;
-                transfers += outcome.transfers;
+                t.completed += outcome.completed;
+                t.lease_reads += outcome.lease_reads;
+                t.follower_reads += outcome.follower_reads;
+                t.bounded_reads += outcome.bounded_reads;
+                t.elections += outcome.elections;
+                t.transfers += outcome.transfers;
+                t.snapshots += outcome.snapshots;
+                t.snapshot_sends += outcome.snapshot_sends;
+                t.snapshot_installs += outcome.snapshot_installs;
+                t.largest_snapshot_bytes =
+                    t.largest_snapshot_bytes.max(outcome.largest_snapshot_bytes);
+                for catch_up in outcome.catch_ups.iter().filter(|c| c.needed_snapshot) {
+                    match catch_up.kind {
+                        CatchUpKind::Cut => t.cut_catch_ups += 1,
+                        CatchUpKind::Emptied => t.emptied_catch_ups += 1,
+                    }
+                    t.slowest_catch_up_ms = t.slowest_catch_up_ms.max(catch_up.took_ms);
+                }
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -34,24 +75,48 @@ fn run_seeds(scenario: Scenario, default: u64) -> u64 {
             }
         }
     }
+    let catch_ups = if scenario == Scenario::SnapshotCatchUp {
+        format!(
+            "; caught up from a snapshot: {} cut-off and {} emptied followers (slowest {} ms)",
+            t.cut_catch_ups, t.emptied_catch_ups, t.slowest_catch_up_ms
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{scenario:?}: {} seeds in {:.1?}: {} failed {failures:?}; {completed} operations completed, {lease_reads} lease reads, {follower_reads} follower reads, {bounded_reads} bounded-staleness reads, {elections} elections, {transfers} transfers",
+        "{scenario:?}: {} seeds in {:.1?}: {} failed {failures:?}; {} operations completed, {} lease reads, {} follower reads, {} bounded-staleness reads, {} elections, {} transfers; {} snapshots taken or installed, {} sent, {} installed (images up to {} bytes){catch_ups}",
         seeds.len(),
         started.elapsed(),
-        failures.len()
+        failures.len(),
+        t.completed,
+        t.lease_reads,
+        t.follower_reads,
+        t.bounded_reads,
+        t.elections,
+        t.transfers,
+        t.snapshots,
+        t.snapshot_sends,
+        t.snapshot_installs,
+        t.largest_snapshot_bytes,
     );
     assert!(
         failures.is_empty(),
         "{scenario:?}: failing seeds: {failures:?}"
     );
-    assert!(completed > 0 && elections > 0, "the runs exercised nothing");
-    follower_reads
+    assert!(
+        t.completed > 0 && t.elections > 0 && t.snapshots > 0,
+        "the runs exercised nothing"
+    );
+    t
 }
 
 #[test]
 fn clusters_under_faults_stay_linearizable() {
-    let follower_reads = run_seeds(Scenario::Faults, 24);
-    assert!(follower_reads > 0, "no read was served by a follower");
+    let totals = run_seeds(Scenario::Faults, 24);
+    assert!(
+        totals.follower_reads > 0,
+        "no read was served by a follower"
+    );
 }
 
 #[test]
@@ -70,14 +135,24 @@ fn transfers_in_a_healthy_cluster_complete() {
 }
 
 #[test]
+fn lagging_and_emptied_followers_catch_up_from_snapshots() {
+    let totals = run_seeds(Scenario::SnapshotCatchUp, 24);
+    assert!(
+        totals.cut_catch_ups > 0 && totals.emptied_catch_ups > 0 && totals.snapshot_installs > 0,
+        "no follower caught up from a snapshot: {totals:?}"
+    );
+}
+
+#[test]
 fn a_seed_replays_the_same_run() {
     for scenario in [
         Scenario::Faults,
         Scenario::DivergentTails,
         Scenario::SteadyTransfers,
+        Scenario::SnapshotCatchUp,
     ] {
-        let first = check_seed(scenario, 7).map(|o| (o.digest, o.completed));
-        let second = check_seed(scenario, 7).map(|o| (o.digest, o.completed));
+        let first = check_seed(scenario, 7).map(|o| (o.digest, o.completed, o.snapshots));
+        let second = check_seed(scenario, 7).map(|o| (o.digest, o.completed, o.snapshots));
         assert_eq!(first, second, "{scenario:?}");
     }
 }
