@@ -241,18 +241,28 @@ impl<SS: SnapshotStore> Snapshots<SS> {
     ) -> Result<(), Error> {
         for read in reads {
             let max_bytes = read.max_bytes.min(self.chunk_bytes);
-            let chunk = self
-                .store
-                .read(read.offset, max_bytes)
-                .await
-                .map_err(Error::storage)?;
-            raft.snapshot_read(
-                read.to,
-                chunk.meta,
-                chunk.offset,
-                chunk.data.into(),
-                chunk.last,
-            );
+            // A newer image may have replaced the one being sent (a build finished): read it
+            // from its start, and the protocol starts the transfer over with it.
+            let latest = self.store.latest().await.map_err(Error::storage)?;
+            let offset = if latest.is_some_and(|m| m.last == read.snapshot) {
+                read.offset
+            } else {
+                0
+            };
+            match self.store.read(offset, max_bytes).await {
+                Ok(chunk) => raft.snapshot_read(
+                    read.to,
+                    chunk.meta,
+                    chunk.offset,
+                    chunk.data.into(),
+                    chunk.last,
+                ),
+                // Not fatal: this node's log and state are intact, only this transfer stops.
+                Err(error) => {
+                    warn!(%error, peer = %read.to, "a snapshot chunk could not be read");
+                    raft.snapshot_read_failed(read.to);
+                }
+            }
         }
         Ok(())
     }

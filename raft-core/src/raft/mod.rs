@@ -246,8 +246,12 @@ impl Raft {
         now: Time,
     ) -> Result<Raft, ProtocolError> {
         config.validate()?;
+        let recovered_start = state.log_start;
         let state = reconcile_with_snapshot(state);
         validate_initial_state(&state)?;
+        // A crash came between storing a received snapshot and purging the log: the first
+        // batch finishes the purge, so the store never keeps a log the snapshot replaced.
+        let purge = (state.log_start != recovered_start).then_some(state.log_start);
         let mut rng = SplitMix64::new(seed ^ config.id.0.rotate_left(32));
         let campaign = rng.next_u64() >> 1;
         let session = rng.next_u64();
@@ -275,6 +279,7 @@ impl Raft {
             out: Actions::default(),
             config,
         };
+        raft.out.purge = purge;
         raft.reset_election_deadline();
         Ok(raft)
     }
@@ -669,7 +674,6 @@ fn reconcile_with_snapshot(mut state: InitialState) -> InitialState {
     if !held {
         state.entries.clear();
         state.log_start = last;
-        state.applied = state.applied.max(last.index);
     }
     state
 }
@@ -689,6 +693,17 @@ fn validate_initial_state(state: &InitialState) -> Result<(), ProtocolError> {
         return bad(format!(
             "log start of term {}, beyond term {}",
             state.log_start.term, state.hard_state.term
+        ));
+    }
+    if state.log_start.index.0 > 0
+        && state
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.last.index < state.log_start.index)
+    {
+        return bad(format!(
+            "the log starts after {} but no snapshot covers it",
+            state.log_start.index
         ));
     }
     if state.applied < state.log_start.index {

@@ -60,6 +60,11 @@ impl Raft {
                 meta.last.index, self.log.applied
             )));
         }
+        if meta.voters != self.voters.ids() {
+            return Err(ProtocolError::InvalidArgument(
+                "snapshot of other voters than the cluster's".into(),
+            ));
+        }
         if self
             .log
             .term_at(meta.last.index)
@@ -159,6 +164,19 @@ impl Raft {
         leader_message(&mut self.out, self.config.id, self.term, to, body);
     }
 
+    /// The driver could not read the chunk it was asked for `to` (duty 8): the transfer starts
+    /// over once the follower is probed again (at its next answer), rather than wait forever.
+    pub fn snapshot_read_failed(&mut self, to: NodeId) {
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if let Some(pr) = leader.progress.get_mut(&to)
+            && pr.snapshot.is_some_and(|s| s.reading)
+        {
+            pr.become_probe();
+        }
+    }
+
     /// The driver finished storing the snapshot this node was receiving and restored its state
     /// machine from it (duty 7 of [`crate::Actions`]). The log now starts after the snapshot:
     /// entries after its last one are kept if the log held that entry, and the follower tells
@@ -175,7 +193,6 @@ impl Raft {
         };
         self.log.install(incoming.meta.last);
         self.out.purge = Some(incoming.meta.last);
-        self.voters = crate::quorum::JointConfig::simple(incoming.meta.voters.clone());
         if self
             .snapshot
             .as_ref()
@@ -224,6 +241,11 @@ impl Raft {
         done: bool,
     ) {
         self.heard_from_leader(from);
+        if meta.voters != self.voters.ids() {
+            // The cluster's voters are fixed: a snapshot of other voters is not this cluster's
+            // state (a misconfigured or faulty leader). Installing it would split the cluster.
+            return;
+        }
         let session = self.session;
         let term = self.term;
         if meta.last.index <= self.log.committed && !self.installing() {
@@ -240,7 +262,7 @@ impl Raft {
         let current = self
             .incoming
             .as_ref()
-            .filter(|i| i.meta.last == meta.last && i.term == term);
+            .filter(|i| i.meta == meta && i.term == term);
         let next_offset = match current {
             Some(incoming) if incoming.finishing => return, // a duplicate of a stored image
             Some(incoming) if incoming.next_offset != offset => incoming.next_offset,
@@ -351,7 +373,9 @@ impl Raft {
         let Some(send) = pr.snapshot.as_mut().filter(|s| s.last == snapshot) else {
             return;
         };
-        if offset > next_offset && next_offset < send.next_read {
+        // The follower cannot hold more than was sent.
+        let next_offset = next_offset.min(send.next_read);
+        if offset > next_offset {
             // A chunk before the one answered is missing: continue from what it holds.
             pr.rewind_snapshot(next_offset);
         } else {

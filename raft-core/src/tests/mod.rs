@@ -8,6 +8,7 @@ mod parity;
 mod regressions;
 mod scenarios;
 mod sim;
+mod snapshot_recovery;
 mod snapshots;
 
 #[cfg(test)]

@@ -701,6 +701,18 @@ impl Sim {
             node.disk_hard_state = hs;
         }
         if let Some(first) = write.entries.first() {
+            // As a real store, refuse a write that does not join the stored log.
+            let disk_last = node
+                .disk_entries
+                .last()
+                .map_or(node.disk_log_start.index, |e| e.index);
+            if first.index > disk_last.next() || first.index <= node.disk_log_start.index {
+                return Err(format!(
+                    "{id}: a write at {} does not join the stored log {}..={disk_last}",
+                    first.index,
+                    node.disk_log_start.index.next()
+                ));
+            }
             let keep = (first.index.0 - node.disk_log_start.index.0 - 1) as usize;
             node.disk_entries.truncate(keep);
             node.disk_entries.extend(write.entries.iter().cloned());
