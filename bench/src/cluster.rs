@@ -186,7 +186,7 @@ impl Cluster {
             }
             if let Some(every) = options.snapshot_every {
                 config.snapshot_every = every;
-                config.snapshot_keep_entries = 0;
+                config.snapshot_keep_entries = config.snapshot_keep_entries.min(every);
             }
             let inbound = inbounds.remove(&id).ok_or("missing inbox")?;
             cluster.deferred.insert(id, (config, inbound));

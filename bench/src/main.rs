@@ -49,11 +49,12 @@ struct Args {
     payload: Option<usize>,
     max_inflight: Option<usize>,
     image_mb: u64,
+    snapshot_every: Option<u64>,
     json: bool,
 }
 
 fn usage() -> String {
-    "usage: raft-bench --case mem|tcp|lease-read|read-index|read-index-spread|snapshot-stream|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--image-mb N] [--json]".to_string()
+    "usage: raft-bench --case mem|tcp|lease-read|read-index|read-index-spread|snapshot-stream|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--image-mb N] [--snapshot-every N] [--json]".to_string()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
         payload: None,
         max_inflight: None,
         image_mb: 1024,
+        snapshot_every: None,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -88,6 +90,10 @@ fn parse_args() -> Result<Args, String> {
                 args.max_inflight = Some(window as usize);
             }
             "--image-mb" => args.image_mb = number(value("--image-mb")?, "--image-mb")?,
+            "--snapshot-every" => {
+                let every = number(value("--snapshot-every")?, "--snapshot-every")?;
+                args.snapshot_every = Some(every);
+            }
             "--json" => args.json = true,
             "--help" | "-h" => return Err(usage()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
@@ -487,7 +493,12 @@ async fn run(args: Args) -> Result<(), String> {
     let (report, payload) = match args.case.as_str() {
         "mem" => {
             let payload = args.payload.unwrap_or(0);
-            let cluster = Cluster::start(Wire::Channel, args.nodes, 1, args.max_inflight).await?;
+            let options = cluster::Options {
+                max_inflight: args.max_inflight,
+                snapshot_every: args.snapshot_every,
+                ..cluster::Options::default()
+            };
+            let cluster = Cluster::start_with(Wire::Channel, args.nodes, 1, options).await?;
             let measured = drive(&cluster, &args, payload, Load::Write).await?;
             cluster.shutdown().await;
             (measured, payload)

@@ -234,11 +234,13 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             if let Err(error) = self.carry_out_actions().await {
                 self.fail_storage(error);
             }
-            let asked = std::mem::take(&mut self.snapshot_requests);
             let every = self.config.snapshot_every;
-            self.snapshots
-                .maybe_build(&self.raft, &mut self.state_machine, asked, every)
-                .await;
+            if !self.snapshot_requests.is_empty() || self.snapshots.due(&self.raft, every) {
+                let asked = std::mem::take(&mut self.snapshot_requests);
+                self.snapshots
+                    .maybe_build(&self.raft, &mut self.state_machine, asked, every)
+                    .await;
+            }
             self.expire_requests();
             let transport = &self.transport;
             let (stopping, snapshot) = (self.stop.is_some(), self.snapshots.latest());
@@ -378,7 +380,11 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
                     .await
                     .map_err(Error::storage)?;
             }
-            let installing = self.snapshots.store_chunks(snapshot_writes).await?;
+            let installing = if snapshot_writes.is_empty() {
+                None
+            } else {
+                self.snapshots.store_chunks(snapshot_writes).await?
+            };
             self.contract.wrote(batch);
             if let Some(last) = persisted {
                 self.contract.reported_persisted(last);

@@ -121,10 +121,7 @@ impl<SS: SnapshotStore> Snapshots<SS> {
         asked: Vec<SnapshotReply>,
         every: u64,
     ) {
-        let latest = self.latest().map_or(0, |(index, _)| index.0);
-        let since_latest = raft.applied_index().0.saturating_sub(latest);
-        let due = every > 0 && since_latest >= every && !self.building();
-        if asked.is_empty() && !due {
+        if asked.is_empty() && !self.due(raft, every) {
             return;
         }
         let mut asked = asked.into_iter();
@@ -133,6 +130,13 @@ impl<SS: SnapshotStore> Snapshots<SS> {
             // They wait for the build just started (or get the latest snapshot at once).
             self.start_build(raft, state_machine, Some(reply)).await;
         }
+    }
+
+    /// Whether the policy asks for a build now: `every` entries (0: never) were applied since
+    /// the latest snapshot, and none is being built.
+    pub(super) fn due(&self, raft: &Raft, every: u64) -> bool {
+        let latest = self.latest.as_ref().map_or(0, |(m, _)| m.last.index.0);
+        every > 0 && raft.applied_index().0.saturating_sub(latest) >= every && !self.building()
     }
 
     /// Waits for the build under way (call only while [`Snapshots::building`]).
