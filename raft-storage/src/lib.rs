@@ -19,6 +19,7 @@
 pub mod conformance;
 mod memory;
 mod snapshots;
+mod wal;
 
 pub use memory::MemLogStore;
 pub use snapshots::MemSnapshotStore;
