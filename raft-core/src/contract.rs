@@ -11,7 +11,8 @@
 //!   locally, and an applied report never exceeds what was applied;
 //! * duty 6: a read is answered at an index already applied;
 //! * duty 7: a snapshot is reported installed only once the image its last chunk finished is
-//!   durable, and then the state machine holds exactly the state at its last entry.
+//!   durable, only over a state machine that applied less, and then the state machine holds
+//!   exactly the state at its last entry.
 //!
 //! A duty added later is checked here once and so in all three executors. In release builds the
 //! checker holds nothing and every call compiles to nothing.
@@ -203,6 +204,11 @@ impl ContractChecker {
                 Some((index, true)),
                 "duty 7: a snapshot ending at {index} reported installed, but the image finished was {:?}",
                 state.finishing
+            );
+            assert!(
+                index > state.applied,
+                "duty 7: a snapshot ending at {index} installed over a state machine that applied {}: it would go back",
+                state.applied
             );
             state.finishing = None;
             state.handed_out = index;

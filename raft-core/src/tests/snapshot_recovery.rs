@@ -212,3 +212,51 @@ fn a_snapshot_of_other_voters_is_not_installed() {
     let wrong = SnapshotMeta::new(id(term.0, applied.0), [NodeId(1)]);
     assert!(net.node(1).snapshot_created(wrong).is_err());
 }
+
+/// While a received snapshot is being installed, nothing more is handed out to apply, even if
+/// the commit index moves meanwhile: the restore would otherwise land on a state machine that
+/// applied entries after the snapshot's last one, and take it back.
+#[test]
+fn nothing_is_applied_while_a_received_snapshot_is_installed() {
+    let logs = vec![
+        (
+            HardState {
+                term: Term(1),
+                vote: Some(NodeId(1)),
+            },
+            entries_with_terms(&[1; 10]),
+        ),
+        (
+            HardState {
+                term: Term(1),
+                vote: Some(NodeId(1)),
+            },
+            entries_with_terms(&[1; 10]),
+        ),
+    ];
+    let mut net = Network::with_logs(logs, |_| {});
+    let meta = SnapshotMeta::new(id(1, 6), [NodeId(1), NodeId(2)]);
+    let image = postcard::to_stdvec(&entries_with_terms(&[1; 6])).unwrap();
+    let now = net.now;
+    let chunk = MessageBody::InstallSnapshot {
+        meta,
+        offset: 0,
+        data: image.into(),
+        done: true,
+    };
+    net.node(2).step(now, msg(1, 2, 1, chunk)).unwrap();
+    // Before the driver stores and installs it, the leader's commit index reaches 10.
+    let heartbeat = MessageBody::Heartbeat {
+        leader_commit: LogIndex(10),
+        round: 1,
+        freshness: None,
+    };
+    net.node(2).step(now, msg(1, 2, 1, heartbeat)).unwrap();
+    net.drive(NodeId(2)); // the contract checker refuses an install over entries 7..=10
+    assert_eq!(net.peek(2).applied_index(), LogIndex(10));
+    assert_eq!(
+        net.applied[&NodeId(2)].len(),
+        10,
+        "each entry applied once, in order"
+    );
+}
