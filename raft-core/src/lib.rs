@@ -26,7 +26,8 @@
 //!   inflight window, in messages and bytes.
 //! * `quorum` — majority and joint-majority arithmetic over match indexes, rounds and votes.
 //! * `lease` — heartbeat rounds, their majority acknowledgement, and the leader lease.
-//! * `reads` — the queue of reads waiting for confirmation and apply.
+//! * `reads` — the queue of reads a leader is confirming (its own and its followers'), and the
+//!   reads a follower forwarded to its leader.
 //! * [`Actions`] — the output batch, whose documentation lists the driver's duties in order;
 //!   `contract` checks, in debug builds, that every executor of it (the node, the test harness,
 //!   the simulator) keeps those duties.

@@ -232,7 +232,7 @@ impl<SS: SnapshotStore> Snapshots<SS> {
             .as_ref()
             .is_none_or(|(m, _)| m.last.index < meta.last.index)
         {
-            self.latest = Some((meta.clone(), reader_offset(&reader)));
+            self.latest = Some((meta.clone(), reader.bytes_read()));
         }
         Ok(())
     }
@@ -245,15 +245,10 @@ impl<SS: SnapshotStore> Snapshots<SS> {
     ) -> Result<(), Error> {
         for read in reads {
             let max_bytes = read.max_bytes.min(self.chunk_bytes);
-            // A newer image may have replaced the one being sent (a build finished): read it
-            // from its start, and the protocol starts the transfer over with it.
-            let latest = self.store.latest().await.map_err(Error::storage)?;
-            let offset = if latest.is_some_and(|m| m.last == read.snapshot) {
-                read.offset
-            } else {
-                0
-            };
-            match self.store.read(offset, max_bytes).await {
+            // A newer image may have replaced the one being sent (a build finished): a chunk of
+            // it makes the protocol start the transfer over with it, and an offset past its end
+            // fails the read, which starts the transfer over too.
+            match self.store.read(read.offset, max_bytes).await {
                 Ok(chunk) => raft.snapshot_read(
                     read.to,
                     chunk.meta,
@@ -279,10 +274,6 @@ impl<SS: SnapshotStore> Snapshots<SS> {
             }
         }
     }
-}
-
-fn reader_offset(reader: &SnapshotReader<'_>) -> u64 {
-    reader.bytes_read()
 }
 
 /// Writes the image from `source` into `writer` and finishes it; returns its size.
