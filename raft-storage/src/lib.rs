@@ -23,3 +23,4 @@ mod wal;
 
 pub use memory::MemLogStore;
 pub use snapshots::MemSnapshotStore;
+pub use wal::{FileLogOptions, FileLogStore};
