@@ -33,20 +33,12 @@
 //! entry is made durable first. A crash between the two steps leaves segments that the next
 //! open deletes.
 //!
-//! # Recovery
-//!
-//! Segments are read in order and their records replayed; where the records of a segment stop
-//! is decided by the table in [`super::record`]. A missing segment between two present ones, a
-//! segment with a damaged header, or entries missing between the log start and the first
-//! entry replayed are corruption: the store refuses to open and names the file. A torn write
-//! at the tail of the last segment is cut off and zeroed before anything else is written.
-//! After a failed write or sync the store is *poisoned*: what the operating system kept is
-//! unknown, so it refuses every later write until it is reopened from what is durable.
+//! Recovery is in [`super::recovery`], preallocation and rollover in [`super::segment`].
 
-use super::fs::{File, Fs, Open, temporary_of};
-use super::meta::{FORMAT_VERSION, Meta, MetaError};
-use super::record::{self, Kind, Verdict};
-use super::segment::{self, HeaderError};
+use super::fs::{File, Fs};
+use super::meta::Meta;
+use super::record::{self, Kind};
+use super::segment;
 use raft_core::node::{Recovered, StorageError};
 use raft_core::{Entry, EntryData, EntryId, HardState, LogIndex, NodeId, Payload, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -60,9 +52,6 @@ pub(crate) const META_FILE: &str = "meta";
 /// The name of the segment being preallocated.
 pub(crate) const SPARE_FILE: &str = "spare.tmp";
 
-/// Bytes of zeros written per step while preallocating a segment.
-const FILL_STEP: u64 = 1 << 20;
-
 /// How a log is laid out on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct WalOptions {
@@ -75,69 +64,69 @@ pub(crate) struct WalOptions {
 
 /// An open segment.
 #[derive(Debug)]
-struct Segment {
-    file: File,
-    path: PathBuf,
+pub(super) struct Segment {
+    pub(super) file: File,
+    pub(super) path: PathBuf,
 }
 
 /// Where a held entry's record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Position {
-    sequence: u64,
-    offset: u64,
+pub(super) struct Position {
+    pub(super) sequence: u64,
+    pub(super) offset: u64,
     /// Bytes of the whole record, header included.
-    len: u32,
-    term: Term,
+    pub(super) len: u32,
+    pub(super) term: Term,
 }
 
 /// The next segment, being prepared while the log is idle.
 #[derive(Debug)]
-struct Spare {
-    file: File,
-    sequence: u64,
+pub(super) struct Spare {
+    pub(super) file: File,
+    pub(super) sequence: u64,
     /// Bytes written so far (header and zeros).
-    filled: u64,
+    pub(super) filled: u64,
     /// Filled to capacity and synced.
-    ready: bool,
+    pub(super) ready: bool,
 }
 
 /// The write-ahead log of one data directory.
 #[derive(Debug)]
 pub(crate) struct Wal {
-    fs: Fs,
-    dir: PathBuf,
-    options: WalOptions,
+    pub(super) fs: Fs,
+    pub(super) dir: PathBuf,
+    pub(super) options: WalOptions,
     /// Holds the directory's lock for as long as the log is open.
-    _lock: File,
-    meta: Meta,
+    pub(super) _lock: File,
+    pub(super) meta: Meta,
     /// Every segment kept, by sequence number; the last is being written.
-    segments: BTreeMap<u64, Segment>,
-    current: u64,
+    pub(super) segments: BTreeMap<u64, Segment>,
+    pub(super) current: u64,
     /// Where the next staged record goes in the current segment.
-    end: u64,
+    pub(super) end: u64,
     /// Records staged and not written yet; they go at `staged_at` in the current segment.
-    staged: Vec<u8>,
-    staged_at: u64,
+    pub(super) staged: Vec<u8>,
+    pub(super) staged_at: u64,
     /// Something was written to the current segment and not synced.
-    unsynced: bool,
+    pub(super) unsynced: bool,
     /// The records of the entries held, from `meta.log_start.index + 1` on.
-    positions: VecDeque<Position>,
+    pub(super) positions: VecDeque<Position>,
     /// Why the log refuses writes, after a failed write or sync.
-    poisoned: Option<String>,
-    spare: Option<Spare>,
+    pub(super) poisoned: Option<String>,
+    pub(super) spare: Option<Spare>,
     /// Preparing a spare failed once: segments are then created when needed.
-    spare_failed: bool,
+    pub(super) spare_failed: bool,
     /// The entries read at open, handed out by the first [`Wal::recover`].
-    recovered: Option<Vec<Entry>>,
+    pub(super) recovered: Option<Vec<Entry>>,
     /// A reusable buffer for an entry's record body.
-    body: Vec<u8>,
+    pub(super) body: Vec<u8>,
 }
 
-fn corrupt(path: &Path, offset: u64, what: impl std::fmt::Display) -> StorageError {
+pub(super) fn corrupt(path: &Path, offset: u64, what: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("{}, offset {offset}: {what}", path.display()))
 }
 
-fn io_at(path: &Path, error: io::Error) -> StorageError {
+pub(super) fn io_at(path: &Path, error: io::Error) -> StorageError {
     StorageError::Io(io::Error::new(
         error.kind(),
         format!("{}: {error}", path.display()),
@@ -166,7 +155,7 @@ fn encode_entry(entry: &Entry, out: &mut Vec<u8>) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn decode_entry(body: &[u8]) -> Option<Entry> {
+pub(super) fn decode_entry(body: &[u8]) -> Option<Entry> {
     let index = LogIndex(u64::from_le_bytes(body.get(..8)?.try_into().ok()?));
     let term = Term(u64::from_le_bytes(body.get(8..16)?.try_into().ok()?));
     let payload = match *body.get(16)? {
@@ -181,264 +170,20 @@ fn decode_entry(body: &[u8]) -> Option<Entry> {
     })
 }
 
-fn decode_truncate(body: &[u8]) -> Option<LogIndex> {
+pub(super) fn decode_truncate(body: &[u8]) -> Option<LogIndex> {
     Some(LogIndex(u64::from_le_bytes(body.try_into().ok()?)))
 }
 
-/// The log being rebuilt from the records, in the order they were written.
-#[derive(Default)]
-struct Replay {
-    positions: VecDeque<Position>,
-    entries: VecDeque<Entry>,
-}
-
-impl Replay {
-    fn first(&self) -> Option<LogIndex> {
-        self.entries.front().map(|e| e.index)
-    }
-
-    /// Removes every entry at or after `from`.
-    fn truncate(&mut self, from: LogIndex) {
-        if let Some(first) = self.first() {
-            let keep = usize::try_from(from.0.saturating_sub(first.0)).unwrap_or(usize::MAX);
-            self.entries.truncate(keep);
-            self.positions.truncate(keep);
-        }
-    }
-
-    /// An entry record: it replaces everything at or after its index. An entry after a gap
-    /// starts the log over (the prefix before it was purged; whether the gap is allowed is
-    /// checked against the log start once every record is read).
-    fn entry(&mut self, entry: Entry, position: Position) {
-        let joins = self
-            .entries
-            .back()
-            .is_some_and(|last| entry.index <= last.index.next());
-        if joins {
-            self.truncate(entry.index);
-        } else {
-            self.entries.clear();
-            self.positions.clear();
-        }
-        self.entries.push_back(entry);
-        self.positions.push_back(position);
-    }
-}
-
 impl Wal {
-    /// Opens (creating when empty) the log in `dir`, recovering what is durable.
-    pub(crate) fn open(fs: Fs, dir: &Path, options: WalOptions) -> Result<Wal, StorageError> {
-        fs.create_dir_all(dir).map_err(|e| io_at(dir, e))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = fs
-            .open(&lock_path, Open::CreateOrKeep)
-            .map_err(|e| io_at(&lock_path, e))?;
-        fs.try_lock(&lock).map_err(|e| io_at(dir, e))?;
-
-        let names = fs.list(dir).map_err(|e| io_at(dir, e))?;
-        let meta_path = dir.join(META_FILE);
-        for leftover in [temporary_of(&meta_path), dir.join(SPARE_FILE)] {
-            if fs.exists(&leftover) {
-                fs.remove_file(&leftover).map_err(|e| io_at(&leftover, e))?;
-            }
-        }
-        let sequences: Vec<u64> = names
-            .iter()
-            .filter_map(|n| segment::parse_name(n))
-            .collect();
-        let meta = if fs.exists(&meta_path) {
-            let data = fs.read(&meta_path).map_err(|e| io_at(&meta_path, e))?;
-            Meta::decode(&data).map_err(|error| match error {
-                MetaError::Version(version) => corrupt(
-                    &meta_path,
-                    8,
-                    format_args!(
-                        "format version {version}; this build reads version {FORMAT_VERSION}"
-                    ),
-                ),
-                MetaError::Corrupt(what) => corrupt(&meta_path, 0, what),
-            })?
-        } else if let Some(&first) = sequences.first() {
-            return Err(corrupt(
-                &dir.join(segment::name(first)),
-                0,
-                "segments without the metadata file",
-            ));
-        } else {
-            let meta = Meta::default();
-            fs.replace(&meta_path, &meta.encode())
-                .map_err(|e| io_at(&meta_path, e))?;
-            meta
-        };
-        for pair in sequences.windows(2) {
-            if pair[1] != pair[0] + 1 {
-                return Err(corrupt(
-                    &dir.join(segment::name(pair[0] + 1)),
-                    0,
-                    format_args!(
-                        "segment missing between {} and {}",
-                        segment::name(pair[0]),
-                        segment::name(pair[1])
-                    ),
-                ));
-            }
-        }
-
-        let mut wal = Wal {
-            fs,
-            dir: dir.to_path_buf(),
-            options,
-            _lock: lock,
-            meta,
-            segments: BTreeMap::new(),
-            current: 0,
-            end: segment::HEADER_BYTES,
-            staged: Vec::new(),
-            staged_at: segment::HEADER_BYTES,
-            unsynced: false,
-            positions: VecDeque::new(),
-            poisoned: None,
-            spare: None,
-            spare_failed: false,
-            recovered: None,
-            body: Vec::new(),
-        };
-        let mut replay = Replay::default();
-        for (i, &sequence) in sequences.iter().enumerate() {
-            let last = i + 1 == sequences.len();
-            wal.replay_segment(sequence, last, &mut replay)?;
-        }
-        if sequences.is_empty() {
-            wal.current = 0;
-            wal.open_next_segment()?;
-        }
-        wal.finish_recovery(replay)?;
-        wal.collect_garbage();
-        Ok(wal)
-    }
-
-    /// Reads segment `sequence`, replays its records, and when it is the last one makes it
-    /// the segment being written (cutting off a torn write at its tail).
-    fn replay_segment(
-        &mut self,
-        sequence: u64,
-        last: bool,
-        replay: &mut Replay,
-    ) -> Result<(), StorageError> {
-        let fs = self.fs;
-        let path = self.dir.join(segment::name(sequence));
-        let file = fs.open(&path, Open::Write).map_err(|e| io_at(&path, e))?;
-        let data = file.read_all().map_err(|e| io_at(&path, e))?;
-        segment::check_header(&data, sequence).map_err(|error| match error {
-            HeaderError::Version(version) => corrupt(
-                &path,
-                8,
-                format_args!("format version {version}; this build reads version {FORMAT_VERSION}"),
-            ),
-            HeaderError::Corrupt(what) => corrupt(&path, 0, what),
-            HeaderError::Sequence(found) => {
-                corrupt(&path, 16, format_args!("the header of segment {found}"))
-            }
-        })?;
-        let start = segment::HEADER_BYTES as usize;
-        let records = &data[start..];
-        let scan = record::scan(records, last);
-        for record in &scan.records {
-            let offset = (start + record.offset) as u64;
-            let len = (record::HEADER_BYTES + record.body.len()) as u32;
-            match record.kind {
-                Kind::Entry => {
-                    let entry = decode_entry(record.body).ok_or_else(|| {
-                        corrupt(&path, offset, "an entry record that does not decode")
-                    })?;
-                    let position = Position {
-                        sequence,
-                        offset,
-                        len,
-                        term: entry.term,
-                    };
-                    replay.entry(entry, position);
-                }
-                Kind::Truncate => {
-                    let from = decode_truncate(record.body).ok_or_else(|| {
-                        corrupt(&path, offset, "a truncation record that does not decode")
-                    })?;
-                    replay.truncate(from);
-                }
-            }
-        }
-        let end = match scan.stop {
-            None => data.len(),
-            Some((at, _, Verdict::End)) => start + at,
-            Some((at, finding, Verdict::Cut)) => {
-                let cut = start + at;
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = cut,
-                    ?finding,
-                    "cutting off a torn write at the end of the log"
-                );
-                // Zero what the torn write left, so nothing of it can be read as a record
-                // once new records are written over the start of it.
-                let dirty_end = data.iter().rposition(|&b| b != 0).map_or(cut, |p| p + 1);
-                if dirty_end > cut {
-                    let zeros = vec![0u8; dirty_end - cut];
-                    file.write_all_at(&zeros, cut as u64)
-                        .and_then(|()| file.sync_data())
-                        .map_err(|e| io_at(&path, e))?;
-                }
-                cut
-            }
-            Some((at, finding, Verdict::Corrupt)) => {
-                return Err(corrupt(
-                    &path,
-                    (start + at) as u64,
-                    format_args!("{finding:?}"),
-                ));
-            }
-        };
-        if last {
-            self.current = sequence;
-            self.end = end as u64;
-            self.staged_at = end as u64;
-        }
-        self.segments.insert(sequence, Segment { file, path });
-        Ok(())
-    }
-
-    /// Applies the log start to what was replayed and keeps the result.
-    fn finish_recovery(&mut self, mut replay: Replay) -> Result<(), StorageError> {
-        let start = self.meta.log_start.index;
-        while replay.first().is_some_and(|first| first <= start) {
-            replay.entries.pop_front();
-            replay.positions.pop_front();
-        }
-        if let Some(first) = replay.first()
-            && first != start.next()
-        {
-            let sequence = replay.positions.front().map_or(0, |p| p.sequence);
-            return Err(corrupt(
-                &self.dir.join(segment::name(sequence)),
-                0,
-                format_args!(
-                    "the log starts after {start} but the first entry found is {first}: entries are missing"
-                ),
-            ));
-        }
-        self.positions = replay.positions;
-        self.recovered = Some(replay.entries.into());
-        Ok(())
-    }
-
-    fn first(&self) -> LogIndex {
+    pub(super) fn first(&self) -> LogIndex {
         self.meta.log_start.index.next()
     }
 
-    fn last(&self) -> LogIndex {
+    pub(super) fn last(&self) -> LogIndex {
         LogIndex(self.meta.log_start.index.0 + self.positions.len() as u64)
     }
 
-    fn check_poisoned(&self) -> Result<(), StorageError> {
+    pub(super) fn check_poisoned(&self) -> Result<(), StorageError> {
         match &self.poisoned {
             Some(reason) => Err(StorageError::Poisoned(reason.clone())),
             None => Ok(()),
@@ -446,21 +191,21 @@ impl Wal {
     }
 
     /// Poisons the log after a failed write or sync and returns the error.
-    fn poison(&mut self, path: &Path, error: io::Error) -> StorageError {
+    pub(super) fn poison(&mut self, path: &Path, error: io::Error) -> StorageError {
         let error = io_at(path, error);
         tracing::error!(%error, "write-ahead log poisoned: it refuses writes until reopened");
         self.poisoned = Some(error.to_string());
         error
     }
 
-    fn current_segment(&self) -> Result<&Segment, StorageError> {
+    pub(super) fn current_segment(&self) -> Result<&Segment, StorageError> {
         self.segments
             .get(&self.current)
             .ok_or_else(|| StorageError::Poisoned(format!("segment {} is not open", self.current)))
     }
 
     /// Writes what is staged (not yet durable).
-    fn flush(&mut self) -> Result<(), StorageError> {
+    pub(super) fn flush(&mut self) -> Result<(), StorageError> {
         if self.staged.is_empty() {
             return Ok(());
         }
@@ -494,55 +239,9 @@ impl Wal {
         Ok(())
     }
 
-    /// Seals the current segment (everything in it durable) and starts the next.
-    fn roll_over(&mut self) -> Result<(), StorageError> {
-        self.sync()?;
-        self.open_next_segment()
-    }
-
-    /// Puts segment `current + 1` in place, from the prepared spare when it is ready, and
-    /// makes it the one being written.
-    fn open_next_segment(&mut self) -> Result<(), StorageError> {
-        let fs = self.fs;
-        let sequence = self.current + 1;
-        let path = self.dir.join(segment::name(sequence));
-        let spare_path = self.dir.join(SPARE_FILE);
-        let result = (|| {
-            let file = match self.spare.take() {
-                Some(spare) if spare.ready && spare.sequence == sequence => spare.file,
-                unready => {
-                    drop(unready);
-                    if fs.exists(&spare_path) {
-                        fs.remove_file(&spare_path)?;
-                    }
-                    let file = fs.open(&spare_path, Open::CreateNew)?;
-                    file.write_all_at(&segment::header(sequence), 0)?;
-                    file.sync_data()?;
-                    file
-                }
-            };
-            fs.rename(&spare_path, &path)?;
-            fs.sync_dir(&self.dir)?;
-            // Opened again under its new name: the simulated filesystem's handles follow
-            // names, not files.
-            drop(file);
-            fs.open(&path, Open::Write)
-        })();
-        match result {
-            Ok(file) => {
-                self.segments.insert(sequence, Segment { file, path });
-                self.current = sequence;
-                self.end = segment::HEADER_BYTES;
-                self.staged_at = segment::HEADER_BYTES;
-                Ok(())
-            }
-            Err(error) => Err(self.poison(&path, error)),
-        }
-    }
-
     /// Stages one record, rolling over to a new segment when it does not fit; returns where
     /// it goes.
-    fn stage(&mut self, kind: Kind, body: &[u8]) -> Result<(u64, u32), StorageError> {
+    pub(super) fn stage(&mut self, kind: Kind, body: &[u8]) -> Result<(u64, u32), StorageError> {
         let len = (record::HEADER_BYTES + body.len()) as u64;
         if self.end + len > self.options.segment_bytes && self.end > segment::HEADER_BYTES {
             self.roll_over()?;
@@ -558,7 +257,7 @@ impl Wal {
     }
 
     /// Replaces the metadata file, after making durable everything staged before it.
-    fn write_meta(&mut self, meta: Meta) -> Result<(), StorageError> {
+    pub(super) fn write_meta(&mut self, meta: Meta) -> Result<(), StorageError> {
         self.sync()?;
         let path = self.dir.join(META_FILE);
         if let Err(error) = self.fs.replace(&path, &meta.encode()) {
@@ -620,7 +319,7 @@ impl Wal {
         result
     }
 
-    fn truncate_positions(&mut self, from: LogIndex) {
+    pub(super) fn truncate_positions(&mut self, from: LogIndex) {
         let keep = usize::try_from(from.0.saturating_sub(self.first().0)).unwrap_or(usize::MAX);
         self.positions.truncate(keep);
     }
@@ -675,7 +374,7 @@ impl Wal {
         self.write_meta(meta)
     }
 
-    fn position(&self, index: LogIndex) -> Option<Position> {
+    pub(super) fn position(&self, index: LogIndex) -> Option<Position> {
         let at = index.0.checked_sub(self.first().0)?;
         self.positions.get(usize::try_from(at).ok()?).copied()
     }
@@ -744,7 +443,7 @@ impl Wal {
 
     /// Deletes the segments before the one holding the first entry (never the current one).
     /// A segment that cannot be deleted now is tried again at the next purge or open.
-    fn collect_garbage(&mut self) {
+    pub(super) fn collect_garbage(&mut self) {
         let keep_from = self
             .positions
             .front()
@@ -761,66 +460,5 @@ impl Wal {
                 break;
             }
         }
-    }
-
-    /// Whether preallocating the next segment has work left.
-    pub(crate) fn wants_to_prepare(&self) -> bool {
-        self.options.preallocate
-            && !self.spare_failed
-            && self.poisoned.is_none()
-            && self.spare.as_ref().is_none_or(|s| !s.ready)
-    }
-
-    /// Does one step of preallocating the next segment: at most [`FILL_STEP`] bytes of zeros.
-    /// Called while no operation waits. A failure only means the next segment is created
-    /// when it is needed, without preallocation.
-    pub(crate) fn prepare_step(&mut self) {
-        if !self.wants_to_prepare() {
-            return;
-        }
-        let fs = self.fs;
-        let path = self.dir.join(SPARE_FILE);
-        let capacity = self.options.segment_bytes.max(segment::HEADER_BYTES);
-        let sequence = self.current + 1;
-        let result = (|| {
-            let spare = match &mut self.spare {
-                Some(spare) => spare,
-                empty => {
-                    if fs.exists(&path) {
-                        fs.remove_file(&path)?;
-                    }
-                    let file = fs.open(&path, Open::CreateNew)?;
-                    file.write_all_at(&segment::header(sequence), 0)?;
-                    empty.insert(Spare {
-                        file,
-                        sequence,
-                        filled: segment::HEADER_BYTES,
-                        ready: false,
-                    })
-                }
-            };
-            if spare.filled < capacity {
-                let step = FILL_STEP.min(capacity - spare.filled);
-                let zeros = vec![0u8; step as usize];
-                spare.file.write_all_at(&zeros, spare.filled)?;
-                spare.filled += step;
-            }
-            if spare.filled >= capacity {
-                spare.file.sync_data()?;
-                spare.ready = true;
-            }
-            io::Result::Ok(())
-        })();
-        if let Err(error) = result {
-            tracing::warn!(file = %path.display(), %error, "could not preallocate the next segment");
-            self.spare = None;
-            self.spare_failed = true;
-        }
-    }
-
-    /// The files this log has open, for tests: the segments' sequence numbers.
-    #[cfg(test)]
-    pub(crate) fn segment_numbers(&self) -> Vec<u64> {
-        self.segments.keys().copied().collect()
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod fs;
 pub(crate) mod log;
 pub(crate) mod meta;
 pub(crate) mod record;
+pub(crate) mod recovery;
 pub(crate) mod segment;
 pub(crate) mod store;
 

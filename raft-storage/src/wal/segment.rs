@@ -10,7 +10,14 @@
 //! zeros up to its capacity) before it is used, so appending overwrites allocated space and an
 //! `fdatasync` has no file size to update; zeros after the records are where they end.
 
+use super::fs::Open;
+use super::log::{SPARE_FILE, Segment, Spare, Wal};
 use super::meta::{FORMAT_VERSION, Reader};
+use raft_core::node::StorageError;
+use std::io;
+
+/// Bytes of zeros written per step while preallocating a segment.
+const FILL_STEP: u64 = 1 << 20;
 
 /// Bytes of a segment's header; records start after it.
 pub(crate) const HEADER_BYTES: u64 = 32;
@@ -80,6 +87,109 @@ pub(crate) fn check_header(data: &[u8], sequence: u64) -> Result<(), HeaderError
         return Err(HeaderError::Sequence(found));
     }
     Ok(())
+}
+
+impl Wal {
+    /// Seals the current segment (everything in it durable) and starts the next.
+    pub(super) fn roll_over(&mut self) -> Result<(), StorageError> {
+        self.sync()?;
+        self.open_next_segment()
+    }
+
+    /// Puts segment `current + 1` in place, from the prepared spare when it is ready, and
+    /// makes it the one being written.
+    pub(super) fn open_next_segment(&mut self) -> Result<(), StorageError> {
+        let fs = self.fs;
+        let sequence = self.current + 1;
+        let path = self.dir.join(name(sequence));
+        let spare_path = self.dir.join(SPARE_FILE);
+        let result = (|| {
+            let file = match self.spare.take() {
+                Some(spare) if spare.ready && spare.sequence == sequence => spare.file,
+                unready => {
+                    drop(unready);
+                    if fs.exists(&spare_path) {
+                        fs.remove_file(&spare_path)?;
+                    }
+                    let file = fs.open(&spare_path, Open::CreateNew)?;
+                    file.write_all_at(&header(sequence), 0)?;
+                    file.sync_data()?;
+                    file
+                }
+            };
+            fs.rename(&spare_path, &path)?;
+            fs.sync_dir(&self.dir)?;
+            // Opened again under its new name: the simulated filesystem's handles follow
+            // names, not files.
+            drop(file);
+            fs.open(&path, Open::Write)
+        })();
+        match result {
+            Ok(file) => {
+                self.segments.insert(sequence, Segment { file, path });
+                self.current = sequence;
+                self.end = HEADER_BYTES;
+                self.staged_at = HEADER_BYTES;
+                Ok(())
+            }
+            Err(error) => Err(self.poison(&path, error)),
+        }
+    }
+
+    /// Whether preallocating the next segment has work left.
+    pub(crate) fn wants_to_prepare(&self) -> bool {
+        self.options.preallocate
+            && !self.spare_failed
+            && self.poisoned.is_none()
+            && self.spare.as_ref().is_none_or(|s| !s.ready)
+    }
+
+    /// Does one step of preallocating the next segment: at most [`FILL_STEP`] bytes of zeros.
+    /// Called while no operation waits. A failure only means the next segment is created
+    /// when it is needed, without preallocation.
+    pub(crate) fn prepare_step(&mut self) {
+        if !self.wants_to_prepare() {
+            return;
+        }
+        let fs = self.fs;
+        let path = self.dir.join(SPARE_FILE);
+        let capacity = self.options.segment_bytes.max(HEADER_BYTES);
+        let sequence = self.current + 1;
+        let result = (|| {
+            let spare = match &mut self.spare {
+                Some(spare) => spare,
+                empty => {
+                    if fs.exists(&path) {
+                        fs.remove_file(&path)?;
+                    }
+                    let file = fs.open(&path, Open::CreateNew)?;
+                    file.write_all_at(&header(sequence), 0)?;
+                    empty.insert(Spare {
+                        file,
+                        sequence,
+                        filled: HEADER_BYTES,
+                        ready: false,
+                    })
+                }
+            };
+            if spare.filled < capacity {
+                let step = FILL_STEP.min(capacity - spare.filled);
+                let zeros = vec![0u8; step as usize];
+                spare.file.write_all_at(&zeros, spare.filled)?;
+                spare.filled += step;
+            }
+            if spare.filled >= capacity {
+                spare.file.sync_data()?;
+                spare.ready = true;
+            }
+            io::Result::Ok(())
+        })();
+        if let Err(error) = result {
+            tracing::warn!(file = %path.display(), %error, "could not preallocate the next segment");
+            self.spare = None;
+            self.spare_failed = true;
+        }
+    }
 }
 
 #[cfg(test)]
