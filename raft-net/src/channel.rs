@@ -98,10 +98,11 @@ impl Transport for ChannelTransport {
             return;
         };
         for message in messages {
-            if message.from == self.from && !registry.cut.contains(&(message.from, message.to)) {
-                if let Some(inbox) = registry.inboxes.get(&message.to) {
-                    let _ = inbox.deliver(message);
-                }
+            if message.from == self.from
+                && !registry.cut.contains(&(message.from, message.to))
+                && let Some(inbox) = registry.inboxes.get(&message.to)
+            {
+                let _ = inbox.deliver(message);
             }
         }
     }

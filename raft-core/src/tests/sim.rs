@@ -513,15 +513,14 @@ impl Sim {
                 || actions.purge.is_some()
                 || !actions.snapshot_writes.is_empty()
             {
-                if let Some(first) = actions.entries.first() {
-                    if first.index
+                if let Some(first) = actions.entries.first()
+                    && first.index
                         <= self.nodes[&id]
                             .disk_entries
                             .last()
                             .map_or(LogIndex(0), |e| e.index)
-                    {
-                        self.stats.truncations += 1;
-                    }
+                {
+                    self.stats.truncations += 1;
                 }
                 self.nodes
                     .get_mut(&id)
@@ -935,11 +934,11 @@ impl Sim {
             }
             43..=49 => {
                 // One-way: a random directed link drops everything.
-                if let (Some(a), Some(b)) = (self.pick(&ids), self.pick(&ids)) {
-                    if a != b {
-                        self.blocked.insert((a, b));
-                        self.trace(format_args!("block {a} -> {b}"));
-                    }
+                if let (Some(a), Some(b)) = (self.pick(&ids), self.pick(&ids))
+                    && a != b
+                {
+                    self.blocked.insert((a, b));
+                    self.trace(format_args!("block {a} -> {b}"));
                 }
             }
             50..=64 => {
@@ -950,10 +949,10 @@ impl Sim {
             65..=71 => {
                 // Crash a live node, keeping a majority alive most of the time.
                 let live = self.live();
-                if live.len() * 2 > ids.len() + 1 || self.percent(20) {
-                    if let Some(id) = self.pick(&live) {
-                        self.crash(id);
-                    }
+                if (live.len() * 2 > ids.len() + 1 || self.percent(20))
+                    && let Some(id) = self.pick(&live)
+                {
+                    self.crash(id);
                 }
             }
             72..=76 => {
@@ -984,12 +983,12 @@ impl Sim {
             }
             92..=94 => {
                 // A latency spike on one link, both ways, longer than a lease.
-                if let (Some(a), Some(b)) = (self.pick(&ids), self.pick(&ids)) {
-                    if a != b {
-                        self.slow.insert((a, b));
-                        self.slow.insert((b, a));
-                        self.trace(format_args!("slow {a} <-> {b}"));
-                    }
+                if let (Some(a), Some(b)) = (self.pick(&ids), self.pick(&ids))
+                    && a != b
+                {
+                    self.slow.insert((a, b));
+                    self.slow.insert((b, a));
+                    self.trace(format_args!("slow {a} <-> {b}"));
                 }
             }
             _ => {
@@ -1004,10 +1003,10 @@ impl Sim {
                     } else {
                         others
                     };
-                    if let Some(to) = self.pick(&pool) {
-                        if self.transfer(leader, to)? {
-                            self.stats.transfers += 1;
-                        }
+                    if let Some(to) = self.pick(&pool)
+                        && self.transfer(leader, to)?
+                    {
+                        self.stats.transfers += 1;
                     }
                 }
             }
@@ -1155,14 +1154,14 @@ impl Sim {
         // Now and then, crash a leader that has committed entries its own disk does not hold
         // yet: legal (a majority of followers holds them), and the moment a leader that counted
         // itself too early would lose a committed entry (dissertation §10.2.1).
-        if self.percent(3) {
-            if let Some(leader) = self.leader() {
-                let raft = self.nodes[&leader].raft.as_ref().unwrap();
-                if raft.commit_index() > raft.log().persisted {
-                    self.trace(format_args!("crash {leader} ahead of its disk"));
-                    self.crash(leader);
-                    return self.check_invariants();
-                }
+        if self.percent(3)
+            && let Some(leader) = self.leader()
+        {
+            let raft = self.nodes[&leader].raft.as_ref().unwrap();
+            if raft.commit_index() > raft.log().persisted {
+                self.trace(format_args!("crash {leader} ahead of its disk"));
+                self.crash(leader);
+                return self.check_invariants();
             }
         }
         match self.rng.range(0, 100) {
@@ -1398,19 +1397,19 @@ impl Sim {
                     proposal = None; // lost in a change of leader: propose again
                 }
             }
-            if proposal.is_none() {
-                if let Some(leader) = self.leader() {
-                    let raft = self.nodes.get_mut(&leader).unwrap().raft.as_mut().unwrap();
-                    let result = raft.propose(Bytes::from_static(b"liveness"));
-                    if std::env::var_os("RAFT_SIM_TRACE").is_some() {
-                        eprintln!("liveness propose: {result:?}");
-                    }
-                    self.check_refusal(leader, &result)?;
-                    if let Ok(entry) = result {
-                        proposal = Some((leader, entry));
-                    }
-                    self.drive(leader)?;
+            if proposal.is_none()
+                && let Some(leader) = self.leader()
+            {
+                let raft = self.nodes.get_mut(&leader).unwrap().raft.as_mut().unwrap();
+                let result = raft.propose(Bytes::from_static(b"liveness"));
+                if std::env::var_os("RAFT_SIM_TRACE").is_some() {
+                    eprintln!("liveness propose: {result:?}");
                 }
+                self.check_refusal(leader, &result)?;
+                if let Ok(entry) = result {
+                    proposal = Some((leader, entry));
+                }
+                self.drive(leader)?;
             }
         }
         Err(format!(

@@ -190,14 +190,13 @@ impl Sim {
                 return Ok(());
             }
             let msg = entry.remove();
-            if let MessageBody::HeartbeatResponse { round, .. } = msg.body {
-                if let Some(&(term, latest)) = net.latest_round.get(&msg.to) {
-                    if term == msg.term && round > 0 {
-                        let in_flight = latest.saturating_sub(round);
-                        self.stats.max_rounds_in_flight =
-                            self.stats.max_rounds_in_flight.max(in_flight);
-                    }
-                }
+            if let MessageBody::HeartbeatResponse { round, .. } = msg.body
+                && let Some(&(term, latest)) = net.latest_round.get(&msg.to)
+                && term == msg.term
+                && round > 0
+            {
+                let in_flight = latest.saturating_sub(round);
+                self.stats.max_rounds_in_flight = self.stats.max_rounds_in_flight.max(in_flight);
             }
             self.deliver(msg)?;
         }
