@@ -102,6 +102,9 @@ pub(crate) struct Wal {
     /// Every segment kept, by sequence number; the last is being written.
     pub(super) segments: BTreeMap<u64, Segment>,
     pub(super) current: u64,
+    /// Bytes of the current segment known to be allocated (written and synced, zeros or
+    /// records); preallocation fills it up to the segment's capacity.
+    pub(super) current_filled: u64,
     /// Where the next staged record goes in the current segment.
     pub(super) end: u64,
     /// Records staged and not written yet; they go at `staged_at` in the current segment.

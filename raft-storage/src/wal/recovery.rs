@@ -128,6 +128,7 @@ impl Wal {
             meta,
             segments: BTreeMap::new(),
             current: 0,
+            current_filled: 0,
             end: segment::HEADER_BYTES,
             staged: Vec::new(),
             staged_at: segment::HEADER_BYTES,
@@ -235,6 +236,7 @@ impl Wal {
         };
         if last {
             self.current = sequence;
+            self.current_filled = data.len() as u64;
             self.end = end as u64;
             self.staged_at = end as u64;
         }

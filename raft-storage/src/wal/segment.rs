@@ -103,9 +103,13 @@ impl Wal {
         let sequence = self.current + 1;
         let path = self.dir.join(name(sequence));
         let spare_path = self.dir.join(SPARE_FILE);
+        let mut filled = HEADER_BYTES;
         let result = (|| {
             let file = match self.spare.take() {
-                Some(spare) if spare.ready && spare.sequence == sequence => spare.file,
+                Some(spare) if spare.ready && spare.sequence == sequence => {
+                    filled = spare.filled;
+                    spare.file
+                }
                 unready => {
                     drop(unready);
                     if fs.exists(&spare_path) {
@@ -128,6 +132,7 @@ impl Wal {
             Ok(file) => {
                 self.segments.insert(sequence, Segment { file, path });
                 self.current = sequence;
+                self.current_filled = filled;
                 self.end = HEADER_BYTES;
                 self.staged_at = HEADER_BYTES;
                 Ok(())
@@ -136,24 +141,54 @@ impl Wal {
         }
     }
 
-    /// Whether preallocating the next segment has work left.
+    /// Whether preallocating has work left: the segment being written (when it was created
+    /// without a spare), or the next one.
     pub(crate) fn wants_to_prepare(&self) -> bool {
         self.options.preallocate
-            && !self.spare_failed
             && self.poisoned.is_none()
-            && self.spare.as_ref().is_none_or(|s| !s.ready)
+            && (self.current_filled < self.capacity()
+                || (!self.spare_failed && self.spare.as_ref().is_none_or(|s| !s.ready)))
     }
 
-    /// Does one step of preallocating the next segment: at most [`FILL_STEP`] bytes of zeros.
-    /// Called while no operation waits. A failure only means the next segment is created
-    /// when it is needed, without preallocation.
+    fn capacity(&self) -> u64 {
+        self.options.segment_bytes.max(HEADER_BYTES)
+    }
+
+    /// Does one step of preallocating, at most [`FILL_STEP`] bytes of zeros, synced: first the
+    /// rest of the segment being written, then the next one. Called while no operation waits
+    /// (so nothing is staged, and every record written is synced). A failure to prepare the
+    /// next segment only means it is created when needed, without preallocation; a failure to
+    /// write to the current one poisons the log like any failed write to it.
     pub(crate) fn prepare_step(&mut self) {
         if !self.wants_to_prepare() {
             return;
         }
+        if self.current_filled < self.capacity() && self.staged.is_empty() && !self.unsynced {
+            let from = self.current_filled.max(self.end);
+            let step = FILL_STEP.min(self.capacity().saturating_sub(from));
+            let result = self.current_segment().map(|segment| {
+                let zeros = vec![0u8; step as usize];
+                let written = segment.file.write_all_at(&zeros, from);
+                (
+                    written.and_then(|()| segment.file.sync_data()),
+                    segment.path.clone(),
+                )
+            });
+            match result {
+                Ok((Ok(()), _)) => self.current_filled = from + step,
+                Ok((Err(error), path)) => {
+                    self.poison(&path, error);
+                }
+                Err(_) => self.current_filled = self.capacity(),
+            }
+            return;
+        }
+        if self.spare_failed {
+            return;
+        }
         let fs = self.fs;
         let path = self.dir.join(SPARE_FILE);
-        let capacity = self.options.segment_bytes.max(HEADER_BYTES);
+        let capacity = self.capacity();
         let sequence = self.current + 1;
         let result = (|| {
             let spare = match &mut self.spare {
