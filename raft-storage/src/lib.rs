@@ -18,9 +18,11 @@
 
 pub mod conformance;
 mod memory;
+mod snapshot_files;
 mod snapshots;
 mod wal;
 
 pub use memory::MemLogStore;
+pub use snapshot_files::FileSnapshotStore;
 pub use snapshots::MemSnapshotStore;
 pub use wal::{FileLogOptions, FileLogStore};
