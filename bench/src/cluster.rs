@@ -3,11 +3,15 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use raft_core::node::{Node, NodeConfig, NodeHandle, SnapshotReader, SnapshotSource, StateMachine};
+use raft_core::node::{
+    InboundMessages, LogStore, Node, NodeConfig, NodeHandle, SnapshotReader, SnapshotSource,
+    SnapshotStore, StateMachine,
+};
 use raft_core::{LogIndex, NodeId, Role, SnapshotMeta};
 use raft_net::{ChannelNetwork, Spawner, TcpConfig, TcpTransport, TokioNet};
-use raft_storage::{MemLogStore, MemSnapshotStore};
+use raft_storage::{FileLogStore, FileSnapshotStore, MemLogStore, MemSnapshotStore};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Applies nothing; commands are opaque bytes (`Bytes`, which serde encodes as one length and
@@ -98,10 +102,11 @@ pub struct Cluster {
     /// Nodes whose transport runs but which are started only on `start_node`.
     deferred: BTreeMap<NodeId, (NodeConfig, raft_core::node::InboundMessages)>,
     image_bytes: u64,
+    durable: Option<PathBuf>,
 }
 
 /// How a cluster is set up beyond the library's defaults.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// `Config::max_inflight_appends`.
     pub max_inflight: Option<usize>,
@@ -112,6 +117,9 @@ pub struct Options {
     /// This node's transport starts with the others, but the node itself only on
     /// [`Cluster::start_node`].
     pub deferred: Option<NodeId>,
+    /// Durable stores (`FileLogStore`, `FileSnapshotStore`) in subdirectories of this one,
+    /// instead of the in-memory stores.
+    pub durable: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -145,6 +153,7 @@ impl Cluster {
             tcp: BTreeMap::new(),
             deferred: BTreeMap::new(),
             image_bytes: options.image_bytes,
+            durable: options.durable.clone(),
         };
         let mut inbounds = BTreeMap::new();
         for &id in &ids {
@@ -197,14 +206,42 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Starts a node whose start was deferred, with empty stores.
+    /// Starts a node whose start was deferred, with empty stores (in memory, or in files when
+    /// the cluster is durable).
     pub async fn start_node(&mut self, id: NodeId) -> Result<(), String> {
         let (config, inbound) = self.deferred.remove(&id).ok_or("no such node waiting")?;
         let state_machine = Null {
             applied: 0,
             image_bytes: self.image_bytes,
         };
-        let (store, snapshots) = (MemLogStore::new(), MemSnapshotStore::new());
+        match &self.durable {
+            None => {
+                let (store, snapshots) = (MemLogStore::new(), MemSnapshotStore::new());
+                self.launch(id, config, inbound, state_machine, store, snapshots)
+                    .await
+            }
+            Some(dir) => {
+                let store = FileLogStore::open(dir.join(format!("n{}-log", id.0)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let snapshots = FileSnapshotStore::open(dir.join(format!("n{}-snapshots", id.0)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.launch(id, config, inbound, state_machine, store, snapshots)
+                    .await
+            }
+        }
+    }
+
+    async fn launch(
+        &mut self,
+        id: NodeId,
+        config: NodeConfig,
+        inbound: InboundMessages,
+        state_machine: Null,
+        store: impl LogStore,
+        snapshots: impl SnapshotStore,
+    ) -> Result<(), String> {
         let handle = match self.tcp.get(&id) {
             None => {
                 let transport = self.network.transport(id);

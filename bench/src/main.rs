@@ -9,6 +9,14 @@
 //! * `mem` — in-process transport, in-memory log and state machine, empty commands; a write is
 //!   timed from `propose` until it is applied on the leader.
 //! * `tcp` — the same over loopback TCP (the real transport), with 128-byte payloads by default.
+//! * `tcp-durable` — the same with the durable stores (`FileLogStore`, `FileSnapshotStore`) in
+//!   a scratch directory under `--dir` (the system's temporary directory by default): every
+//!   write is synced to disk on a majority before it is acknowledged.
+//! * `store` — the durable log store alone: `--clients` writers append one entry of
+//!   `--payload` bytes (128) per call and wait until it is durable; group commit syncs the
+//!   writes of all writers waiting together.
+//! * `store-recovery` — writes `--ops` entries of `--payload` bytes to a durable log, then
+//!   times reopening it and reading everything back; reports the disk space per entry.
 //! * `lease-read`, `read-index` — reads on the leader (`Consistency::Lease`, `::Linearizable`).
 //! * `read-index-spread` — linearizable reads spread over every node, clients assigned to the
 //!   nodes in turn: followers ask the leader for a read index and serve the reads themselves.
@@ -21,9 +29,6 @@
 //! * `memory` — resident memory per log entry held by the protocol (`--clients 2`: plus a stored
 //!   copy, as `MemLogStore` keeps), with `--ops` entries of `--payload` bytes.
 //!
-//! `tcp-durable` needs the durable log store, which does not exist yet; the `tcp` case is built
-//! on a store factory so that it can be switched on by adding the store there.
-//!
 //! `--max-inflight` overrides the protocol's window of AppendEntries in flight per follower
 //! (`Config::max_inflight_appends`); every other setting is the library's default.
 //!
@@ -32,6 +37,7 @@
 //! memory (`max_rss_mb`).
 
 mod cluster;
+mod store;
 
 use cluster::{Cluster, Wire};
 use raft_core::node::{Ack, Consistency};
@@ -50,11 +56,12 @@ struct Args {
     max_inflight: Option<usize>,
     image_mb: u64,
     snapshot_every: Option<u64>,
+    dir: Option<std::path::PathBuf>,
     json: bool,
 }
 
 fn usage() -> String {
-    "usage: raft-bench --case mem|tcp|lease-read|read-index|read-index-spread|snapshot-stream|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--image-mb N] [--snapshot-every N] [--json]".to_string()
+    "usage: raft-bench --case mem|tcp|tcp-durable|store|store-recovery|lease-read|read-index|read-index-spread|snapshot-stream|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--image-mb N] [--snapshot-every N] [--dir DIR] [--json]".to_string()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -67,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
         max_inflight: None,
         image_mb: 1024,
         snapshot_every: None,
+        dir: None,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -94,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
                 let every = number(value("--snapshot-every")?, "--snapshot-every")?;
                 args.snapshot_every = Some(every);
             }
+            "--dir" => args.dir = Some(value("--dir")?.into()),
             "--json" => args.json = true,
             "--help" | "-h" => return Err(usage()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
@@ -336,7 +345,7 @@ async fn failover(args: &Args) -> Result<Measured, String> {
 
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`), or `None` elsewhere.
 /// The process's peak resident memory so far, in MiB (0 where `/proc` does not say).
-fn max_rss_mb() -> u64 {
+pub(crate) fn max_rss_mb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -503,9 +512,15 @@ async fn run(args: Args) -> Result<(), String> {
             cluster.shutdown().await;
             (measured, payload)
         }
-        "tcp" => {
+        "tcp" | "tcp-durable" => {
             let payload = args.payload.unwrap_or(128);
-            let cluster = Cluster::start(Wire::Tcp, args.nodes, 1, args.max_inflight).await?;
+            let scratch = store::Scratch::new(&args, "tcp-durable")?;
+            let options = cluster::Options {
+                max_inflight: args.max_inflight,
+                durable: (args.case == "tcp-durable").then(|| scratch.path().to_path_buf()),
+                ..cluster::Options::default()
+            };
+            let cluster = Cluster::start_with(Wire::Tcp, args.nodes, 1, options).await?;
             let before = cluster.tcp_messages_sent();
             let measured = drive(&cluster, &args, payload, Load::Write).await?;
             let messages = cluster.tcp_messages_sent() - before;
@@ -515,6 +530,13 @@ async fn run(args: Args) -> Result<(), String> {
             }
             cluster.shutdown().await;
             (measured, payload)
+        }
+        "store" => {
+            let payload = args.payload.unwrap_or(128);
+            (store::store(&args, payload).await?, payload)
+        }
+        "store-recovery" => {
+            return store::recovery(&args, args.payload.unwrap_or(128)).await;
         }
         "lease-read" | "read-index" => {
             let consistency = if args.case == "lease-read" {
@@ -537,9 +559,6 @@ async fn run(args: Args) -> Result<(), String> {
         "snapshot-stream" => return snapshot_stream(&args).await,
         "failover" => (failover(&args).await?, 16),
         "memory" => return memory(&args),
-        "tcp-durable" => {
-            return Err("tcp-durable needs the durable log store, which is not built yet; run `--case tcp` (same cluster, in-memory store)".into());
-        }
         other => return Err(format!("unknown case {other}\n{}", usage())),
     };
     Report::new(&args, payload, report).print(args.json);
