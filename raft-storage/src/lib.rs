@@ -2,6 +2,13 @@
 //!
 //! Implementations of [`raft_core::node::LogStore`] and [`raft_core::node::SnapshotStore`]:
 //!
+//! * [`FileLogStore`] keeps the log and the hard state durably in a data directory: a
+//!   segmented write-ahead log of checksummed records, with group commit (every operation
+//!   waiting when its writer thread is free goes out with one write and one `fdatasync`),
+//!   crash recovery that cuts off a torn write at the tail and refuses any other damage with
+//!   an error naming the file and the offset, and poisoning after a failed sync.
+//! * [`FileSnapshotStore`] keeps snapshot images durably, one checksummed file each, finished
+//!   by `fsync` and rename.
 //! * [`MemLogStore`] keeps the log and the hard state in memory. A clone shares the same
 //!   contents, so a test can "restart" a node on the very store it used before, which is how
 //!   crash-and-restart is simulated without a disk. Its writes are durable for as long as the
@@ -15,6 +22,11 @@
 //! rewrite, truncation, purging a prefix and where the log then starts, refused gaps);
 //! [`conformance::snapshots`] checks a `SnapshotStore` (chunked round trips, unfinished images
 //! staying invisible, the newest image winning, durability across a restart).
+//!
+//! The file stores' formats, their recovery decision table and what a write costs are in
+//! `docs/storage.md`. With the feature `turmoil` they also run on turmoil's simulated
+//! filesystem (`FileLogStore::open_simulated`, `FileSnapshotStore::open_simulated`),
+//! where a simulated crash loses what was not synced.
 
 pub mod conformance;
 mod memory;
