@@ -52,8 +52,17 @@ pub async fn store(args: &Args, payload: usize) -> Result<Measured, String> {
     let next = Arc::new(Mutex::new(1u64));
     let remaining = Arc::new(Mutex::new(args.ops));
     let data: Arc<[u8]> = vec![0x5a; payload].into();
-    // Let the writer thread preallocate the first spare segment before timing starts.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Time a store that has been open a while: its writer has preallocated the segment it
+    // writes and the next one (the spare is complete shortly before it is synced).
+    let spare = scratch.path().join("spare.tmp");
+    let full = raft_storage::FileLogOptions::default().segment_bytes;
+    for _ in 0..200 {
+        if std::fs::metadata(&spare).is_ok_and(|m| m.len() >= full) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {

@@ -17,7 +17,7 @@ use raft_core::node::StorageError;
 use std::io;
 
 /// Bytes of zeros written per step while preallocating a segment.
-const FILL_STEP: u64 = 1 << 20;
+const FILL_STEP: u64 = 256 << 10;
 
 /// Bytes of a segment's header; records start after it.
 pub(crate) const HEADER_BYTES: u64 = 32;

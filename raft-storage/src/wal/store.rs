@@ -11,6 +11,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The most operations one group commit takes before it syncs.
@@ -223,18 +224,22 @@ fn run_group(wal: &mut Wal, commands: impl IntoIterator<Item = Command>) {
     }
 }
 
+/// How long the writer must have been idle before it spends time preallocating: under a
+/// steady load it never is, and segments are then created when needed.
+const IDLE_BEFORE_PREPARING: Duration = Duration::from_millis(1);
+
 /// The writer thread: waits for operations, takes every one already queued as one group,
-/// and while nothing waits prepares the next segment.
+/// and after a moment with nothing to do prepares the next segment, a step at a time.
 fn writer_loop(mut wal: Wal, commands: mpsc::Receiver<Command>) {
     loop {
         let first = if wal.wants_to_prepare() {
-            match commands.try_recv() {
+            match commands.recv_timeout(IDLE_BEFORE_PREPARING) {
                 Ok(command) => command,
-                Err(mpsc::TryRecvError::Empty) => {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     wal.prepare_step();
                     continue;
                 }
-                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         } else {
             match commands.recv() {
