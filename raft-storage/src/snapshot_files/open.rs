@@ -1,0 +1,125 @@
+//! Opening a store: creating its directory durably, locking it, and recovering from a crash
+//! (deleting `.partial` files, checking every image, keeping only the latest).
+
+use super::header::read_header;
+use super::names::{LOCK_FILE, Name, classify};
+use super::{FileSnapshotStore, Image, Shared, State, corrupt, io_at, remove_if_present};
+use crate::wal::fs::{Fs, Open};
+use raft_core::node::StorageError;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+/// Creates `dir` and the missing directories above it, durably: each one's entry in its
+/// parent is synced.
+fn create_dir_durably(fs: Fs, dir: &Path) -> Result<(), StorageError> {
+    let mut missing = Vec::new();
+    let mut current = dir;
+    while !fs.exists(current) {
+        missing.push(current);
+        match current.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => current = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(dir)
+        .map_err(io_at("creating the directory", dir))?;
+    // From the top down, so that each directory's entry is synced once it is in place.
+    for created in missing.into_iter().rev() {
+        let parent = crate::wal::fs::parent_of(created);
+        fs.sync_dir(parent)
+            .map_err(io_at("syncing the directory", parent))?;
+    }
+    Ok(())
+}
+
+fn open_image(fs: Fs, path: PathBuf) -> Result<Image, StorageError> {
+    let file = fs
+        .open(&path, Open::Read)
+        .map_err(io_at("opening", &path))?;
+    let header = read_header(&file, &path)?;
+    Ok(Image {
+        path,
+        header,
+        file,
+        checked: Mutex::new((0, 0)),
+    })
+}
+
+pub(super) fn open_on(fs: Fs, dir: PathBuf) -> Result<FileSnapshotStore, StorageError> {
+    create_dir_durably(fs, &dir)?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock_file = fs
+        .open(&lock_path, Open::CreateOrKeep)
+        .map_err(io_at("opening", &lock_path))?;
+    fs.try_lock(&lock_file)
+        .map_err(io_at("locking", &lock_path))?;
+
+    let mut changed = false;
+    let mut images = Vec::new();
+    for name in fs.list(&dir).map_err(io_at("listing", &dir))? {
+        let path = dir.join(&name);
+        match classify(&name) {
+            Name::Partial => {
+                // An image whose writing a crash interrupted: never finished, never visible.
+                remove_if_present(fs, &path)?;
+                changed = true;
+            }
+            Name::Image(named) => {
+                let image = open_image(fs, path)?;
+                if image.header.meta.last != named {
+                    let last = image.header.meta.last;
+                    return Err(corrupt(
+                        &image.path,
+                        format!(
+                            "its name says index {} term {}, its header index {} term {}",
+                            named.index.0, named.term.0, last.index.0, last.term.0
+                        ),
+                    ));
+                }
+                images.push(image);
+            }
+            Name::Malformed => {
+                return Err(corrupt(
+                    &path,
+                    "named like a snapshot, but the name does not parse",
+                ));
+            }
+            Name::Other => {}
+        }
+    }
+    images.sort_by_key(|image| (image.header.meta.last.index, image.header.meta.last.term));
+    let latest = images.pop();
+    if !images.is_empty() {
+        // A crash came between a newer image's rename and the removal of the older: make the
+        // rename durable before removing anything.
+        fs.sync_dir(&dir)
+            .map_err(io_at("syncing the directory", &dir))?;
+        for older in images {
+            let Image { path, file, .. } = older;
+            drop(file);
+            remove_if_present(fs, &path)?;
+        }
+        changed = true;
+    }
+    if changed {
+        fs.sync_dir(&dir)
+            .map_err(io_at("syncing the directory", &dir))?;
+    }
+    Ok(FileSnapshotStore {
+        shared: Arc::new(Shared {
+            fs,
+            dir,
+            state: Mutex::new(State {
+                latest: latest.map(Arc::new),
+                poisoned: None,
+            }),
+            finishing: Mutex::new(()),
+            next_partial: AtomicU64::new(0),
+            _lock: lock_file,
+        }),
+    })
+}
