@@ -55,8 +55,8 @@
 //! [`MemSnapshotStore`]: crate::MemSnapshotStore
 
 use raft_core::node::{
-    LogStore, Recovered, SnapshotChunk, SnapshotStore, SnapshotWriter, StorageError,
-    StorageErrorKind,
+    Failover, FailoverTrigger, LogStore, Recovered, SnapshotChunk, SnapshotStore, SnapshotWriter,
+    StorageError, StorageErrorKind,
 };
 use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId, Payload, SnapshotMeta, Term};
 use std::collections::BTreeSet;
@@ -94,6 +94,7 @@ where
     purge_at_diverged_entry_discards_the_rest(&open, 16).await;
     purge_beyond_last_entry_empties_the_log(&open, 17).await;
     purge_at_or_before_start_changes_nothing(&open, 18).await;
+    failovers_survive_reopen(&open, 19).await;
 }
 
 /// A store never written to recovers the default hard state (term 0, no vote), no entries and
@@ -870,6 +871,86 @@ where
         "recovered around save_voters",
         &recovered.entries,
         &commands(2, 1..=3),
+    );
+}
+
+/// The history of leadership changes saved last is recovered after a restart, whole and in
+/// order, and saving it changes nothing else.
+///
+/// Why: operators read the failover history (`Status::failovers`) to learn when and why
+/// leadership moved; a node that forgets it on restart hides the failovers that caused the
+/// restart. (A store that keeps the trait's default, which saves nothing, fails this check;
+/// run the others one by one.)
+///
+/// # Panics
+///
+/// If the recovered history is not the last saved, other state changes, or the store fails.
+pub async fn failovers_survive_reopen<S, F, Fut>(open: F, location: u32)
+where
+    S: LogStore,
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = S>,
+{
+    const CHECK: &str = "failovers_survive_reopen";
+    let first = Failover::new(Term(1), None, NodeId(1), FailoverTrigger::Election, 150);
+    let mut second = Failover::new(
+        Term(3),
+        Some(NodeId(1)),
+        NodeId(2),
+        FailoverTrigger::Observed,
+        4_000,
+    );
+    second.new_leader_unapplied_entries = Some(7);
+    let third = Failover::new(
+        Term(4),
+        Some(NodeId(2)),
+        NodeId(3),
+        FailoverTrigger::Transfer,
+        9_000,
+    );
+
+    let (mut store, _) = open_and_recover(&open, location, CHECK).await;
+    let vote = hard_state(4, Some(3));
+    succeeds(
+        CHECK,
+        "writing entries 1..=2 with a hard state",
+        store.write(Some(vote), commands(4, 1..=2)).await,
+    );
+    succeeds(
+        CHECK,
+        "save_failovers(two changes)",
+        store.save_failovers(&[first.clone(), second.clone()]).await,
+    );
+    let (mut store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_eq(
+        CHECK,
+        "the history saved is recovered",
+        &recovered.failovers,
+        &vec![first, second.clone()],
+    );
+    succeeds(
+        CHECK,
+        "save_failovers(a later history, replacing the first)",
+        store.save_failovers(&[second.clone(), third.clone()]).await,
+    );
+    let (_store, recovered) = restart(store, &open, location, CHECK).await;
+    expect_eq(
+        CHECK,
+        "the history saved last is recovered",
+        &recovered.failovers,
+        &vec![second, third],
+    );
+    expect_eq(
+        CHECK,
+        "save_failovers keeps the hard state",
+        &recovered.hard_state,
+        &vote,
+    );
+    expect_entries(
+        CHECK,
+        "recovered around save_failovers",
+        &recovered.entries,
+        &commands(4, 1..=2),
     );
 }
 

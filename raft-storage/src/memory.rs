@@ -1,7 +1,7 @@
 //! The in-memory log store.
 
 use async_trait::async_trait;
-use raft_core::node::{LogStore, Recovered, StorageError};
+use raft_core::node::{Failover, LogStore, Recovered, StorageError};
 use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +16,7 @@ struct Contents {
     voters: Option<BTreeSet<NodeId>>,
     /// The entry before the first one held (the last purged).
     log_start: EntryId,
+    failovers: Vec<Failover>,
 }
 
 /// A [`LogStore`] in memory. Clones share the same contents.
@@ -67,6 +68,7 @@ impl LogStore for MemLogStore {
             contents.voters.clone(),
         );
         recovered.log_start = contents.log_start;
+        recovered.failovers = contents.failovers.clone();
         Ok(recovered)
     }
 
@@ -150,6 +152,11 @@ impl LogStore for MemLogStore {
 
     async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError> {
         self.lock()?.voters = Some(voters.clone());
+        Ok(())
+    }
+
+    async fn save_failovers(&mut self, history: &[Failover]) -> Result<(), StorageError> {
+        self.lock()?.failovers = history.to_vec();
         Ok(())
     }
 }

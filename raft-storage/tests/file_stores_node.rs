@@ -1,6 +1,6 @@
 //! Three nodes on the durable stores, in one process: they replicate, take snapshots and purge
 //! their logs, are all stopped, and start again from their directories with every
-//! acknowledged write in place, and keep serving.
+//! acknowledged write and their failover history in place, and keep serving.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -121,6 +121,17 @@ async fn a_cluster_on_file_stores_restarts_with_every_acknowledged_write() {
 
     let nodes = start(root.path()).await;
     let second = leader(&nodes).await;
+    // The failover history of the first run was kept, and is told apart from this run's.
+    for node in &nodes {
+        let history = node.status().failovers;
+        assert!(
+            history
+                .iter()
+                .any(|f| f.earlier_run && f.new_leader == first.id()),
+            "{}: {history:?}",
+            node.id()
+        );
+    }
     let read = second.query(Consistency::Linearizable, ()).await.unwrap();
     let (total, count) = read.response;
     assert_eq!(

@@ -130,6 +130,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
                 &raft,
                 config.failover_history,
                 config.max_replication_lag,
+                recovered.failovers,
             ),
             raft,
             state_machine,
@@ -248,6 +249,11 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
                 .publish_status(&self.raft, self.clock, stopping, snapshot, || {
                     transport.peer_connections()
                 });
+            if let Some(history) = self.publisher.failovers_to_save()
+                && let Err(error) = self.store.save_failovers(&history).await
+            {
+                self.fail_storage(Error::storage(error));
+            }
             if let Some(waiters) = self.stop.take() {
                 self.fail_everything(Error::Shutdown);
                 info!("node stopped");

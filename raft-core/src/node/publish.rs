@@ -46,6 +46,8 @@ pub(super) struct Publisher {
     failovers: VecDeque<Failover>,
     /// How many leadership changes `failovers` keeps.
     failover_history: usize,
+    /// A change was recorded since the history was last handed to the store.
+    failovers_unsaved: bool,
     /// What the last published status said of role, term and leader (to detect changes).
     last_seen: Seen,
     /// Whether the lease held at the last publication (to log when it is gained or lost).
@@ -62,18 +64,39 @@ impl Publisher {
         raft: &Raft,
         failover_history: usize,
         max_replication_lag: Duration,
+        recovered: Vec<Failover>,
     ) -> Self {
+        // The history of earlier runs, marked as such, the most recent kept.
+        let keep = failover_history.max(1);
+        let skip = recovered.len().saturating_sub(keep);
+        let failovers = recovered
+            .into_iter()
+            .skip(skip)
+            .map(|mut failover| {
+                failover.earlier_run = true;
+                failover
+            })
+            .collect();
         Publisher {
             status_tx,
             built_at: Time(0),
             dirty: true,
-            failovers: VecDeque::new(),
+            failovers,
             failover_history,
+            failovers_unsaved: false,
             last_seen: Seen::of(raft),
             lease_held: false,
             out_of_sync: BTreeSet::new(),
             max_replication_lag,
         }
+    }
+
+    /// The history to hand to the store, when it changed since it was last handed over.
+    pub(super) fn failovers_to_save(&mut self) -> Option<Vec<Failover>> {
+        if !std::mem::take(&mut self.failovers_unsaved) {
+            return None;
+        }
+        Some(self.failovers.iter().cloned().collect())
     }
 
     /// When the loop must wake at the latest, given that the protocol needs it at `wake_at`:
@@ -230,7 +253,9 @@ impl Publisher {
             trigger,
             at_ms: now.0,
             new_leader_unapplied_entries: unapplied,
+            earlier_run: false,
         });
+        self.failovers_unsaved = true;
     }
 }
 

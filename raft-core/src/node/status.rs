@@ -121,4 +121,33 @@ pub struct Failover {
     /// When this node is the new leader: how many entries it held that its state machine had
     /// not applied when it took office (what it had to catch up on before serving reads).
     pub new_leader_unapplied_entries: Option<u64>,
+    /// Seen before this node last restarted, and recovered from its [`LogStore`]
+    /// (see [`LogStore::save_failovers`]); `at_ms` then counts from the start of that earlier
+    /// run, not this one.
+    ///
+    /// [`LogStore`]: crate::node::LogStore
+    /// [`LogStore::save_failovers`]: crate::node::LogStore::save_failovers
+    pub earlier_run: bool,
+}
+
+impl Failover {
+    /// A change of leader to `new_leader` in `term`, seen `at_ms` after the node started (for
+    /// stores that rebuild the history they saved; the node records its own).
+    pub fn new(
+        term: Term,
+        old_leader: Option<NodeId>,
+        new_leader: NodeId,
+        trigger: FailoverTrigger,
+        at_ms: u64,
+    ) -> Failover {
+        Failover {
+            term,
+            old_leader,
+            new_leader,
+            trigger,
+            at_ms,
+            new_leader_unapplied_entries: None,
+            earlier_run: false,
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The three seams a user plugs into: the state machine being replicated, the log's stable
 //! storage, and the network.
 
-use crate::node::PeerConnection;
+use crate::node::{Failover, PeerConnection};
 use crate::{Entry, EntryId, HardState, LogIndex, Message, NodeId, SnapshotMeta};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -251,6 +251,9 @@ pub struct Recovered {
     /// [`LogStore::purge_prefix`] (index 0, term 0 when nothing was purged). Its term is what a
     /// follower's consistency check needs for an append right after it.
     pub log_start: EntryId,
+    /// The history of leadership changes last saved with [`LogStore::save_failovers`], oldest
+    /// first (empty when none was).
+    pub failovers: Vec<Failover>,
 }
 
 impl Recovered {
@@ -267,6 +270,7 @@ impl Recovered {
             entries,
             voters,
             log_start: EntryId::default(),
+            failovers: Vec::new(),
         }
     }
 }
@@ -347,6 +351,17 @@ pub trait LogStore: Send + 'static {
 
     /// Durably records the voting members.
     async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError>;
+
+    /// Durably records the history of leadership changes this node has seen (the most recent
+    /// [`crate::node::NodeConfig::failover_history`]; all of it, replacing what was saved
+    /// before), which [`LogStore::recover`] returns as [`Recovered::failovers`] so that
+    /// [`crate::node::Status::failovers`] survives a restart. The node calls it after each
+    /// change of leader it sees. Nothing in the protocol depends on it: the default keeps
+    /// nothing, and a restarted node's history then starts empty.
+    async fn save_failovers(&mut self, history: &[Failover]) -> Result<(), StorageError> {
+        let _ = history;
+        Ok(())
+    }
 }
 
 /// Where snapshots live (§7): each image is written in chunks, finished atomically, and read

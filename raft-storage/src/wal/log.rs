@@ -39,7 +39,7 @@ use super::fs::{File, Fs};
 use super::meta::Meta;
 use super::record::{self, Kind};
 use super::segment;
-use raft_core::node::{Recovered, StorageError};
+use raft_core::node::{Failover, Recovered, StorageError};
 use raft_core::{Entry, EntryData, EntryId, HardState, LogIndex, NodeId, Payload, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -377,6 +377,16 @@ impl Wal {
         self.write_meta(meta)
     }
 
+    /// Durably records the history of leadership changes.
+    pub(crate) fn save_failovers(&mut self, history: &[Failover]) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        let meta = Meta {
+            failovers: history.to_vec(),
+            ..self.meta.clone()
+        };
+        self.write_meta(meta)
+    }
+
     pub(super) fn position(&self, index: LogIndex) -> Option<Position> {
         let at = index.0.checked_sub(self.first().0)?;
         self.positions.get(usize::try_from(at).ok()?).copied()
@@ -441,6 +451,7 @@ impl Wal {
         };
         let mut recovered = Recovered::new(self.meta.hard_state, entries, self.meta.voters.clone());
         recovered.log_start = self.meta.log_start;
+        recovered.failovers = self.meta.failovers.clone();
         Ok(recovered)
     }
 

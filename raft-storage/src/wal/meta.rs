@@ -4,11 +4,17 @@
 //! ```text
 //! | magic "RAFTMETA" | version: u32 LE | length: u32 LE | crc: u32 LE | body: `length` bytes |
 //! body: term u64 | vote u64 (0: none) | log_start index u64 | log_start term u64 |
-//!       voters saved: u8 (0 or 1) | voter count u32 | voter ids u64 ...
+//!       voters saved: u8 (0 or 1) | voter count u32 | voter ids u64 ... |
+//!       failover count u32 | failovers ...
+//! failover: term u64 | old leader u64 (0: none) | new leader u64 | trigger u8 | at_ms u64 |
+//!           unapplied saved: u8 (0 or 1) | unapplied u64
 //! ```
+//!
+//! Triggers: 0 election, 1 transfer, 2 observed.
 //!
 //! All integers little-endian; `crc` is the CRC-32C of the body.
 
+use raft_core::node::{Failover, FailoverTrigger};
 use raft_core::{EntryId, HardState, LogIndex, NodeId, Term};
 use std::collections::BTreeSet;
 
@@ -28,6 +34,8 @@ pub(crate) struct Meta {
     pub(crate) voters: Option<BTreeSet<NodeId>>,
     /// The last entry purged (index 0 when nothing was).
     pub(crate) log_start: EntryId,
+    /// The history of leadership changes last saved.
+    pub(crate) failovers: Vec<Failover>,
 }
 
 /// Why the metadata file cannot be read.
@@ -57,6 +65,27 @@ impl Meta {
                 body.extend_from_slice(&count.to_le_bytes());
                 for voter in voters.iter().take(count as usize) {
                     body.extend_from_slice(&voter.0.to_le_bytes());
+                }
+            }
+        }
+        let count = u32::try_from(self.failovers.len()).unwrap_or(u32::MAX);
+        body.extend_from_slice(&count.to_le_bytes());
+        for failover in self.failovers.iter().take(count as usize) {
+            body.extend_from_slice(&failover.term.0.to_le_bytes());
+            body.extend_from_slice(&failover.old_leader.map_or(0, |n| n.0).to_le_bytes());
+            body.extend_from_slice(&failover.new_leader.0.to_le_bytes());
+            body.push(match failover.trigger {
+                FailoverTrigger::Election => 0,
+                FailoverTrigger::Transfer => 1,
+                // A cause this format does not know yet is kept as the most general one.
+                _ => 2,
+            });
+            body.extend_from_slice(&failover.at_ms.to_le_bytes());
+            match failover.new_leader_unapplied_entries {
+                None => body.extend_from_slice(&[0; 9]),
+                Some(unapplied) => {
+                    body.push(1);
+                    body.extend_from_slice(&unapplied.to_le_bytes());
                 }
             }
         }
@@ -114,13 +143,40 @@ impl Meta {
             }
             _ => return Err(MetaError::Corrupt("bad voters flag")),
         };
+        let count = reader.u32()?;
+        let mut failovers = Vec::new();
+        for _ in 0..count {
+            let term = Term(reader.u64()?);
+            let old_leader = match reader.u64()? {
+                0 => None,
+                id => Some(NodeId(id)),
+            };
+            let new_leader = NodeId(reader.u64()?);
+            let trigger = match reader.u8()? {
+                0 => FailoverTrigger::Election,
+                1 => FailoverTrigger::Transfer,
+                2 => FailoverTrigger::Observed,
+                _ => return Err(MetaError::Corrupt("unknown failover trigger")),
+            };
+            let at_ms = reader.u64()?;
+            let saved = reader.u8()?;
+            let unapplied = reader.u64()?;
+            let mut failover = Failover::new(term, old_leader, new_leader, trigger, at_ms);
+            failover.new_leader_unapplied_entries = match saved {
+                0 => None,
+                1 => Some(unapplied),
+                _ => return Err(MetaError::Corrupt("bad unapplied flag")),
+            };
+            failovers.push(failover);
+        }
         if reader.at != body.len() {
-            return Err(MetaError::Corrupt("bytes after the voters"));
+            return Err(MetaError::Corrupt("bytes after the failovers"));
         }
         Ok(Meta {
             hard_state: HardState { term, vote },
             voters,
             log_start,
+            failovers,
         })
     }
 }
@@ -171,6 +227,20 @@ mod tests {
                 index: LogIndex(100),
                 term: Term(6),
             },
+            failovers: vec![
+                Failover::new(Term(5), None, NodeId(2), FailoverTrigger::Election, 10),
+                {
+                    let mut f = Failover::new(
+                        Term(7),
+                        Some(NodeId(2)),
+                        NodeId(3),
+                        FailoverTrigger::Transfer,
+                        999,
+                    );
+                    f.new_leader_unapplied_entries = Some(4);
+                    f
+                },
+            ],
         }
     }
 

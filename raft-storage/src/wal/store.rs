@@ -3,7 +3,7 @@
 use super::fs::Fs;
 use super::log::{Wal, WalOptions};
 use async_trait::async_trait;
-use raft_core::node::{LogStore, Recovered, StorageError};
+use raft_core::node::{Failover, LogStore, Recovered, StorageError};
 use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId};
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -153,6 +153,10 @@ enum Command {
         voters: BTreeSet<NodeId>,
         reply: Reply<()>,
     },
+    SaveFailovers {
+        history: Vec<Failover>,
+        reply: Reply<()>,
+    },
     Read {
         from: LogIndex,
         to: LogIndex,
@@ -181,6 +185,9 @@ impl Command {
             Command::Truncate { from, reply } => Done::Write(reply, wal.truncate_suffix(from)),
             Command::Purge { up_to, reply } => Done::Write(reply, wal.purge_prefix(up_to)),
             Command::SaveVoters { voters, reply } => Done::Write(reply, wal.save_voters(&voters)),
+            Command::SaveFailovers { history, reply } => {
+                Done::Write(reply, wal.save_failovers(&history))
+            }
             Command::Read { from, to, reply } => Done::Entries(reply, wal.read(from, to)),
             Command::Recover { reply } => Done::Recovered(reply, wal.recover()),
         }
@@ -392,6 +399,12 @@ impl LogStore for FileLogStore {
     async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError> {
         let voters = voters.clone();
         self.call(move |reply| Command::SaveVoters { voters, reply })
+            .await
+    }
+
+    async fn save_failovers(&mut self, history: &[Failover]) -> Result<(), StorageError> {
+        let history = history.to_vec();
+        self.call(move |reply| Command::SaveFailovers { history, reply })
             .await
     }
 }
