@@ -5,7 +5,7 @@
 //! ```text
 //! dir/LOCK                                               held while the store is open
 //! dir/snapshot-{index:020}-{term:020}.snap               a complete image (normally one)
-//! dir/snapshot-{index:020}-{term:020}-{n}.partial        an image being written
+//! dir/snapshot-{index:020}-{term:020}-{pid}-{n}.partial  an image being written
 //! ```
 //!
 //! An image file is a header followed by the image's bytes:
@@ -56,7 +56,6 @@ use raft_core::node::{SnapshotChunk, SnapshotStore, SnapshotWriter, StorageError
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use writer::FileSnapshotWriter;
 
@@ -132,8 +131,6 @@ struct Shared {
     /// Serializes the finishing of images (check, rename, sync, swap). Taken only on the
     /// blocking pool, or inline on the simulation's thread.
     finishing: Mutex<()>,
-    /// Numbers the `.partial` files.
-    next_partial: AtomicU64,
     /// The locked `LOCK` file; the lock goes when the last holder of `Shared` does.
     _lock: File,
 }
@@ -150,8 +147,8 @@ struct Image {
     path: PathBuf,
     header: Header,
     file: File,
-    /// How far the image was read from its start, and the CRC of those bytes, to check the
-    /// image CRC when a reader gets to its end.
+    /// How far the image was read from its start (by all its readers together), and the CRC
+    /// of those bytes, to check the image CRC when a reader gets to its end.
     checked: Mutex<(u64, u32)>,
 }
 
@@ -326,23 +323,30 @@ fn read_chunk(image: &Image, offset: u64, len: usize) -> Result<Vec<u8>, Storage
             ),
         ));
     }
+    // The CRC of the image's first `through` bytes, extended by every read that reaches past
+    // them. The bytes at an offset never change, so reads of any sizes, by any number of
+    // readers, in any order, extend the same prefix; and a reader that reads the image from its
+    // start to its end has extended it to the end by its last chunk, whatever other readers did
+    // in between (another one starting over from offset 0 included).
     let mut checked = lock(&image.checked)?;
-    if offset == 0 {
-        *checked = (0, 0);
-    }
     let (through, crc) = &mut *checked;
-    if *through == offset {
-        *crc = crc32c::crc32c_append(*crc, &data);
-        *through += len as u64;
-        if *through == header.image_len && *crc != header.image_crc {
-            return Err(corrupt(
-                &image.path,
-                format!(
-                    "image checksum mismatch (stored {:#010x}, computed {:#010x})",
-                    header.image_crc, crc
-                ),
-            ));
-        }
+    let end = offset + len as u64;
+    if offset <= *through && *through < end {
+        let unchecked = usize::try_from(*through - offset)
+            .ok()
+            .and_then(|from| data.get(from..))
+            .unwrap_or_default();
+        *crc = crc32c::crc32c_append(*crc, unchecked);
+        *through = end;
+    }
+    if end == header.image_len && *through == header.image_len && *crc != header.image_crc {
+        return Err(corrupt(
+            &image.path,
+            format!(
+                "image checksum mismatch (stored {:#010x}, computed {:#010x})",
+                header.image_crc, crc
+            ),
+        ));
     }
     Ok(data)
 }

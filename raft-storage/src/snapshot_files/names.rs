@@ -16,10 +16,17 @@ pub(super) fn image_name(last: EntryId) -> String {
     )
 }
 
+/// The `.partial` file of an image being written: `number` is unique within the process, and
+/// the name holds the process's id. A dropped writer's file is removed on the blocking pool,
+/// which may be after the store (and with it the directory's lock) is gone; a name no other
+/// store will ever use again means that late removal can only take the writer's own file, never
+/// one of a store opened on the directory since, in this process or another.
 pub(super) fn partial_name(last: EntryId, number: u64) -> String {
     format!(
-        "{PREFIX}{:020}-{:020}-{number}{PARTIAL_SUFFIX}",
-        last.index.0, last.term.0
+        "{PREFIX}{:020}-{:020}-{}-{number}{PARTIAL_SUFFIX}",
+        last.index.0,
+        last.term.0,
+        std::process::id()
     )
 }
 

@@ -7,7 +7,6 @@ use super::{FileSnapshotStore, Image, Shared, State, corrupt, io_at, remove_if_p
 use crate::wal::fs::{Fs, Open};
 use raft_core::node::StorageError;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 /// Creates `dir` and the missing directories above it, durably: each one's entry in its
@@ -118,7 +117,6 @@ pub(super) fn open_on(fs: Fs, dir: PathBuf) -> Result<FileSnapshotStore, Storage
                 poisoned: None,
             }),
             finishing: Mutex::new(()),
-            next_partial: AtomicU64::new(0),
             _lock: lock_file,
         }),
     })

@@ -11,8 +11,11 @@ use raft_core::SnapshotMeta;
 use raft_core::node::{SnapshotWriter, StorageError};
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Numbers the `.partial` files of every store in the process (see [`partial_name`]).
+static NEXT_PARTIAL: AtomicU64 = AtomicU64::new(0);
 
 /// An image being written to its `.partial` file.
 pub(super) struct FileSnapshotWriter {
@@ -39,12 +42,12 @@ impl FileSnapshotWriter {
         let (path, file) = run(shared.fs, {
             let shared = Arc::clone(shared);
             move || {
-                // Numbers are unique within the store, and the directory is the store's alone
-                // (leftovers are deleted at open); a clash is retried with the next number
-                // anyway.
+                // Names are unique within the process and hold its id, and the directory is the
+                // store's alone (leftovers are deleted at open); a clash is retried with the
+                // next number anyway.
                 let mut attempts = 0;
                 loop {
-                    let number = shared.next_partial.fetch_add(1, Ordering::Relaxed);
+                    let number = NEXT_PARTIAL.fetch_add(1, Ordering::Relaxed);
                     let path = shared.dir.join(partial_name(last, number));
                     match shared.fs.open(&path, Open::CreateNew) {
                         Ok(file) => return Ok((path, file)),
@@ -132,7 +135,9 @@ impl SnapshotWriter for FileSnapshotWriter {
 
 impl Drop for FileSnapshotWriter {
     /// Removes the `.partial` file of an image that was not finished (best effort: a file left
-    /// behind is deleted when the store is next opened).
+    /// behind is deleted when the store is next opened). On the blocking pool this may run after
+    /// the store and the directory's lock are gone; no other file ever has this one's name (see
+    /// [`partial_name`]), so it removes nothing else.
     fn drop(&mut self) {
         let Some(path) = self.path.take() else {
             return;
@@ -159,6 +164,15 @@ impl Drop for FileSnapshotWriter {
                 }
             }
         }
+    }
+}
+
+/// Cuts `file` off (or extends it) to `len` bytes.
+fn set_len(file: &File, len: u64) -> io::Result<()> {
+    match file {
+        File::Real(file) => file.set_len(len),
+        #[cfg(feature = "turmoil")]
+        File::Simulated(file) => file.set_len(len),
     }
 }
 
@@ -195,9 +209,12 @@ impl Finishing {
             error
         };
 
-        // 1. The image, then its header, durable under the temporary name.
+        // 1. The image, then its header, durable under the temporary name. A write that failed
+        // half-way may have left bytes past the image's end: cut them off, or the file would
+        // be longer than its header says, and refused at open.
         let synced = file
             .write_all_at(&header, 0)
+            .and_then(|()| set_len(&file, header.len() as u64 + image_len))
             .and_then(|()| file.sync_all())
             .map_err(io_at("writing and syncing", &partial));
         drop(file);
