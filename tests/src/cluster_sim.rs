@@ -23,7 +23,15 @@
 //!   node entered after the first leader's, which must be the win of a transfer's target within
 //!   its timeout; and every transfer to a target the leader had just heard from, which must
 //!   complete within that timeout;
-//! * whether, once the faults stop, a leader is elected and a write succeeds within a bound.
+//! * whether, once the faults stop, a leader is elected and a write succeeds within a bound;
+//! * every write acknowledged with `Ack::Quorum` (its index, term and command), and every
+//!   command any node applied, by index ([`Applied`](crate::kv::Applied)). Once the run is over every host is
+//!   crashed and restarted to read its stores back instead of running its node; each
+//!   acknowledged write must then be on a majority of them: in the log at its index with its
+//!   term and command, or covered by the latest snapshot, whose image must be the map the
+//!   applied commands up to its last index make. No two nodes (or incarnations of one) may have
+//!   applied different commands at one index, and the command applied at an acknowledged
+//!   write's index must be that write's.
 //!
 //! The random nemesis ([`Scenario::Faults`](crate::cluster_sim::Scenario::Faults)) partitions the cluster (majority/minority,
 //! one-way, leader isolated), holds and releases links, adds latency spikes and message loss
@@ -45,14 +53,34 @@
 //! acknowledged after the follower came back must then be readable on it (`AtLeast`) within
 //! [`CATCH_UP_MS`](crate::cluster_sim::CATCH_UP_MS). A run also counts the snapshots it saw taken, sent and installed (see
 //! [`SimOutcome`](crate::cluster_sim::SimOutcome)).
+//!
+//! Where the nodes keep their logs and snapshots is [`SimConfig::storage`](crate::cluster_sim::SimConfig::storage): in memory, kept by
+//! the harness across crashes ([`Storage::Memory`](crate::cluster_sim::Storage::Memory), every scenario but one), or in the durable
+//! file stores on the host's simulated filesystem ([`Storage::SimulatedDisk`](crate::cluster_sim::Storage::SimulatedDisk): turmoil's
+//! `unstable-fs`, through raft-storage's `turmoil` feature), opened by the host's software each
+//! time it starts, so that `sim.crash` loses what the stores had not synced. Emptying a node's
+//! stores (the catch-up scenario) replaces them with new ones in memory, and removes every file
+//! under `/raft` (durably) on the simulated disk, when the host restarts. The disk-crash nemesis
+//! ([`Scenario::DiskCrashes`](crate::cluster_sim::Scenario::DiskCrashes)) crashes hosts at random points while clients write
+//! heavily and the nodes snapshot every few dozen entries into small log segments, and restarts
+//! them on what their disks kept. The stores do their simulated I/O inline on the simulation's
+//! thread, so a run stays reproducible from its seed, and a crash lands between two store
+//! operations, never inside one: what it can lose is what a store left unsynced when an
+//! operation returned (a snapshot being received chunk by chunk, or anything a store
+//! acknowledged without syncing it).
 
-use crate::kv::{KvCommand, KvResponse, KvStore};
+use crate::kv::{Applied, KvCommand, KvResponse, KvStore};
 use crate::linearizability::{History, Operation, Response};
 use crate::rng::SplitMix64;
-use raft_core::node::{Ack, Consistency, Error, Node, NodeConfig, NodeHandle, Status};
-use raft_core::{LogIndex, NodeId, Role, Term};
+use raft_core::node::{
+    Ack, Consistency, Error, LogStore, Node, NodeConfig, NodeHandle, SnapshotReader, SnapshotStore,
+    StateMachine, Status,
+};
+use raft_core::{EntryId, LogIndex, NodeId, Payload, Role, Term};
 use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
-use raft_storage::{MemLogStore, MemSnapshotStore};
+use raft_storage::{
+    FileLogOptions, FileLogStore, FileSnapshotStore, MemLogStore, MemSnapshotStore,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -102,7 +130,36 @@ pub enum Scenario {
     /// happens until the follower caught up: a write acknowledged after it came back must be
     /// readable on it with `Consistency::AtLeast` within [`CATCH_UP_MS`].
     SnapshotCatchUp,
+    /// The durable stores on turmoil's simulated disk ([`Storage::SimulatedDisk`]), under
+    /// write-heavy clients, a snapshot every 20–50 entries and small log segments (so that
+    /// snapshots are written and segments purged all the time), while hosts are crashed at
+    /// random points, losing what they had not synced, and restarted on what their disk kept:
+    /// a random host or the leader every few dozen to a couple of hundred milliseconds, a node
+    /// right after it took or installed a snapshot, up to a minority at once, and now and then
+    /// every host at once (a power loss). Besides the checks of every run, no acknowledged
+    /// write may be missing from a majority of the disks at the end.
+    DiskCrashes,
 }
+
+/// Where a node's log and snapshots live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// [`MemLogStore`] and [`MemSnapshotStore`], kept by the harness across crashes: a disk
+    /// that never loses anything.
+    Memory,
+    /// [`FileLogStore`] in [`LOG_DIR`] and [`FileSnapshotStore`] in [`SNAPSHOT_DIR`] on the
+    /// host's simulated filesystem, opened by the host's software each time it starts: a crash
+    /// loses what the stores had not synced.
+    SimulatedDisk {
+        /// The log's [`FileLogOptions::segment_bytes`]: small, so that purges delete segments.
+        segment_bytes: u64,
+    },
+}
+
+/// Where a host keeps its log on its simulated disk ([`Storage::SimulatedDisk`]).
+pub const LOG_DIR: &str = "/raft/log";
+/// Where a host keeps its snapshots on its simulated disk ([`Storage::SimulatedDisk`]).
+pub const SNAPSHOT_DIR: &str = "/raft/snapshots";
 
 impl Scenario {
     /// The test of `tests/sim_cluster.rs` that runs this scenario, for the replay command.
@@ -113,6 +170,7 @@ impl Scenario {
             Scenario::Steady => "a_healthy_leader_keeps_its_leadership",
             Scenario::SteadyTransfers => "transfers_in_a_healthy_cluster_complete",
             Scenario::SnapshotCatchUp => "lagging_and_emptied_followers_catch_up_from_snapshots",
+            Scenario::DiskCrashes => "crashed_hosts_keep_every_acknowledged_write",
         }
     }
 
@@ -124,6 +182,7 @@ impl Scenario {
             Scenario::Steady => 0x57_0000_0000,
             Scenario::SteadyTransfers => 0x7F_0000_0000,
             Scenario::SnapshotCatchUp => 0x5C_0000_0000,
+            Scenario::DiskCrashes => 0xD5_0000_0000,
         }
     }
 }
@@ -158,6 +217,8 @@ pub struct SimConfig {
     /// The nodes' [`NodeConfig::snapshot_chunk_bytes`]: the key-value images are a few hundred
     /// bytes at most, so chunks of a few dozen bytes make most images several chunks.
     pub snapshot_chunk_bytes: usize,
+    /// Where the nodes keep their logs and snapshots.
+    pub storage: Storage,
 }
 
 impl SimConfig {
@@ -170,6 +231,8 @@ impl SimConfig {
         let snapshot_every = match scenario {
             // Faster, so the catch-up cut lasts several snapshot periods in a couple of seconds.
             Scenario::SnapshotCatchUp => snapshot_rng.range(20, 100),
+            // Snapshot writes and purges all the time, for crashes to land in.
+            Scenario::DiskCrashes => snapshot_rng.range(20, 51),
             _ => snapshot_rng.range(20, 200),
         };
         let snapshot_keep_entries = snapshot_rng.range(0, 20);
@@ -188,6 +251,7 @@ impl SimConfig {
             snapshot_every,
             snapshot_keep_entries,
             snapshot_chunk_bytes,
+            storage: Storage::Memory,
         };
         match scenario {
             Scenario::Faults => SimConfig {
@@ -247,6 +311,22 @@ impl SimConfig {
                 request_timeout: Duration::from_secs(1),
                 ..base
             },
+            Scenario::DiskCrashes => SimConfig {
+                seed,
+                scenario,
+                nodes: if rng.percent(50) { 3 } else { 5 },
+                clients: rng.range(4, 9),
+                workload: Duration::from_millis(rng.range(3_000, 5_000)),
+                shared_keys: rng.range(2, 5),
+                min_latency_ms: 1,
+                max_latency_ms: rng.range(2, 10),
+                request_timeout: Duration::from_secs(1),
+                storage: Storage::SimulatedDisk {
+                    // A segment holds a few dozen to a couple of hundred entries.
+                    segment_bytes: rng.range(4_096, 16_385),
+                },
+                ..base
+            },
         }
     }
 }
@@ -292,6 +372,23 @@ pub struct SimOutcome {
     pub largest_snapshot_bytes: u64,
     /// The followers checked for catching up ([`Scenario::SnapshotCatchUp`]), in order.
     pub catch_ups: Vec<CatchUp>,
+    /// Hosts crashed by the nemesis (`sim.crash`), each losing what it had not synced under
+    /// [`Storage::SimulatedDisk`].
+    pub crashes: u64,
+    /// Of those, hosts crashed in the step their latest snapshot was seen to move forward
+    /// ([`Scenario::DiskCrashes`]).
+    pub crashes_after_snapshot: u64,
+    /// Times every running host was crashed at once ([`Scenario::DiskCrashes`]).
+    pub power_losses: u64,
+    /// Hosts crashed while a leader was seen sending them a snapshot, its image half written
+    /// ([`Scenario::DiskCrashes`]).
+    pub crashes_during_snapshot_transfer: u64,
+    /// Hosts crashed once the run was over, before their stores were read back for the
+    /// durability check (one per node).
+    pub final_crashes: u64,
+    /// Writes acknowledged with `Ack::Quorum`, each found on a majority of the nodes' stores
+    /// at the end (or reported missing in `violations`).
+    pub acknowledged_writes: u64,
 }
 
 /// How a follower came to be behind, in [`Scenario::SnapshotCatchUp`].
@@ -361,6 +458,40 @@ struct World {
     catch_ups: Vec<CatchUp>,
     /// A catch-up check is running ([`check_catch_up`]).
     checking_catch_up: bool,
+    /// Nodes whose stores are to be emptied when their host next starts.
+    wipe: BTreeSet<NodeId>,
+    /// Every command any node applied, by index.
+    applied: Applied,
+    /// Every write acknowledged with `Ack::Quorum`, in the order the acknowledgements arrived.
+    quorum_acks: Vec<QuorumAck>,
+    /// Nodes whose latest snapshot was seen to move forward at the latest step.
+    just_snapshotted: Vec<NodeId>,
+    /// The run is over: a host that starts reads its stores back into `durable` instead of
+    /// running its node.
+    auditing: bool,
+    /// What each node's stores held once the run was over (or why they could not be read).
+    durable: BTreeMap<NodeId, Result<Durable, String>>,
+}
+
+/// A write acknowledged with `Ack::Quorum`: its command and where the log holds it.
+#[derive(Clone, Debug)]
+struct QuorumAck {
+    index: LogIndex,
+    term: Term,
+    command: KvCommand,
+    at_ms: u64,
+}
+
+/// What a node's stores held once the run was over.
+#[derive(Clone, Debug, Default)]
+struct Durable {
+    /// The entry before the first one the log holds.
+    log_start: EntryId,
+    /// The log's entries: term, and the command (`None` for a blank entry, or a payload that
+    /// is not a command).
+    entries: BTreeMap<LogIndex, (Term, Option<KvCommand>)>,
+    /// The latest snapshot: the last entry it covers, and its image's map.
+    snapshot: Option<(EntryId, BTreeMap<String, String>)>,
 }
 
 /// A snapshot transfer a leader was seen making.
@@ -411,6 +542,19 @@ struct Acknowledged {
 }
 
 impl World {
+    /// Records a write acknowledged with `Ack::Quorum` for the durability check.
+    fn quorum_ack(&mut self, index: LogIndex, term: Term, command: KvCommand) {
+        // Since the simulation started (`now_ms` counts from the client's start).
+        let at_ms =
+            turmoil::sim_elapsed().map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        self.quorum_acks.push(QuorumAck {
+            index,
+            term,
+            command,
+            at_ms,
+        });
+    }
+
     /// Records that a client received the acknowledgement of a write at `index` at `now`.
     fn acknowledged(&mut self, now: u64, index: LogIndex) {
         let ack = match self.acks.last() {
@@ -458,6 +602,139 @@ fn believed_leader(world: &World) -> Option<NodeHandle<KvStore>> {
         .cloned()
 }
 
+/// What a host's software needs to start its node.
+struct NodeSetup {
+    id: NodeId,
+    seed: u64,
+    peers: Vec<(NodeId, String)>,
+    voters: Vec<NodeId>,
+    request_timeout: Duration,
+    snapshot_every: u64,
+    snapshot_keep_entries: u64,
+    snapshot_chunk_bytes: usize,
+}
+
+/// A host's software: runs its node on `store` and `snapshots` until the host is crashed (a
+/// node that stops by itself is a violation), or, once the run is over, reads the stores back
+/// into [`World::durable`].
+async fn start<LS: LogStore, SS: SnapshotStore>(
+    setup: &NodeSetup,
+    world: &Arc<Mutex<World>>,
+    store: LS,
+    snapshots: SS,
+) -> turmoil::Result {
+    let id = setup.id;
+    if lock(world).auditing {
+        let durable = read_durable(store, snapshots).await;
+        lock(world).durable.insert(id, durable);
+        return Ok(());
+    }
+    let (inbox, inbound) = raft_core::node::inbox(4096);
+    let mut tcp = TcpConfig::new(
+        id,
+        CLUSTER_ID,
+        format!("0.0.0.0:{PORT}"),
+        setup.peers.clone(),
+    );
+    tcp.seed = setup.seed ^ id.0;
+    let transport = TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await?;
+    let mut node = NodeConfig::new(id, setup.voters.clone());
+    node.seed = setup.seed.rotate_left(17) ^ id.0 ^ now_ms();
+    node.request_timeout = setup.request_timeout;
+    node.snapshot_every = setup.snapshot_every;
+    node.snapshot_keep_entries = setup.snapshot_keep_entries;
+    node.snapshot_chunk_bytes = setup.snapshot_chunk_bytes;
+    let applied = lock(world).applied.clone();
+    let (handle, task) = Node::create(
+        node,
+        KvStore::recording(id, applied),
+        store,
+        snapshots,
+        transport,
+        inbound,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    lock(world).handles.insert(id, handle.clone());
+    task.await;
+    // Not crashed (that drops this future): the node stopped, after a storage failure.
+    let why = handle.read(Consistency::Lease).await.err();
+    let mut world = lock(world);
+    world.handles.remove(&id);
+    let stopped = format!("{id} stopped by itself at {} ms: {why:?}", now_ms());
+    world.violations.push(stopped);
+    Ok(())
+}
+
+/// Reads back what `store` and `snapshots` hold: the log, and the latest snapshot's image.
+async fn read_durable<LS: LogStore, SS: SnapshotStore>(
+    mut store: LS,
+    mut snapshots: SS,
+) -> Result<Durable, String> {
+    let recovered = store
+        .recover()
+        .await
+        .map_err(|e| format!("recovering the log: {e}"))?;
+    let entries = recovered
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let command = match &entry.payload {
+                Payload::Command(data) => postcard::from_bytes::<KvCommand>(data).ok(),
+                _ => None,
+            };
+            (entry.index, (entry.term, command))
+        })
+        .collect();
+    let snapshot = match snapshots
+        .latest()
+        .await
+        .map_err(|e| format!("reading the latest snapshot: {e}"))?
+    {
+        None => None,
+        Some(meta) => {
+            let mut kv = KvStore::default();
+            let mut image = SnapshotReader::new(&mut snapshots, meta.clone(), 4096);
+            kv.restore(&meta, &mut image)
+                .await
+                .map_err(|e| format!("reading the snapshot at {}: {e}", meta.last.index))?;
+            Some((meta.last, kv.pairs().clone()))
+        }
+    };
+    Ok(Durable {
+        log_start: recovered.log_start,
+        entries,
+        snapshot,
+    })
+}
+
+/// Empties the current host's simulated disk for good: every file and directory under
+/// `/raft` is removed, deepest first, and each removal is made durable by syncing the
+/// directory it was in.
+fn wipe_disk() -> std::io::Result<()> {
+    use turmoil::fs::shim::std::fs;
+    fn remove_under(dir: &std::path::Path) -> std::io::Result<()> {
+        let mut paths: Vec<std::path::PathBuf> = fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        paths.sort();
+        for path in paths {
+            if fs::metadata(&path)?.is_dir() {
+                remove_under(&path)?;
+                fs::remove_dir(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+        fs::sync_dir(dir)
+    }
+    let root = std::path::Path::new("/raft");
+    if !fs::exists(root) {
+        return Ok(());
+    }
+    remove_under(root)
+}
+
 /// Runs one simulation and returns what it observed. Panics only on a harness error (a host
 /// failing to start), never on a protocol violation: those are in the outcome.
 pub fn run(config: &SimConfig) -> SimOutcome {
@@ -482,50 +759,52 @@ pub fn run(config: &SimConfig) -> SimOutcome {
 
     for &id in &ids {
         let world = Arc::clone(&world);
-        let peers: Vec<(NodeId, String)> = ids
-            .iter()
-            .filter(|&&p| p != id)
-            .map(|&p| (p, format!("{}:{PORT}", host(p))))
-            .collect();
-        let seed = config.seed;
-        let request_timeout = config.request_timeout;
-        let (snapshot_every, snapshot_keep_entries, snapshot_chunk_bytes) = (
-            config.snapshot_every,
-            config.snapshot_keep_entries,
-            config.snapshot_chunk_bytes,
-        );
-        let voters = ids.clone();
+        let setup = Arc::new(NodeSetup {
+            id,
+            seed: config.seed,
+            peers: ids
+                .iter()
+                .filter(|&&p| p != id)
+                .map(|&p| (p, format!("{}:{PORT}", host(p))))
+                .collect(),
+            voters: ids.clone(),
+            request_timeout: config.request_timeout,
+            snapshot_every: config.snapshot_every,
+            snapshot_keep_entries: config.snapshot_keep_entries,
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+        });
+        let storage = config.storage;
         sim.host(host(id), move || {
-            // The stores as they are at this (re)start.
-            let (store, snapshots) = lock(&world).stores[&id].clone();
             let world = Arc::clone(&world);
-            let peers = peers.clone();
-            let voters = voters.clone();
+            let setup = Arc::clone(&setup);
             async move {
-                let (inbox, inbound) = raft_core::node::inbox(4096);
-                let mut tcp = TcpConfig::new(id, CLUSTER_ID, format!("0.0.0.0:{PORT}"), peers);
-                tcp.seed = seed ^ id.0;
-                let transport =
-                    TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await?;
-                let mut node = NodeConfig::new(id, voters);
-                node.seed = seed.rotate_left(17) ^ id.0 ^ now_ms();
-                node.request_timeout = request_timeout;
-                node.snapshot_every = snapshot_every;
-                node.snapshot_keep_entries = snapshot_keep_entries;
-                node.snapshot_chunk_bytes = snapshot_chunk_bytes;
-                let (handle, task) = Node::create(
-                    node,
-                    KvStore::default(),
-                    store,
-                    snapshots,
-                    transport,
-                    inbound,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                lock(&world).handles.insert(id, handle);
-                task.await;
-                Ok(())
+                match storage {
+                    Storage::Memory => {
+                        // The stores as they are at this (re)start.
+                        let (store, snapshots) = {
+                            let mut world = lock(&world);
+                            if world.wipe.remove(&id) {
+                                world
+                                    .stores
+                                    .insert(id, (MemLogStore::new(), MemSnapshotStore::new()));
+                            }
+                            world.stores[&id].clone()
+                        };
+                        start(&setup, &world, store, snapshots).await
+                    }
+                    Storage::SimulatedDisk { segment_bytes } => {
+                        if lock(&world).wipe.remove(&id) {
+                            wipe_disk()
+                                .map_err(|e| format!("{id} could not empty its disk: {e}"))?;
+                        }
+                        let options = FileLogOptions::new().segment_bytes(segment_bytes);
+                        let store = FileLogStore::open_simulated(LOG_DIR, options)
+                            .map_err(|e| format!("{id} could not open its log: {e}"))?;
+                        let snapshots = FileSnapshotStore::open_simulated(SNAPSHOT_DIR)
+                            .map_err(|e| format!("{id} could not open its snapshots: {e}"))?;
+                        start(&setup, &world, store, snapshots).await
+                    }
+                }
             }
         });
     }
@@ -588,6 +867,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                         workload_ms = workload_ms.min(now + CATCH_UP_TAIL_MS);
                     }
                 }
+                Scenario::DiskCrashes => nemesis.maybe_crash(&mut sim, &mut rng, &world, now),
             }
         } else if healed_at.is_none() {
             nemesis.heal_all(&mut sim);
@@ -604,6 +884,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             break;
         }
     }
+    let final_crashes = read_back_stores(&mut sim, &world, &ids);
     let mut world = lock(&world);
     check_lease_reads(&mut world);
     check_transfer_refusals(&mut world);
@@ -624,6 +905,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
     if config.scenario == Scenario::SnapshotCatchUp {
         check_catch_ups(&mut world, &nemesis);
     }
+    check_durability(&mut world, ids.len());
     let faults = nemesis.log;
     let mut digest = world.digest;
     for fault in &faults {
@@ -645,7 +927,156 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         snapshot_installs: world.snapshot_installs,
         largest_snapshot_bytes: world.largest_snapshot_bytes,
         catch_ups: std::mem::take(&mut world.catch_ups),
+        crashes: nemesis.crashes,
+        crashes_after_snapshot: nemesis.crashes_after_snapshot,
+        power_losses: nemesis.power_losses,
+        crashes_during_snapshot_transfer: nemesis.crashes_during_snapshot_transfer,
+        final_crashes,
+        acknowledged_writes: world.quorum_acks.len() as u64,
     }
+}
+
+/// Once the run is over, crashes every host (so that what its stores had not synced is lost)
+/// and restarts it to read its stores back into [`World::durable`] instead of running its node.
+/// Returns the number of hosts crashed.
+fn read_back_stores(sim: &mut turmoil::Sim<'_>, world: &Arc<Mutex<World>>, ids: &[NodeId]) -> u64 {
+    {
+        let mut world = lock(world);
+        world.auditing = true;
+        world.handles.clear();
+    }
+    for &id in ids {
+        sim.crash(host(id));
+    }
+    for &id in ids {
+        sim.bounce(host(id));
+    }
+    for _ in 0..1_000 {
+        if lock(world).durable.len() == ids.len() {
+            break;
+        }
+        if let Err(error) = sim.step() {
+            lock(world).violations.push(format!(
+                "simulation error while reading the stores back: {error}"
+            ));
+            break;
+        }
+    }
+    let mut world = lock(world);
+    for &id in ids {
+        world
+            .durable
+            .entry(id)
+            .or_insert_with(|| Err("its stores were not read back".into()));
+    }
+    ids.len() as u64
+}
+
+/// Every write acknowledged with `Ack::Quorum` must be on a majority of the nodes' stores at
+/// the end: in the log (same index, term and command), or covered by the latest snapshot,
+/// whose image must then be the map the applied commands up to its last index make. And no two
+/// nodes may have applied different commands at one index; the command applied at an
+/// acknowledged write's index must be that write's.
+fn check_durability(world: &mut World, nodes: usize) {
+    let applied = world.applied.take();
+    let mut found: Vec<String> = applied
+        .conflicts
+        .iter()
+        .take(5)
+        .map(|c| format!("state machine safety: {c}"))
+        .collect();
+    if applied.conflicts.len() > 5 {
+        found.push(format!(
+            "state machine safety: {} more conflicting applies",
+            applied.conflicts.len() - 5
+        ));
+    }
+    let mut durable = BTreeMap::new();
+    for (&id, read) in &world.durable {
+        match read {
+            Ok(d) => {
+                durable.insert(id, d);
+            }
+            Err(why) => found.push(format!(
+                "durability: {id}'s stores could not be read back: {why}"
+            )),
+        }
+    }
+    // Which nodes' snapshots hold the map the applied commands make up to their last index:
+    // replayed once, in index order.
+    let mut by_last: Vec<(LogIndex, NodeId)> = durable
+        .iter()
+        .filter_map(|(&id, d)| d.snapshot.as_ref().map(|(last, _)| (last.index, id)))
+        .collect();
+    by_last.sort();
+    let mut snapshot_ok = BTreeSet::new();
+    let mut replayed = KvStore::default();
+    let mut commands = applied.commands.iter().peekable();
+    for (last, id) in by_last {
+        while let Some((_, (command, _))) = commands.next_if(|&(&index, _)| index <= last) {
+            replayed.execute(command.clone());
+        }
+        let image = durable[&id].snapshot.as_ref().map(|(_, map)| map);
+        if image == Some(replayed.pairs()) {
+            snapshot_ok.insert(id);
+        } else {
+            found.push(format!(
+                "durability: {id}'s snapshot at {last} is not the map the commands applied up to {last} make: {image:?} against {:?}",
+                replayed.pairs()
+            ));
+        }
+    }
+    let majority = nodes / 2 + 1;
+    let mut missing = Vec::new();
+    for ack in &world.quorum_acks {
+        match applied.commands.get(&ack.index) {
+            Some((command, _)) if *command == ack.command => {}
+            other => found.push(format!(
+                "durability: {:?} was acknowledged at {} ms at {} in {}, but the command applied there is {other:?}",
+                ack.command, ack.at_ms, ack.index, ack.term
+            )),
+        }
+        let holders: Vec<NodeId> = durable
+            .iter()
+            .filter(|(id, d)| {
+                let in_log = d.entries.get(&ack.index).is_some_and(|(term, command)| {
+                    *term == ack.term && command.as_ref() == Some(&ack.command)
+                });
+                let in_snapshot = snapshot_ok.contains(id)
+                    && d.snapshot
+                        .as_ref()
+                        .is_some_and(|(last, _)| last.index >= ack.index);
+                in_log || in_snapshot
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if holders.len() < majority {
+            missing.push(format!(
+                "{:?} at {} in {} (acknowledged at {} ms) only on {holders:?}",
+                ack.command, ack.index, ack.term, ack.at_ms
+            ));
+        }
+    }
+    if !missing.is_empty() {
+        let stores: Vec<String> = durable
+            .iter()
+            .map(|(id, d)| {
+                format!(
+                    "{id}: log after {:?} to {:?}, snapshot at {:?}",
+                    d.log_start,
+                    d.entries.keys().next_back(),
+                    d.snapshot.as_ref().map(|(last, _)| last)
+                )
+            })
+            .collect();
+        found.push(format!(
+            "durability: {} of {} acknowledged writes are not on a majority of the stores ({stores:?}); the first: {:?}",
+            missing.len(),
+            world.quorum_acks.len(),
+            &missing[..missing.len().min(5)]
+        ));
+    }
+    world.violations.extend(found);
 }
 
 /// Looks at every running node's status once per step: terms and leaders for the election
@@ -684,6 +1115,7 @@ fn observe(world: &Arc<Mutex<World>>, now: u64) {
             }
         }
     }
+    world.just_snapshotted.clear();
     for status in &statuses {
         let snapshot = status.snapshot.map(|(index, _)| index);
         let size = status.snapshot.map_or(0, |(_, size)| size);
@@ -698,6 +1130,7 @@ fn observe(world: &Arc<Mutex<World>>, now: u64) {
             continue;
         };
         world.snapshots += 1;
+        world.just_snapshotted.push(status.id);
         if index <= last_before {
             continue;
         }
@@ -921,7 +1354,8 @@ async fn check_liveness(world: Arc<Mutex<World>>) {
                 key: "liveness".into(),
                 value: "ok".into(),
             };
-            if leader.propose(command, Ack::Quorum).await.is_ok() {
+            if let Ok(written) = leader.propose(command.clone(), Ack::Quorum).await {
+                lock(&world).quorum_ack(written.index, written.term, command);
                 return;
             }
         }
@@ -965,8 +1399,9 @@ async fn check_catch_up(
                 value: value.clone(),
             };
             // A retry after a timeout writes the same value again: the read must see it either way.
-            match handle.propose(command, Ack::Quorum).await {
+            match handle.propose(command.clone(), Ack::Quorum).await {
                 Ok(outcome) => {
+                    lock(&world).quorum_ack(outcome.index, outcome.term, command);
                     written = Some(outcome.index);
                     result = Err(format!("not read at {} on {follower}", outcome.index));
                 }
@@ -1196,6 +1631,15 @@ impl Op {
                 (10, Op::Lease),
                 (10, Op::Bounded),
             ],
+            // Heavier still on writes (the rest are read-your-writes probes, writes too).
+            Scenario::DiskCrashes => [
+                (45, Op::Put),
+                (5, Op::Delete),
+                (15, Op::Cas),
+                (10, Op::Linearizable),
+                (5, Op::Lease),
+                (5, Op::Bounded),
+            ],
             // Heavy ReadIndex load beside the writes.
             Scenario::Steady | Scenario::SteadyTransfers => [
                 (35, Op::Put),
@@ -1251,11 +1695,12 @@ async fn write(
     let id = lock(world)
         .history
         .call(client, operation.clone(), now_ms());
-    let result = node.propose(command, Ack::Quorum).await;
+    let result = node.propose(command.clone(), Ack::Quorum).await;
     let mut world = lock(world);
     let now = now_ms();
     match result {
         Ok(outcome) => {
+            world.quorum_ack(outcome.index, outcome.term, command);
             let response = match outcome.response {
                 Some(KvResponse::Cas { swapped, current }) => Response::Cas { swapped, current },
                 _ => Response::Done,
@@ -1403,8 +1848,11 @@ async fn read_your_write(
         key: own_key.to_string(),
         value: value.to_string(),
     };
-    let written = match node.propose(command, Ack::Quorum).await {
-        Ok(written) => written,
+    let written = match node.propose(command.clone(), Ack::Quorum).await {
+        Ok(written) => {
+            lock(world).quorum_ack(written.index, written.term, command);
+            written
+        }
         Err(error) => {
             if error == Error::TransferInProgress {
                 lock(world).transfer_refusals.push((now_ms(), node.id()));
@@ -1470,6 +1918,16 @@ struct Nemesis {
     snapshot_every: u64,
     /// Catch-up checks started (names their clients).
     catch_up_checks: u64,
+    /// Disk crashes: when each crashed host is to be restarted.
+    restart_at: BTreeMap<NodeId, u64>,
+    /// Hosts crashed (`sim.crash`).
+    crashes: u64,
+    /// Disk crashes: hosts crashed in the step their snapshot was seen to move forward.
+    crashes_after_snapshot: u64,
+    /// Disk crashes: times every running host was crashed at once.
+    power_losses: u64,
+    /// Disk crashes: hosts crashed while a leader was sending them a snapshot.
+    crashes_during_snapshot_transfer: u64,
     log: Vec<String>,
 }
 
@@ -1504,7 +1962,7 @@ impl Nemesis {
         Nemesis {
             ids,
             next_at: match scenario {
-                Scenario::Faults => 500,
+                Scenario::Faults | Scenario::DiskCrashes => 500,
                 Scenario::DivergentTails | Scenario::Steady | Scenario::SnapshotCatchUp => 0,
                 Scenario::SteadyTransfers => 800,
             },
@@ -1515,6 +1973,11 @@ impl Nemesis {
             catch_up: CatchUpStage::Done,
             snapshot_every: 0,
             catch_up_checks: 0,
+            restart_at: BTreeMap::new(),
+            crashes: 0,
+            crashes_after_snapshot: 0,
+            power_losses: 0,
+            crashes_during_snapshot_transfer: 0,
             aimed_at: None,
             noticed: None,
             previous_leader: None,
@@ -1622,6 +2085,7 @@ impl Nemesis {
                 if self.crashed.insert(id) {
                     lock(world).handles.remove(&id);
                     sim.crash(host(id));
+                    self.crashes += 1;
                 }
                 format!("crash {}", host(id))
             }
@@ -1825,10 +2289,10 @@ impl Nemesis {
                     CatchUpKind::Emptied => {
                         world.handles.remove(&follower);
                         sim.crash(host(follower));
+                        self.crashes += 1;
                         self.crashed.insert(follower);
-                        world
-                            .stores
-                            .insert(follower, (MemLogStore::new(), MemSnapshotStore::new()));
+                        // Its host's software empties its stores when it restarts.
+                        world.wipe.insert(follower);
                         let restart_at = now + rng.range(50, 500);
                         self.catch_up = CatchUpStage::Down {
                             follower,
@@ -1904,6 +2368,124 @@ impl Nemesis {
         }
     }
 
+    /// The disk-crash nemesis ([`Scenario::DiskCrashes`]). Every 20–200 ms it crashes a host
+    /// (the leader 40% of the time, else a random running one) while fewer than a minority are
+    /// down, or, one time in 25, every running host at once; and in any step, a host whose latest
+    /// snapshot was just seen to move forward (its log's prefix is being purged) is crashed one
+    /// time in ten, minority permitting. A crashed host restarts on its disk at once one time
+    /// in four, else 5–300 ms later.
+    fn maybe_crash(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut SplitMix64,
+        world: &Arc<Mutex<World>>,
+        now: u64,
+    ) {
+        let due: Vec<NodeId> = self
+            .restart_at
+            .iter()
+            .filter(|&(_, &at)| at <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.restart_at.remove(&id);
+            self.crashed.remove(&id);
+            sim.bounce(host(id));
+            self.log.push(format!("{now} ms: restart {}", host(id)));
+        }
+        let max_down = (self.ids.len() - 1) / 2;
+        let snapshotted = lock(world).just_snapshotted.clone();
+        for id in snapshotted {
+            if self.crashed.len() < max_down && !self.crashed.contains(&id) && rng.percent(10) {
+                self.crash_host(sim, rng, world, id, now, "just after a snapshot");
+                self.crashes_after_snapshot += 1;
+            }
+        }
+        if now < self.next_at {
+            return;
+        }
+        self.next_at = now + rng.range(20, 200);
+        if rng.percent(4) {
+            let running: Vec<NodeId> = self
+                .ids
+                .iter()
+                .copied()
+                .filter(|id| !self.crashed.contains(id))
+                .collect();
+            self.power_losses += 1;
+            for id in running {
+                self.crash_host(sim, rng, world, id, now, "power loss");
+            }
+            return;
+        }
+        if self.crashed.len() >= max_down {
+            return;
+        }
+        let leader = believed_leader(&lock(world)).map(|h| h.id());
+        let running: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !self.crashed.contains(id))
+            .collect();
+        let target = match leader {
+            Some(leader) if rng.percent(40) && running.contains(&leader) => Some(leader),
+            _ => rng.pick(&running),
+        };
+        if let Some(id) = target {
+            let why = if Some(id) == leader {
+                "leader"
+            } else {
+                "random"
+            };
+            self.crash_host(sim, rng, world, id, now, why);
+        }
+    }
+
+    /// Crashes `id`'s host (losing what it had not synced) and schedules its restart.
+    fn crash_host(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut SplitMix64,
+        world: &Arc<Mutex<World>>,
+        id: NodeId,
+        now: u64,
+        why: &str,
+    ) {
+        {
+            let mut world = lock(world);
+            world.handles.remove(&id);
+            // A leader was sending it a snapshot at the latest step: the image's chunks it
+            // wrote so far are not synced.
+            if world
+                .sending
+                .range((id, NodeId(0))..=(id, NodeId(u64::MAX)))
+                .any(|(_, s)| s.seen_ms + 1 >= now)
+            {
+                self.crashes_during_snapshot_transfer += 1;
+            }
+        }
+        sim.crash(host(id));
+        self.crashes += 1;
+        let down = if rng.percent(25) {
+            0
+        } else {
+            rng.range(5, 300)
+        };
+        if down == 0 {
+            sim.bounce(host(id));
+            self.log
+                .push(format!("{now} ms: crash {} ({why}) and restart", host(id)));
+        } else {
+            self.crashed.insert(id);
+            self.restart_at.insert(id, now + down);
+            self.log.push(format!(
+                "{now} ms: crash {} ({why}) for {down} ms",
+                host(id)
+            ));
+        }
+    }
+
     /// Starts [`check_catch_up`] on a client of its own.
     fn start_check(
         &mut self,
@@ -1955,6 +2537,7 @@ impl Nemesis {
             for id in std::mem::take(&mut self.crashed) {
                 sim.bounce(host(id));
             }
+            self.restart_at.clear();
         }
     }
 

@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use raft_core::node::{SnapshotReader, SnapshotSource, StateMachine};
-use raft_core::{LogIndex, SnapshotMeta};
+use raft_core::{LogIndex, NodeId, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// A write to the map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +52,46 @@ pub enum KvResponse {
 #[derive(Debug, Default)]
 pub struct KvStore {
     map: BTreeMap<String, String>,
+    /// Where every command this node applies is recorded, if anywhere.
+    recorder: Option<(NodeId, Applied)>,
+}
+
+/// Every command any node applied, by log index: the committed log as the state machines saw
+/// it (blank entries, which reach no state machine, leave gaps). Shared by the nodes of a
+/// simulation through clones. Two nodes applying different commands at one index (a breach of
+/// state machine safety, §5.4.3) is recorded as a conflict.
+#[derive(Clone, Debug, Default)]
+pub struct Applied(Arc<Mutex<AppliedLog>>);
+
+/// What [`Applied`] holds.
+#[derive(Debug, Default)]
+pub struct AppliedLog {
+    /// The first command applied at each index, and the node that applied it.
+    pub commands: BTreeMap<LogIndex, (KvCommand, NodeId)>,
+    /// Every apply that disagreed with the first at its index.
+    pub conflicts: Vec<String>,
+}
+
+impl Applied {
+    /// What was recorded so far.
+    pub fn take(&self) -> AppliedLog {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn record(&self, node: NodeId, index: LogIndex, command: &KvCommand) {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match log.commands.get(&index) {
+            None => {
+                log.commands.insert(index, (command.clone(), node));
+            }
+            Some((first, by)) if first != command => {
+                let conflict =
+                    format!("{node} applied {command:?} at {index}, {by} applied {first:?}");
+                log.conflicts.push(conflict);
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 #[async_trait]
@@ -60,25 +101,11 @@ impl StateMachine for KvStore {
     type Query = String;
     type QueryResponse = Option<String>;
 
-    async fn apply(&mut self, _index: LogIndex, command: KvCommand) -> KvResponse {
-        match command {
-            KvCommand::Put { key, value } => {
-                self.map.insert(key, value);
-                KvResponse::Done
-            }
-            KvCommand::Delete { key } => {
-                self.map.remove(&key);
-                KvResponse::Done
-            }
-            KvCommand::Cas { key, expect, new } => {
-                let current = self.map.get(&key).cloned();
-                let swapped = current == expect;
-                if swapped {
-                    self.map.insert(key, new);
-                }
-                KvResponse::Cas { swapped, current }
-            }
+    async fn apply(&mut self, index: LogIndex, command: KvCommand) -> KvResponse {
+        if let Some((node, applied)) = &self.recorder {
+            applied.record(*node, index, &command);
         }
+        self.execute(command)
     }
 
     async fn query(&self, key: String) -> Option<String> {
@@ -99,6 +126,43 @@ impl StateMachine for KvStore {
     ) -> Result<(), String> {
         let image = image.read_to_end().await?;
         self.restore_from(&image)
+    }
+}
+
+impl KvStore {
+    /// An empty map that records every command it applies, as `node`, in `applied`.
+    pub fn recording(node: NodeId, applied: Applied) -> KvStore {
+        KvStore {
+            map: BTreeMap::new(),
+            recorder: Some((node, applied)),
+        }
+    }
+
+    /// The map's contents.
+    pub fn pairs(&self) -> &BTreeMap<String, String> {
+        &self.map
+    }
+
+    /// Applies `command` to the map (what [`StateMachine::apply`] does, without recording).
+    pub fn execute(&mut self, command: KvCommand) -> KvResponse {
+        match command {
+            KvCommand::Put { key, value } => {
+                self.map.insert(key, value);
+                KvResponse::Done
+            }
+            KvCommand::Delete { key } => {
+                self.map.remove(&key);
+                KvResponse::Done
+            }
+            KvCommand::Cas { key, expect, new } => {
+                let current = self.map.get(&key).cloned();
+                let swapped = current == expect;
+                if swapped {
+                    self.map.insert(key, new);
+                }
+                KvResponse::Cas { swapped, current }
+            }
+        }
     }
 }
 
