@@ -6,34 +6,8 @@ use super::names::{LOCK_FILE, Name, classify};
 use super::{FileSnapshotStore, Image, Shared, State, corrupt, io_at, remove_if_present};
 use crate::wal::fs::{Fs, Open};
 use raft_core::node::StorageError;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Creates `dir` and the missing directories above it, durably: each one's entry in its
-/// parent is synced.
-fn create_dir_durably(fs: Fs, dir: &Path) -> Result<(), StorageError> {
-    let mut missing = Vec::new();
-    let mut current = dir;
-    while !fs.exists(current) {
-        missing.push(current);
-        match current.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => current = parent,
-            _ => break,
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    fs.create_dir_all(dir)
-        .map_err(io_at("creating the directory", dir))?;
-    // From the top down, so that each directory's entry is synced once it is in place.
-    for created in missing.into_iter().rev() {
-        let parent = crate::wal::fs::parent_of(created);
-        fs.sync_dir(parent)
-            .map_err(io_at("syncing the directory", parent))?;
-    }
-    Ok(())
-}
 
 fn open_image(fs: Fs, path: PathBuf) -> Result<Image, StorageError> {
     let file = fs
@@ -49,7 +23,8 @@ fn open_image(fs: Fs, path: PathBuf) -> Result<Image, StorageError> {
 }
 
 pub(super) fn open_on(fs: Fs, dir: PathBuf) -> Result<FileSnapshotStore, StorageError> {
-    create_dir_durably(fs, &dir)?;
+    fs.create_dir_durably(&dir)
+        .map_err(io_at("creating the directory", &dir))?;
     let lock_path = dir.join(LOCK_FILE);
     let lock_file = fs
         .open(&lock_path, Open::CreateOrKeep)

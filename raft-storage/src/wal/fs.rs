@@ -91,6 +91,29 @@ impl Fs {
         )
     }
 
+    /// Creates `dir` and its missing parents, and syncs the directory holding each one
+    /// created (from the top down), so the new directories survive a power loss along with
+    /// whatever is later synced in them.
+    pub(crate) fn create_dir_durably(self, dir: &Path) -> io::Result<()> {
+        let mut missing = Vec::new();
+        let mut current = dir;
+        while !self.exists(current) {
+            missing.push(current);
+            match current.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => current = parent,
+                _ => break,
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.create_dir_all(dir)?;
+        for created in missing.into_iter().rev() {
+            self.sync_dir(parent_of(created))?;
+        }
+        Ok(())
+    }
+
     /// The names of the files in `dir`, sorted (so that nothing depends on the order the
     /// filesystem lists them in).
     pub(crate) fn list(self, dir: &Path) -> io::Result<Vec<String>> {
@@ -266,6 +289,15 @@ mod tests {
         Fs::Real.replace(&path, b"second").unwrap();
         assert_eq!(Fs::Real.read(&path).unwrap(), b"second");
         assert_eq!(Fs::Real.list(dir.path()).unwrap(), ["meta"]);
+    }
+
+    #[test]
+    fn missing_directories_are_created_down_to_the_last() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b").join("c");
+        Fs::Real.create_dir_durably(&dir).unwrap();
+        assert!(dir.is_dir());
+        Fs::Real.create_dir_durably(&dir).unwrap();
     }
 
     #[test]

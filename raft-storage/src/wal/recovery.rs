@@ -64,7 +64,7 @@ impl Replay {
 impl Wal {
     /// Opens (creating when empty) the log in `dir`, recovering what is durable.
     pub(crate) fn open(fs: Fs, dir: &Path, options: WalOptions) -> Result<Wal, StorageError> {
-        fs.create_dir_all(dir).map_err(|e| io_at(dir, e))?;
+        fs.create_dir_durably(dir).map_err(|e| io_at(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = fs
             .open(&lock_path, Open::CreateOrKeep)
