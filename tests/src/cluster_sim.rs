@@ -64,10 +64,11 @@
 //! ([`Scenario::DiskCrashes`](crate::cluster_sim::Scenario::DiskCrashes)) crashes hosts at random points while clients write
 //! heavily and the nodes snapshot every few dozen entries into small log segments, and restarts
 //! them on what their disks kept. The stores do their simulated I/O inline on the simulation's
-//! thread, so a run stays reproducible from its seed, and a crash lands between two store
-//! operations, never inside one: what it can lose is what a store left unsynced when an
-//! operation returned (a snapshot being received chunk by chunk, or anything a store
-//! acknowledged without syncing it).
+//! thread, so a run stays reproducible from its seed. The log store writes at once and syncs
+//! a few simulated milliseconds later, so a crash can fall between a write and its sync: it
+//! then keeps a random prefix, in 64-byte blocks, of what was written (a torn write, which
+//! recovery must cut off), and loses what a store left unsynced (a snapshot being received
+//! chunk by chunk, or anything a store acknowledged without syncing it).
 
 use crate::kv::{Applied, KvCommand, KvResponse, KvStore};
 use crate::linearizability::{History, Operation, Response};
@@ -136,8 +137,9 @@ pub enum Scenario {
     /// random points, losing what they had not synced, and restarted on what their disk kept:
     /// a random host or the leader every few dozen to a couple of hundred milliseconds, a node
     /// right after it took or installed a snapshot, up to a minority at once, and now and then
-    /// every host at once (a power loss). Besides the checks of every run, no acknowledged
-    /// write may be missing from a majority of the disks at the end.
+    /// every host at once (a power loss), sometimes in the very step a write was acknowledged.
+    /// Besides the checks of every run, no acknowledged write may be missing from a majority of
+    /// the disks at the end.
     DiskCrashes,
 }
 
@@ -155,6 +157,11 @@ pub enum Storage {
         segment_bytes: u64,
     },
 }
+
+/// The granularity at which a simulated crash tears a write that was not synced: finer than a
+/// disk sector, because turmoil tears from the start of each write rather than at sector
+/// boundaries of the file, and a group of a few small records is shorter than a sector.
+const TORN_WRITE_BLOCK_BYTES: u64 = 64;
 
 /// Where a host keeps its log on its simulated disk ([`Storage::SimulatedDisk`]).
 pub const LOG_DIR: &str = "/raft/log";
@@ -380,6 +387,9 @@ pub struct SimOutcome {
     pub crashes_after_snapshot: u64,
     /// Times every running host was crashed at once ([`Scenario::DiskCrashes`]).
     pub power_losses: u64,
+    /// Of those, the ones in the very step a write was acknowledged
+    /// ([`Scenario::DiskCrashes`]).
+    pub power_losses_after_ack: u64,
     /// Hosts crashed while a leader was seen sending them a snapshot, its image half written
     /// ([`Scenario::DiskCrashes`]).
     pub crashes_during_snapshot_transfer: u64,
@@ -739,14 +749,20 @@ fn wipe_disk() -> std::io::Result<()> {
 /// failing to start), never on a protocol violation: those are in the outcome.
 pub fn run(config: &SimConfig) -> SimOutcome {
     let mut rng = SplitMix64::new(config.seed ^ config.scenario.tag());
-    let mut sim = turmoil::Builder::new()
+    let mut builder = turmoil::Builder::new();
+    builder
         .rng_seed(config.seed ^ config.scenario.tag())
         .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(config.min_latency_ms))
         .max_message_latency(Duration::from_millis(config.max_latency_ms))
-        .simulation_duration(config.workload + Duration::from_secs(60))
-        .build();
+        .simulation_duration(config.workload + Duration::from_secs(60));
+    if let Storage::SimulatedDisk { .. } = config.storage {
+        // A crash keeps a random prefix, in whole blocks, of each write not yet synced (a
+        // torn write), as a power loss in the middle of a multi-block write would.
+        builder.fs().block_size(TORN_WRITE_BLOCK_BYTES);
+    }
+    let mut sim = builder.build();
     let ids: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
     let world = Arc::new(Mutex::new(World {
         digest: 0xcbf2_9ce4_8422_2325,
@@ -930,6 +946,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         crashes: nemesis.crashes,
         crashes_after_snapshot: nemesis.crashes_after_snapshot,
         power_losses: nemesis.power_losses,
+        power_losses_after_ack: nemesis.power_losses_after_ack,
         crashes_during_snapshot_transfer: nemesis.crashes_during_snapshot_transfer,
         final_crashes,
         acknowledged_writes: world.quorum_acks.len() as u64,
@@ -1926,6 +1943,10 @@ struct Nemesis {
     crashes_after_snapshot: u64,
     /// Disk crashes: times every running host was crashed at once.
     power_losses: u64,
+    /// Disk crashes: of those, the ones in the step a write was acknowledged.
+    power_losses_after_ack: u64,
+    /// Disk crashes: acknowledged writes seen so far (to notice a new one).
+    acknowledged_seen: usize,
     /// Disk crashes: hosts crashed while a leader was sending them a snapshot.
     crashes_during_snapshot_transfer: u64,
     log: Vec<String>,
@@ -1977,6 +1998,8 @@ impl Nemesis {
             crashes: 0,
             crashes_after_snapshot: 0,
             power_losses: 0,
+            power_losses_after_ack: 0,
+            acknowledged_seen: 0,
             crashes_during_snapshot_transfer: 0,
             aimed_at: None,
             noticed: None,
@@ -2401,21 +2424,22 @@ impl Nemesis {
                 self.crashes_after_snapshot += 1;
             }
         }
+        // A power loss in the very step a write was acknowledged: what the nodes answered
+        // for must have been synced before they answered, not at some later step.
+        let acknowledged = lock(world).quorum_acks.len();
+        let just_acknowledged = acknowledged > self.acknowledged_seen;
+        self.acknowledged_seen = acknowledged;
+        if just_acknowledged && rng.percent(1) {
+            self.power_losses_after_ack += 1;
+            self.power_loss(sim, rng, world, now);
+            return;
+        }
         if now < self.next_at {
             return;
         }
         self.next_at = now + rng.range(20, 200);
         if rng.percent(4) {
-            let running: Vec<NodeId> = self
-                .ids
-                .iter()
-                .copied()
-                .filter(|id| !self.crashed.contains(id))
-                .collect();
-            self.power_losses += 1;
-            for id in running {
-                self.crash_host(sim, rng, world, id, now, "power loss");
-            }
+            self.power_loss(sim, rng, world, now);
             return;
         }
         if self.crashed.len() >= max_down {
@@ -2439,6 +2463,26 @@ impl Nemesis {
                 "random"
             };
             self.crash_host(sim, rng, world, id, now, why);
+        }
+    }
+
+    /// Crashes every running host at once.
+    fn power_loss(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        rng: &mut SplitMix64,
+        world: &Arc<Mutex<World>>,
+        now: u64,
+    ) {
+        let running: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !self.crashed.contains(id))
+            .collect();
+        self.power_losses += 1;
+        for id in running {
+            self.crash_host(sim, rng, world, id, now, "power loss");
         }
     }
 

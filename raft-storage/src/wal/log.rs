@@ -208,7 +208,7 @@ impl Wal {
     }
 
     /// Writes what is staged (not yet durable).
-    pub(super) fn flush(&mut self) -> Result<(), StorageError> {
+    pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
         if self.staged.is_empty() {
             return Ok(());
         }

@@ -231,6 +231,11 @@ fn run_group(wal: &mut Wal, commands: impl IntoIterator<Item = Command>) {
     }
 }
 
+/// How long a sync takes on the simulated filesystem: longer than the shortest message
+/// latency of a simulation, so that an answer sent before the sync would show.
+#[cfg(feature = "turmoil")]
+const SIMULATED_SYNC: Duration = Duration::from_millis(3);
+
 /// How long the writer must have been idle before it spends time preallocating: under a
 /// steady load it never is, and segments are then created when needed.
 const IDLE_BEFORE_PREPARING: Duration = Duration::from_millis(1);
@@ -312,8 +317,10 @@ impl FileLogStore {
 
     /// Opens the log in `dir` on turmoil's simulated filesystem of the current host, for
     /// simulations where a host's crash loses what it had not synced. Every operation runs on
-    /// the simulation's thread (so a run stays reproducible from its seed), and segments are
-    /// not preallocated.
+    /// the simulation's thread (so a run stays reproducible from its seed): it is carried out
+    /// and written at once, and synced and answered 3 ms of simulated time later, so a crash
+    /// can fall between a write and its sync (and tear the write, when turmoil's `block_size`
+    /// is set). Segments are not preallocated.
     #[cfg(feature = "turmoil")]
     pub fn open_simulated(
         dir: impl Into<PathBuf>,
@@ -334,6 +341,8 @@ impl FileLogStore {
     ) -> impl Future<Output = Result<T, StorageError>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let command = command(reply);
+        #[cfg(feature = "turmoil")]
+        let mut inline = None;
         match &*self.inner {
             Inner::Thread(writer) => {
                 if let Some(commands) = &writer.commands {
@@ -341,13 +350,33 @@ impl FileLogStore {
                     let _ = commands.send(command);
                 }
             }
+            // Carried out and written now, in the order of the calls; synced and answered
+            // after `SIMULATED_SYNC` of simulated time, so that a simulated crash can fall
+            // between the write and its sync and tear it, as a power loss would.
             #[cfg(feature = "turmoil")]
-            Inner::Inline(wal) => match wal.lock() {
-                Ok(mut wal) => run_group(&mut wal, [command]),
-                Err(_) => drop(command),
-            },
+            Inner::Inline(wal) => {
+                if let Ok(mut wal) = wal.lock() {
+                    let done = command.execute(&mut wal);
+                    let written = wal.flush();
+                    inline = Some((Arc::clone(&self.inner), done, written));
+                }
+            }
         }
-        async move { answer.await.map_err(|_| stopped())? }
+        async move {
+            #[cfg(feature = "turmoil")]
+            if let Some((inner, done, written)) = inline {
+                tokio::time::sleep(SIMULATED_SYNC).await;
+                let synced = written.and_then(|()| match &*inner {
+                    Inner::Inline(wal) => match wal.lock() {
+                        Ok(mut wal) => wal.sync(),
+                        Err(_) => Err(stopped()),
+                    },
+                    Inner::Thread(_) => Ok(()),
+                });
+                done.answer(&synced);
+            }
+            answer.await.map_err(|_| stopped())?
+        }
     }
 
     /// Queues a write ([`LogStore::write`]) and returns at once a future that resolves when it
