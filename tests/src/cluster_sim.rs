@@ -2393,9 +2393,10 @@ impl Nemesis {
 
     /// The disk-crash nemesis ([`Scenario::DiskCrashes`]). Every 20–200 ms it crashes a host
     /// (the leader 40% of the time, else a random running one) while fewer than a minority are
-    /// down, or, one time in 25, every running host at once; and in any step, a host whose latest
+    /// down, or, one time in 25, every running host at once; in any step, a host whose latest
     /// snapshot was just seen to move forward (its log's prefix is being purged) is crashed one
-    /// time in ten, minority permitting. A crashed host restarts on its disk at once one time
+    /// time in ten, minority permitting, and in a step where a write was acknowledged, every
+    /// running host is, one time in a hundred. A crashed host restarts on its disk at once one time
     /// in four, else 5–300 ms later.
     fn maybe_crash(
         &mut self,
@@ -2446,12 +2447,7 @@ impl Nemesis {
             return;
         }
         let leader = believed_leader(&lock(world)).map(|h| h.id());
-        let running: Vec<NodeId> = self
-            .ids
-            .iter()
-            .copied()
-            .filter(|id| !self.crashed.contains(id))
-            .collect();
+        let running = self.running();
         let target = match leader {
             Some(leader) if rng.percent(40) && running.contains(&leader) => Some(leader),
             _ => rng.pick(&running),
@@ -2466,6 +2462,15 @@ impl Nemesis {
         }
     }
 
+    /// The hosts not crashed, in id order.
+    fn running(&self) -> Vec<NodeId> {
+        self.ids
+            .iter()
+            .copied()
+            .filter(|id| !self.crashed.contains(id))
+            .collect()
+    }
+
     /// Crashes every running host at once.
     fn power_loss(
         &mut self,
@@ -2474,12 +2479,7 @@ impl Nemesis {
         world: &Arc<Mutex<World>>,
         now: u64,
     ) {
-        let running: Vec<NodeId> = self
-            .ids
-            .iter()
-            .copied()
-            .filter(|id| !self.crashed.contains(id))
-            .collect();
+        let running = self.running();
         self.power_losses += 1;
         for id in running {
             self.crash_host(sim, rng, world, id, now, "power loss");
