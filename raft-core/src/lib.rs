@@ -80,6 +80,9 @@ mod contract;
 mod error;
 mod lease;
 mod log;
+// Used by the protocol once membership changes are wired in.
+#[allow(dead_code)]
+mod membership;
 mod message;
 #[cfg(feature = "runtime")]
 pub mod node;
