@@ -517,6 +517,7 @@ async fn run(args: Args) -> Result<(), String> {
             let scratch = store::Scratch::new(&args, "tcp-durable")?;
             let options = cluster::Options {
                 max_inflight: args.max_inflight,
+                snapshot_every: args.snapshot_every,
                 durable: (args.case == "tcp-durable").then(|| scratch.path().to_path_buf()),
                 ..cluster::Options::default()
             };
