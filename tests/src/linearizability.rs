@@ -28,7 +28,31 @@
 //!   return is placed after every other event, so nothing is forced to follow them, and the search
 //!   succeeds as soon as every operation that *did* return has been placed; any timed-out operation
 //!   left over simply never happened. A timed-out read changes nothing and constrains nothing, so
-//!   it is dropped.
+//!   it is dropped, and so is a timed-out write of a value no operation mentions (see
+//!   `without_unobserved_timed_out_writes`).
+//! * **A timed-out operation is placed only right before a read of what it leaves.** Left free, a
+//!   timed-out write is a candidate at every point from its call to the end of the history, and
+//!   the search may try every subset of the pending ones at every point: sixteen of them made a
+//!   53-operation history undecidable in the default budget. But take any legal order, delete the
+//!   timed-out swaps that failed (they changed nothing), and, while some timed-out operation in it
+//!   is followed by a put, a delete or nothing, delete that operation too: what follows does not
+//!   read the register, so the order stays legal, keeps real time, and still holds every
+//!   operation that returned. What is left is a legal order in which every timed-out operation is
+//!   immediately followed by an operation that *reads* the register (a get, or a
+//!   compare-and-swap, which can take effect in only one state). So a linearizable history always
+//!   has such an order, and the search looks only for those: after placing a timed-out operation
+//!   it places only a get or a swap next (the memo records that debt with the register). A
+//!   timed-out write whose value is read by some get R can therefore only be placed right before
+//!   a reader of its value — in effect it is pinned to before R returned — instead of being tried
+//!   at every point; and one whose value is read after a violation is never placed before it.
+//!   Two pruning rules of the same kind: a timed-out operation that would leave the register as it
+//!   is is never placed (leaving it out is always at least as good), and of the unplaced timed-out
+//!   puts (or deletes) of one value that may take effect now, only the earliest called is tried,
+//!   as the others lead to the same futures. All three only skip orders when an equivalent or
+//!   better one is explored, so the verdict is the same as a search of every order, which the
+//!   tests check against a brute-force search on thousands of small random histories.
+//! * **The violation's explanation** names any get or swap that needs a value no operation called
+//!   before it returned writes: such an answer is a violation on its own.
 //! * **A step budget** per key turns a pathological search into [`Undecided`](crate::linearizability::CheckResult::Undecided) instead
 //!   of a test that never ends.
 //!
@@ -52,11 +76,11 @@ use std::fmt;
 
 /// Search steps [`check`] allows each key before answering [`CheckResult::Undecided`].
 ///
-/// A history from a correct store is usually decided in one or two steps per operation, and a
+/// A history from a correct store is usually decided in a few steps per operation, and a
 /// violation in it refuted in tens of thousands; the search only grows when it must backtrack
-/// through many mutually concurrent operations — typically timed-out writes, which stay pending to
-/// the end of the history. A step is cheap (tens of nanoseconds) and at most one in twenty or so
-/// stores a memo entry in practice, so exhausting this budget costs a fraction of a second and
+/// through many mutually concurrent operations (a thousand operations on one key, a quarter of
+/// them timed out and taking effect late, take under a million steps). A step is cheap (tens of
+/// nanoseconds) and at most one in twenty or so stores a memo entry in practice, so exhausting this budget costs a fraction of a second and
 /// tens of megabytes (measured on a forty-operation, twenty-time-out key).
 pub const DEFAULT_STEP_BUDGET: u64 = 5_000_000;
 
@@ -480,6 +504,43 @@ impl Effect {
             } => (state != expect && current == state).then_some(state),
         }
     }
+
+    /// The one register state in which this operation can take effect, or `None` for a put or
+    /// delete, which can take effect in any. (A swap only ever takes effect in its successful form
+    /// when it timed out; see [`Effect::apply`].)
+    fn needs(self) -> Option<State> {
+        match self {
+            Effect::Write(_) => None,
+            Effect::Read(seen) => Some(seen),
+            Effect::CompareAndSwap {
+                expect,
+                answer: None | Some((true, _)),
+                ..
+            } => Some(expect),
+            Effect::CompareAndSwap {
+                answer: Some((false, current)),
+                ..
+            } => Some(current),
+        }
+    }
+
+    /// The value this operation leaves in the register whenever it takes effect and changes it:
+    /// a put's value, or a swap's new value unless the swap is known to have failed.
+    fn writes(self) -> Option<Value> {
+        match self {
+            Effect::Write(after) => after,
+            Effect::CompareAndSwap {
+                new,
+                answer: None | Some((true, _)),
+                ..
+            } => Some(new),
+            Effect::Read(_)
+            | Effect::CompareAndSwap {
+                answer: Some((false, _)),
+                ..
+            } => None,
+        }
+    }
 }
 
 /// One operation of the key being searched.
@@ -615,6 +676,7 @@ fn check_key(history: &History, key: &str, records: &[usize], step_budget: u64) 
                     record.operation,
                 ));
             }
+            explanation.push_str(&unwritten_values(&operations, key, &interner));
             KeyVerdict::Violation(explanation)
         }
         SearchOutcome::BudgetExceeded => {
@@ -670,6 +732,44 @@ fn without_unobserved_timed_out_writes(operations: Vec<KeyOperation>) -> Vec<Key
         .collect()
 }
 
+/// Names the operations whose answers need a value that no operation called before they returned
+/// could have written: each is a violation on its own, whatever else the history holds.
+fn unwritten_values(operations: &[KeyOperation], key: &str, interner: &Interner<'_>) -> String {
+    // The two earliest calls of a write of each value: the earliest other than any one operation.
+    let mut earliest: HashMap<Value, Vec<(EventOrder, usize)>> = HashMap::new();
+    for (index, operation) in operations.iter().enumerate() {
+        if let Some(value) = operation.effect.writes() {
+            let calls = earliest.entry(value).or_default();
+            calls.push((operation.call, index));
+            calls.sort_unstable();
+            calls.truncate(2);
+        }
+    }
+    let mut text = String::new();
+    for (index, operation) in operations.iter().enumerate() {
+        let (Some(returned), Some(Some(needed))) = (operation.returned, operation.effect.needs())
+        else {
+            continue;
+        };
+        let written = earliest.get(&needed).is_some_and(|calls| {
+            calls
+                .iter()
+                .find(|&&(_, writer)| writer != index)
+                .is_some_and(|&(call, _)| call < returned)
+        });
+        if !written {
+            text.push_str(&format!(
+                "{} needs {key:?} to hold {}, yet no operation on it called before {} returned \
+                 writes that value\n",
+                OperationId(operation.record),
+                interner.show(Some(needed)),
+                OperationId(operation.record),
+            ));
+        }
+    }
+    text
+}
+
 /// Lists every operation on `key` by call time, marking those the search left out.
 fn describe_operations(
     history: &History,
@@ -723,7 +823,9 @@ enum SearchOutcome {
 /// The list node before the first event.
 const HEAD: usize = 0;
 
-/// Wing and Gong's search with Lowe's memoisation over one key's operations.
+/// Wing and Gong's search with Lowe's memoisation over one key's operations, placing an operation
+/// whose client timed out only where the next operation placed must read what it leaves (see the
+/// module documentation for why no linearization is lost).
 fn search(operations: &[KeyOperation], step_budget: u64) -> SearchOutcome {
     let count = operations.len();
 
@@ -761,11 +863,29 @@ fn search(operations: &[KeyOperation], step_budget: u64) -> SearchOutcome {
         previous[next[node]] = node;
     };
 
+    // The timed-out puts and deletes of each state, by call: of those still unplaced, only the
+    // earliest called is ever tried, as the others would lead to the same futures.
+    let mut blind_timed_out: HashMap<State, Vec<usize>> = HashMap::new();
+    for (index, operation) in operations.iter().enumerate() {
+        if let (None, Effect::Write(after)) = (operation.returned, operation.effect) {
+            blind_timed_out.entry(after).or_default().push(index);
+        }
+    }
+    for writes in blind_timed_out.values_mut() {
+        writes.sort_unstable_by_key(|&write| operations[write].call);
+    }
+
     // The memo key: one bit per placed operation, then one word for the register (0 for absent,
-    // value + 1 otherwise). Keeping both in one slice lets the table be probed without allocating.
+    // value + 1 otherwise) and whether the next operation must read it (the low bit). Keeping them
+    // in one slice lets the table be probed without allocating.
     let words = count.div_ceil(64);
     let mut configuration = vec![0u64; words + 1];
-    let encode = |state: State| state.map_or(0, |value| u64::from(value) + 1);
+    let encode = |state: State, owed: bool| {
+        state.map_or(0, |value| u64::from(value) + 1) << 1 | u64::from(owed)
+    };
+    let is_placed = |configuration: &[u64], operation: usize| {
+        configuration[operation / 64] >> (operation % 64) & 1 == 1
+    };
     let mut seen: HashSet<Box<[u64]>> = HashSet::new();
 
     let must_place = operations
@@ -774,8 +894,11 @@ fn search(operations: &[KeyOperation], step_budget: u64) -> SearchOutcome {
         .count();
     let mut placed_returned = 0;
     let mut state: State = None;
-    // The call node of each placed operation, with the register before it: the choices to undo.
-    let mut placed: Vec<(usize, State)> = Vec::new();
+    // Whether the last operation placed timed out, so that the next one must read the register.
+    let mut owed = false;
+    // The call node of each placed operation, with the register and debt before it: the choices
+    // to undo.
+    let mut placed: Vec<(usize, State, bool)> = Vec::new();
     // For the explanation: the deepest point at which the search had to back up.
     let mut deepest: Option<(Vec<usize>, State, Option<usize>)> = None;
 
@@ -793,13 +916,29 @@ fn search(operations: &[KeyOperation], step_budget: u64) -> SearchOutcome {
 
         if node_is_call[node] {
             let operation = node_operation[node];
-            if let Some(after) = operations[operation].effect.apply(state) {
+            let effect = operations[operation].effect;
+            let timed_out = operations[operation].returned.is_none();
+            let tried = effect.apply(state).filter(|&after| {
+                // Right after a timed-out operation, only one that reads the register.
+                (!owed || effect.needs().is_some())
+                    // A timed-out operation that changes nothing is as well left out, and of
+                    // equivalent timed-out writes only the earliest called is tried.
+                    && !(timed_out
+                        && (after == state
+                            || matches!(effect, Effect::Write(_))
+                                && blind_timed_out[&after]
+                                    .iter()
+                                    .find(|&&other| !is_placed(&configuration, other))
+                                    != Some(&operation)))
+            });
+            if let Some(after) = tried {
                 configuration[operation / 64] |= 1 << (operation % 64);
-                configuration[words] = encode(after);
+                configuration[words] = encode(after, timed_out);
                 if !seen.contains(&configuration[..]) {
                     seen.insert(configuration.clone().into_boxed_slice());
-                    placed.push((node, state));
+                    placed.push((node, state, owed));
                     state = after;
+                    owed = timed_out;
                     if operations[operation].returned.is_some() {
                         placed_returned += 1;
                     }
@@ -818,11 +957,11 @@ fn search(operations: &[KeyOperation], step_budget: u64) -> SearchOutcome {
                 .as_ref()
                 .is_none_or(|(longest, _, _)| placed.len() > longest.len())
             {
-                let longest = placed.iter().map(|&(call, _)| node_operation[call]);
+                let longest = placed.iter().map(|&(call, _, _)| node_operation[call]);
                 let stuck = (node != tail).then(|| node_operation[node]);
                 deepest = Some((longest.collect(), state, stuck));
             }
-            let Some((call, before)) = placed.pop() else {
+            let Some((call, before, owed_before)) = placed.pop() else {
                 let (longest, state_after_longest, stuck) = deepest.unwrap_or_default();
                 return SearchOutcome::Violation {
                     longest,
@@ -833,6 +972,7 @@ fn search(operations: &[KeyOperation], step_budget: u64) -> SearchOutcome {
             let operation = node_operation[call];
             configuration[operation / 64] &= !(1 << (operation % 64));
             state = before;
+            owed = owed_before;
             if operations[operation].returned.is_some() {
                 placed_returned -= 1;
             }
