@@ -74,6 +74,31 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
+/// The sequential specification histories are checked against: `operation` applied to a plain
+/// single-copy map, and the answer it gives there (a compare-and-swap reports the value it
+/// found). Tests use it as the reference a brute-force checker replays.
+pub fn apply_to_map(map: &mut BTreeMap<String, String>, operation: &Operation) -> Response {
+    match operation {
+        Operation::Put { key, value } => {
+            map.insert(key.clone(), value.clone());
+            Response::Done
+        }
+        Operation::Delete { key } => {
+            map.remove(key);
+            Response::Done
+        }
+        Operation::Get { key } => Response::Value(map.get(key).cloned()),
+        Operation::Cas { key, expect, new } => {
+            let current = map.get(key).cloned();
+            let swapped = current == *expect;
+            if swapped {
+                map.insert(key.clone(), new.clone());
+            }
+            Response::Cas { swapped, current }
+        }
+    }
+}
+
 /// Search steps [`check`] allows each key before answering [`CheckResult::Undecided`].
 ///
 /// A history from a correct store is usually decided in a few steps per operation, and a
@@ -1702,28 +1727,7 @@ mod tests {
         }
     }
 
-    /// A single-copy map: the specification.
-    fn apply(map: &mut BTreeMap<String, String>, operation: &Operation) -> Response {
-        match operation {
-            Operation::Put { key, value } => {
-                map.insert(key.clone(), value.clone());
-                Response::Done
-            }
-            Operation::Delete { key } => {
-                map.remove(key);
-                Response::Done
-            }
-            Operation::Get { key } => Response::Value(map.get(key).cloned()),
-            Operation::Cas { key, expect, new } => {
-                let current = map.get(key).cloned();
-                let swapped = current == *expect;
-                if swapped {
-                    map.insert(key.clone(), new.clone());
-                }
-                Response::Cas { swapped, current }
-            }
-        }
-    }
+    use super::apply_to_map as apply;
 
     fn record(generated: &[Generated]) -> History {
         // Every event has its own time, so the recording order does not matter.

@@ -3,7 +3,8 @@
 //! are read long after the client gave up.
 
 use raft_tests::linearizability::{
-    CheckResult, DEFAULT_STEP_BUDGET, History, Operation, Response, check, check_with_budget,
+    CheckResult, DEFAULT_STEP_BUDGET, History, Operation, Response, apply_to_map as apply, check,
+    check_with_budget,
 };
 use raft_tests::rng::SplitMix64;
 use std::collections::{BTreeMap, HashSet};
@@ -36,29 +37,6 @@ fn record(ops: &[Op]) -> History {
 
 fn some(value: &str) -> Option<String> {
     Some(value.to_owned())
-}
-
-/// A single-copy map: the specification.
-fn apply(map: &mut BTreeMap<String, String>, operation: &Operation) -> Response {
-    match operation {
-        Operation::Put { key, value } => {
-            map.insert(key.clone(), value.clone());
-            Response::Done
-        }
-        Operation::Delete { key } => {
-            map.remove(key);
-            Response::Done
-        }
-        Operation::Get { key } => Response::Value(map.get(key).cloned()),
-        Operation::Cas { key, expect, new } => {
-            let current = map.get(key).cloned();
-            let swapped = current == *expect;
-            if swapped {
-                map.insert(key.clone(), new.clone());
-            }
-            Response::Cas { swapped, current }
-        }
-    }
 }
 
 /// Linearizability by its definition: some order of the operations that respects real time,
