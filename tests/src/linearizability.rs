@@ -99,6 +99,105 @@ pub fn apply_to_map(map: &mut BTreeMap<String, String>, operation: &Operation) -
     }
 }
 
+/// An operation as a test describes it before recording it: what, by which client, when it
+/// was called, and how it ended (`None`: the client timed out). [`History::from_timed`] records
+/// a list of them; [`brute_force_linearizable`] decides the same list by the definition.
+#[derive(Clone, Debug)]
+pub struct TimedOperation {
+    /// The client that called it.
+    pub client: u64,
+    /// What was asked.
+    pub operation: Operation,
+    /// When it was called.
+    pub called: u64,
+    /// The answer and when it came, or `None` when the client timed out.
+    pub ended: Option<(Response, u64)>,
+}
+
+impl History {
+    /// A history of `operations` (every event at its own time, so their order in the list does
+    /// not matter).
+    pub fn from_timed(operations: &[TimedOperation]) -> History {
+        let mut history = History::new();
+        let ids: Vec<OperationId> = operations
+            .iter()
+            .map(|op| history.call(op.client, op.operation.clone(), op.called))
+            .collect();
+        for (op, id) in operations.iter().zip(ids) {
+            match &op.ended {
+                Some((response, time)) => history.complete(id, response.clone(), *time),
+                None => history.time_out(id),
+            }
+        }
+        history
+    }
+}
+
+/// Linearizability by its definition, for differential tests of [`check`] on small histories:
+/// some order of the operations that respects real time, includes every completed operation
+/// and any subset of the timed-out ones, and replays on [`apply_to_map`] with every completed
+/// operation getting the answer it got (a successful swap may report the value it found or the
+/// value it left, as [`check`] allows). Exhaustive over the whole history, with no memo and no
+/// pruning: exponential, for a handful of operations only.
+pub fn brute_force_linearizable(generated: &[TimedOperation]) -> bool {
+    fn extend(
+        generated: &[TimedOperation],
+        remaining: &mut Vec<usize>,
+        map: &BTreeMap<String, String>,
+    ) -> bool {
+        if remaining
+            .iter()
+            .all(|&index| generated[index].ended.is_none())
+        {
+            return true;
+        }
+        for position in 0..remaining.len() {
+            let candidate = remaining[position];
+            // Real time: nothing still unplaced may have returned before this was called.
+            let blocked = remaining.iter().any(|&other| {
+                generated[other]
+                    .ended
+                    .as_ref()
+                    .is_some_and(|(_, returned)| *returned < generated[candidate].called)
+            });
+            if blocked {
+                continue;
+            }
+            let mut after = map.clone();
+            let operation = &generated[candidate].operation;
+            let answer = apply_to_map(&mut after, operation);
+            let answer_matches = match (&generated[candidate].ended, &answer) {
+                (None, _) => true,
+                // The checker's documented leniency: a successful swap may report the
+                // value it left instead of the value it found.
+                (
+                    Some((
+                        Response::Cas {
+                            swapped: true,
+                            current,
+                        },
+                        _,
+                    )),
+                    Response::Cas { swapped: true, .. },
+                ) if current.as_ref() == after.get(operation.key()) => true,
+                (Some((response, _)), answer) => response == answer,
+            };
+            if !answer_matches {
+                continue;
+            }
+            remaining.remove(position);
+            let found = extend(generated, remaining, &after);
+            remaining.insert(position, candidate);
+            if found {
+                return true;
+            }
+        }
+        false
+    }
+    let mut remaining: Vec<usize> = (0..generated.len()).collect();
+    extend(generated, &mut remaining, &BTreeMap::new())
+}
+
 /// Search steps [`check`] allows each key before answering [`CheckResult::Undecided`].
 ///
 /// A history from a correct store is usually decided in a few steps per operation, and a
@@ -1632,15 +1731,7 @@ mod tests {
         }
     }
 
-    /// An operation as generated, before it is recorded in a [`History`].
-    #[derive(Clone, Debug)]
-    struct Generated {
-        client: u64,
-        operation: Operation,
-        called: u64,
-        /// `None` when the client timed out.
-        ended: Option<(Response, u64)>,
-    }
+    use super::{TimedOperation as Generated, brute_force_linearizable};
 
     struct Shape {
         clients: usize,
@@ -1730,25 +1821,7 @@ mod tests {
     use super::apply_to_map as apply;
 
     fn record(generated: &[Generated]) -> History {
-        // Every event has its own time, so the recording order does not matter.
-        let mut history = History::new();
-        let ids: Vec<OperationId> = generated
-            .iter()
-            .map(|operation| {
-                history.call(
-                    operation.client,
-                    operation.operation.clone(),
-                    operation.called,
-                )
-            })
-            .collect();
-        for (operation, id) in generated.iter().zip(ids) {
-            match &operation.ended {
-                Some((response, time)) => history.complete(id, response.clone(), *time),
-                None => history.time_out(id),
-            }
-        }
-        history
+        History::from_timed(generated)
     }
 
     const RANDOM_SHAPE: Shape = Shape {
@@ -1808,87 +1881,6 @@ mod tests {
             rejected > 350,
             "only {rejected} histories had a read to mutate"
         );
-    }
-
-    /// The specification of linearizability, checked by brute force over the whole history (all
-    /// keys at once, no memo, no pruning): some order of the operations that respects real time,
-    /// includes every completed operation and any subset of timed-out ones, replays on a
-    /// single-copy map with every completed operation getting the answer it got.
-    fn brute_force_linearizable(generated: &[Generated]) -> bool {
-        fn extend(
-            generated: &[Generated],
-            remaining: &mut Vec<usize>,
-            map: &BTreeMap<String, String>,
-        ) -> bool {
-            if remaining
-                .iter()
-                .all(|&index| generated[index].ended.is_none())
-            {
-                return true;
-            }
-            for position in 0..remaining.len() {
-                let candidate = remaining[position];
-                // Real time: nothing still unplaced may have returned before this was called.
-                let blocked = remaining.iter().any(|&other| {
-                    generated[other]
-                        .ended
-                        .as_ref()
-                        .is_some_and(|(_, returned)| *returned < generated[candidate].called)
-                });
-                if blocked {
-                    continue;
-                }
-                let mut after = map.clone();
-                let operation = &generated[candidate].operation;
-                let answer = match operation {
-                    Operation::Put { key, value } => {
-                        after.insert(key.clone(), value.clone());
-                        Response::Done
-                    }
-                    Operation::Delete { key } => {
-                        after.remove(key);
-                        Response::Done
-                    }
-                    Operation::Get { key } => Response::Value(after.get(key).cloned()),
-                    Operation::Cas { key, expect, new } => {
-                        let current = after.get(key).cloned();
-                        let swapped = current == *expect;
-                        if swapped {
-                            after.insert(key.clone(), new.clone());
-                        }
-                        Response::Cas { swapped, current }
-                    }
-                };
-                let answer_matches = match (&generated[candidate].ended, &answer) {
-                    (None, _) => true,
-                    // The checker's documented leniency: a successful swap may report the
-                    // value it left instead of the value it found.
-                    (
-                        Some((
-                            Response::Cas {
-                                swapped: true,
-                                current,
-                            },
-                            _,
-                        )),
-                        Response::Cas { swapped: true, .. },
-                    ) if current.as_ref() == after.get(operation.key()) => true,
-                    (Some((response, _)), answer) => response == answer,
-                };
-                if !answer_matches {
-                    continue;
-                }
-                remaining.remove(position);
-                let found = extend(generated, remaining, &after);
-                remaining.insert(position, candidate);
-                if found {
-                    return true;
-                }
-            }
-            false
-        }
-        let mut remaining: Vec<usize> = (0..generated.len()).collect();
-        extend(generated, &mut remaining, &BTreeMap::new())
     }
 
     /// Replaces one answer with a random one of the same kind, or turns one operation into a

@@ -3,94 +3,21 @@
 //! are read long after the client gave up.
 
 use raft_tests::linearizability::{
-    CheckResult, DEFAULT_STEP_BUDGET, History, Operation, Response, apply_to_map as apply, check,
-    check_with_budget,
+    CheckResult, DEFAULT_STEP_BUDGET, History, Operation, Response, TimedOperation,
+    apply_to_map as apply, brute_force_linearizable, check, check_with_budget,
 };
 use raft_tests::rng::SplitMix64;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-/// An operation before it is recorded: what, by whom, when, and how it ended (`None`: timed out).
-#[derive(Clone, Debug)]
-struct Op {
-    client: u64,
-    operation: Operation,
-    called: u64,
-    ended: Option<(Response, u64)>,
-}
+type Op = TimedOperation;
 
 fn record(ops: &[Op]) -> History {
-    // Every event has its own time, so the recording order does not matter.
-    let mut history = History::new();
-    let ids: Vec<_> = ops
-        .iter()
-        .map(|op| history.call(op.client, op.operation.clone(), op.called))
-        .collect();
-    for (op, id) in ops.iter().zip(ids) {
-        match &op.ended {
-            Some((response, time)) => history.complete(id, response.clone(), *time),
-            None => history.time_out(id),
-        }
-    }
-    history
+    History::from_timed(ops)
 }
 
 fn some(value: &str) -> Option<String> {
     Some(value.to_owned())
-}
-
-/// Linearizability by its definition: some order of the operations that respects real time,
-/// holds every completed operation and any subset of the timed-out ones, and replays on a
-/// single-copy map with every completed operation getting its answer (a successful swap may
-/// report the value it found or the value it left, as the checker documents). Exhaustive, with
-/// no memo and no pruning beyond real time.
-fn brute_force(ops: &[Op]) -> bool {
-    fn extend(ops: &[Op], remaining: &mut Vec<usize>, map: &BTreeMap<String, String>) -> bool {
-        if remaining.iter().all(|&index| ops[index].ended.is_none()) {
-            return true;
-        }
-        for position in 0..remaining.len() {
-            let candidate = remaining[position];
-            let blocked = remaining.iter().any(|&other| {
-                ops[other]
-                    .ended
-                    .as_ref()
-                    .is_some_and(|(_, returned)| *returned < ops[candidate].called)
-            });
-            if blocked {
-                continue;
-            }
-            let mut after = map.clone();
-            let operation = &ops[candidate].operation;
-            let answer = apply(&mut after, operation);
-            let matches = match (&ops[candidate].ended, &answer) {
-                (None, _) => true,
-                (
-                    Some((
-                        Response::Cas {
-                            swapped: true,
-                            current,
-                        },
-                        _,
-                    )),
-                    Response::Cas { swapped: true, .. },
-                ) if current.as_ref() == after.get(operation.key()) => true,
-                (Some((response, _)), answer) => response == answer,
-            };
-            if !matches {
-                continue;
-            }
-            remaining.remove(position);
-            let found = extend(ops, remaining, &after);
-            remaining.insert(position, candidate);
-            if found {
-                return true;
-            }
-        }
-        false
-    }
-    let mut remaining: Vec<usize> = (0..ops.len()).collect();
-    extend(ops, &mut remaining, &BTreeMap::new())
 }
 
 /// Draws for the generators.
@@ -288,7 +215,7 @@ fn differential(count: u64, mut draw: impl FnMut(&mut Random) -> Vec<Op>) -> (us
     for seed in 0..count {
         let mut random = Random(SplitMix64::new(seed));
         let ops = draw(&mut random);
-        let expected = brute_force(&ops);
+        let expected = brute_force_linearizable(&ops);
         let verdict = check(&record(&ops));
         assert!(
             !matches!(verdict, CheckResult::Undecided { .. }),
