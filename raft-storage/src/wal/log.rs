@@ -105,8 +105,6 @@ pub(crate) struct Wal {
     /// Bytes of the current segment known to be allocated (written and synced, zeros or
     /// records); preallocation fills it up to the segment's capacity.
     pub(super) current_filled: u64,
-    /// Where the next staged record goes in the current segment.
-    pub(super) end: u64,
     /// Records staged and not written yet; they go at `staged_at` in the current segment.
     pub(super) staged: Vec<u8>,
     pub(super) staged_at: u64,
@@ -186,6 +184,12 @@ impl Wal {
         LogIndex(self.meta.log_start.index.0 + self.positions.len() as u64)
     }
 
+    /// Where the next staged record goes in the current segment: after what is written and
+    /// what is staged.
+    pub(super) fn end(&self) -> u64 {
+        self.staged_at + self.staged.len() as u64
+    }
+
     pub(super) fn check_poisoned(&self) -> Result<(), StorageError> {
         match &self.poisoned {
             Some(reason) => Err(StorageError::Poisoned(reason.clone())),
@@ -246,16 +250,16 @@ impl Wal {
     /// it goes.
     pub(super) fn stage(&mut self, kind: Kind, body: &[u8]) -> Result<(u64, u32), StorageError> {
         let len = (record::HEADER_BYTES + body.len()) as u64;
-        if self.end + len > self.options.segment_bytes && self.end > segment::HEADER_BYTES {
+        let end = self.end();
+        if end + len > self.options.segment_bytes && end > segment::HEADER_BYTES {
             self.roll_over()?;
         }
-        let offset = self.end;
+        let offset = self.end();
         record::encode(kind, body, &mut self.staged).map_err(|record::TooLarge(bytes)| {
             StorageError::Unavailable(format!(
                 "a record of {bytes} bytes is larger than a record may be"
             ))
         })?;
-        self.end += len;
         Ok((offset, len as u32))
     }
 

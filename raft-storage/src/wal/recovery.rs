@@ -129,7 +129,6 @@ impl Wal {
             segments: BTreeMap::new(),
             current: 0,
             current_filled: 0,
-            end: segment::HEADER_BYTES,
             staged: Vec::new(),
             staged_at: segment::HEADER_BYTES,
             unsynced: false,
@@ -237,7 +236,6 @@ impl Wal {
         if last {
             self.current = sequence;
             self.current_filled = data.len() as u64;
-            self.end = end as u64;
             self.staged_at = end as u64;
         }
         self.segments.insert(sequence, Segment { file, path });

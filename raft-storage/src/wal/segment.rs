@@ -133,7 +133,6 @@ impl Wal {
                 self.segments.insert(sequence, Segment { file, path });
                 self.current = sequence;
                 self.current_filled = filled;
-                self.end = HEADER_BYTES;
                 self.staged_at = HEADER_BYTES;
                 Ok(())
             }
@@ -164,7 +163,7 @@ impl Wal {
             return;
         }
         if self.current_filled < self.capacity() && self.staged.is_empty() && !self.unsynced {
-            let from = self.current_filled.max(self.end);
+            let from = self.current_filled.max(self.end());
             let step = FILL_STEP.min(self.capacity().saturating_sub(from));
             let result = self.current_segment().map(|segment| {
                 let zeros = vec![0u8; step as usize];
