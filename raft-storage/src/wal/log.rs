@@ -119,8 +119,6 @@ pub(crate) struct Wal {
     pub(super) spare_failed: bool,
     /// The entries read at open, handed out by the first [`Wal::recover`].
     pub(super) recovered: Option<Vec<Entry>>,
-    /// A reusable buffer for an entry's record body.
-    pub(super) body: Vec<u8>,
 }
 
 pub(super) fn corrupt(path: &Path, offset: u64, what: impl std::fmt::Display) -> StorageError {
@@ -134,28 +132,25 @@ pub(super) fn io_at(path: &Path, error: io::Error) -> StorageError {
     ))
 }
 
-/// The body of an entry's record: index, term, payload kind, payload bytes.
-fn encode_entry(entry: &Entry, out: &mut Vec<u8>) -> Result<(), StorageError> {
-    out.clear();
-    out.extend_from_slice(&entry.index.0.to_le_bytes());
-    out.extend_from_slice(&entry.term.0.to_le_bytes());
+/// Bytes of an entry record's body before its payload: index, term, payload kind.
+const ENTRY_PREFIX_BYTES: usize = 17;
+
+/// The payload kind byte and payload bytes of an entry's record (body: index, term, payload
+/// kind, payload bytes), or why this format cannot hold it.
+fn payload_of(entry: &Entry) -> Result<(u8, &[u8]), StorageError> {
     match &entry.payload {
-        Payload::Blank => out.push(0),
-        Payload::Command(data) => {
-            out.push(1);
-            out.extend_from_slice(data);
-        }
+        Payload::Blank => Ok((0, &[])),
+        Payload::Command(data) => Ok((1, data)),
         #[allow(unreachable_patterns)] // `Payload` may gain kinds this format does not have
-        _ => {
-            return Err(StorageError::Unavailable(format!(
-                "entry {}: a payload kind this store cannot write",
-                entry.index
-            )));
-        }
+        _ => Err(StorageError::Unavailable(format!(
+            "entry {}: a payload kind this store cannot write",
+            entry.index
+        ))),
     }
-    Ok(())
 }
 
+/// The entry an entry record's body holds (laid out as [`payload_of`] says), or `None` when
+/// the body does not decode.
 pub(super) fn decode_entry(body: &[u8]) -> Option<Entry> {
     let index = LogIndex(u64::from_le_bytes(body.get(..8)?.try_into().ok()?));
     let term = Term(u64::from_le_bytes(body.get(8..16)?.try_into().ok()?));
@@ -249,17 +244,29 @@ impl Wal {
     /// Stages one record, rolling over to a new segment when it does not fit; returns where
     /// it goes.
     pub(super) fn stage(&mut self, kind: Kind, body: &[u8]) -> Result<(u64, u32), StorageError> {
-        let len = (record::HEADER_BYTES + body.len()) as u64;
+        self.stage_with(kind, body.len(), |out| out.extend_from_slice(body))
+    }
+
+    /// [`Wal::stage`] for a body of `body_len` bytes that `write_body` writes in place.
+    fn stage_with(
+        &mut self,
+        kind: Kind,
+        body_len: usize,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(u64, u32), StorageError> {
+        let len = (record::HEADER_BYTES + body_len) as u64;
         let end = self.end();
         if end + len > self.options.segment_bytes && end > segment::HEADER_BYTES {
             self.roll_over()?;
         }
         let offset = self.end();
-        record::encode(kind, body, &mut self.staged).map_err(|record::TooLarge(bytes)| {
-            StorageError::Unavailable(format!(
-                "a record of {bytes} bytes is larger than a record may be"
-            ))
-        })?;
+        record::encode_with(kind, body_len, &mut self.staged, write_body).map_err(
+            |record::TooLarge(bytes)| {
+                StorageError::Unavailable(format!(
+                    "a record of {bytes} bytes is larger than a record may be"
+                ))
+            },
+        )?;
         Ok((offset, len as u32))
     }
 
@@ -294,6 +301,9 @@ impl Wal {
             if entries.windows(2).any(|w| w[1].index != w[0].index.next()) {
                 return Err(StorageError::Corrupt("entries are not contiguous".into()));
             }
+            for entry in entries {
+                payload_of(entry)?;
+            }
         }
         if let Some(hard_state) = hard_state
             && hard_state != self.meta.hard_state
@@ -308,22 +318,23 @@ impl Wal {
             return Ok(());
         };
         self.truncate_positions(first.index);
-        let mut body = std::mem::take(&mut self.body);
-        let result = (|| {
-            for entry in entries {
-                encode_entry(entry, &mut body)?;
-                let (offset, len) = self.stage(Kind::Entry, &body)?;
-                self.positions.push_back(Position {
-                    sequence: self.current,
-                    offset,
-                    len,
-                    term: entry.term,
-                });
-            }
-            Ok(())
-        })();
-        self.body = body;
-        result
+        for entry in entries {
+            let (kind, payload) = payload_of(entry)?;
+            let (offset, len) =
+                self.stage_with(Kind::Entry, ENTRY_PREFIX_BYTES + payload.len(), |out| {
+                    out.extend_from_slice(&entry.index.0.to_le_bytes());
+                    out.extend_from_slice(&entry.term.0.to_le_bytes());
+                    out.push(kind);
+                    out.extend_from_slice(payload);
+                })?;
+            self.positions.push_back(Position {
+                sequence: self.current,
+                offset,
+                len,
+                term: entry.term,
+            });
+        }
+        Ok(())
     }
 
     pub(super) fn truncate_positions(&mut self, from: LogIndex) {

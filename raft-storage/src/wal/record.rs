@@ -59,16 +59,37 @@ impl Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TooLarge(pub(crate) usize);
 
-/// Appends one record to `out`.
+/// Appends one record to `out` (the tests' way of writing records).
+#[cfg(test)]
 pub(crate) fn encode(kind: Kind, body: &[u8], out: &mut Vec<u8>) -> Result<(), TooLarge> {
-    let length = u32::try_from(body.len())
+    encode_with(kind, body.len(), out, |out| out.extend_from_slice(body))
+}
+
+/// Appends one record of `body_len` bytes of body to `out`, the body written in place by
+/// `write_body` (so it is not built elsewhere first and copied).
+pub(crate) fn encode_with(
+    kind: Kind,
+    body_len: usize,
+    out: &mut Vec<u8>,
+    write_body: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), TooLarge> {
+    let length = u32::try_from(body_len)
         .ok()
         .filter(|&l| l <= MAX_BODY_BYTES)
-        .ok_or(TooLarge(body.len()))?;
+        .ok_or(TooLarge(body_len))?;
+    let start = out.len();
+    out.reserve(HEADER_BYTES + body_len);
     out.extend_from_slice(&length.to_le_bytes());
-    out.extend_from_slice(&checksum(kind as u8, body).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
     out.push(kind as u8);
-    out.extend_from_slice(body);
+    write_body(out);
+    debug_assert_eq!(
+        out.len(),
+        start + HEADER_BYTES + body_len,
+        "the body's length"
+    );
+    let crc = checksum(kind as u8, &out[start + HEADER_BYTES..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 

@@ -137,7 +137,6 @@ impl Wal {
             spare: None,
             spare_failed: false,
             recovered: None,
-            body: Vec::new(),
         };
         let mut replay = Replay::default();
         for (i, &sequence) in sequences.iter().enumerate() {
