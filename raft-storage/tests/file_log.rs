@@ -341,3 +341,34 @@ fn a_failed_write_poisons_the_store() {
     });
     sim.run().unwrap();
 }
+
+/// A purge at an entry the log holds with another term (a snapshot from the leader replaced a
+/// diverged log) makes the removal of the diverged entries durable before it moves the log's
+/// start. Here the metadata file is put back as it was before the purge, as if the crash came
+/// between the two steps: the diverged entries must not come back, or a restarted follower
+/// would hold entries that conflict with the committed snapshot behind them.
+#[tokio::test]
+async fn a_diverged_purge_removes_the_diverged_entries_before_it_moves_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = written(dir.path(), 20).await;
+    let meta = dir.path().join("meta");
+    let before = std::fs::read(&meta).unwrap();
+    // The leader's snapshot ends at index 10 in term 2; this log has index 10 in term 1.
+    store
+        .purge_prefix(EntryId {
+            index: LogIndex(10),
+            term: Term(2),
+        })
+        .await
+        .unwrap();
+    drop(store);
+    std::fs::write(&meta, &before).unwrap();
+    let mut store = open(dir.path(), small_segments()).await.unwrap();
+    let recovered = store.recover().await.unwrap();
+    assert_eq!(recovered.log_start, EntryId::default(), "the old start");
+    assert!(
+        recovered.entries.is_empty(),
+        "the diverged entries stayed: {:?}",
+        recovered.entries.iter().map(|e| e.id()).collect::<Vec<_>>()
+    );
+}
