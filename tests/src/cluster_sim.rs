@@ -1631,16 +1631,8 @@ impl Op {
                 (17, Op::Lease),
                 (10, Op::Bounded),
             ],
-            Scenario::DivergentTails => [
-                (40, Op::Put),
-                (5, Op::Delete),
-                (15, Op::Cas),
-                (15, Op::Linearizable),
-                (10, Op::Lease),
-                (10, Op::Bounded),
-            ],
-            // Mostly writes: the log grows and is compacted quickly.
-            Scenario::SnapshotCatchUp => [
+            // Mostly writes: tails to diverge, and a log that grows and is compacted quickly.
+            Scenario::DivergentTails | Scenario::SnapshotCatchUp => [
                 (40, Op::Put),
                 (5, Op::Delete),
                 (15, Op::Cas),
