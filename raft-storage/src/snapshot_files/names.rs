@@ -2,9 +2,6 @@
 
 use raft_core::{EntryId, LogIndex, Term};
 
-/// The file whose lock says the directory is in use.
-pub(super) const LOCK_FILE: &str = "LOCK";
-
 pub(super) const PREFIX: &str = "snapshot-";
 pub(super) const IMAGE_SUFFIX: &str = ".snap";
 pub(super) const PARTIAL_SUFFIX: &str = ".partial";

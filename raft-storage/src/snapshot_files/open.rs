@@ -2,7 +2,7 @@
 //! (deleting `.partial` files, checking every image, keeping only the latest).
 
 use super::header::read_header;
-use super::names::{LOCK_FILE, Name, classify};
+use super::names::{Name, classify};
 use super::{FileSnapshotStore, Image, Shared, State, corrupt, io_at, remove_if_present};
 use crate::wal::fs::{Fs, Open};
 use raft_core::node::StorageError;
@@ -25,12 +25,7 @@ fn open_image(fs: Fs, path: PathBuf) -> Result<Image, StorageError> {
 pub(super) fn open_on(fs: Fs, dir: PathBuf) -> Result<FileSnapshotStore, StorageError> {
     fs.create_dir_durably(&dir)
         .map_err(io_at("creating the directory", &dir))?;
-    let lock_path = dir.join(LOCK_FILE);
-    let lock_file = fs
-        .open(&lock_path, Open::CreateOrKeep)
-        .map_err(io_at("opening", &lock_path))?;
-    fs.try_lock(&lock_file)
-        .map_err(io_at("locking", &lock_path))?;
+    let lock_file = fs.lock_dir(&dir).map_err(io_at("locking", &dir))?;
 
     let mut changed = false;
     let mut images = Vec::new();

@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use super::header::header_len_for;
-use super::names::{LOCK_FILE, Name, PARTIAL_SUFFIX, classify, image_name, partial_name};
+use super::names::{Name, PARTIAL_SUFFIX, classify, image_name, partial_name};
 use super::*;
 use crate::conformance;
+use crate::wal::fs::LOCK_FILE;
 use raft_core::{EntryId, LogIndex, NodeId, Term};
 
 mod simulated;

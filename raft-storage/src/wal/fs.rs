@@ -9,6 +9,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// The lock file of a data directory (see [`Fs::lock_dir`]).
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
 /// Which filesystem a store works on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fs {
@@ -198,6 +201,15 @@ impl Fs {
         drop(file);
         self.rename(&temporary, path)?;
         self.sync_dir(parent_of(path))
+    }
+
+    /// Locks the data directory `dir` for this process: takes the lock on its [`LOCK_FILE`]
+    /// (created if missing) and returns the file, which holds the lock until it is dropped.
+    /// Fails with `WouldBlock` when another store has the directory open.
+    pub(crate) fn lock_dir(self, dir: &Path) -> io::Result<File> {
+        let file = self.open(&dir.join(LOCK_FILE), Open::CreateOrKeep)?;
+        self.try_lock(&file)?;
+        Ok(file)
     }
 
     /// Takes the exclusive lock on `file` (the data directory's lock file), failing at once

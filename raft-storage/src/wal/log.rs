@@ -45,8 +45,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The name of the lock file.
-pub(crate) const LOCK_FILE: &str = "LOCK";
 /// The name of the metadata file.
 pub(crate) const META_FILE: &str = "meta";
 /// The name of the segment being preallocated.

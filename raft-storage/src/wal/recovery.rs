@@ -10,7 +10,7 @@
 
 use super::fs::{Fs, Open, temporary_of};
 use super::log::{
-    LOCK_FILE, META_FILE, Position, SPARE_FILE, Segment, Wal, WalOptions, corrupt, decode_entry,
+    META_FILE, Position, SPARE_FILE, Segment, Wal, WalOptions, corrupt, decode_entry,
     decode_truncate, io_at,
 };
 use super::meta::{FORMAT_VERSION, Meta, MetaError};
@@ -65,11 +65,7 @@ impl Wal {
     /// Opens (creating when empty) the log in `dir`, recovering what is durable.
     pub(crate) fn open(fs: Fs, dir: &Path, options: WalOptions) -> Result<Wal, StorageError> {
         fs.create_dir_durably(dir).map_err(|e| io_at(dir, e))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = fs
-            .open(&lock_path, Open::CreateOrKeep)
-            .map_err(|e| io_at(&lock_path, e))?;
-        fs.try_lock(&lock).map_err(|e| io_at(dir, e))?;
+        let lock = fs.lock_dir(dir).map_err(|e| io_at(dir, e))?;
 
         let names = fs.list(dir).map_err(|e| io_at(dir, e))?;
         let meta_path = dir.join(META_FILE);

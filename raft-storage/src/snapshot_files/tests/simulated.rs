@@ -1,9 +1,10 @@
 //! The durable snapshot store under turmoil's simulated filesystem, crashed while writing.
 
-use super::super::names::{LOCK_FILE, PARTIAL_SUFFIX, image_name};
+use super::super::names::{PARTIAL_SUFFIX, image_name};
 use super::{meta, read_all};
 use crate::FileSnapshotStore;
 use crate::wal::fs::Fs;
+use crate::wal::fs::LOCK_FILE;
 use raft_core::node::SnapshotStore;
 use std::path::Path;
 
