@@ -244,7 +244,7 @@ mod tests {
     fn single_node_actions() -> Actions {
         let id = NodeId(1);
         let state = InitialState {
-            voters: [id].into(),
+            membership: crate::Membership::new([id]).ok(),
             ..InitialState::default()
         };
         let mut raft = Raft::new(Config::new(id), state, 1, Time(0)).expect("a valid node");

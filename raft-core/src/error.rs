@@ -1,6 +1,6 @@
 //! Errors the protocol returns to its caller.
 
-use crate::{ConfigError, NodeId};
+use crate::{ConfigError, MembershipError, NodeId};
 use thiserror::Error;
 
 /// Why the protocol refused an input. Every variant is something the caller can act on.
@@ -42,6 +42,9 @@ pub enum ProtocolError {
     /// An argument was out of range (for example, a transfer to a node that is not a voter).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A membership change was refused (see [`MembershipError`]); nothing changed.
+    #[error("membership change refused: {0}")]
+    Membership(#[from] MembershipError),
     /// A message was malformed, misaddressed or from a node outside the cluster; it was dropped
     /// and nothing changed.
     #[error("message rejected: {0}")]

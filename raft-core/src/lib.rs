@@ -81,7 +81,6 @@ mod error;
 mod lease;
 mod log;
 // Used by the protocol once membership changes are wired in.
-#[allow(dead_code)]
 mod membership;
 mod message;
 #[cfg(feature = "runtime")]
@@ -101,9 +100,11 @@ pub use actions::{Actions, Committed, SnapshotRead, SnapshotWrite};
 pub use config::{Config, ConfigError};
 pub use error::ProtocolError;
 pub use log::ConflictHint;
+pub use membership::{Membership, MembershipError};
 pub use message::{AppendOutcome, Freshness, Message, MessageBody};
-pub use raft::{FreshCommit, InitialState, PeerProgress, Raft, ReadMode, Role};
+pub use raft::{FreshCommit, InitialState, MembershipChange, PeerProgress, Raft, ReadMode, Role};
 pub use reads::ReadId;
 pub use types::{
-    Entry, EntryData, EntryId, HardState, LogIndex, NodeId, Payload, SnapshotMeta, Term, Time,
+    Entry, EntryData, EntryId, HardState, LogIndex, NodeId, Payload, SharedMembership,
+    SnapshotMeta, Term, Time,
 };

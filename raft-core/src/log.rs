@@ -14,8 +14,10 @@
 //! entry `k` of `entries` has index `start + 1 + k` with terms that never decrease, none below
 //! `start`'s.
 
-use crate::{Committed, Entry, EntryId, LogIndex, Term};
-use std::collections::VecDeque;
+use crate::membership::Memberships;
+use crate::quorum::JointConfig;
+use crate::{Committed, Entry, EntryId, LogIndex, Payload, SharedMembership, Term};
+use std::collections::{BTreeSet, VecDeque};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RaftLog {
@@ -33,6 +35,8 @@ pub(crate) struct RaftLog {
     pub(crate) persisted: LogIndex,
     /// The lowest index changed since the driver last took the log's new entries, if any.
     unsaved_from: Option<LogIndex>,
+    /// The memberships the entries bring in, kept in step with every change to the entries.
+    memberships: Memberships,
 }
 
 /// Where a follower's log stops matching the leader's, found from an AppendEntries rejection.
@@ -48,11 +52,28 @@ pub struct ConflictHint {
 
 impl RaftLog {
     /// A log holding `entries` (all durable) after `start`, of which `applied` have been
-    /// applied.
-    pub(crate) fn restore(start: EntryId, entries: Vec<Entry>, applied: LogIndex) -> RaftLog {
+    /// applied, where `membership` was in force at `membership_at` (at most the first entry's
+    /// index, or at most `start`'s if it is none); membership entries up to `membership_at`
+    /// are taken as already reflected in it.
+    pub(crate) fn restore(
+        start: EntryId,
+        entries: Vec<Entry>,
+        applied: LogIndex,
+        membership: Option<SharedMembership>,
+        membership_at: LogIndex,
+    ) -> RaftLog {
+        let mut memberships = Memberships::new(membership, membership_at);
+        for entry in &entries {
+            if let Payload::Membership(m) = &entry.payload
+                && entry.index > membership_at
+            {
+                memberships.appended(entry.index, m);
+            }
+        }
         let mut log = RaftLog {
             start,
             entries: entries.into(),
+            memberships,
             ..RaftLog::default()
         };
         let last = log.last_index();
@@ -108,14 +129,18 @@ impl RaftLog {
         let drop = usize::try_from(up_to.0 - self.start.index.0).ok()?;
         self.entries.drain(..drop.min(self.entries.len()));
         self.start = EntryId { term, index: up_to };
+        self.memberships.compact_to(up_to);
         Some(self.start)
     }
 
-    /// A snapshot covering everything up to `last` was installed (§7): the state machine now
-    /// holds exactly that state. Entries after `last` are kept if the log holds `last` itself
-    /// (they follow the same history); otherwise the whole log is replaced by the snapshot.
-    pub(crate) fn install(&mut self, last: EntryId) {
-        if self.matches(last) {
+    /// A snapshot covering everything up to `last`, with `membership` in force there, was
+    /// installed (§7): the state machine now holds exactly that state. Entries after `last` are
+    /// kept if the log holds `last` itself (they follow the same history); otherwise the whole
+    /// log is replaced by the snapshot.
+    pub(crate) fn install(&mut self, last: EntryId, membership: SharedMembership) {
+        let keep = self.matches(last);
+        self.memberships.installed(last.index, membership, keep);
+        if keep {
             let drop = usize::try_from(last.index.0.saturating_sub(self.start.index.0))
                 .unwrap_or(usize::MAX);
             self.entries.drain(..drop.min(self.entries.len()));
@@ -196,7 +221,37 @@ impl RaftLog {
         debug_assert_eq!(entry.index, self.last_index().next());
         debug_assert!(entry.term >= self.last_term());
         self.mark_unsaved(entry.index);
+        if let Payload::Membership(membership) = &entry.payload {
+            self.memberships.appended(entry.index, membership);
+        }
         self.entries.push_back(entry);
+    }
+
+    /// The membership in force: brought in by the last membership entry appended, committed or
+    /// not (dissertation §4.1); `None` on a node that joins and has not heard of one yet.
+    pub(crate) fn membership(&self) -> Option<&SharedMembership> {
+        self.memberships.latest()
+    }
+
+    /// The index of the entry that brought in the membership in force (or of the snapshot
+    /// or start that holds it).
+    pub(crate) fn membership_index(&self) -> LogIndex {
+        self.memberships.latest_index()
+    }
+
+    /// The voters of the membership in force (none while it is unknown, so a node that knows
+    /// no membership never counts itself a voter).
+    pub(crate) fn voters(&self) -> &JointConfig {
+        static NONE: JointConfig = JointConfig {
+            incoming: BTreeSet::new(),
+            outgoing: BTreeSet::new(),
+        };
+        self.membership().map_or(&NONE, |m| m.joint())
+    }
+
+    /// The membership in force at `index`, when this log still knows it.
+    pub(crate) fn membership_at(&self, index: LogIndex) -> Option<&SharedMembership> {
+        self.memberships.at(index)
     }
 
     /// The index of the first of `entries` that this log lacks or holds with another term.
@@ -230,6 +285,7 @@ impl RaftLog {
         let keep = index.0.saturating_sub(self.first_index().0);
         self.entries
             .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        self.memberships.truncate_from(index);
         self.persisted = self.persisted.min(index.prev());
         self.mark_unsaved(index);
     }
@@ -389,7 +445,7 @@ mod tests {
                 payload: Payload::Blank,
             })
             .collect();
-        RaftLog::restore(EntryId::default(), entries, LogIndex(0))
+        RaftLog::restore(EntryId::default(), entries, LogIndex(0), None, LogIndex(0))
     }
 
     fn ents(first: u64, terms: &[u64]) -> Vec<Entry> {

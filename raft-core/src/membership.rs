@@ -24,14 +24,32 @@
 //! change): the incoming voters are never empty; learners are voters of neither half; node id 0
 //! is never a member; a joint configuration changes the voters (its halves differ).
 
-use crate::NodeId;
 use crate::quorum::JointConfig;
-use std::collections::BTreeSet;
+use crate::{LogIndex, NodeId, SharedMembership};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, VecDeque};
 use thiserror::Error;
 
 /// The voters and learners of a cluster at one point of its log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Membership {
+///
+/// A membership is held in the log as an entry of its own ([`crate::Payload::Membership`]) and
+/// in every snapshot ([`crate::SnapshotMeta::membership`]); a node uses the latest one its log
+/// holds, committed or not (dissertation §4.1). Deserializing checks the invariants, so a
+/// malformed membership from a peer or a disk is refused rather than adopted.
+///
+/// ```
+/// use raft_core::{Membership, NodeId};
+/// let three = Membership::new([NodeId(1), NodeId(2), NodeId(3)]).unwrap();
+/// let with_learner = three.add_learner(NodeId(4)).unwrap();
+/// let joint = with_learner.enter_joint([NodeId(1), NodeId(2), NodeId(4)]).unwrap();
+/// assert!(joint.is_joint());
+/// let done = joint.leave_joint().unwrap();
+/// assert_eq!(done.voters().len(), 3);
+/// assert!(!done.contains(NodeId(3)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "MembershipFields", into = "MembershipFields")]
+pub struct Membership {
     /// Who decides. `incoming` is never empty; `outgoing` is non-empty exactly while a change
     /// of voters is in progress (joint consensus, §6) and then differs from `incoming`.
     voters: JointConfig,
@@ -40,9 +58,43 @@ pub(crate) struct Membership {
     learners: BTreeSet<NodeId>,
 }
 
+/// How a membership is written on the wire and on disk: its three sets, checked when read.
+#[derive(Clone, Serialize, Deserialize)]
+struct MembershipFields {
+    voters: BTreeSet<NodeId>,
+    outgoing: BTreeSet<NodeId>,
+    learners: BTreeSet<NodeId>,
+}
+
+impl TryFrom<MembershipFields> for Membership {
+    type Error = String;
+    fn try_from(fields: MembershipFields) -> Result<Membership, String> {
+        let membership = Membership {
+            voters: JointConfig {
+                incoming: fields.voters,
+                outgoing: fields.outgoing,
+            },
+            learners: fields.learners,
+        };
+        membership.check()?;
+        Ok(membership)
+    }
+}
+
+impl From<Membership> for MembershipFields {
+    fn from(membership: Membership) -> MembershipFields {
+        MembershipFields {
+            voters: membership.voters.incoming,
+            outgoing: membership.voters.outgoing,
+            learners: membership.learners,
+        }
+    }
+}
+
 /// Why a membership change is refused. Each names the node at fault, as `n2`.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub(crate) enum MembershipError {
+#[non_exhaustive]
+pub enum MembershipError {
     /// Node id 0 is reserved (as in [`crate::Config::validate`]).
     #[error("node id 0 is reserved; ids start at 1")]
     ReservedId,
@@ -75,12 +127,18 @@ pub(crate) enum MembershipError {
     /// `leave_joint` outside a joint configuration.
     #[error("not in a joint configuration: there is nothing to leave")]
     NotJoint,
+    /// The leader's previous membership change, or its first entry of its term, is not
+    /// committed yet (one change at a time, dissertation §4.1). Nothing changed; retry once it
+    /// is (usually within a round trip).
+    #[error("the previous membership change is not committed yet; retry once it is")]
+    Uncommitted,
 }
 
 impl Membership {
     /// A simple (non-joint) configuration of `voters` and no learners: a cluster's first
     /// configuration. Refused when `voters` is empty or contains node id 0.
-    pub(crate) fn new(voters: BTreeSet<NodeId>) -> Result<Membership, MembershipError> {
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Result<Membership, MembershipError> {
+        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
         if voters.is_empty() {
             return Err(MembershipError::NoVoters);
         }
@@ -93,49 +151,83 @@ impl Membership {
         ))
     }
 
+    /// The membership as bytes, for stores that keep it in a format of their own (a snapshot
+    /// file's header, a log record); [`Membership::decode`] reads them back.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing sets of integers into a vector cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Reads what [`Membership::encode`] wrote. Refuses, with a message naming what is wrong,
+    /// bytes that are not exactly one valid membership.
+    pub fn decode(bytes: &[u8]) -> Result<Membership, String> {
+        match postcard::take_from_bytes::<Membership>(bytes) {
+            Ok((membership, [])) => Ok(membership),
+            Ok((_, rest)) => Err(format!("{} bytes after the membership", rest.len())),
+            Err(error) => Err(format!("not a valid membership: {error}")),
+        }
+    }
+
     /// Whether a change of voters is in progress: decisions need a majority of both halves.
-    pub(crate) fn is_joint(&self) -> bool {
+    pub fn is_joint(&self) -> bool {
         !self.voters.outgoing.is_empty()
     }
 
-    /// The voters: `incoming` always, and `outgoing` while joint. Quorums are counted on this
-    /// with [`JointConfig::committed`] and [`JointConfig::vote_result`].
-    pub(crate) fn voters(&self) -> &JointConfig {
+    /// The voters, or while a change is in progress the new voters (the incoming half). Never
+    /// empty.
+    pub fn voters(&self) -> &BTreeSet<NodeId> {
+        &self.voters.incoming
+    }
+
+    /// While a change of voters is in progress, the voters it started from (the outgoing
+    /// half, which still counts); empty otherwise.
+    pub fn outgoing_voters(&self) -> &BTreeSet<NodeId> {
+        &self.voters.outgoing
+    }
+
+    /// Both halves of the voters, as quorums are counted on them with
+    /// [`JointConfig::committed`] and [`JointConfig::vote_result`].
+    pub(crate) fn joint(&self) -> &JointConfig {
         &self.voters
     }
 
     /// The non-voting members (diss. §4.2.1).
-    pub(crate) fn learners(&self) -> &BTreeSet<NodeId> {
+    pub fn learners(&self) -> &BTreeSet<NodeId> {
         &self.learners
     }
 
-    /// Every member, voter of either half or learner, each once in id order: the nodes the
+    /// Every voter of either half, each once in id order.
+    pub fn all_voters(&self) -> BTreeSet<NodeId> {
+        self.voters.ids()
+    }
+
+    /// Every member, voter of either half or learner, each once in id order: the nodes a
     /// leader replicates to.
-    pub(crate) fn all_ids(&self) -> BTreeSet<NodeId> {
+    pub fn members(&self) -> BTreeSet<NodeId> {
         let mut ids = self.voters.ids();
         ids.extend(&self.learners);
         ids
     }
 
     /// Whether `id` votes, in either half.
-    pub(crate) fn is_voter(&self, id: NodeId) -> bool {
+    pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(id)
     }
 
     /// Whether `id` is a non-voting member.
-    pub(crate) fn is_learner(&self, id: NodeId) -> bool {
+    pub fn is_learner(&self, id: NodeId) -> bool {
         self.learners.contains(&id)
     }
 
     /// Whether `id` is a member at all, voter or learner.
-    pub(crate) fn contains(&self, id: NodeId) -> bool {
+    pub fn contains(&self, id: NodeId) -> bool {
         self.is_voter(id) || self.is_learner(id)
     }
 
     /// Adds `id` as a learner: it will receive the log and count in no majority, the first
     /// step of adding a server (diss. §4.2.1). Allowed while joint too, since a learner changes
     /// no quorum and so cannot interfere with the change of voters in progress.
-    pub(crate) fn add_learner(&self, id: NodeId) -> Result<Membership, MembershipError> {
+    pub fn add_learner(&self, id: NodeId) -> Result<Membership, MembershipError> {
         if id == NodeId(0) {
             return Err(MembershipError::ReservedId);
         }
@@ -152,7 +244,7 @@ impl Membership {
 
     /// Removes the learner `id` from the membership. Voters leave by a change of voters
     /// ([`Membership::enter_joint`]) instead, which needs the joint majorities.
-    pub(crate) fn remove_learner(&self, id: NodeId) -> Result<Membership, MembershipError> {
+    pub fn remove_learner(&self, id: NodeId) -> Result<Membership, MembershipError> {
         if !self.is_learner(id) {
             return Err(MembershipError::NotLearner(id));
         }
@@ -172,10 +264,11 @@ impl Membership {
     /// Refused, in this order: while already joint; when `new_voters` is empty (so the last
     /// voter can never be removed); when a new voter is neither a voter nor a learner; when
     /// `new_voters` are the current voters.
-    pub(crate) fn enter_joint(
+    pub fn enter_joint(
         &self,
-        new_voters: BTreeSet<NodeId>,
+        new_voters: impl IntoIterator<Item = NodeId>,
     ) -> Result<Membership, MembershipError> {
+        let new_voters: BTreeSet<NodeId> = new_voters.into_iter().collect();
         if self.is_joint() {
             return Err(MembershipError::ChangeInProgress);
         }
@@ -199,7 +292,7 @@ impl Membership {
     /// Finishes a change of voters: the new voters alone (§6, the second step of joint
     /// consensus). Voters of the outgoing half only are no longer members. Refused when no
     /// change is in progress.
-    pub(crate) fn leave_joint(&self) -> Result<Membership, MembershipError> {
+    pub fn leave_joint(&self) -> Result<Membership, MembershipError> {
         if !self.is_joint() {
             return Err(MembershipError::NotJoint);
         }
@@ -213,7 +306,7 @@ impl Membership {
         if incoming.is_empty() {
             return Err("the incoming half has no voter".into());
         }
-        if self.all_ids().contains(&NodeId(0)) {
+        if self.members().contains(&NodeId(0)) {
             return Err("node id 0 is a member".into());
         }
         if let Some(id) = self.learners.iter().find(|&&id| self.voters.contains(id)) {
@@ -231,6 +324,106 @@ impl Membership {
         let membership = Membership { voters, learners };
         debug_assert_eq!(membership.check(), Ok(()), "{membership:?}");
         membership
+    }
+}
+
+/// The memberships a log holds, so that the one in force is known at every index the log
+/// covers: a membership known as of some index (`base`), and every membership entry after it.
+///
+/// A membership takes effect when appended (dissertation §4.1), so the one in force is the
+/// last of these, committed or not; truncating the log undoes the entries removed
+/// ([`Memberships::truncate_from`]). `base` is the snapshot's membership, or the cluster's
+/// first one for a log never compacted, or none for a node that joins a running cluster and
+/// has heard from no leader yet.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Memberships {
+    /// The membership in force at `base_index`, if known.
+    base: Option<SharedMembership>,
+    base_index: LogIndex,
+    /// The membership entries after `base_index`, in index order.
+    changes: VecDeque<(LogIndex, SharedMembership)>,
+}
+
+impl Memberships {
+    /// `base` in force at `index`, and no entry after it yet.
+    pub(crate) fn new(base: Option<SharedMembership>, index: LogIndex) -> Memberships {
+        Memberships {
+            base,
+            base_index: index,
+            changes: VecDeque::new(),
+        }
+    }
+
+    /// The membership in force: the last appended, committed or not.
+    pub(crate) fn latest(&self) -> Option<&SharedMembership> {
+        self.changes.back().map(|(_, m)| m).or(self.base.as_ref())
+    }
+
+    /// The index of the entry that brought in the latest membership (`base_index` when it is
+    /// the base).
+    pub(crate) fn latest_index(&self) -> LogIndex {
+        self.changes.back().map_or(self.base_index, |&(i, _)| i)
+    }
+
+    /// The membership in force once the entry at `index` is appended: `None` when unknown
+    /// (before `base_index`, or no membership was ever known).
+    pub(crate) fn at(&self, index: LogIndex) -> Option<&SharedMembership> {
+        if index < self.base_index {
+            return None;
+        }
+        self.changes
+            .iter()
+            .rev()
+            .find(|&&(i, _)| i <= index)
+            .map(|(_, m)| m)
+            .or(self.base.as_ref())
+    }
+
+    /// The entry at `index` appended (after every entry this knows of) carries `membership`.
+    pub(crate) fn appended(&mut self, index: LogIndex, membership: &SharedMembership) {
+        debug_assert!(
+            index > self.latest_index(),
+            "membership entries in index order"
+        );
+        self.changes.push_back((index, membership.clone()));
+    }
+
+    /// Entries from `index` on were removed: their memberships no longer count.
+    pub(crate) fn truncate_from(&mut self, index: LogIndex) {
+        debug_assert!(index > self.base_index, "truncating before the base");
+        while self.changes.back().is_some_and(|&(i, _)| i >= index) {
+            self.changes.pop_back();
+        }
+    }
+
+    /// Entries up to `index` were compacted: the membership in force there becomes the base.
+    pub(crate) fn compact_to(&mut self, index: LogIndex) {
+        if index <= self.base_index {
+            return;
+        }
+        while self.changes.front().is_some_and(|&(i, _)| i <= index) {
+            self.base = self.changes.pop_front().map(|(_, m)| m);
+        }
+        self.base_index = index;
+    }
+
+    /// A snapshot of everything up to `index`, with `membership`, was installed; when
+    /// `keep_after` the log kept its entries after `index`, otherwise it holds none.
+    pub(crate) fn installed(
+        &mut self,
+        index: LogIndex,
+        membership: SharedMembership,
+        keep_after: bool,
+    ) {
+        if keep_after {
+            while self.changes.front().is_some_and(|&(i, _)| i <= index) {
+                self.changes.pop_front();
+            }
+        } else {
+            self.changes.clear();
+        }
+        self.base = Some(membership);
+        self.base_index = index;
     }
 }
 
@@ -547,12 +740,12 @@ mod tests {
         );
         let joint = &path[2];
         assert_eq!(joint, &of(&[1, 2, 4], &[1, 2, 3], &[]));
-        assert_eq!(joint.all_ids(), ids(&[1, 2, 3, 4]));
+        assert_eq!(joint.members(), ids(&[1, 2, 3, 4]));
         // n3 is dead: n1 and n2 are a majority of both halves, so the change can commit.
         let acked = |id: NodeId| if id == NodeId(3) { 0 } else { 7 };
-        assert_eq!(joint.voters().committed(acked), 7);
+        assert_eq!(joint.joint().committed(acked), 7);
         assert_eq!(path[3], of(&[1, 2, 4], &[], &[]));
-        assert_eq!(path[3].all_ids(), ids(&[1, 2, 4]));
+        assert_eq!(path[3].members(), ids(&[1, 2, 4]));
     }
 
     #[test]
@@ -591,7 +784,7 @@ mod tests {
                 Change::EnterJoint(vec![3, 4, 5]),
             ],
         );
-        let voters = path[3].voters();
+        let voters = path[3].joint();
         let acked_by =
             |list: &'static [u64]| move |id: NodeId| if list.contains(&id.0) { 9 } else { 0 };
         // Commit: a majority of the old half alone, or of the new half alone, is not enough.
@@ -601,7 +794,7 @@ mod tests {
         assert_eq!(voters.committed(acked_by(&[1, 3, 4])), 9);
         assert_eq!(voters.committed(acked_by(&[1, 2, 4, 5])), 9);
         // Learners count in no majority: before the change, n4 and n5 acknowledging is nothing.
-        assert_eq!(path[2].voters().committed(acked_by(&[3, 4, 5])), 0);
+        assert_eq!(path[2].joint().committed(acked_by(&[3, 4, 5])), 0);
 
         let votes = |granted: &[u64], refused: &[u64]| -> BTreeMap<NodeId, bool> {
             let yes = granted.iter().map(|&i| (NodeId(i), true));
@@ -764,8 +957,8 @@ mod tests {
             } else {
                 BTreeSet::new()
             };
-            if m.voters().incoming != set(&self.voters)
-                || m.voters().outgoing != outgoing
+            if m.joint().incoming != set(&self.voters)
+                || m.joint().outgoing != outgoing
                 || m.learners() != &set(&self.learners)
                 || m.is_joint() != self.joint
             {
@@ -778,7 +971,7 @@ mod tests {
                 if m.is_voter(node) != voter
                     || m.is_learner(node) != learner
                     || m.contains(node) != (voter || learner)
-                    || m.all_ids().contains(&node) != (voter || learner)
+                    || m.members().contains(&node) != (voter || learner)
                 {
                     return Err(format!("{node}: model {self:?} membership {m:?}"));
                 }
@@ -797,7 +990,7 @@ mod tests {
                 let pool: Vec<u64> = if rng.range(0, 4) == 0 {
                     (0..=6).collect()
                 } else {
-                    m.all_ids().iter().map(|id| id.0).collect()
+                    m.members().iter().map(|id| id.0).collect()
                 };
                 let voters = pool.into_iter().filter(|_| rng.range(0, 2) == 0).collect();
                 Change::EnterJoint(voters)

@@ -8,8 +8,21 @@ use serde::{Deserialize, Serialize};
 /// keeps the arithmetic on them in range.
 const MAX_VALUE: u64 = 1 << 62;
 
-/// What one voter of a snapshot's metadata costs decoded, at most (its id in a B-tree node).
+/// What one member of a membership costs decoded, at most (its id in a B-tree node).
 pub(crate) const VOTER_DECODED_BYTES: usize = 48;
+
+/// What a membership costs decoded, at most: its ids, and the allocation of each of its three
+/// sets and of the shared pointer that holds it.
+pub(crate) fn membership_decoded_bytes(membership: &crate::Membership) -> usize {
+    let ids = membership.voters().len()
+        + membership.outgoing_voters().len()
+        + membership.learners().len();
+    ids.saturating_mul(VOTER_DECODED_BYTES)
+        .saturating_add(MEMBERSHIP_DECODED_BYTES)
+}
+
+/// The fixed part of [`membership_decoded_bytes`]: three B-tree leaves and a shared pointer.
+pub(crate) const MEMBERSHIP_DECODED_BYTES: usize = 3 * 200 + 64;
 
 /// A message between two members of one cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,14 +201,15 @@ impl Message {
                 entries.iter().fold(envelope, |sum, e| {
                     let data = match &e.payload {
                         crate::Payload::Command(data) => data.len(),
-                        _ => 0,
+                        crate::Payload::Membership(m) => membership_decoded_bytes(m),
+                        crate::Payload::Blank => 0,
                     };
                     sum.saturating_add(std::mem::size_of::<Entry>() + data)
                 })
             }
             MessageBody::InstallSnapshot { meta, data, .. } => envelope
                 .saturating_add(data.len())
-                .saturating_add(meta.voters.len().saturating_mul(VOTER_DECODED_BYTES)),
+                .saturating_add(membership_decoded_bytes(&meta.membership)),
             _ => envelope,
         }
     }
@@ -263,11 +277,6 @@ impl Message {
                     "snapshot of term {} above message term {}",
                     meta.last.term, self.term
                 ));
-            }
-            MessageBody::InstallSnapshot { meta, .. }
-                if meta.voters.is_empty() || meta.voters.contains(&NodeId(0)) =>
-            {
-                return Err("snapshot without valid voters".to_string());
             }
             MessageBody::InstallSnapshotResponse {
                 snapshot,

@@ -77,7 +77,7 @@ pub(crate) fn vote_result(voters: &BTreeSet<NodeId>, votes: &BTreeMap<NodeId, bo
 
 /// The voters of the cluster: `incoming` always; `outgoing` only during a joint-consensus change
 /// (§6), when decisions need a majority of both.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct JointConfig {
     pub(crate) incoming: BTreeSet<NodeId>,
     pub(crate) outgoing: BTreeSet<NodeId>,
@@ -100,13 +100,20 @@ impl JointConfig {
         self.incoming.contains(&id) || self.outgoing.contains(&id)
     }
 
-    /// The value both halves have reached by majority.
+    /// The value both halves have reached by majority; 0 when there is no voter at all (a
+    /// node that knows no membership yet decides nothing).
     pub(crate) fn committed(&self, acked: impl Fn(NodeId) -> u64) -> u64 {
+        if self.incoming.is_empty() {
+            return 0;
+        }
         committed(&self.incoming, &acked).min(committed(&self.outgoing, &acked))
     }
 
-    /// Won when both halves won, lost when either lost.
+    /// Won when both halves won, lost when either lost; lost when there is no voter at all.
     pub(crate) fn vote_result(&self, votes: &BTreeMap<NodeId, bool>) -> VoteResult {
+        if self.incoming.is_empty() {
+            return VoteResult::Lost;
+        }
         match (
             vote_result(&self.incoming, votes),
             vote_result(&self.outgoing, votes),

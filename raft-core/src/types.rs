@@ -1,8 +1,9 @@
 //! The vocabulary of the protocol: node ids, terms, log indexes, entries and the hard state.
 
+use crate::Membership;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use triomphe::Arc;
+use triomphe::ThinArc;
 
 /// Identifies one member of a cluster. `0` is never a valid id: it is reserved so that
 /// "no node" can never be mistaken for a node.
@@ -104,29 +105,30 @@ pub struct EntryId {
     pub index: LogIndex,
 }
 
-/// What a snapshot covers (§7): the last entry its image includes, and the voting members as of
+/// What a snapshot covers (§7): the last entry its image includes, and the membership as of
 /// that entry. The image itself (the state machine's state after applying that entry) is opaque
 /// bytes kept by a snapshot store.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SnapshotMeta {
     /// The last entry the image includes (the paper's *lastIncludedIndex* and
     /// *lastIncludedTerm*).
     pub last: EntryId,
-    /// The voting members as of `last` (the paper's *lastConfig*).
-    pub voters: std::collections::BTreeSet<NodeId>,
+    /// The membership as of `last` (the paper's *lastConfig*): the latest membership entry at
+    /// or before it, committed or not, since a membership takes effect when appended.
+    pub membership: Membership,
 }
 
 impl SnapshotMeta {
     /// The metadata of a snapshot whose image includes every entry up to `last`, taken when
-    /// `voters` were the voting members.
-    pub fn new(last: EntryId, voters: impl IntoIterator<Item = NodeId>) -> SnapshotMeta {
-        SnapshotMeta {
-            last,
-            voters: voters.into_iter().collect(),
-        }
+    /// `membership` was the cluster's.
+    pub fn new(last: EntryId, membership: Membership) -> SnapshotMeta {
+        SnapshotMeta { last, membership }
     }
 }
+
+/// A reference-counted [`Membership`], as a log entry holds it: cloning an entry shares it.
+pub type SharedMembership = std::sync::Arc<Membership>;
 
 /// What an entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,32 +140,67 @@ pub enum Payload {
     /// A command for the user's state machine, as opaque bytes. Cloning is cheap: the bytes are
     /// shared, not copied.
     Command(EntryData),
+    /// A new membership (paper §6, dissertation chapter 4). It takes effect on every node as
+    /// soon as the node appends it, committed or not, and is undone if the entry is removed
+    /// (dissertation §4.1). The state machine is not given it to apply: the driver skips it.
+    Membership(SharedMembership),
 }
 
 /// The bytes of a command, shared between the log, the store and messages without copying.
 ///
-/// One allocation holds the reference count and the bytes (an `Arc` without a weak count), so
-/// an entry in memory costs its payload plus at most 64 bytes: 32 for the [`Entry`], 8 for the
-/// count, and the allocator's header and rounding (8 to 23 bytes with glibc's malloc). Serde
-/// encodes it as a byte string (one length, then the bytes). Empty data shares one allocation
-/// made once per process.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EntryData(Arc<[u8]>);
+/// One allocation holds the reference count, the length and the bytes (an `Arc` without a
+/// weak count, reached through a thin pointer), so an entry in memory costs its payload plus at
+/// most 72 bytes: 32 for the [`Entry`], 16 for the count and the length, and the allocator's
+/// header and rounding (8 to 23 bytes with glibc's malloc). The pointer being thin keeps
+/// [`Payload`] at 16 bytes. Serde encodes it as a byte string (one length, then the bytes).
+/// Empty data shares one allocation made once per process.
+#[derive(Clone)]
+pub struct EntryData(ThinArc<(), u8>);
 
 impl EntryData {
     fn copy_of(bytes: &[u8]) -> EntryData {
         if bytes.is_empty() {
-            static EMPTY: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
-            return EntryData(EMPTY.get_or_init(|| Arc::from(bytes)).clone());
+            static EMPTY: std::sync::OnceLock<ThinArc<(), u8>> = std::sync::OnceLock::new();
+            return EntryData(
+                EMPTY
+                    .get_or_init(|| ThinArc::from_header_and_slice((), bytes))
+                    .clone(),
+            );
         }
-        EntryData(Arc::from(bytes))
+        EntryData(ThinArc::from_header_and_slice((), bytes))
     }
 }
 
 impl std::ops::Deref for EntryData {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        &self.0.slice
+    }
+}
+
+impl PartialEq for EntryData {
+    fn eq(&self, other: &EntryData) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for EntryData {}
+
+impl std::hash::Hash for EntryData {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl PartialOrd for EntryData {
+    fn partial_cmp(&self, other: &EntryData) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EntryData {
+    fn cmp(&self, other: &EntryData) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
     }
 }
 
@@ -258,11 +295,16 @@ impl Entry {
         }
     }
 
-    /// Bytes of payload this entry carries (0 for a blank entry).
+    /// Bytes of payload this entry carries: a command's length; 0 for a blank entry; for a
+    /// membership, an estimate of its size (8 bytes a member), so that flow control counts it.
     pub fn payload_len(&self) -> usize {
         match &self.payload {
             Payload::Blank => 0,
             Payload::Command(bytes) => bytes.len(),
+            Payload::Membership(membership) => {
+                let members = membership.all_voters().len() + membership.learners().len();
+                members.saturating_mul(8)
+            }
         }
     }
 }

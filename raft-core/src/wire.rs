@@ -10,12 +10,14 @@
 //! [`peek_header`] reads who a payload is from and to, and bounds what decoding it would cost in
 //! memory, before the body is decoded, so that a receiver can refuse a message early.
 
-use crate::{Entry, EntryId, LogIndex, Message, MessageBody, NodeId, SnapshotMeta, Term};
+use crate::{
+    Entry, EntryId, LogIndex, Membership, Message, MessageBody, NodeId, SnapshotMeta, Term,
+};
 use std::sync::OnceLock;
 use thiserror::Error;
 
 /// The version of the encoding of [`Message`]. Bumped whenever the encoding changes.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 
 /// The fewest bytes an entry takes on the wire (term, index, payload tag).
 const MIN_ENTRY_WIRE_BYTES: usize = 3;
@@ -90,22 +92,16 @@ pub fn peek_header(bytes: &[u8]) -> Result<Header, WireError> {
     let ((from, to, _term), rest) = postcard::take_from_bytes::<(NodeId, NodeId, Term)>(bytes)?;
     let (variant, rest) = postcard::take_from_bytes::<u32>(rest)?;
     let mut entries = 0usize;
-    let mut voters = 0usize;
+    let mut members = 0usize;
+    let mut memberships = 0usize;
     if Some(variant) == install_snapshot_variant() {
         let (_last, rest) = postcard::take_from_bytes::<EntryId>(rest)?;
-        let (count, rest) = postcard::take_from_bytes::<u64>(rest)?;
-        // Each voter takes at least one byte on the wire.
-        voters = usize::try_from(count)
-            .ok()
-            .filter(|&n| n <= rest.len())
-            .ok_or(WireError::ImpossibleCount {
-                entries: count,
-                bytes: rest.len(),
-            })?;
+        (members, _) = skip_membership(rest)?;
+        memberships = 1;
     }
     if Some(variant) == append_entries_variant() {
         let (_prev_log, rest) = postcard::take_from_bytes::<EntryId>(rest)?;
-        let (count, rest) = postcard::take_from_bytes::<u64>(rest)?;
+        let (count, mut rest) = postcard::take_from_bytes::<u64>(rest)?;
         entries = usize::try_from(count)
             .ok()
             .filter(|&n| n <= rest.len() / MIN_ENTRY_WIRE_BYTES)
@@ -113,6 +109,29 @@ pub fn peek_header(bytes: &[u8]) -> Result<Header, WireError> {
                 entries: count,
                 bytes: rest.len(),
             })?;
+        // Membership entries decode to more than their bytes: walk the entries to count
+        // them, skipping commands without reading them.
+        for _ in 0..entries {
+            let ((_term, _index, kind), after) =
+                postcard::take_from_bytes::<(u64, u64, u32)>(rest)?;
+            rest = match kind {
+                PAYLOAD_BLANK => after,
+                PAYLOAD_COMMAND => {
+                    let (len, after) = postcard::take_from_bytes::<u64>(after)?;
+                    usize::try_from(len)
+                        .ok()
+                        .and_then(|len| after.get(len..))
+                        .ok_or_else(|| WireError::Undecodable("a command overruns".into()))?
+                }
+                PAYLOAD_MEMBERSHIP => {
+                    let (ids, after) = skip_membership(after)?;
+                    members = members.saturating_add(ids);
+                    memberships += 1;
+                    after
+                }
+                _ => return Err(WireError::Undecodable(format!("payload kind {kind}"))),
+            };
+        }
     }
     let per_entry = std::mem::size_of::<Entry>() + PAYLOAD_OVERHEAD_BYTES;
     Ok(Header {
@@ -120,9 +139,40 @@ pub fn peek_header(bytes: &[u8]) -> Result<Header, WireError> {
         to,
         decoded_bytes: std::mem::size_of::<Message>()
             .saturating_add(entries.saturating_mul(per_entry))
-            .saturating_add(voters.saturating_mul(crate::message::VOTER_DECODED_BYTES))
+            .saturating_add(members.saturating_mul(crate::message::VOTER_DECODED_BYTES))
+            .saturating_add(memberships.saturating_mul(crate::message::MEMBERSHIP_DECODED_BYTES))
             .saturating_add(bytes.len()),
     })
+}
+
+/// The variant indexes postcard writes for the kinds of [`crate::Payload`], in declaration
+/// order (the golden encoding test fails if they move).
+const PAYLOAD_BLANK: u32 = 0;
+const PAYLOAD_COMMAND: u32 = 1;
+const PAYLOAD_MEMBERSHIP: u32 = 2;
+
+/// Skips an encoded membership (three sets of ids: voters, outgoing voters, learners, each a
+/// count and then that many ids of at least one byte each), returning how many ids it holds
+/// and the bytes after it.
+fn skip_membership(mut rest: &[u8]) -> Result<(usize, &[u8]), WireError> {
+    let mut ids = 0usize;
+    for _ in 0..3 {
+        let (count, after) = postcard::take_from_bytes::<u64>(rest)?;
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|&n| n <= after.len())
+            .ok_or(WireError::ImpossibleCount {
+                entries: count,
+                bytes: after.len(),
+            })?;
+        rest = after;
+        for _ in 0..count {
+            let (_id, after) = postcard::take_from_bytes::<u64>(rest)?;
+            rest = after;
+        }
+        ids = ids.saturating_add(count);
+    }
+    Ok((ids, rest))
 }
 
 /// The variant index postcard writes for `MessageBody::AppendEntries`, found by encoding one
@@ -144,7 +194,7 @@ fn install_snapshot_variant() -> Option<u32> {
     static VARIANT: OnceLock<Option<u32>> = OnceLock::new();
     *VARIANT.get_or_init(|| {
         variant_of(&MessageBody::InstallSnapshot {
-            meta: SnapshotMeta::default(),
+            meta: SnapshotMeta::new(EntryId::default(), Membership::new([NodeId(1)]).ok()?),
             offset: 0,
             data: crate::EntryData::from(&[][..]),
             done: false,
@@ -205,6 +255,16 @@ mod tests {
                         index: LogIndex(9),
                         payload: Payload::Command(b"ab".as_slice().into()),
                     },
+                    Entry {
+                        term: Term(3),
+                        index: LogIndex(10),
+                        payload: Payload::Membership(std::sync::Arc::new(
+                            crate::Membership::new([NodeId(1), NodeId(2)])
+                                .unwrap()
+                                .enter_joint([NodeId(1)])
+                                .unwrap(),
+                        )),
+                    },
                 ],
                 leader_commit: LogIndex(7),
                 round: 4,
@@ -243,7 +303,13 @@ mod tests {
                 index: Some(LogIndex(7)),
             },
             MessageBody::InstallSnapshot {
-                meta: crate::SnapshotMeta::new(id(2, 7), [NodeId(1), NodeId(2), NodeId(3)]),
+                meta: crate::SnapshotMeta::new(
+                    id(2, 7),
+                    crate::Membership::new([NodeId(1), NodeId(2), NodeId(3)])
+                        .unwrap()
+                        .add_learner(NodeId(4))
+                        .unwrap(),
+                ),
                 offset: 5,
                 data: b"ab".as_slice().into(),
                 done: true,
@@ -268,7 +334,7 @@ mod tests {
     /// The encoding of `every_kind()`, as of [`FORMAT_VERSION`]. If this test fails, the
     /// encoding of `Message` changed: bump `FORMAT_VERSION` (peers of the old version must
     /// refuse this one) and update the bytes here.
-    const GOLDEN: &str = "0102030001020700090102030100010901020302020702030800030901026162070401020303040501070101030102030406050104050701020305050501020306010203070601010203080601070102030902070301020305026162010102030a02070305";
+    const GOLDEN: &str = "0102030001020700090102030100010901020302020703030800030901026162030a02010102010200070401020303040501070101030102030406050104050701020305050501020306010203070601010203080601070102030902070301020300010405026162010102030a02070305";
 
     #[test]
     fn the_encoding_is_the_one_of_this_format_version() {
@@ -279,7 +345,7 @@ mod tests {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             (FORMAT_VERSION, hex.as_str()),
-            (4, GOLDEN),
+            (5, GOLDEN),
             "the encoding of Message changed: bump FORMAT_VERSION and update GOLDEN"
         );
     }

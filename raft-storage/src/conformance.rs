@@ -58,7 +58,9 @@ use raft_core::node::{
     Failover, FailoverTrigger, LogStore, Recovered, SnapshotChunk, SnapshotStore, SnapshotWriter,
     StorageError, StorageErrorKind,
 };
-use raft_core::{Entry, EntryId, HardState, LogIndex, NodeId, Payload, SnapshotMeta, Term};
+use raft_core::{
+    Entry, EntryId, HardState, LogIndex, Membership, NodeId, Payload, SnapshotMeta, Term,
+};
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::ops::RangeInclusive;
@@ -2193,8 +2195,19 @@ where
     open(location).await
 }
 
+/// The metadata of a snapshot at `index` of `term` whose voters are `ids`, with learner 99 and
+/// (for more than one voter) a change of voters in progress to drop the last of them, so that
+/// a store must keep every part of a membership.
 fn snapshot_meta(term: u64, index: u64, ids: &[u64]) -> SnapshotMeta {
-    SnapshotMeta::new(entry_id(term, index), voters(ids))
+    let membership = Membership::new(voters(ids))
+        .and_then(|m| m.add_learner(NodeId(99)))
+        .and_then(|m| match ids.split_last() {
+            Some((_, rest)) if !rest.is_empty() => m.enter_joint(voters(rest)),
+            _ => Ok(m),
+        });
+    let membership = membership
+        .unwrap_or_else(|error| panic!("the checks name valid memberships: {error}"));
+    SnapshotMeta::new(entry_id(term, index), membership)
 }
 
 /// `len` bytes that depend on `seed` and on their position (with a period that is no power of
@@ -2427,10 +2440,18 @@ async fn expect_no_image<S: SnapshotStore>(check: &str, context: &str, store: &m
     );
 }
 
-/// Snapshot metadata in a few words: `{t2 i40 voters [1, 2]}`.
+/// Snapshot metadata in a few words: `{t2 i40 voters [1] outgoing [1, 2] learners [99]}`.
 fn describe_meta(meta: &SnapshotMeta) -> String {
-    let ids: Vec<u64> = meta.voters.iter().map(|id| id.0).collect();
-    format!("{{{} {} voters {ids:?}}}", meta.last.term, meta.last.index)
+    let ids = |set: &BTreeSet<NodeId>| set.iter().map(|id| id.0).collect::<Vec<u64>>();
+    let m = &meta.membership;
+    format!(
+        "{{{} {} voters {:?} outgoing {:?} learners {:?}}}",
+        meta.last.term,
+        meta.last.index,
+        ids(m.voters()),
+        ids(m.outgoing_voters()),
+        ids(m.learners())
+    )
 }
 
 /// A chunk in a few words, without its bytes.

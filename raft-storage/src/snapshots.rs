@@ -44,12 +44,13 @@ type Latest = Arc<Mutex<Option<Image>>>;
 ///
 /// ```
 /// use raft_core::node::SnapshotStore;
-/// use raft_core::{EntryId, LogIndex, NodeId, SnapshotMeta, Term};
+/// use raft_core::{EntryId, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 /// use raft_storage::MemSnapshotStore;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let mut store = MemSnapshotStore::new();
-/// let meta = SnapshotMeta::new(EntryId { term: Term(2), index: LogIndex(10) }, [NodeId(1)]);
+/// let membership = Membership::new([NodeId(1)]).unwrap();
+/// let meta = SnapshotMeta::new(EntryId { term: Term(2), index: LogIndex(10) }, membership);
 /// let mut writer = store.create(&meta).await.unwrap();
 /// writer.write(b"hello, ").await.unwrap();
 /// writer.write(b"world").await.unwrap();
@@ -180,7 +181,7 @@ mod tests {
                 term: Term(1),
                 index: LogIndex(index),
             },
-            [],
+            raft_core::Membership::new([raft_core::NodeId(1)]).unwrap(),
         )
     }
 

@@ -233,7 +233,8 @@ mod tests {
         }
         // Through a snapshot store, as the node restores it.
         let mut store = raft_storage::MemSnapshotStore::new();
-        let meta = SnapshotMeta::new(raft_core::EntryId::default(), [raft_core::NodeId(1)]);
+        let membership = raft_core::Membership::new([raft_core::NodeId(1)]).unwrap();
+        let meta = SnapshotMeta::new(raft_core::EntryId::default(), membership);
         let mut writer = raft_core::node::SnapshotStore::create(&mut store, &meta)
             .await
             .unwrap();

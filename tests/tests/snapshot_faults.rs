@@ -161,7 +161,10 @@ async fn a_chunk_of_another_image_does_not_stop_the_follower() {
         to: follower,
         term,
         body: MessageBody::InstallSnapshot {
-            meta: SnapshotMeta::new(last, voters.iter().map(|&v| NodeId(v))),
+            meta: SnapshotMeta::new(
+                last,
+                raft_core::Membership::new(voters.iter().map(|&v| NodeId(v))).unwrap(),
+            ),
             offset,
             data: vec![7u8; 10].into(),
             done: false,

@@ -16,7 +16,6 @@ use crate::{
     Actions, Entry, InitialState, LogIndex, Message, NodeId, Payload, Raft, Role, SnapshotMeta,
     Time,
 };
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -95,7 +94,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         config: super::NodeConfig,
-        voters: BTreeSet<NodeId>,
+        membership: Option<crate::Membership>,
         recovered: Recovered,
         snapshot: Option<SnapshotMeta>,
         applied: LogIndex,
@@ -113,7 +112,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             entries: recovered.entries,
             // Restored from the snapshot (or its own durable state); the rest is applied again.
             applied,
-            voters,
+            membership,
             log_start: recovered.log_start,
             snapshot,
         };
@@ -479,7 +478,8 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
         })?;
         let term = entry.term;
         let command = match &entry.payload {
-            Payload::Blank => None,
+            // A membership took effect when appended; the state machine never sees it.
+            Payload::Blank | Payload::Membership(_) => None,
             Payload::Command(bytes) => Some(postcard::from_bytes::<SM::Command>(bytes)),
         };
         let response = match command {

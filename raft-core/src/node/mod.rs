@@ -467,8 +467,12 @@ impl Node {
             recovered.log_start.index,
         )
         .await?;
+        // The cluster's first membership: saved once, when the node first starts, so that a
+        // later start with other voters configured cannot change it. A joining node (no
+        // voters configured) has none: its log or snapshot brings one.
         let voters = match recovered.voters.clone() {
             Some(voters) => voters,
+            None if config.voters.is_empty() => BTreeSet::new(),
             None => {
                 store
                     .save_voters(&config.voters)
@@ -477,13 +481,14 @@ impl Node {
                 config.voters.clone()
             }
         };
+        let membership = crate::Membership::new(voters).ok();
         let (requests_tx, requests_rx) = mpsc::channel(4096);
         let id = config.raft.id;
         let (status_tx, status_rx) = watch::channel(publish::initial_status(id));
         let shared = Arc::new(Shared::default());
         let task = driver::Driver::new(
             config.clone(),
-            voters,
+            membership,
             recovered,
             snapshot,
             applied,

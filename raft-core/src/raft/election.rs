@@ -45,7 +45,7 @@ impl Raft {
     fn open_campaign(&mut self, pre_vote: bool, by_transfer: bool) -> bool {
         self.campaign = self.campaign.wrapping_add(1);
         let votes = BTreeMap::from([(self.config.id, true)]);
-        let won = self.voters.vote_result(&votes) == VoteResult::Won;
+        let won = self.log.voters().vote_result(&votes) == VoteResult::Won;
         let campaign = Campaign { votes, by_transfer };
         self.change_role(if pre_vote {
             RoleState::PreCandidate(campaign)
@@ -81,7 +81,7 @@ impl Raft {
     fn become_leader(&mut self) {
         let by_transfer = self.elected_by_transfer();
         let next = self.log.last_index().next();
-        let progress = fresh_progress(self.other_voters(), next, &self.config);
+        let progress = fresh_progress(self.other_members(), next, &self.config);
         // §5.4.2 / dissertation §6.4: a blank entry of the new term; once it commits, so has
         // everything before it, and reads may be served.
         self.log.push(Entry {
@@ -173,7 +173,7 @@ impl Raft {
                 let result = match &mut self.role {
                     RoleState::PreCandidate(c) | RoleState::Candidate(c) => {
                         c.votes.insert(msg.from, granted);
-                        self.voters.vote_result(&c.votes)
+                        self.log.voters().vote_result(&c.votes)
                     }
                     _ => return,
                 };

@@ -22,25 +22,26 @@
 //! * `snapshot` — log compaction and InstallSnapshot (§7).
 
 mod election;
+mod membership;
 mod reads;
 mod replication;
 mod snapshot;
 mod view;
 
+pub use membership::MembershipChange;
 pub use reads::FreshCommit;
 
 use crate::lease::LeaseClock;
 use crate::log::RaftLog;
 use crate::progress::Progress;
-use crate::quorum::JointConfig;
 use crate::reads::{ForwardedReads, ReadQueue, Reader};
 use crate::rng::SplitMix64;
 use crate::{
-    Actions, Config, Entry, EntryId, HardState, LogIndex, Message, MessageBody, NodeId,
-    ProtocolError, ReadId, SnapshotMeta, Term, Time,
+    Actions, Config, Entry, EntryId, HardState, LogIndex, Membership, Message, MessageBody, NodeId,
+    ProtocolError, ReadId, SharedMembership, SnapshotMeta, Term, Time,
 };
 use reads::Transfer;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// The role a node plays in its current term (§5.1, plus the pre-vote phase of §9.6).
 #[derive(
@@ -77,8 +78,11 @@ pub struct InitialState {
     /// The last index the state machine has applied (0 when it starts empty): at least
     /// `log_start`'s index, since entries before it are gone.
     pub applied: LogIndex,
-    /// The voting members of the cluster, this node normally among them.
-    pub voters: BTreeSet<NodeId>,
+    /// The cluster's first membership, saved when it was formed (see
+    /// [`crate::node::LogStore::save_voters`]); `None` on a node started to join a running
+    /// cluster, which waits for a leader to send it the log or a snapshot. A snapshot's
+    /// membership and membership entries in `entries` supersede it.
+    pub membership: Option<Membership>,
     /// The entry just before the first of `entries` (the last one purged; index 0 when none
     /// was).
     pub log_start: EntryId,
@@ -91,12 +95,20 @@ pub struct InitialState {
 impl InitialState {
     /// The state of a node's first start in a cluster of `voters`: no term, no vote, no log;
     /// set the other fields to what the node recovered. (The type may gain fields that default
-    /// to "none".)
+    /// to "none".) An empty or invalid set of voters leaves the membership unknown, which
+    /// [`Raft::new`] refuses unless a snapshot supplies one.
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> InitialState {
         InitialState {
-            voters: voters.into_iter().collect(),
+            membership: Membership::new(voters).ok(),
             ..InitialState::default()
         }
+    }
+
+    /// The state of a node's first start as a new member of a running cluster: it knows no
+    /// membership, never campaigns, and waits for a leader to send it the log or a snapshot
+    /// once it has been added (as a learner).
+    pub fn joining() -> InitialState {
+        InitialState::default()
     }
 }
 
@@ -154,7 +166,7 @@ struct Campaign {
 /// What only a leader knows.
 #[derive(Debug)]
 struct LeaderState {
-    /// One entry per other voter, in id order.
+    /// One entry per other member (voters of either half, and learners), in id order.
     progress: BTreeMap<NodeId, Progress>,
     /// Heartbeat rounds, their acknowledgement, and the lease.
     lease: LeaseClock,
@@ -181,7 +193,6 @@ const MAX_ANSWERED_ROUNDS: usize = 1024;
 #[derive(Debug)]
 pub struct Raft {
     config: Config,
-    voters: JointConfig,
     /// Persistent (Figure 2): the latest term seen.
     term: Term,
     /// Persistent (Figure 2): the candidate voted for in `term`.
@@ -256,12 +267,23 @@ impl Raft {
         let campaign = rng.next_u64() >> 1;
         let session = rng.next_u64();
         let read_request = rng.next_u64() >> 1;
+        // The membership in force at the start of the log: the snapshot's, or the first one.
+        let (base, base_index) = match &state.snapshot {
+            Some(snapshot) => (Some(snapshot.membership.clone()), snapshot.last.index),
+            None => (state.membership, LogIndex(0)),
+        };
+        let log = RaftLog::restore(
+            state.log_start,
+            state.entries,
+            state.applied,
+            base.map(SharedMembership::new),
+            base_index,
+        );
         let mut raft = Raft {
-            voters: JointConfig::simple(state.voters),
             term: state.hard_state.term,
             vote: state.hard_state.vote,
             role: RoleState::follower(None),
-            log: RaftLog::restore(state.log_start, state.entries, state.applied),
+            log,
             snapshot: state.snapshot,
             incoming: None,
             rng,
@@ -319,6 +341,13 @@ impl Raft {
 
     /// A message arrived. A malformed message, one misaddressed, or one from a node outside
     /// the cluster is refused with [`ProtocolError::RejectedMessage`] and changes nothing.
+    ///
+    /// "Outside the cluster" means not a member of the membership this node's log holds, except
+    /// for what only a leader sends (AppendEntries, heartbeats, InstallSnapshot, TimeoutNow): a
+    /// node whose log is behind may not know its leader yet (a learner promoted and elected
+    /// while this node was cut off), and a node joining a running cluster knows no member at
+    /// all. The transport authenticates peers; the protocol only refuses what it knows to be
+    /// wrong.
     pub fn step(&mut self, now: Time, msg: Message) -> Result<(), ProtocolError> {
         msg.validate().map_err(ProtocolError::RejectedMessage)?;
         if msg.to != self.config.id {
@@ -327,7 +356,14 @@ impl Raft {
                 msg.to, self.config.id
             )));
         }
-        if !self.voters.contains(msg.from) {
+        let from_a_leader = matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::TimeoutNow
+        );
+        if !from_a_leader && !self.log.membership().is_some_and(|m| m.contains(msg.from)) {
             return Err(ProtocolError::RejectedMessage(format!(
                 "{} is not a member of this cluster",
                 msg.from
@@ -552,16 +588,27 @@ impl Raft {
     }
 
     fn is_voter(&self) -> bool {
-        self.voters.contains(self.config.id)
+        self.log.voters().contains(self.config.id)
     }
 
+    /// The voters of either half but this node, in id order: whom a candidate asks.
     fn other_voters(&self) -> Vec<NodeId> {
         let me = self.config.id;
-        self.voters
+        self.log
+            .voters()
             .ids()
             .into_iter()
             .filter(|&id| id != me)
             .collect()
+    }
+
+    /// Every member but this node, in id order: whom a leader replicates to.
+    fn other_members(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        self.log
+            .membership()
+            .map(|m| m.members().into_iter().filter(|&id| id != me).collect())
+            .unwrap_or_default()
     }
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
@@ -643,7 +690,7 @@ fn leader_message(out: &mut Actions, from: NodeId, term: Term, to: NodeId, body:
     });
 }
 
-/// A leader tracks one `Progress` per other voter, starting at `next`, with the flow-control
+/// A leader tracks one `Progress` per other member, starting at `next`, with the flow-control
 /// window of `config`.
 fn fresh_progress(
     peers: Vec<NodeId>,
@@ -680,13 +727,10 @@ fn reconcile_with_snapshot(mut state: InitialState) -> InitialState {
 
 fn validate_initial_state(state: &InitialState) -> Result<(), ProtocolError> {
     let bad = |why: String| Err(ProtocolError::InvalidState(why));
-    if state.voters.is_empty() {
-        return bad("no voters".into());
-    }
     if state.hard_state.term.0 >= 1 << 62 {
         return bad(format!("term {} is out of range", state.hard_state.term));
     }
-    if state.voters.contains(&NodeId(0)) || state.hard_state.vote == Some(NodeId(0)) {
+    if state.hard_state.vote == Some(NodeId(0)) {
         return bad("node id 0 is reserved".into());
     }
     if state.log_start.term > state.hard_state.term {

@@ -243,7 +243,7 @@ impl Raft {
     pub fn transfer_leadership(&mut self, now: Time, to: NodeId) -> Result<(), ProtocolError> {
         self.advance_clock(now);
         let me = self.config.id;
-        let is_voter = self.voters.contains(to);
+        let is_voter = self.log.voters().contains(to);
         let deadline = now.plus_ms(self.config.election_timeout_min_ms);
         let last = self.log.last_index();
         let leader = self.leader_state()?;
@@ -374,7 +374,7 @@ impl Raft {
         };
         let latest = leader.lease.latest_round();
         let progress = &leader.progress;
-        let confirmed = self.voters.committed(|id| {
+        let confirmed = self.log.voters().committed(|id| {
             if id == me {
                 latest
             } else {

@@ -235,7 +235,7 @@ impl Raft {
             return;
         };
         let progress = &leader.progress;
-        let majority = LogIndex(self.voters.committed(|id| {
+        let majority = LogIndex(self.log.voters().committed(|id| {
             if id == me {
                 persisted.0
             } else {
@@ -259,6 +259,7 @@ impl Raft {
             if first_in_term {
                 leader.reads.assign_index(self.log.committed);
             }
+            self.membership_committed();
         }
     }
 
@@ -381,10 +382,11 @@ impl Raft {
 }
 
 /// What an entry counts toward [`crate::Config::max_uncommitted_bytes`]: its payload and its
-/// size in memory; the blank entry of a new term counts nothing, so it is never refused.
+/// size in memory; the blank entry of a new term and membership entries count nothing, so they
+/// are never refused.
 fn uncommitted_cost(entry: &Entry) -> usize {
     match entry.payload {
-        Payload::Blank => 0,
+        Payload::Blank | Payload::Membership(_) => 0,
         Payload::Command(_) => std::mem::size_of::<Entry>() + entry.payload_len(),
     }
 }

@@ -13,8 +13,8 @@
 use super::{Raft, RoleState, leader_message};
 use crate::progress::ReplicationState;
 use crate::{
-    AppendOutcome, EntryData, EntryId, LogIndex, MessageBody, NodeId, ProtocolError, SnapshotMeta,
-    SnapshotRead, SnapshotWrite,
+    AppendOutcome, EntryData, EntryId, LogIndex, MessageBody, NodeId, ProtocolError,
+    SharedMembership, SnapshotMeta, SnapshotRead, SnapshotWrite,
 };
 
 /// A snapshot this node is receiving from its leader.
@@ -39,9 +39,10 @@ impl Raft {
             return None;
         }
         let term = self.log.term_at(index)?;
+        let membership = self.log.membership_at(index)?;
         Some(SnapshotMeta::new(
             EntryId { term, index },
-            self.voters.ids(),
+            (**membership).clone(),
         ))
     }
 
@@ -60,10 +61,15 @@ impl Raft {
                 meta.last.index, self.log.applied
             )));
         }
-        if meta.voters != self.voters.ids() {
-            return Err(ProtocolError::InvalidArgument(
-                "snapshot of other voters than the cluster's".into(),
-            ));
+        if self
+            .log
+            .membership_at(meta.last.index)
+            .is_some_and(|m| **m != meta.membership)
+        {
+            return Err(ProtocolError::InvalidArgument(format!(
+                "snapshot at {} with another membership than the log's there",
+                meta.last.index
+            )));
         }
         if self
             .log
@@ -191,7 +197,8 @@ impl Raft {
                 meta.last.index
             )));
         };
-        self.log.install(incoming.meta.last);
+        let membership = SharedMembership::new(incoming.meta.membership.clone());
+        self.log.install(incoming.meta.last, membership);
         self.out.purge = Some(incoming.meta.last);
         if self
             .snapshot
@@ -241,11 +248,6 @@ impl Raft {
         done: bool,
     ) {
         self.heard_from_leader(from);
-        if meta.voters != self.voters.ids() {
-            // The cluster's voters are fixed: a snapshot of other voters is not this cluster's
-            // state (a misconfigured or faulty leader). Installing it would split the cluster.
-            return;
-        }
         let session = self.session;
         let term = self.term;
         if meta.last.index <= self.log.committed && !self.installing() {

@@ -3,7 +3,9 @@
 
 use super::{PeerProgress, Raft, RoleState};
 use crate::progress::ReplicationState;
-use crate::{Committed, Config, Entry, EntryId, HardState, LogIndex, NodeId, Role, Term, Time};
+use crate::{
+    Committed, Config, Entry, EntryId, HardState, LogIndex, Membership, NodeId, Role, Term, Time,
+};
 use std::collections::BTreeSet;
 
 impl Raft {
@@ -78,9 +80,23 @@ impl Raft {
             .collect()
     }
 
-    /// The voting members.
+    /// The voting members, of both halves while a change of voters is in progress (empty on
+    /// a joining node that knows no membership yet).
     pub fn voters(&self) -> BTreeSet<NodeId> {
-        self.voters.ids()
+        self.log.voters().ids()
+    }
+
+    /// The membership in force: the latest this node's log holds, committed or not
+    /// (dissertation §4.1); `None` on a joining node that has heard of none yet.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.log.membership().map(|m| &**m)
+    }
+
+    /// The index of the entry that brought in the membership in force (or of the snapshot
+    /// that holds it; 0 for the cluster's first). The change is committed once the commit
+    /// index reaches it.
+    pub fn membership_index(&self) -> LogIndex {
+        self.log.membership_index()
     }
 
     /// The entry just before the first one the log holds: index 0 until the log is compacted,

@@ -104,7 +104,7 @@ impl Network {
                 hard_state,
                 entries,
                 applied: LogIndex(0),
-                voters: voters.clone(),
+                membership: crate::Membership::new(voters.clone()).ok(),
                 ..InitialState::default()
             };
             let durable_through = state.entries.last().map_or(LogIndex(0), |e| e.index);
@@ -367,7 +367,7 @@ impl Network {
                     .iter()
                     .filter_map(|e| match &e.payload {
                         Payload::Command(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                        Payload::Blank => None,
+                        _ => None,
                     })
                     .collect()
             })

@@ -80,7 +80,7 @@ fn follower(id: u64, term: u64) -> Raft {
             term: Term(term),
             vote: None,
         },
-        voters: ids(3),
+        membership: crate::Membership::new(ids(3)).ok(),
         ..InitialState::default()
     };
     Raft::new(test_config(id), state, id, Time(0)).unwrap()
@@ -243,7 +243,7 @@ fn a_candidate_takes_up_a_timeout_now_from_the_previous_term() {
             term: Term(1),
             vote: None,
         },
-        voters: ids(3),
+        membership: crate::Membership::new(ids(3)).ok(),
         ..InitialState::default()
     };
     let mut node = Raft::new(config, state, 3, Time(0)).unwrap();
@@ -451,7 +451,7 @@ fn a_restarted_follower_ignores_statements_about_its_previous_run() {
             term: Term(1),
             vote: None,
         },
-        voters: ids(3),
+        membership: crate::Membership::new(ids(3)).ok(),
         ..InitialState::default()
     };
     let mut first = Raft::new(test_config(2), state(), 7, Time(0)).unwrap();

@@ -69,7 +69,7 @@ fn restarted_follower_does_not_vote_while_a_lease_it_granted_may_hold() {
             .unwrap_or(HardState::default()),
         entries: n3.log().iter().cloned().collect(),
         applied: crate::LogIndex(0),
-        voters: ids(3),
+        membership: crate::Membership::new(ids(3)).ok(),
         ..InitialState::default()
     };
     let config: Config = test_config(3);
@@ -165,7 +165,7 @@ fn a_node_whose_term_ran_ahead_rejoins_without_pre_vote_or_check_quorum() {
 #[test]
 fn a_non_voter_keeps_its_deadline_ahead_of_the_clock() {
     let state = InitialState {
-        voters: [NodeId(1), NodeId(2), NodeId(3)].into(),
+        membership: crate::Membership::new([NodeId(1), NodeId(2), NodeId(3)]).ok(),
         ..InitialState::default()
     };
     let mut raft = Raft::new(test_config(9), state, 1, Time(0)).unwrap();

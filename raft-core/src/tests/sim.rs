@@ -376,7 +376,7 @@ impl Sim {
             hard_state: node.disk_hard_state,
             entries: node.disk_entries.clone(),
             applied,
-            voters: self.voters.clone(),
+            membership: crate::Membership::new(self.voters.clone()).ok(),
             log_start: node.disk_log_start,
             snapshot: node.disk_snapshot.as_ref().map(|(meta, _)| meta.clone()),
         };

@@ -150,7 +150,10 @@ fn entries_after_the_snapshot_are_kept_when_the_log_holds_its_last_entry() {
     let mut net = Network::with_logs(logs, |_| {});
     // n1 leads term 1 (it won before the logs were written); n2 has committed nothing.
     net.receiving.clear();
-    let meta = SnapshotMeta::new(id(1, 6), [NodeId(1), NodeId(2)]);
+    let meta = SnapshotMeta::new(
+        id(1, 6),
+        crate::Membership::new([NodeId(1), NodeId(2)]).unwrap(),
+    );
     let image = postcard::to_stdvec(&entries_with_terms(&[1; 6])).unwrap();
     net.deliver(msg(
         1,
@@ -195,7 +198,10 @@ fn a_snapshot_not_newer_than_the_commit_index_is_ignored() {
     }
     net.advance(20);
     let committed = net.peek(2).commit_index();
-    let meta = SnapshotMeta::new(id(1, 5), [NodeId(1), NodeId(2), NodeId(3)]);
+    let meta = SnapshotMeta::new(
+        id(1, 5),
+        crate::Membership::new([NodeId(1), NodeId(2), NodeId(3)]).unwrap(),
+    );
     net.queue.clear();
     let term = net.peek(1).term().0;
     net.deliver(msg(
@@ -233,7 +239,10 @@ fn install_snapshot_term_handling() {
     let term = net.peek(2).term().0;
     assert!(term >= 2);
     net.queue.clear();
-    let meta = SnapshotMeta::new(id(1, 50), [NodeId(1), NodeId(2), NodeId(3)]);
+    let meta = SnapshotMeta::new(
+        id(1, 50),
+        crate::Membership::new([NodeId(1), NodeId(2), NodeId(3)]).unwrap(),
+    );
     let chunk = |meta: SnapshotMeta| MessageBody::InstallSnapshot {
         meta,
         offset: 0,
@@ -253,7 +262,10 @@ fn install_snapshot_term_handling() {
     assert_ne!(net.peek(3).role(), Role::Leader);
     net.heal();
     let newer = net.peek(3).term().0 + 1;
-    let meta = SnapshotMeta::new(id(1, 50), [NodeId(1), NodeId(2), NodeId(3)]);
+    let meta = SnapshotMeta::new(
+        id(1, 50),
+        crate::Membership::new([NodeId(1), NodeId(2), NodeId(3)]).unwrap(),
+    );
     let now = net.now;
     net.node(3)
         .step(now, msg(2, 3, newer, chunk(meta)))
@@ -409,12 +421,18 @@ fn a_snapshot_beyond_the_applied_index_is_refused() {
     let mut net = Network::new(3);
     net.elect(1);
     let applied = net.peek(1).applied_index();
-    let meta = SnapshotMeta::new(id(1, applied.0 + 1), [NodeId(1), NodeId(2), NodeId(3)]);
+    let meta = SnapshotMeta::new(
+        id(1, applied.0 + 1),
+        crate::Membership::new([NodeId(1), NodeId(2), NodeId(3)]).unwrap(),
+    );
     assert!(matches!(
         net.node(1).snapshot_created(meta),
         Err(ProtocolError::InvalidArgument(_))
     ));
-    let wrong_term = SnapshotMeta::new(id(9, applied.0), [NodeId(1), NodeId(2), NodeId(3)]);
+    let wrong_term = SnapshotMeta::new(
+        id(9, applied.0),
+        crate::Membership::new([NodeId(1), NodeId(2), NodeId(3)]).unwrap(),
+    );
     assert!(net.node(1).snapshot_created(wrong_term).is_err());
     assert!(
         net.node(1).compact(applied).is_none(),

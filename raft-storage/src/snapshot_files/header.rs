@@ -4,21 +4,22 @@
 use super::{corrupt, io_at};
 use crate::wal::fs::File;
 use raft_core::node::StorageError;
-use raft_core::{EntryId, LogIndex, NodeId, SnapshotMeta, Term};
+use raft_core::{EntryId, LogIndex, Membership, SnapshotMeta, Term};
 use std::path::Path;
 
 /// The first bytes of an image file.
 const MAGIC: &[u8; 8] = b"RAFTSNAP";
 
 /// The version of the image file format this code writes and reads; any other is refused.
-const FORMAT_VERSION: u32 = 1;
+/// (Version 1 listed the voters only; version 2 holds the whole membership.)
+const FORMAT_VERSION: u32 = 2;
 
-/// Header bytes besides the voter ids: magic, version, header length, last index, last term,
-/// image length, image CRC, voter count, header CRC.
-const FIXED_HEADER_BYTES: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4 + 4 + 4;
+/// Header bytes besides the membership: magic, version, header length, last index, last term,
+/// image length, image CRC, header CRC.
+const FIXED_HEADER_BYTES: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4 + 4;
 
-/// The most voters a header may list (far more than any cluster has).
-pub(super) const MAX_VOTERS: usize = 1 << 16;
+/// The most bytes a header's membership may take (far more than any cluster needs).
+pub(super) const MAX_MEMBERSHIP_BYTES: usize = 1 << 20;
 
 /// What an image file's header says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,29 +30,34 @@ pub(super) struct Header {
     pub(super) image_crc: u32,
 }
 
-pub(super) fn header_len_for(voters: usize) -> u64 {
-    (FIXED_HEADER_BYTES + 8 * voters) as u64
+/// The length of the header of a snapshot whose membership encodes to `membership_bytes`.
+pub(super) fn header_len_for(membership_bytes: usize) -> u64 {
+    (FIXED_HEADER_BYTES + membership_bytes) as u64
 }
 
+/// The header of an image of `meta`, whose membership encodes to at most
+/// [`MAX_MEMBERSHIP_BYTES`] (checked when the image was created).
 pub(super) fn encode_header(meta: &SnapshotMeta, image_len: u64, image_crc: u32) -> Vec<u8> {
-    let voters = meta.voters.len().min(MAX_VOTERS);
-    let header_len = FIXED_HEADER_BYTES + 8 * voters;
+    let membership = meta.membership.encode();
+    let header_len = FIXED_HEADER_BYTES + membership.len();
     let mut out = Vec::with_capacity(header_len);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // At most 16 + 8 * 2^16 bytes: fits.
+    // At most 44 + 2^20 bytes: fits.
     out.extend_from_slice(&(header_len as u32).to_le_bytes());
     out.extend_from_slice(&meta.last.index.0.to_le_bytes());
     out.extend_from_slice(&meta.last.term.0.to_le_bytes());
     out.extend_from_slice(&image_len.to_le_bytes());
     out.extend_from_slice(&image_crc.to_le_bytes());
-    out.extend_from_slice(&(voters as u32).to_le_bytes());
-    for voter in meta.voters.iter().take(voters) {
-        out.extend_from_slice(&voter.0.to_le_bytes());
-    }
+    out.extend_from_slice(&membership);
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// The length of the header of an image of `meta`.
+pub(super) fn header_len_of(meta: &SnapshotMeta) -> u64 {
+    header_len_for(meta.membership.encode().len())
 }
 
 /// Reads little-endian integers from a header, in order.
@@ -112,10 +118,7 @@ pub(super) fn read_header(file: &File, path: &Path) -> Result<Header, StorageErr
         ));
     }
     let header_len = header_len as usize;
-    if header_len < FIXED_HEADER_BYTES
-        || header_len_for((header_len - FIXED_HEADER_BYTES) / 8) != header_len as u64
-        || header_len > FIXED_HEADER_BYTES + 8 * MAX_VOTERS
-    {
+    if header_len <= FIXED_HEADER_BYTES || header_len > FIXED_HEADER_BYTES + MAX_MEMBERSHIP_BYTES {
         return Err(corrupt(
             path,
             format!("impossible header length {header_len}"),
@@ -149,35 +152,24 @@ pub(super) fn read_header(file: &File, path: &Path) -> Result<Header, StorageErr
         let term = reader.u64()?;
         let image_len = reader.u64()?;
         let image_crc = reader.u32()?;
-        let count = reader.u32()? as usize;
-        let mut voters = Vec::with_capacity(count.min(MAX_VOTERS));
-        for _ in 0..count {
-            voters.push(NodeId(reader.u64()?));
-        }
-        Some((index, term, image_len, image_crc, count, voters))
+        Some((index, term, image_len, image_crc))
     })();
-    let Some((index, term, image_len, image_crc, count, voters)) = parsed else {
-        return Err(corrupt(
-            path,
-            "the header's voter count overruns the header",
-        ));
+    let Some((index, term, image_len, image_crc)) = parsed else {
+        return Err(corrupt(path, "truncated header"));
     };
-    if reader.at != covered.len() {
-        return Err(corrupt(
-            path,
-            format!("the header lists {count} voters but is {header_len} bytes long"),
-        ));
-    }
+    // The rest of the header, up to its checksum, is the membership.
+    let membership = covered
+        .get(reader.at..)
+        .map(Membership::decode)
+        .unwrap_or_else(|| Err("missing".to_string()))
+        .map_err(|why| corrupt(path, format!("the header's membership: {why}")))?;
     let meta = SnapshotMeta::new(
         EntryId {
             term: Term(term),
             index: LogIndex(index),
         },
-        voters,
+        membership,
     );
-    if meta.voters.len() != count {
-        return Err(corrupt(path, "the header lists a voter twice"));
-    }
     let expected = (header_len as u64).checked_add(image_len);
     if expected != Some(file_len) {
         return Err(corrupt(

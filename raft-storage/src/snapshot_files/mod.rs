@@ -50,7 +50,7 @@ mod writer;
 use crate::wal::fs::{File, Fs};
 use async_trait::async_trait;
 use bytes::Bytes;
-use header::{Header, MAX_VOTERS};
+use header::{Header, MAX_MEMBERSHIP_BYTES};
 use raft_core::SnapshotMeta;
 use raft_core::node::{SnapshotChunk, SnapshotStore, SnapshotWriter, StorageError};
 use std::fmt;
@@ -93,13 +93,14 @@ const MAX_CHUNK_BYTES: usize = 64 << 20;
 ///
 /// ```
 /// use raft_core::node::SnapshotStore;
-/// use raft_core::{EntryId, LogIndex, NodeId, SnapshotMeta, Term};
+/// use raft_core::{EntryId, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 /// use raft_storage::FileSnapshotStore;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
 /// let dir = tempfile::tempdir()?;
 /// let mut store = FileSnapshotStore::open(dir.path().join("snapshots")).await?;
-/// let meta = SnapshotMeta::new(EntryId { term: Term(2), index: LogIndex(10) }, [NodeId(1)]);
+/// let membership = Membership::new([NodeId(1)])?;
+/// let meta = SnapshotMeta::new(EntryId { term: Term(2), index: LogIndex(10) }, membership);
 /// let mut writer = store.create(&meta).await?;
 /// writer.write(b"hello, ").await?;
 /// writer.write(b"world").await?;
@@ -260,12 +261,13 @@ impl SnapshotStore for FileSnapshotStore {
         meta: &SnapshotMeta,
     ) -> Result<Box<dyn SnapshotWriter>, StorageError> {
         check_poisoned(&*lock(&self.shared.state)?)?;
-        if meta.voters.len() > MAX_VOTERS {
+        let membership_bytes = meta.membership.encode().len();
+        if membership_bytes > MAX_MEMBERSHIP_BYTES {
             return Err(StorageError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "a snapshot with {} voters: at most {MAX_VOTERS} are supported",
-                    meta.voters.len()
+                    "a snapshot whose membership takes {membership_bytes} bytes: at most \
+                     {MAX_MEMBERSHIP_BYTES} are supported"
                 ),
             )));
         }

@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use super::header::header_len_for;
+use super::header::header_len_of;
 use super::names::{Name, PARTIAL_SUFFIX, classify, image_name, partial_name};
 use super::*;
 use crate::conformance;
 use crate::wal::fs::LOCK_FILE;
-use raft_core::{EntryId, LogIndex, NodeId, Term};
+use raft_core::{EntryId, LogIndex, Membership, NodeId, Term};
 
 mod simulated;
 
@@ -18,7 +18,7 @@ fn meta(term: u64, index: u64, voters: &[u64]) -> SnapshotMeta {
             term: Term(term),
             index: LogIndex(index),
         },
-        voters.iter().copied().map(NodeId),
+        Membership::new(voters.iter().copied().map(NodeId)).unwrap(),
     )
 }
 
@@ -141,7 +141,7 @@ async fn a_truncated_image_file_is_refused_at_open() {
     drop(store);
 
     let path = image_path(root.path(), &meta);
-    let header_len = header_len_for(2);
+    let header_len = header_len_of(&meta);
     for (len, what) in [
         (header_len + 2_999, "truncated"),
         (header_len, "truncated"),
@@ -169,7 +169,7 @@ async fn an_unknown_format_version_is_refused_at_open() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
     // With a valid header CRC: the version alone is the reason.
-    let header_len = header_len_for(1) as usize;
+    let header_len = header_len_of(&meta) as usize;
     let crc = crc32c::crc32c(&bytes[..header_len - 4]);
     bytes[header_len - 4..header_len].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
@@ -188,7 +188,7 @@ async fn a_header_disagreeing_with_its_name_is_refused_at_open() {
     write(&mut store, &meta, b"image").await;
     drop(store);
 
-    let renamed = root.path().join(image_name(self::meta(2, 90, &[]).last));
+    let renamed = root.path().join(image_name(self::meta(2, 90, &[1]).last));
     std::fs::rename(image_path(root.path(), &meta), &renamed).unwrap();
     expect_corrupt(
         FileSnapshotStore::open(root.path()).await,
@@ -208,7 +208,7 @@ async fn a_flipped_bit_in_the_image_is_caught_when_it_is_read_to_its_end() {
 
     let path = image_path(root.path(), &meta);
     let mut bytes = std::fs::read(&path).unwrap();
-    let at = header_len_for(1) as usize + 1_234;
+    let at = header_len_of(&meta) as usize + 1_234;
     bytes[at] ^= 0x80;
     std::fs::write(&path, &bytes).unwrap();
     let mut store = FileSnapshotStore::open(root.path()).await.unwrap();
@@ -343,7 +343,7 @@ async fn a_damaged_image_is_caught_by_every_reader_however_reads_interleave() {
     drop(damaged);
     let path = image_path(&root.path().join("damaged"), &meta);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[header_len_for(1) as usize + 4_321] ^= 0x10;
+    bytes[header_len_of(&meta) as usize + 4_321] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
     let damaged = FileSnapshotStore::open(root.path().join("damaged"))
         .await
@@ -413,7 +413,7 @@ async fn bytes_a_failed_write_left_past_the_image_are_cut_off_at_finish() {
         .write(true)
         .open(dir.join(partial))
         .unwrap();
-    file.write_all_at(b"half of a failed write", header_len_for(2) + 9)
+    file.write_all_at(b"half of a failed write", header_len_of(&meta) + 9)
         .unwrap();
     drop(file);
     writer.finish().await.unwrap();
@@ -473,7 +473,7 @@ fn a_late_removal_by_a_dropped_writer_spares_the_next_stores_files() {
 
 #[test]
 fn names_parse_back() {
-    let last = meta(u64::MAX, 42, &[]).last;
+    let last = meta(u64::MAX, 42, &[1]).last;
     assert_eq!(classify(&image_name(last)), Name::Image(last));
     assert_eq!(classify(&partial_name(last, 3)), Name::Partial);
     assert_eq!(classify("snapshot-12-34.snap"), Name::Malformed);

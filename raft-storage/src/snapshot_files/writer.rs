@@ -2,7 +2,7 @@
 //! finishing it (header, fsync, rename into place, directory fsync, removal of the older
 //! image).
 
-use super::header::{Header, encode_header, header_len_for};
+use super::header::{Header, encode_header, header_len_of};
 use super::names::{image_name, partial_name};
 use super::{Image, Shared, check_poisoned, io_at, lock, remove_if_present, run};
 use crate::wal::fs::{File, Fs, Open};
@@ -67,7 +67,7 @@ impl FileSnapshotWriter {
             meta: meta.clone(),
             path: Some(path),
             file: Some(file),
-            header_len: header_len_for(meta.voters.len()),
+            header_len: header_len_of(meta),
             written: 0,
             crc: 0,
         })

@@ -40,7 +40,11 @@ use super::meta::Meta;
 use super::record::{self, Kind};
 use super::segment;
 use raft_core::node::{Failover, Recovered, StorageError};
-use raft_core::{Entry, EntryData, EntryId, HardState, LogIndex, NodeId, Payload, Term};
+use raft_core::{
+    Entry, EntryData, EntryId, HardState, LogIndex, Membership, NodeId, Payload, SharedMembership,
+    Term,
+};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -135,10 +139,11 @@ const ENTRY_PREFIX_BYTES: usize = 17;
 
 /// The payload kind byte and payload bytes of an entry's record (body: index, term, payload
 /// kind, payload bytes), or why this format cannot hold it.
-fn payload_of(entry: &Entry) -> Result<(u8, &[u8]), StorageError> {
+fn payload_of(entry: &Entry) -> Result<(u8, Cow<'_, [u8]>), StorageError> {
     match &entry.payload {
-        Payload::Blank => Ok((0, &[])),
-        Payload::Command(data) => Ok((1, data)),
+        Payload::Blank => Ok((0, Cow::Borrowed(&[]))),
+        Payload::Command(data) => Ok((1, Cow::Borrowed(data))),
+        Payload::Membership(membership) => Ok((2, Cow::Owned(membership.encode()))),
         #[allow(unreachable_patterns)] // `Payload` may gain kinds this format does not have
         _ => Err(StorageError::Unavailable(format!(
             "entry {}: a payload kind this store cannot write",
@@ -155,6 +160,7 @@ pub(super) fn decode_entry(body: &[u8]) -> Option<Entry> {
     let payload = match *body.get(16)? {
         0 if body.len() == 17 => Payload::Blank,
         1 => Payload::Command(EntryData::from(&body[17..])),
+        2 => Payload::Membership(SharedMembership::new(Membership::decode(&body[17..]).ok()?)),
         _ => return None,
     };
     Some(Entry {
@@ -323,7 +329,7 @@ impl Wal {
                     out.extend_from_slice(&entry.index.0.to_le_bytes());
                     out.extend_from_slice(&entry.term.0.to_le_bytes());
                     out.push(kind);
-                    out.extend_from_slice(payload);
+                    out.extend_from_slice(&payload);
                 })?;
             self.positions.push_back(Position {
                 sequence: self.current,
