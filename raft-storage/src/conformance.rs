@@ -2205,8 +2205,8 @@ fn snapshot_meta(term: u64, index: u64, ids: &[u64]) -> SnapshotMeta {
             Some((_, rest)) if !rest.is_empty() => m.enter_joint(voters(rest)),
             _ => Ok(m),
         });
-    let membership = membership
-        .unwrap_or_else(|error| panic!("the checks name valid memberships: {error}"));
+    let membership =
+        membership.unwrap_or_else(|error| panic!("the checks name valid memberships: {error}"));
     SnapshotMeta::new(entry_id(term, index), membership)
 }
 

@@ -14,14 +14,15 @@
 //! (old and new voters, both majorities needed), and once that is committed appends the new
 //! voters alone on its own. A leader that is not among the new voters keeps leading (counting
 //! only others in the new majority) until the entry that removes it commits, then hands over
-//! with TimeoutNow to the most up-to-date new voter, so that the next election starts at once
-//! rather than after an election timeout, and steps down.
+//! to the most up-to-date new voter: as in a leadership transfer (dissertation §3.10) it takes
+//! no more proposals, brings that voter up to date, sends it TimeoutNow, so that the next
+//! election starts at once rather than after an election timeout, and steps down (after a
+//! minimum election timeout at the latest, if the hand-over cannot complete).
 
-use super::{Raft, RoleState, leader_message};
+use super::{Raft, RoleState};
 use crate::progress::Progress;
 use crate::{
-    Entry, EntryId, Membership, MembershipError, MessageBody, NodeId, Payload, ProtocolError,
-    SharedMembership,
+    Entry, EntryId, Membership, MembershipError, NodeId, Payload, ProtocolError, SharedMembership,
 };
 use std::collections::BTreeSet;
 
@@ -137,23 +138,30 @@ impl Raft {
     }
 
     /// This leader is no longer a voter and the membership that says so is committed: it hands
-    /// over to the new voter whose log is the most complete (TimeoutNow lets that voter past
-    /// the others' stickiness, so the next election starts at once), then steps down.
+    /// over to the new voter whose log is the most complete, by a leadership transfer
+    /// (TimeoutNow lets that voter past the others' stickiness, so the next election starts at
+    /// once). It steps down when it sends TimeoutNow, or when the transfer's deadline passes.
     fn step_down_removed(&mut self) {
-        let term = self.term;
-        let me = self.config.id;
         let voters = self.log.voters().clone();
-        if let RoleState::Leader(leader) = &self.role {
-            let successor = leader
+        let successor = match &self.role {
+            RoleState::Leader(leader) => leader
                 .progress
                 .iter()
                 .filter(|(id, _)| voters.contains(**id))
                 .max_by_key(|(id, pr)| (pr.match_index, std::cmp::Reverse(**id)))
-                .map(|(&id, _)| id);
-            if let Some(to) = successor {
-                leader_message(&mut self.out, me, term, to, MessageBody::TimeoutNow);
-            }
+                .map(|(&id, _)| id),
+            _ => return,
+        };
+        let handed_over =
+            successor.is_some_and(|to| self.transfer_leadership(self.now, to).is_ok());
+        if !handed_over {
+            self.become_follower(self.term, None);
         }
-        self.become_follower(term, None);
+    }
+
+    /// Whether this node leads without being a voter of a committed membership: its removal
+    /// is done, and it only hands over.
+    pub(crate) fn removal_committed(&self) -> bool {
+        self.is_leader() && !self.is_voter() && self.log.membership_index() <= self.log.committed
     }
 }

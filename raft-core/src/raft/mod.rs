@@ -316,9 +316,16 @@ impl Raft {
         let election_timeout_min_ms = self.config.election_timeout_min_ms;
         let check_quorum = self.config.check_quorum;
         self.expire_forwarded_reads();
+        let removal_committed = self.removal_committed();
         if let RoleState::Leader(leader) = &mut self.role {
             if leader.transfer.is_some_and(|t| now >= t.deadline) {
                 leader.transfer = None;
+                if removal_committed {
+                    // The hand-over did not happen in time: step down all the same; the new
+                    // voters elect a leader when their timers expire.
+                    self.become_follower(self.term, None);
+                    return;
+                }
             }
             if check_quorum && now >= leader.check_quorum_deadline(election_timeout_min_ms) {
                 // Dissertation §6.2: no majority heard from in an election timeout.

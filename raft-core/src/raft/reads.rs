@@ -411,6 +411,10 @@ impl Raft {
             transfer.timeout_now_round = Some(latest_round);
             let body = MessageBody::TimeoutNow;
             leader_message(&mut self.out, self.config.id, self.term, peer, body);
+            if self.removal_committed() {
+                // Its successor holds the whole log and campaigns now: nothing is left to lead.
+                self.become_follower(self.term, None);
+            }
         }
     }
 

@@ -131,6 +131,12 @@ impl Network {
         }
     }
 
+    /// Adds node `id`, started from `state` (a node that joins the cluster, say).
+    pub(crate) fn add_node(&mut self, id: u64, state: InitialState) {
+        let raft = Raft::new(test_config(id), state, id, self.now).unwrap();
+        self.restart(id, raft);
+    }
+
     /// Replaces node `id` with `raft`, restarted from durable state.
     pub(crate) fn restart(&mut self, id: u64, raft: Raft) {
         let durable_through = raft.last_log_id().index;
@@ -276,7 +282,16 @@ impl Network {
         let to = msg.to;
         let now = self.now;
         if let Some(raft) = self.nodes.get_mut(&to) {
-            raft.step(now, msg).unwrap();
+            let from = msg.from;
+            if let Err(error) = raft.step(now, msg) {
+                // Only a node outside the recipient's membership is refused (a node removed
+                // while messages to or from it were in flight).
+                let member = raft.membership().is_some_and(|m| m.contains(from));
+                assert!(
+                    matches!(error, ProtocolError::RejectedMessage(_)) && !member,
+                    "{to} refused a message from {from}: {error}"
+                );
+            }
             self.drive(to);
         }
     }

@@ -3,6 +3,7 @@
 //! public inputs; `harness` is the small synchronous driver they share.
 
 mod harness;
+mod membership;
 mod paper;
 mod parity;
 mod regressions;
