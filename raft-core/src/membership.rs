@@ -27,7 +27,7 @@
 use crate::quorum::JointConfig;
 use crate::{LogIndex, NodeId, SharedMembership};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
 /// The voters and learners of a cluster at one point of its log.
@@ -56,7 +56,13 @@ pub struct Membership {
     /// Who receives the log without counting in any majority (diss. §4.2.1). Disjoint from both
     /// halves of `voters`: a node is a voter or a learner, never both.
     learners: BTreeSet<NodeId>,
+    /// Where members can be reached, for those whose address was given when they were added
+    /// (opaque to the protocol: transports read it). Only members have one.
+    addresses: BTreeMap<NodeId, String>,
 }
+
+/// The longest address a member may have, in bytes.
+pub const MAX_ADDRESS_BYTES: usize = 512;
 
 /// How a membership is written on the wire and on disk: its three sets, checked when read.
 #[derive(Clone, Serialize, Deserialize)]
@@ -64,6 +70,7 @@ struct MembershipFields {
     voters: BTreeSet<NodeId>,
     outgoing: BTreeSet<NodeId>,
     learners: BTreeSet<NodeId>,
+    addresses: BTreeMap<NodeId, String>,
 }
 
 impl TryFrom<MembershipFields> for Membership {
@@ -75,6 +82,7 @@ impl TryFrom<MembershipFields> for Membership {
                 outgoing: fields.outgoing,
             },
             learners: fields.learners,
+            addresses: fields.addresses,
         };
         membership.check()?;
         Ok(membership)
@@ -87,6 +95,7 @@ impl From<Membership> for MembershipFields {
             voters: membership.voters.incoming,
             outgoing: membership.voters.outgoing,
             learners: membership.learners,
+            addresses: membership.addresses,
         }
     }
 }
@@ -124,6 +133,10 @@ pub enum MembershipError {
     /// The new voters are the current voters.
     #[error("the new voters are the current voters: nothing would change")]
     Unchanged,
+    /// An address was given for a node that is not a member, or one longer than
+    /// [`MAX_ADDRESS_BYTES`].
+    #[error("invalid address for {0}: it must belong to a member and be at most 512 bytes")]
+    InvalidAddress(NodeId),
     /// `leave_joint` outside a joint configuration.
     #[error("not in a joint configuration: there is nothing to leave")]
     NotJoint,
@@ -148,6 +161,7 @@ impl Membership {
         Ok(Membership::checked(
             JointConfig::simple(voters),
             BTreeSet::new(),
+            BTreeMap::new(),
         ))
     }
 
@@ -196,6 +210,34 @@ impl Membership {
         &self.learners
     }
 
+    /// Where members can be reached, for those whose address was given (see
+    /// [`Membership::with_address`]).
+    pub fn addresses(&self) -> &BTreeMap<NodeId, String> {
+        &self.addresses
+    }
+
+    /// The same membership, with `address` recorded as where the member `id` can be reached
+    /// (replacing any it had). The protocol carries addresses with the membership, so that
+    /// every node's transport learns of a new member from the change that adds it. Refused
+    /// for a node that is not a member, or an address over [`MAX_ADDRESS_BYTES`].
+    pub fn with_address(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+    ) -> Result<Membership, MembershipError> {
+        let address = address.into();
+        if !self.contains(id) || address.len() > MAX_ADDRESS_BYTES {
+            return Err(MembershipError::InvalidAddress(id));
+        }
+        let mut addresses = self.addresses.clone();
+        addresses.insert(id, address);
+        Ok(Membership::checked(
+            self.voters.clone(),
+            self.learners.clone(),
+            addresses,
+        ))
+    }
+
     /// Every voter of either half, each once in id order.
     pub fn all_voters(&self) -> BTreeSet<NodeId> {
         self.voters.ids()
@@ -239,7 +281,11 @@ impl Membership {
         }
         let mut learners = self.learners.clone();
         learners.insert(id);
-        Ok(Membership::checked(self.voters.clone(), learners))
+        Ok(Membership::checked(
+            self.voters.clone(),
+            learners,
+            self.addresses.clone(),
+        ))
     }
 
     /// Removes the learner `id` from the membership. Voters leave by a change of voters
@@ -250,7 +296,11 @@ impl Membership {
         }
         let mut learners = self.learners.clone();
         learners.remove(&id);
-        Ok(Membership::checked(self.voters.clone(), learners))
+        Ok(Membership::checked(
+            self.voters.clone(),
+            learners,
+            self.addresses.clone(),
+        ))
     }
 
     /// Starts changing the voters to `new_voters`: the joint configuration old → new of §6
@@ -286,7 +336,11 @@ impl Membership {
             incoming: new_voters,
             outgoing: self.voters.incoming.clone(),
         };
-        Ok(Membership::checked(voters, learners))
+        Ok(Membership::checked(
+            voters,
+            learners,
+            self.addresses.clone(),
+        ))
     }
 
     /// Finishes a change of voters: the new voters alone (§6, the second step of joint
@@ -297,7 +351,11 @@ impl Membership {
             return Err(MembershipError::NotJoint);
         }
         let voters = JointConfig::simple(self.voters.incoming.clone());
-        Ok(Membership::checked(voters, self.learners.clone()))
+        Ok(Membership::checked(
+            voters,
+            self.learners.clone(),
+            self.addresses.clone(),
+        ))
     }
 
     /// Checks the invariants of the module documentation, naming the first one broken.
@@ -315,13 +373,32 @@ impl Membership {
         if self.is_joint() && incoming == outgoing {
             return Err("the joint configuration's halves are the same voters".into());
         }
+        if let Some((id, _)) = self
+            .addresses
+            .iter()
+            .find(|(id, address)| !self.contains(**id) || address.len() > MAX_ADDRESS_BYTES)
+        {
+            return Err(format!(
+                "{id} has an address but is no member, or it is too long"
+            ));
+        }
         Ok(())
     }
 
-    /// Builds the result of a change, asserting in debug builds that the change kept the
-    /// invariants (only a bug in this module could break them).
-    fn checked(voters: JointConfig, learners: BTreeSet<NodeId>) -> Membership {
-        let membership = Membership { voters, learners };
+    /// Builds the result of a change, keeping the addresses of the members only, and asserting
+    /// in debug builds that the change kept the invariants (only a bug in this module could
+    /// break them).
+    fn checked(
+        voters: JointConfig,
+        learners: BTreeSet<NodeId>,
+        mut addresses: BTreeMap<NodeId, String>,
+    ) -> Membership {
+        addresses.retain(|id, _| voters.contains(*id) || learners.contains(id));
+        let membership = Membership {
+            voters,
+            learners,
+            addresses,
+        };
         debug_assert_eq!(membership.check(), Ok(()), "{membership:?}");
         membership
     }
@@ -446,6 +523,7 @@ mod tests {
                 outgoing: ids(outgoing),
             },
             learners: ids(learners),
+            addresses: BTreeMap::new(),
         }
     }
 
@@ -819,6 +897,45 @@ mod tests {
             voters.vote_result(&votes(&[3, 4, 5], &[1, 2])),
             VoteResult::Lost
         );
+    }
+
+    #[test]
+    fn addresses_belong_to_members_and_leave_with_them() {
+        let m = Membership::new(ids(&[1, 2, 3]))
+            .and_then(|m| m.add_learner(NodeId(4)))
+            .and_then(|m| m.with_address(NodeId(4), "10.0.0.4:7000"))
+            .and_then(|m| m.with_address(NodeId(3), "10.0.0.3:7000"))
+            .unwrap();
+        assert_eq!(m.addresses().len(), 2);
+        assert_eq!(
+            m.with_address(NodeId(9), "x"),
+            Err(MembershipError::InvalidAddress(NodeId(9)))
+        );
+        assert_eq!(
+            m.with_address(NodeId(4), "x".repeat(MAX_ADDRESS_BYTES + 1)),
+            Err(MembershipError::InvalidAddress(NodeId(4)))
+        );
+        // Promoted, the learner keeps its address; a voter dropped loses its own at the end.
+        let joint = m.enter_joint(ids(&[1, 2, 4])).unwrap();
+        assert_eq!(joint.addresses().len(), 2);
+        let done = joint.leave_joint().unwrap();
+        assert_eq!(
+            done.addresses().keys().copied().collect::<Vec<_>>(),
+            [NodeId(4)]
+        );
+        assert_eq!(
+            done.remove_learner(NodeId(4)),
+            Err(MembershipError::NotLearner(NodeId(4)))
+        );
+        let learner_gone = m.remove_learner(NodeId(4)).unwrap();
+        assert!(!learner_gone.addresses().contains_key(&NodeId(4)));
+        // Encoded and read back whole; bytes claiming an address for a non-member are refused.
+        assert_eq!(Membership::decode(&m.encode()), Ok(m.clone()));
+        let mut forged = MembershipFields::from(m.clone());
+        forged.addresses.insert(NodeId(9), "x".into());
+        let bytes = postcard::to_stdvec(&forged).unwrap();
+        assert!(Membership::decode(&bytes).is_err());
+        assert!(Membership::decode(&m.encode()[1..]).is_err());
     }
 
     #[test]

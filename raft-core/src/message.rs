@@ -14,9 +14,16 @@ pub(crate) const VOTER_DECODED_BYTES: usize = 48;
 /// What a membership costs decoded, at most: its ids, and the allocation of each of its three
 /// sets and of the shared pointer that holds it.
 pub(crate) fn membership_decoded_bytes(membership: &crate::Membership) -> usize {
+    let addresses: usize = membership
+        .addresses()
+        .values()
+        .map(|a| 1 + a.len() / VOTER_DECODED_BYTES)
+        .sum();
     let ids = membership.voters().len()
         + membership.outgoing_voters().len()
-        + membership.learners().len();
+        + membership.learners().len()
+        + membership.addresses().len()
+        + addresses;
     ids.saturating_mul(VOTER_DECODED_BYTES)
         .saturating_add(MEMBERSHIP_DECODED_BYTES)
 }

@@ -152,11 +152,13 @@ const PAYLOAD_COMMAND: u32 = 1;
 const PAYLOAD_MEMBERSHIP: u32 = 2;
 
 /// Skips an encoded membership (three sets of ids: voters, outgoing voters, learners, each a
-/// count and then that many ids of at least one byte each), returning how many ids it holds
-/// and the bytes after it.
+/// count and then that many ids of at least one byte each; then the addresses, a count and
+/// that many ids each followed by a string), returning how many ids it holds (an address
+/// counts as one more, plus its bytes, in [`crate::message::VOTER_DECODED_BYTES`] units) and
+/// the bytes after it.
 fn skip_membership(mut rest: &[u8]) -> Result<(usize, &[u8]), WireError> {
     let mut ids = 0usize;
-    for _ in 0..3 {
+    for set in 0..4 {
         let (count, after) = postcard::take_from_bytes::<u64>(rest)?;
         let count = usize::try_from(count)
             .ok()
@@ -169,6 +171,15 @@ fn skip_membership(mut rest: &[u8]) -> Result<(usize, &[u8]), WireError> {
         for _ in 0..count {
             let (_id, after) = postcard::take_from_bytes::<u64>(rest)?;
             rest = after;
+            if set == 3 {
+                let (len, after) = postcard::take_from_bytes::<u64>(rest)?;
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|&len| len <= after.len())
+                    .ok_or_else(|| WireError::Undecodable("an address overruns".into()))?;
+                rest = &after[len..];
+                ids = ids.saturating_add(1 + len / crate::message::VOTER_DECODED_BYTES);
+            }
         }
         ids = ids.saturating_add(count);
     }
@@ -308,6 +319,8 @@ mod tests {
                     crate::Membership::new([NodeId(1), NodeId(2), NodeId(3)])
                         .unwrap()
                         .add_learner(NodeId(4))
+                        .unwrap()
+                        .with_address(NodeId(4), "h:1")
                         .unwrap(),
                 ),
                 offset: 5,
@@ -334,7 +347,7 @@ mod tests {
     /// The encoding of `every_kind()`, as of [`FORMAT_VERSION`]. If this test fails, the
     /// encoding of `Message` changed: bump `FORMAT_VERSION` (peers of the old version must
     /// refuse this one) and update the bytes here.
-    const GOLDEN: &str = "0102030001020700090102030100010901020302020703030800030901026162030a02010102010200070401020303040501070101030102030406050104050701020305050501020306010203070601010203080601070102030902070301020300010405026162010102030a02070305";
+    const GOLDEN: &str = "0102030001020700090102030100010901020302020703030800030901026162030a02010102010200000704010203030405010701010301020304060501040507010203050505010203060102030706010102030806010701020309020703010203000104010403683a3105026162010102030a02070305";
 
     #[test]
     fn the_encoding_is_the_one_of_this_format_version() {

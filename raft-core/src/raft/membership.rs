@@ -31,8 +31,15 @@ use std::collections::BTreeSet;
 #[non_exhaustive]
 pub enum MembershipChange {
     /// Adds a node that receives the log but does not vote (dissertation §4.2.1): the first
-    /// step of adding a server, and the way to set up a read replica.
-    AddLearner(NodeId),
+    /// step of adding a server, and the way to set up a read replica. `address`, if given, is
+    /// recorded in the membership (see [`Membership::with_address`]) so that every node's
+    /// transport learns where the new node is.
+    AddLearner {
+        /// The node to add.
+        id: NodeId,
+        /// Where it can be reached, for transports that learn addresses from the membership.
+        address: Option<String>,
+    },
     /// Removes a learner.
     RemoveLearner(NodeId),
     /// Makes these the voters, through joint consensus (§6): any mix of promoting learners and
@@ -70,7 +77,12 @@ impl Raft {
             return Err(ProtocolError::Membership(MembershipError::Uncommitted));
         };
         let next = match change {
-            MembershipChange::AddLearner(id) => current.add_learner(id),
+            MembershipChange::AddLearner { id, address } => {
+                current.add_learner(id).and_then(|m| match address {
+                    Some(address) => m.with_address(id, address),
+                    None => Ok(m),
+                })
+            }
             MembershipChange::RemoveLearner(id) => current.remove_learner(id),
             MembershipChange::ChangeVoters(voters) => current.enter_joint(voters),
         }

@@ -10,6 +10,14 @@ use crate::{
 };
 use std::collections::BTreeSet;
 
+/// Adds node `id` as a learner, without an address.
+fn learner(id: u64) -> MembershipChange {
+    MembershipChange::AddLearner {
+        id: NodeId(id),
+        address: None,
+    }
+}
+
 fn set(list: &[u64]) -> BTreeSet<NodeId> {
     list.iter().copied().map(NodeId).collect()
 }
@@ -40,7 +48,7 @@ fn three_voters_and_learners(learners: &[u64]) -> Network {
     }
     net.elect(1);
     for &id in learners {
-        change(&mut net, 1, MembershipChange::AddLearner(NodeId(id)));
+        change(&mut net, 1, learner(id));
     }
     net.advance(10);
     net
@@ -136,7 +144,7 @@ fn a_membership_takes_effect_when_appended_before_it_commits() {
     net.elect(1);
     let id = net
         .node(1)
-        .change_membership(MembershipChange::AddLearner(NodeId(4)))
+        .change_membership(learner(4))
         .unwrap();
     assert!(net.peek(1).membership().unwrap().is_learner(NodeId(4)));
     assert_eq!(net.peek(1).membership_index(), id.index);
@@ -163,7 +171,7 @@ fn a_membership_is_undone_when_its_entry_is_truncated() {
     net.isolate(1);
     let id = net
         .node(1)
-        .change_membership(MembershipChange::AddLearner(NodeId(4)))
+        .change_membership(learner(4))
         .unwrap();
     net.settle();
     assert!(net.peek(1).membership().unwrap().is_learner(NodeId(4)));
@@ -301,7 +309,11 @@ fn a_removed_leader_leads_until_its_removal_commits_then_hands_over_at_once() {
             removal = Some(one.membership_index());
         }
         if one.role() != Role::Leader {
-            assert_eq!(one.term(), term, "it stepped down on its own, not for a newer term");
+            assert_eq!(
+                one.term(),
+                term,
+                "it stepped down on its own, not for a newer term"
+            );
             let removal = removal.expect("it appended the new voters first");
             assert!(removal > joint.index);
             assert!(
@@ -388,24 +400,24 @@ fn unsafe_or_overlapping_changes_are_refused_and_change_nothing() {
             other => panic!("{change:?}: {other:?}"),
         }
     };
-    assert_eq!(refused(&mut net, 1, AddLearner(NodeId(4))), Uncommitted);
+    assert_eq!(refused(&mut net, 1, learner(4)), Uncommitted);
     net.advance(20);
 
     // One change at a time: the next waits until the last commits.
     net.node(1)
-        .change_membership(AddLearner(NodeId(4)))
+        .change_membership(learner(4))
         .unwrap();
-    assert_eq!(refused(&mut net, 1, AddLearner(NodeId(5))), Uncommitted);
+    assert_eq!(refused(&mut net, 1, learner(5)), Uncommitted);
     net.settle();
     assert_eq!(
-        refused(&mut net, 1, AddLearner(NodeId(4))),
+        refused(&mut net, 1, learner(4)),
         AlreadyLearner(NodeId(4))
     );
     assert_eq!(
-        refused(&mut net, 1, AddLearner(NodeId(2))),
+        refused(&mut net, 1, learner(2)),
         AlreadyVoter(NodeId(2))
     );
-    assert_eq!(refused(&mut net, 1, AddLearner(NodeId(0))), ReservedId);
+    assert_eq!(refused(&mut net, 1, learner(0)), ReservedId);
     assert_eq!(
         refused(&mut net, 1, RemoveLearner(NodeId(2))),
         NotLearner(NodeId(2))
@@ -433,14 +445,14 @@ fn unsafe_or_overlapping_changes_are_refused_and_change_nothing() {
 
     // Only the leader changes the membership, and not while it hands over leadership.
     assert!(matches!(
-        net.node(2).change_membership(AddLearner(NodeId(5))),
+        net.node(2).change_membership(learner(5)),
         Err(ProtocolError::NotLeader { .. })
     ));
     let now = net.now;
     net.isolate(2);
     net.node(1).transfer_leadership(now, NodeId(2)).unwrap();
     assert_eq!(
-        net.node(1).change_membership(AddLearner(NodeId(5))),
+        net.node(1).change_membership(learner(5)),
         Err(ProtocolError::TransferInProgress)
     );
     net.heal();
@@ -461,7 +473,7 @@ fn a_snapshot_carries_the_membership_to_a_new_node() {
     // The snapshot covers the entry that added learner 5; the log before it is gone.
     let meta = net.take_snapshot(1, 0);
     assert!(meta.membership.is_learner(NodeId(5)));
-    change(&mut net, 1, MembershipChange::AddLearner(NodeId(4)));
+    change(&mut net, 1, learner(4));
     net.advance(30);
     let installed = &net.snapshots[&NodeId(4)].0;
     assert_eq!(installed.membership, meta.membership);
@@ -501,7 +513,11 @@ fn a_removed_leader_that_cannot_hand_over_steps_down_at_the_transfer_deadline() 
     ));
     let timeout = net.peek(1).config().election_timeout_min_ms;
     net.advance(timeout);
-    assert_eq!(net.peek(1).role(), Role::Follower, "stepped down at the deadline");
+    assert_eq!(
+        net.peek(1).role(),
+        Role::Follower,
+        "stepped down at the deadline"
+    );
     net.advance(500);
     assert!([2, 3].iter().any(|&id| net.peek(id).role() == Role::Leader));
 }
