@@ -100,7 +100,7 @@ pub use actions::{Actions, Committed, SnapshotRead, SnapshotWrite};
 pub use config::{Config, ConfigError};
 pub use error::ProtocolError;
 pub use log::ConflictHint;
-pub use membership::{Membership, MembershipError};
+pub use membership::{MAX_ADDRESS_BYTES, Membership, MembershipError};
 pub use message::{AppendOutcome, Freshness, Message, MessageBody};
 pub use raft::{FreshCommit, InitialState, MembershipChange, PeerProgress, Raft, ReadMode, Role};
 pub use reads::ReadId;

@@ -414,9 +414,12 @@ impl Membership {
 /// has heard from no leader yet.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Memberships {
-    /// The membership in force at `base_index`, if known.
+    /// The membership in force at `base_index` and after it, up to the first of `changes`, if
+    /// known; nothing is known of the memberships before `base_index`.
     base: Option<SharedMembership>,
     base_index: LogIndex,
+    /// The index of the entry (or snapshot, or start) that brought `base` in.
+    base_from: LogIndex,
     /// The membership entries after `base_index`, in index order.
     changes: VecDeque<(LogIndex, SharedMembership)>,
 }
@@ -427,6 +430,7 @@ impl Memberships {
         Memberships {
             base,
             base_index: index,
+            base_from: index,
             changes: VecDeque::new(),
         }
     }
@@ -436,10 +440,10 @@ impl Memberships {
         self.changes.back().map(|(_, m)| m).or(self.base.as_ref())
     }
 
-    /// The index of the entry that brought in the latest membership (`base_index` when it is
-    /// the base).
+    /// The index of the entry that brought in the latest membership (or of the snapshot or
+    /// start that holds it, for the base).
     pub(crate) fn latest_index(&self) -> LogIndex {
-        self.changes.back().map_or(self.base_index, |&(i, _)| i)
+        self.changes.back().map_or(self.base_from, |&(i, _)| i)
     }
 
     /// The membership in force once the entry at `index` is appended: `None` when unknown
@@ -478,7 +482,8 @@ impl Memberships {
         if index <= self.base_index {
             return;
         }
-        while self.changes.front().is_some_and(|&(i, _)| i <= index) {
+        while let Some((from, _)) = self.changes.front().filter(|&&(i, _)| i <= index) {
+            self.base_from = *from;
             self.base = self.changes.pop_front().map(|(_, m)| m);
         }
         self.base_index = index;
@@ -501,6 +506,7 @@ impl Memberships {
         }
         self.base = Some(membership);
         self.base_index = index;
+        self.base_from = index;
     }
 }
 
@@ -897,6 +903,57 @@ mod tests {
             voters.vote_result(&votes(&[3, 4, 5], &[1, 2])),
             VoteResult::Lost
         );
+    }
+
+    #[test]
+    fn the_memberships_of_a_log_follow_its_appends_truncations_and_compactions() {
+        let shared = |m: Membership| SharedMembership::new(m);
+        let first = shared(of(&[1, 2, 3], &[], &[]));
+        let with_4 = shared(of(&[1, 2, 3], &[], &[4]));
+        let joint = shared(of(&[1, 2, 4], &[1, 2, 3], &[]));
+        let mut log = Memberships::new(Some(first.clone()), LogIndex(0));
+        log.appended(LogIndex(5), &with_4);
+        log.appended(LogIndex(9), &joint);
+        assert_eq!(log.latest(), Some(&joint));
+        assert_eq!(log.latest_index(), LogIndex(9));
+        assert_eq!(log.at(LogIndex(4)), Some(&first));
+        assert_eq!(log.at(LogIndex(5)), Some(&with_4));
+        assert_eq!(log.at(LogIndex(8)), Some(&with_4));
+        // Truncating from 9 undoes the joint membership, not the one before it.
+        log.truncate_from(LogIndex(9));
+        assert_eq!(
+            (log.latest(), log.latest_index()),
+            (Some(&with_4), LogIndex(5))
+        );
+        // Compacting to 7 keeps what is in force there, and forgets what came before.
+        log.compact_to(LogIndex(7));
+        assert_eq!(
+            (log.latest(), log.latest_index()),
+            (Some(&with_4), LogIndex(5))
+        );
+        assert_eq!(log.at(LogIndex(6)), None);
+        assert_eq!(log.at(LogIndex(7)), Some(&with_4));
+        // A snapshot installed at 20 replaces everything up to it.
+        log.appended(LogIndex(12), &joint);
+        log.installed(LogIndex(20), first.clone(), false);
+        assert_eq!(
+            (log.latest(), log.latest_index()),
+            (Some(&first), LogIndex(20))
+        );
+        // One whose log is kept after it keeps the entries after it.
+        log.appended(LogIndex(25), &with_4);
+        log.installed(LogIndex(22), joint.clone(), true);
+        assert_eq!(
+            (log.latest(), log.latest_index()),
+            (Some(&with_4), LogIndex(25))
+        );
+        assert_eq!(log.at(LogIndex(23)), Some(&joint));
+        // A joining node knows none until its log brings one.
+        let mut joining = Memberships::default();
+        assert_eq!(joining.latest(), None);
+        joining.appended(LogIndex(3), &first);
+        assert_eq!(joining.at(LogIndex(2)), None);
+        assert_eq!(joining.at(LogIndex(3)), Some(&first));
     }
 
     #[test]

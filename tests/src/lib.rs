@@ -12,6 +12,9 @@
 /// Turmoil simulations of whole clusters with a nemesis and history checks.
 pub mod cluster_sim;
 
+/// A cluster of async nodes in one process, on the channel transport and in-memory stores.
+pub mod in_process;
+
 /// An in-process network that loses messages by kind, for scenario tests.
 pub mod filtered;
 

@@ -4,100 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use raft_core::node::{
-    Ack, Consistency, Error, FailoverTrigger, Inbox, Node, NodeConfig, NodeHandle,
-};
+use raft_core::node::{Ack, Consistency, Error, FailoverTrigger, Node};
 use raft_core::{LogIndex, NodeId, Role};
 use raft_net::ChannelNetwork;
 use raft_storage::{MemLogStore, MemSnapshotStore};
-use raft_tests::kv::{KvCommand, KvResponse, KvStore};
-use std::collections::BTreeMap;
+use raft_tests::in_process::{Cluster, config, put};
+use raft_tests::kv::{KvResponse, KvStore};
 use std::time::Duration;
-
-struct Cluster {
-    network: ChannelNetwork,
-    nodes: BTreeMap<NodeId, NodeHandle<KvStore>>,
-    stores: BTreeMap<NodeId, MemLogStore>,
-    snapshots: BTreeMap<NodeId, MemSnapshotStore>,
-    /// Adjusts every node's configuration.
-    tweak: fn(&mut NodeConfig),
-    inboxes: BTreeMap<NodeId, Inbox>,
-    restarts: u32,
-}
-
-fn config(id: u64) -> NodeConfig {
-    let mut config = NodeConfig::new(NodeId(id), (1..=3).map(NodeId));
-    config.seed = id;
-    config.request_timeout = Duration::from_secs(3);
-    config
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        Cluster::start_with(|_| {}).await
-    }
-
-    async fn start_with(tweak: fn(&mut NodeConfig)) -> Cluster {
-        let mut cluster = Cluster {
-            tweak,
-            network: ChannelNetwork::new(),
-            nodes: BTreeMap::new(),
-            stores: BTreeMap::new(),
-            snapshots: BTreeMap::new(),
-            restarts: 0,
-            inboxes: BTreeMap::new(),
-        };
-        for id in 1..=3 {
-            cluster.start_node(id).await;
-        }
-        cluster
-    }
-
-    async fn start_node(&mut self, id: u64) {
-        let node = NodeId(id);
-        let store = self.stores.entry(node).or_default().clone();
-        let snapshots = self.snapshots.entry(node).or_default().clone();
-        let (inbox, inbound) = raft_core::node::inbox(1024);
-        self.network.register(node, inbox.clone());
-        let mut config = config(id);
-        (self.tweak)(&mut config);
-        // A restart is another run: another seed.
-        config.seed ^= (self.restarts as u64) << 32;
-        self.restarts += 1;
-        let handle = Node::start(
-            config,
-            KvStore::default(),
-            store,
-            snapshots,
-            self.network.transport(node),
-            inbound,
-        )
-        .await
-        .unwrap();
-        self.nodes.insert(node, handle);
-        self.inboxes.insert(node, inbox);
-    }
-
-    async fn leader(&self) -> NodeHandle<KvStore> {
-        for _ in 0..500 {
-            for handle in self.nodes.values() {
-                let status = handle.status();
-                if status.role == Role::Leader && status.commit_index.0 > 0 {
-                    return handle.clone();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no leader elected");
-    }
-}
-
-fn put(key: &str, value: &str) -> KvCommand {
-    KvCommand::Put {
-        key: key.into(),
-        value: value.into(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_at_every_level() {

@@ -4,6 +4,7 @@
 //! [`super::deadlines`], and what the node reports in [`super::publish`].
 
 use super::deadlines::deadline_after;
+use super::membership::PendingChanges;
 use super::publish::{Publisher, in_sync};
 use super::reads::{PendingRead, Reads};
 use super::snapshots::{SnapshotReply, Snapshots};
@@ -82,6 +83,10 @@ pub(super) struct Driver<SM: StateMachine, LS, SS, T> {
     writes: Writes<SM::Response>,
     /// Reads waiting for their barrier.
     reads: Reads<SM>,
+    /// Membership changes waiting to be done.
+    changes: PendingChanges,
+    /// The membership the transport was last told of, and the index that brought it in.
+    membership_seen: Option<(LogIndex, crate::Membership)>,
     /// The status watchers see, and the history behind it.
     publisher: Publisher,
     /// Set when the loop must end (shutdown or fatal storage error).
@@ -148,6 +153,8 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             request_batch: Vec::new(),
             writes: Writes::default(),
             reads: Reads::default(),
+            changes: PendingChanges::default(),
+            membership_seen: None,
             stop: None,
             contract: crate::contract::ContractChecker::new(durable_through, applied),
             config,
@@ -252,6 +259,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             if let Err(error) = self.carry_out_actions().await {
                 self.fail_storage(error);
             }
+            self.tell_transport_of_membership();
             let every = self.config.snapshot_every;
             if !self.snapshot_requests.is_empty() || self.snapshots.due(&self.raft, every) {
                 let asked = std::mem::take(&mut self.snapshot_requests);
@@ -326,6 +334,19 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
                 }
                 let _ = reply.send(result);
             }
+            Request::ChangeMembership { reply, .. } if reply.is_closed() => {}
+            Request::ChangeMembership {
+                change,
+                catch_up_within,
+                reply,
+                timeout,
+            } => self.changes.propose(
+                &mut self.raft,
+                change,
+                catch_up_within,
+                reply,
+                deadline_after(self.now, timeout),
+            ),
             Request::Snapshot { reply } => self.snapshot_requests.push(reply),
             Request::Shutdown { reply } => self.stop.get_or_insert_with(Vec::new).push(reply),
         }
@@ -496,13 +517,45 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
         Ok(())
     }
 
-    /// The voters in sync with this leader, itself included.
+    /// Tells the transport of the membership in force when it changed (appended, truncated
+    /// away, or brought by a snapshot), so that it can reach new members.
+    fn tell_transport_of_membership(&mut self) {
+        let index = self.raft.membership_index();
+        let Some(membership) = self.raft.membership() else {
+            return;
+        };
+        if self
+            .membership_seen
+            .as_ref()
+            .is_some_and(|(at, seen)| *at == index && seen == membership)
+        {
+            return;
+        }
+        info!(
+            index = index.0,
+            voters = ?membership.voters(),
+            outgoing = ?membership.outgoing_voters(),
+            learners = ?membership.learners(),
+            "membership in force"
+        );
+        self.transport.membership_changed(membership);
+        self.membership_seen = Some((index, membership.clone()));
+    }
+
+    /// The voters in sync with this leader, itself included if it votes (learners never
+    /// count).
     fn in_sync_voters(&self) -> Vec<NodeId> {
-        let mut ids = vec![self.raft.id()];
+        let voters = self.raft.voters();
+        let mut ids: Vec<NodeId> = voters
+            .contains(&self.raft.id())
+            .then_some(self.raft.id())
+            .into_iter()
+            .collect();
         ids.extend(
             self.raft
                 .peers()
                 .iter()
+                .filter(|p| voters.contains(&p.id))
                 .filter(|p| in_sync(self.config.max_replication_lag, self.clock, p.last_ack_at))
                 .map(|p| p.id),
         );
@@ -512,16 +565,21 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
     /// The earliest deadline of a request not yet answered (or, for reads waiting on apply,
     /// possibly an earlier one that has been answered since).
     fn earliest_request_deadline(&self) -> Option<tokio::time::Instant> {
-        match (self.writes.next_deadline(), self.reads.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.writes.next_deadline(),
+            self.reads.next_deadline(),
+            self.changes.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Answers [`Error::Timeout`] to every request whose deadline has passed.
     fn expire_requests(&mut self) {
         self.writes.expire(self.now);
         self.reads.expire(self.now);
+        self.changes.progress(&self.raft, self.now);
     }
 
     fn fail_storage(&mut self, error: Error) {
@@ -536,6 +594,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
     fn fail_everything(&mut self, error: Error) {
         self.writes.fail_all(&error);
         self.reads.fail_all(&error);
+        self.changes.fail_all(&error);
         self.snapshots.fail_all(&error);
         for reply in self.snapshot_requests.drain(..) {
             let _ = reply.send(Err(error.clone()));

@@ -44,6 +44,12 @@ pub(super) enum Request<SM: StateMachine> {
         to: NodeId,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    ChangeMembership {
+        change: crate::MembershipChange,
+        catch_up_within: Option<u64>,
+        reply: super::membership::ChangeReply,
+        timeout: Duration,
+    },
     Snapshot {
         reply: super::snapshots::SnapshotReply,
     },
@@ -54,7 +60,10 @@ pub(super) enum Request<SM: StateMachine> {
 
 impl<SM: StateMachine> Request<SM> {
     fn with_timeout(mut self, left: Duration) -> Self {
-        if let Request::Propose { timeout, .. } | Request::Read { timeout, .. } = &mut self {
+        if let Request::Propose { timeout, .. }
+        | Request::Read { timeout, .. }
+        | Request::ChangeMembership { timeout, .. } = &mut self
+        {
             *timeout = left;
         }
         self
@@ -174,6 +183,67 @@ impl<SM: StateMachine> NodeHandle<SM> {
     /// transfer has started; watch [`NodeHandle::watch_status`] for the new leader.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), Error> {
         self.call(|reply, _| Request::Transfer { to, reply }).await
+    }
+
+    /// Adds `id` as a learner (dissertation §4.2.1): it receives the log and snapshots but
+    /// does not vote, so it can catch up before it is made a voter with
+    /// [`NodeHandle::change_membership`] (or stay a read replica). `address`, if given, goes
+    /// into the membership, so that every node's transport learns where `id` is (see
+    /// [`super::Transport::membership_changed`]).
+    ///
+    /// Returns the index of the change once it is committed; with `catch_up_within: Some(n)`,
+    /// only once the learner also holds every entry of the leader's log but the last `n` (the
+    /// point at which promoting it will not stall commits). If the request times out while
+    /// waiting for that, or this node stops leading meanwhile, the answer is
+    /// [`Error::Timeout`]: the learner is added, its catch-up unconfirmed. Refusals
+    /// ([`Error::Membership`], [`Error::NotLeader`]) have no effect.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: Option<String>,
+        catch_up_within: Option<u64>,
+    ) -> Result<LogIndex, Error> {
+        let change = crate::MembershipChange::AddLearner { id, address };
+        self.change(change, catch_up_within).await
+    }
+
+    /// Removes the learner `id`. Returns the index of the change once it is committed.
+    pub async fn remove_learner(&self, id: NodeId) -> Result<LogIndex, Error> {
+        self.change(crate::MembershipChange::RemoveLearner(id), None)
+            .await
+    }
+
+    /// Makes `voters` the voters, by joint consensus (paper §6): any mix of promoting learners
+    /// and removing voters, this leader included (it hands leadership to a new voter once its
+    /// removal commits). Returns the index of the entry that completes the change once it is
+    /// committed.
+    ///
+    /// Refused with no effect ([`Error::Membership`]) when unsafe or when it would change
+    /// nothing: no voters, a new voter that is not a learner, a change already in progress.
+    /// [`Error::Timeout`] means the outcome is unknown: read [`Status::membership`] to see
+    /// where the change stands (a leader completes a change of voters it has started on its
+    /// own, even after a change of leader).
+    pub async fn change_membership(
+        &self,
+        voters: impl IntoIterator<Item = NodeId>,
+    ) -> Result<LogIndex, Error> {
+        let voters = voters.into_iter().collect();
+        self.change(crate::MembershipChange::ChangeVoters(voters), None)
+            .await
+    }
+
+    async fn change(
+        &self,
+        change: crate::MembershipChange,
+        catch_up_within: Option<u64>,
+    ) -> Result<LogIndex, Error> {
+        self.call(|reply, timeout| Request::ChangeMembership {
+            change,
+            catch_up_within,
+            reply,
+            timeout,
+        })
+        .await
     }
 
     /// The latest status.

@@ -105,6 +105,7 @@ mod deadlines;
 mod driver;
 mod handle;
 mod inbox;
+mod membership;
 mod publish;
 mod reads;
 mod snapshots;
@@ -189,7 +190,7 @@ pub enum Consistency {
 /// | variant | the write |
 /// |---|---|
 /// | `NotLeader` | never takes effect: it was refused, or another entry committed at its index |
-/// | `NotEnoughReplicas`, `TransferInProgress`, `UncommittedLimit`, `InvalidArgument`, `InvalidConfig` | never takes effect: refused before it was proposed (or, for a command that does not decode, skipped by every replica) |
+/// | `NotEnoughReplicas`, `TransferInProgress`, `UncommittedLimit`, `Membership`, `InvalidArgument`, `InvalidConfig` | never takes effect: refused before it was proposed (or, for a command that does not decode, skipped by every replica) |
 /// | `Timeout` | **unknown**: it may have taken effect, or may still |
 /// | `Shutdown`, `Storage` | **unknown** if the node had taken it; refused otherwise |
 ///
@@ -258,6 +259,11 @@ pub enum Error {
         /// What the store said.
         message: String,
     },
+    /// A membership change was refused (no effect): unsafe, changing nothing, or made while
+    /// the previous one is not committed yet ([`crate::MembershipError::Uncommitted`]: retry
+    /// shortly).
+    #[error("membership change refused: {0}")]
+    Membership(crate::MembershipError),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -289,6 +295,7 @@ impl From<crate::ProtocolError> for Error {
                 limit_bytes,
             },
             crate::ProtocolError::Timeout => Error::Timeout,
+            crate::ProtocolError::Membership(error) => Error::Membership(error),
             crate::ProtocolError::InvalidConfig(c) => Error::InvalidConfig(c.to_string()),
             other => Error::InvalidArgument(other.to_string()),
         }
@@ -322,7 +329,8 @@ pub struct NodeConfig {
     /// The protocol's tunables (this node's id among them).
     pub raft: Config,
     /// The voting members when the cluster is first formed. A node that recovers saved voters
-    /// uses those instead.
+    /// uses those instead, and membership changes in the log supersede them. Empty for a node
+    /// that joins a running cluster ([`NodeConfig::joining`]).
     pub voters: BTreeSet<NodeId>,
     /// How long a client request may take before it fails with [`Error::Timeout`], counted
     /// from when the node takes it from its queue. The node keeps this deadline itself, so it
@@ -372,18 +380,31 @@ impl NodeConfig {
         }
     }
 
+    /// Defaults for node `id` joining a running cluster: it forms no cluster of its own,
+    /// never campaigns, and waits for the leader to add it (as a learner,
+    /// [`NodeHandle::add_learner`]) and send it a snapshot or the log, which bring it the
+    /// cluster's membership.
+    pub fn joining(id: NodeId) -> NodeConfig {
+        NodeConfig::new(id, [])
+    }
+
     /// Checks the protocol configuration and the node's own settings against each other.
     pub fn validate(&self) -> Result<(), Error> {
         self.raft
             .validate()
             .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        if self.voters.is_empty() {
-            return Err(Error::InvalidConfig("no voters".into()));
-        }
         if self.voters.contains(&NodeId(0)) {
             return Err(Error::InvalidConfig("node id 0 is reserved".into()));
         }
-        if self.min_in_sync == 0 || self.min_in_sync > self.voters.len() {
+        // No voters: a node that joins a running cluster, which takes the cluster's membership
+        // from its leader; the voters may change, so `min_in_sync` is checked against the
+        // first ones only.
+        let voters = if self.voters.is_empty() {
+            usize::MAX
+        } else {
+            self.voters.len()
+        };
+        if self.min_in_sync == 0 || self.min_in_sync > voters {
             return Err(Error::InvalidConfig(format!(
                 "min_in_sync {} must be between 1 and the number of voters ({})",
                 self.min_in_sync,

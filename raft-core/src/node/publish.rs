@@ -21,6 +21,8 @@ pub(super) fn initial_status(id: NodeId) -> Status {
         snapshot: None,
         lease_remaining_ms: None,
         staleness_ms: None,
+        membership: None,
+        membership_index: LogIndex(0),
         peers: Vec::new(),
         failovers: Vec::new(),
         connections: Vec::new(),
@@ -162,11 +164,13 @@ impl Publisher {
             self.lease_held = lease;
         }
         let last = raft.last_log_id().index;
+        let membership = raft.membership();
         let peers: Vec<PeerStatus> = raft
             .peers()
             .iter()
             .map(|p| PeerStatus {
                 id: p.id,
+                voter: membership.is_some_and(|m| m.is_voter(p.id)),
                 match_index: p.match_index,
                 lag_entries: last.0.saturating_sub(p.match_index.0),
                 since_last_ack_ms: p.last_ack_at.map(|at| now.ms_since(at)),
@@ -200,6 +204,8 @@ impl Publisher {
             snapshot,
             lease_remaining_ms: raft.lease_valid_until().map(|end| end.ms_since(now)),
             staleness_ms: raft.fresh_commit().map(|f| now.ms_since(f.as_of)),
+            membership: membership.cloned(),
+            membership_index: raft.membership_index(),
             peers,
             failovers: self.failovers.iter().cloned().collect(),
             connections: connections(),
@@ -223,8 +229,12 @@ impl Publisher {
         now: Time,
     ) {
         let me = raft.id();
+        let old_leader_removed =
+            old_leader.is_some_and(|old| raft.membership().is_some_and(|m| !m.is_voter(old)));
         let trigger = if new_leader != me {
             FailoverTrigger::Observed
+        } else if raft.elected_by_transfer() && old_leader_removed {
+            FailoverTrigger::MembershipChange
         } else if raft.elected_by_transfer() {
             FailoverTrigger::Transfer
         } else {

@@ -40,7 +40,13 @@ pub struct Status {
     /// leader's lease does not hold, or which lacks the entries the leader committed; a
     /// leader before its first entry commits).
     pub staleness_ms: Option<u64>,
-    /// Leader only: every follower's replication state, in id order.
+    /// The membership this node uses: the latest its log holds, committed or not (`None` on a
+    /// node that joins a running cluster and has not heard from its leader yet).
+    pub membership: Option<crate::Membership>,
+    /// The index of the entry that brought that membership in; the change is done once
+    /// `commit_index` reaches it.
+    pub membership_index: LogIndex,
+    /// Leader only: every follower's replication state, voters and learners, in id order.
     pub peers: Vec<PeerStatus>,
     /// The most recent leadership changes this node saw, oldest first (bounded).
     pub failovers: Vec<Failover>,
@@ -84,8 +90,11 @@ pub struct PeerStatus {
     pub lag_entries: u64,
     /// Milliseconds since the leader last heard from it (`None`: never in this term).
     pub since_last_ack_ms: Option<u64>,
+    /// It votes (in either half while a change of voters is in progress); a learner
+    /// otherwise. Learners are never part of the in-sync set.
+    pub voter: bool,
     /// It answered within the configured maximum replication lag, so `Ack::All` writes wait
-    /// for it (Kafka's in-sync replica set).
+    /// for it if it is a voter (Kafka's in-sync replica set).
     pub in_sync: bool,
     /// While the leader sends it a snapshot (it needs entries the leader's log no longer
     /// holds): the bytes of the image it has acknowledged so far.
@@ -102,6 +111,9 @@ pub enum FailoverTrigger {
     Transfer,
     /// Another node became leader; this node learned of it from its messages.
     Observed,
+    /// This node won an election the old leader asked for (TimeoutNow) because a membership
+    /// change removed the old leader from the voters.
+    MembershipChange,
 }
 
 /// One change of leader seen by this node.

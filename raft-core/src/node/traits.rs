@@ -462,6 +462,14 @@ pub trait Transport: Send + Sync + 'static {
         }
     }
 
+    /// The membership in force changed (a change was appended, undone, or came with a
+    /// snapshot), and on start. A transport that learns where peers are from the membership
+    /// adds the members with an address ([`crate::Membership::addresses`]) it does not know;
+    /// the default does nothing.
+    fn membership_changed(&self, membership: &crate::Membership) {
+        let _ = membership;
+    }
+
     /// How the link to each peer stands, in id order, for [`crate::node::Status::connections`].
     /// Called at most once per millisecond while the node is busy, so it must be cheap; the
     /// default reports nothing.

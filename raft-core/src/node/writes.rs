@@ -227,10 +227,11 @@ impl<R> Writes<R> {
             }
             return;
         }
+        let voters = raft.voters();
         let holders: Vec<(NodeId, LogIndex)> = raft
             .peers()
             .iter()
-            .filter(|p| in_sync(p.last_ack_at))
+            .filter(|p| voters.contains(&p.id) && in_sync(p.last_ack_at))
             .map(|p| (p.id, p.match_index))
             .collect();
         let ready: Vec<LogIndex> = self

@@ -142,10 +142,7 @@ fn a_membership_takes_effect_when_appended_before_it_commits() {
     let mut net = Network::new(3);
     net.add_node(4, InitialState::joining());
     net.elect(1);
-    let id = net
-        .node(1)
-        .change_membership(learner(4))
-        .unwrap();
+    let id = net.node(1).change_membership(learner(4)).unwrap();
     assert!(net.peek(1).membership().unwrap().is_learner(NodeId(4)));
     assert_eq!(net.peek(1).membership_index(), id.index);
     assert!(
@@ -169,10 +166,7 @@ fn a_membership_is_undone_when_its_entry_is_truncated() {
     net.elect(1);
     // Only the leader appends the change: it is cut off at once.
     net.isolate(1);
-    let id = net
-        .node(1)
-        .change_membership(learner(4))
-        .unwrap();
+    let id = net.node(1).change_membership(learner(4)).unwrap();
     net.settle();
     assert!(net.peek(1).membership().unwrap().is_learner(NodeId(4)));
     // Node 2 is elected without it and overwrites that index.
@@ -404,19 +398,11 @@ fn unsafe_or_overlapping_changes_are_refused_and_change_nothing() {
     net.advance(20);
 
     // One change at a time: the next waits until the last commits.
-    net.node(1)
-        .change_membership(learner(4))
-        .unwrap();
+    net.node(1).change_membership(learner(4)).unwrap();
     assert_eq!(refused(&mut net, 1, learner(5)), Uncommitted);
     net.settle();
-    assert_eq!(
-        refused(&mut net, 1, learner(4)),
-        AlreadyLearner(NodeId(4))
-    );
-    assert_eq!(
-        refused(&mut net, 1, learner(2)),
-        AlreadyVoter(NodeId(2))
-    );
+    assert_eq!(refused(&mut net, 1, learner(4)), AlreadyLearner(NodeId(4)));
+    assert_eq!(refused(&mut net, 1, learner(2)), AlreadyVoter(NodeId(2)));
     assert_eq!(refused(&mut net, 1, learner(0)), ReservedId);
     assert_eq!(
         refused(&mut net, 1, RemoveLearner(NodeId(2))),

@@ -10,7 +10,7 @@ use crate::tcp::warnings::Warnings;
 use crate::tcp::{inbound, outbound};
 use raft_core::node::{PeerConnection, Transport};
 use raft_core::{Message, NodeId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,6 +105,10 @@ pub(crate) struct Shared<N> {
     pub(crate) shares: Shares,
     /// Which warnings are logged rather than only counted.
     pub(crate) warnings: Warnings,
+    /// The peers added because a membership gave their address ([`Transport::membership_changed`]),
+    /// and so removed when a membership no longer holds them; peers configured or added by
+    /// hand stay until removed by hand.
+    pub(crate) learned: Mutex<BTreeSet<NodeId>>,
     /// When the transport started: the origin of the times in [`PeerConnection`] and of the
     /// inbound connections' last-byte clocks.
     pub(crate) started: Instant,
@@ -255,6 +259,7 @@ impl<N: Network> TcpTransport<N> {
             admission,
             shares,
             warnings: Warnings::default(),
+            learned: Mutex::new(BTreeSet::new()),
             started: Instant::now(),
             shutdown: shutdown_rx,
         });
@@ -427,5 +432,46 @@ impl<N: Network> Transport for TcpTransport<N> {
             .iter()
             .map(|(&id, link)| (id, link.state()))
             .collect()
+    }
+
+    /// Adds (or moves) every member with an address in the membership, and removes the peers
+    /// it added this way that are no longer members. Peers configured at start or added with
+    /// [`TcpTransport::add_peer`] are never removed here: a membership change that is undone
+    /// later (its entry truncated) must not leave this node unable to reach them.
+    fn membership_changed(&self, membership: &raft_core::Membership) {
+        let me = self.shared.config.node_id;
+        let mut learned = lock(&self.shared.learned);
+        for (&id, address) in membership.addresses() {
+            let known = self
+                .shared
+                .peers()
+                .get(&id)
+                .is_some_and(|link| link.addr == *address);
+            if id == me || known {
+                continue;
+            }
+            let configured = self.shared.peers().contains_key(&id) && !learned.contains(&id);
+            match self.add_peer(id, address.clone()) {
+                Ok(()) => {
+                    tracing::info!(node = %me, peer = %id, %address, "peer learnt from the membership");
+                    if !configured {
+                        learned.insert(id);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(node = %me, peer = %id, %address, %error, "cannot add a member as a peer");
+                }
+            }
+        }
+        let gone: Vec<NodeId> = learned
+            .iter()
+            .copied()
+            .filter(|&id| !membership.contains(id))
+            .collect();
+        for id in gone {
+            learned.remove(&id);
+            self.remove_peer(id);
+            tracing::info!(node = %me, peer = %id, "peer no longer a member; removed");
+        }
     }
 }

@@ -77,6 +77,7 @@ impl Meta {
             body.push(match failover.trigger {
                 FailoverTrigger::Election => 0,
                 FailoverTrigger::Transfer => 1,
+                FailoverTrigger::MembershipChange => 3,
                 // A cause this format does not know yet is kept as the most general one.
                 _ => 2,
             });
@@ -156,6 +157,7 @@ impl Meta {
                 0 => FailoverTrigger::Election,
                 1 => FailoverTrigger::Transfer,
                 2 => FailoverTrigger::Observed,
+                3 => FailoverTrigger::MembershipChange,
                 _ => return Err(MetaError::Corrupt("unknown failover trigger")),
             };
             let at_ms = reader.u64()?;
