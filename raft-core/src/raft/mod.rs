@@ -336,7 +336,7 @@ impl Raft {
                 self.broadcast_heartbeat();
             }
         } else if now >= self.election_deadline {
-            if self.is_voter() {
+            if self.may_campaign() {
                 self.start_election();
             } else {
                 // A non-voter never campaigns; keep its deadline ahead of the clock so that a
@@ -350,11 +350,13 @@ impl Raft {
     /// the cluster is refused with [`ProtocolError::RejectedMessage`] and changes nothing.
     ///
     /// "Outside the cluster" means not a member of the membership this node's log holds, except
-    /// for what only a leader sends (AppendEntries, heartbeats, InstallSnapshot, TimeoutNow): a
-    /// node whose log is behind may not know its leader yet (a learner promoted and elected
-    /// while this node was cut off), and a node joining a running cluster knows no member at
-    /// all. The transport authenticates peers; the protocol only refuses what it knows to be
-    /// wrong.
+    /// for what only a leader sends (AppendEntries, heartbeats, InstallSnapshot, TimeoutNow) and
+    /// vote requests: a node whose log is behind may not know its leader, or a candidate, yet
+    /// (a learner promoted while this node was cut off, whose vote the candidate's membership
+    /// counts), and a node joining a running cluster knows no member at all. A removed node's
+    /// vote requests are ignored while a leader is known (stickiness) and cannot win (its log
+    /// lacks the entry that removed it, which a majority of the new voters holds). The
+    /// transport authenticates peers; the protocol only refuses what it knows to be wrong.
     pub fn step(&mut self, now: Time, msg: Message) -> Result<(), ProtocolError> {
         msg.validate().map_err(ProtocolError::RejectedMessage)?;
         if msg.to != self.config.id {
@@ -363,14 +365,15 @@ impl Raft {
                 msg.to, self.config.id
             )));
         }
-        let from_a_leader = matches!(
+        let from_anyone = matches!(
             msg.body,
             MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::InstallSnapshot { .. }
                 | MessageBody::TimeoutNow
+                | MessageBody::RequestVote { .. }
         );
-        if !from_a_leader && !self.log.membership().is_some_and(|m| m.contains(msg.from)) {
+        if !from_anyone && !self.log.membership().is_some_and(|m| m.contains(msg.from)) {
             return Err(ProtocolError::RejectedMessage(format!(
                 "{} is not a member of this cluster",
                 msg.from
@@ -596,6 +599,23 @@ impl Raft {
 
     fn is_voter(&self) -> bool {
         self.log.voters().contains(self.config.id)
+    }
+
+    /// Whether this node may start elections: it is a voter, or it was one until a membership
+    /// change that is not committed yet, and so may still be needed to elect a leader
+    /// (dissertation §4.2.2: its own vote does not count in the new membership, but without
+    /// it campaigning, a cluster whose only up-to-date nodes are such nodes could never elect
+    /// one).
+    fn may_campaign(&self) -> bool {
+        if self.is_voter() {
+            return true;
+        }
+        let index = self.log.membership_index();
+        index > self.log.committed
+            && self
+                .log
+                .membership_at(index.prev())
+                .is_some_and(|m| m.is_voter(self.config.id))
     }
 
     /// The voters of either half but this node, in id order: whom a candidate asks.

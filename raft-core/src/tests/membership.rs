@@ -63,7 +63,24 @@ fn a_joining_node_knows_no_membership_never_campaigns_and_waits_for_a_leader() {
     net.advance(1_000);
     assert_eq!(net.peek(4).role(), Role::Follower);
     assert_eq!(net.peek(4).term().0, 0, "it never campaigned");
-    // It takes nothing but a leader's messages from anyone.
+    // It takes only a leader's messages and vote requests from nodes it does not know.
+    let answer = msg(
+        2,
+        4,
+        9,
+        MessageBody::RequestVoteResponse {
+            pre_vote: false,
+            granted: true,
+            campaign: 1,
+        },
+    );
+    let now = net.now;
+    assert!(matches!(
+        net.node(4).step(now, answer),
+        Err(ProtocolError::RejectedMessage(_))
+    ));
+    assert_eq!(net.peek(4).term().0, 0);
+    // A candidate whose membership counts it as a voter may need its vote: it answers.
     let vote = msg(
         2,
         4,
@@ -75,12 +92,13 @@ fn a_joining_node_knows_no_membership_never_campaigns_and_waits_for_a_leader() {
             campaign: 1,
         },
     );
-    let now = net.now;
-    assert!(matches!(
-        net.node(4).step(now, vote),
-        Err(ProtocolError::RejectedMessage(_))
-    ));
-    assert_eq!(net.peek(4).term().0, 0);
+    net.node(4).step(now, vote).unwrap();
+    let answers = net.take_messages();
+    assert!(answers.iter().any(|m| m.to == NodeId(2)
+        && matches!(
+            m.body,
+            MessageBody::RequestVoteResponse { granted: true, .. }
+        )));
 }
 
 #[test]
@@ -506,4 +524,42 @@ fn a_removed_leader_that_cannot_hand_over_steps_down_at_the_transfer_deadline() 
     );
     net.advance(500);
     assert!([2, 3].iter().any(|&id| net.peek(id).role() == Role::Leader));
+}
+
+/// Dissertation §4.2.2: a node that its own latest membership leaves out still campaigns
+/// while that membership is uncommitted, for it may be the only one that can bring it to a
+/// commit. Here the old leader alone holds the entry that removes it; the remaining voter
+/// cannot win without its vote (the joint membership it holds needs both), and it refuses
+/// that voter (whose log is behind), so only its own campaign ends the standstill.
+#[test]
+fn a_node_left_out_by_an_uncommitted_membership_still_campaigns() {
+    let mut net = Network::with(2, |config| config.pre_vote = false);
+    net.elect(1);
+    net.node(1)
+        .change_membership(MembershipChange::ChangeVoters(set(&[2])))
+        .unwrap();
+    net.drive_all();
+    // Deliver until node 1 has appended the new voters alone, then cut it off.
+    while let Some(m) = net.queue.pop_front() {
+        net.deliver(m);
+        if !net.peek(1).membership().unwrap().is_joint() {
+            break;
+        }
+    }
+    assert_eq!(membership_of(&net, 1), (vec![2], vec![], vec![]));
+    assert_eq!(membership_of(&net, 2), (vec![2], vec![1, 2], vec![]));
+    net.queue.clear();
+    net.isolate(1);
+    net.advance(1_000);
+    assert_ne!(
+        net.peek(1).role(),
+        Role::Leader,
+        "CheckQuorum stepped it down"
+    );
+    assert_ne!(net.peek(2).role(), Role::Leader, "it needs node 1's vote");
+    net.heal();
+    net.advance(2_000);
+    assert_eq!(net.peek(2).role(), Role::Leader);
+    assert_eq!(membership_of(&net, 2), (vec![2], vec![], vec![]));
+    assert!(net.peek(2).commit_index() >= net.peek(2).membership_index());
 }

@@ -1916,17 +1916,21 @@ fn malformed_or_misaddressed_messages_are_rejected_without_effect() {
         m
     };
     let cases = [
-        ("unknown sender", vote_request(9, 2, 5, eid(1, 1), false)),
-        (
-            "unknown sender's pre-vote",
-            vote_request(9, 2, 6, eid(9, 9), true),
-        ),
+        ("unknown sender", vote_answer(9, 2, 5, true, 1)),
         ("sender 0", heartbeat(0, 2, 5)),
         ("addressed to n3", heartbeat(1, 3, 5)),
         ("from itself", heartbeat(2, 2, 5)),
         (
-            "vote request from a stranger",
-            vote_request(7, 2, 5, eid(9, 9), false),
+            "read request from a stranger",
+            msg(
+                7,
+                2,
+                5,
+                MessageBody::ReadIndex {
+                    request: 1,
+                    lease: false,
+                },
+            ),
         ),
         ("entries not contiguous", non_contiguous),
         ("first entry not after prev", not_after_prev),

@@ -21,6 +21,12 @@
 //!   leader that refuses a proposal with `TransferInProgress` later than that (plus the drift
 //!   bound) is stuck. Some transfers go to a node that is running a pre-vote.
 //!
+//! Half the seeds also change the membership (paper §6): the leader adds learners from two
+//! spare nodes that start empty, promotes them, removes voters (itself among them), removes
+//! learners and replaces voters, while every fault above goes on. The invariants are checked
+//! across configurations (Election Safety counts leaders of a term whatever their
+//! membership), and a refused change must leave the leader's log as it was.
+//!
 //! After the fault phase the network heals and every node restarts: a leader must be elected
 //! and a proposal committed within a bounded number of steps (liveness).
 //!
@@ -156,7 +162,10 @@ pub(crate) struct Sim {
     real_ms: u64,
     step: u64,
     nodes: BTreeMap<NodeId, SimNode>,
+    /// The cluster's first voters; the other nodes start empty, to join it.
     voters: BTreeSet<NodeId>,
+    /// Whether this run changes the membership.
+    churn: bool,
     network: Vec<InFlight>,
     /// Directed links that drop everything: (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
@@ -210,6 +219,10 @@ pub(crate) struct Stats {
     pub(crate) transfers_to_pre_voting: u64,
     /// Healthy runs: abandoned transfers after which another leader had to be elected.
     pub(crate) transfers_disrupted: u64,
+    /// Membership changes a leader accepted, and of those, changes of voters that removed
+    /// the leader itself.
+    pub(crate) membership_changes: u64,
+    pub(crate) leader_removals: u64,
     /// Healthy runs: the most heartbeat rounds a leader started between sending a round and
     /// hearing it acknowledged (a maximum, not a sum).
     pub(crate) max_rounds_in_flight: u64,
@@ -232,15 +245,26 @@ impl Stats {
         self.transfers_completed += other.transfers_completed;
         self.transfers_to_pre_voting += other.transfers_to_pre_voting;
         self.transfers_disrupted += other.transfers_disrupted;
+        self.membership_changes += other.membership_changes;
+        self.leader_removals += other.leader_removals;
         self.max_rounds_in_flight = self.max_rounds_in_flight.max(other.max_rounds_in_flight);
     }
 }
 
 impl Sim {
+    /// A run of `seed` that changes the membership in half the seeds.
     pub(crate) fn new(seed: u64) -> Sim {
+        Sim::build(seed, true)
+    }
+
+    /// A run of `seed`; with `allow_churn`, half the seeds change the membership.
+    pub(crate) fn build(seed: u64, allow_churn: bool) -> Sim {
         let mut rng = SplitMix64::new(seed);
         let n = if rng.range(0, 2) == 0 { 3 } else { 5 };
         let voters: BTreeSet<NodeId> = (1..=n).map(NodeId).collect();
+        let churn = allow_churn && rng.range(0, 2) == 0;
+        // Two spare nodes that start empty, for the leader to add.
+        let spares = if churn { 2 } else { 0 };
         let pre_vote = rng.range(0, 4) != 0;
         let window = rng.range(1, 8) as usize;
         let batch = rng.range(1, 6) as usize;
@@ -262,7 +286,7 @@ impl Sim {
             )
         };
         let mut nodes = BTreeMap::new();
-        for &id in &voters {
+        for id in (1..=n + spares).map(NodeId) {
             let mut config = test_config(id.0);
             // The longest lease the rules allow, to test the bound at its edge.
             config.lease_duration_ms =
@@ -320,6 +344,7 @@ impl Sim {
             step: 0,
             nodes,
             voters: voters.clone(),
+            churn,
             network: Vec::new(),
             blocked: BTreeSet::new(),
             slow: BTreeSet::new(),
@@ -338,9 +363,9 @@ impl Sim {
         };
         let faults = sim.faults;
         sim.trace(format_args!(
-            "{n} nodes, pre_vote {pre_vote}, window {window}, batch {batch}, bytes per append {bytes_per_append}, in flight {inflight_bytes}, uncommitted {uncommitted_bytes}, {faults:?}"
+            "{n} nodes, churn {churn}, pre_vote {pre_vote}, window {window}, batch {batch}, bytes per append {bytes_per_append}, in flight {inflight_bytes}, uncommitted {uncommitted_bytes}, {faults:?}"
         ));
-        for id in voters {
+        for id in (1..=n + spares).map(NodeId) {
             sim.start_node(id);
         }
         sim
@@ -376,7 +401,11 @@ impl Sim {
             hard_state: node.disk_hard_state,
             entries: node.disk_entries.clone(),
             applied,
-            membership: crate::Membership::new(self.voters.clone()).ok(),
+            // The first membership, as the node saved it when it first started; a spare
+            // node has none.
+            membership: crate::Membership::new(self.voters.clone())
+                .ok()
+                .filter(|_| self.voters.contains(&id)),
             log_start: node.disk_log_start,
             snapshot: node.disk_snapshot.as_ref().map(|(meta, _)| meta.clone()),
         };
@@ -816,8 +845,15 @@ impl Sim {
         let text = format!("deliver {} -> {} {:?}", msg.from, msg.to, msg.body);
         self.trace(format_args!("{text}"));
         if let Some(raft) = self.nodes.get_mut(&to).and_then(|n| n.raft.as_mut()) {
-            raft.step(now, msg)
-                .map_err(|e| format!("valid message refused: {e}"))?;
+            let from = msg.from;
+            if let Err(error) = raft.step(now, msg) {
+                // Only a message from outside the recipient's membership may be refused (a
+                // node removed, or one the recipient's log has not yet seen added).
+                let member = raft.membership().is_some_and(|m| m.contains(from));
+                if member || !matches!(error, crate::ProtocolError::RejectedMessage(_)) {
+                    return Err(format!("valid message refused: {error}"));
+                }
+            }
             self.drive(to)?;
         }
         Ok(())
@@ -903,7 +939,7 @@ impl Sim {
     /// One fault, drawn with weights that favour what stresses leases and elections most: a
     /// leader cut off from part of the cluster while the rest still hears it.
     fn fault(&mut self) -> Result<(), String> {
-        let ids: Vec<NodeId> = self.voters.iter().copied().collect();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let roll = self.rng.range(0, 100);
         match roll {
             0..=24 => self.cut_leader_link(&ids),
@@ -1014,6 +1050,87 @@ impl Sim {
         Ok(())
     }
 
+    /// The leader proposes a random membership change: add a learner (a node outside the
+    /// membership), remove one, promote one, remove a voter (itself, sometimes), or replace a
+    /// voter with a learner. A refusal must change nothing.
+    fn change_membership(&mut self) -> Result<(), String> {
+        use crate::MembershipChange;
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let pool: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let Some(membership) = self.nodes[&leader]
+            .raft
+            .as_ref()
+            .and_then(|r| r.membership().cloned())
+        else {
+            return Ok(());
+        };
+        let outside: Vec<NodeId> = pool
+            .iter()
+            .copied()
+            .filter(|&id| !membership.contains(id))
+            .collect();
+        let learners: Vec<NodeId> = membership.learners().iter().copied().collect();
+        let voters: BTreeSet<NodeId> = membership.voters().clone();
+        let voter_list: Vec<NodeId> = voters.iter().copied().collect();
+        let change = match self.rng.range(0, 6) {
+            0 | 1 => self
+                .pick(&outside)
+                .map(|id| MembershipChange::AddLearner { id, address: None }),
+            2 => self.pick(&learners).map(MembershipChange::RemoveLearner),
+            3 => self.pick(&learners).filter(|_| voters.len() < 5).map(|id| {
+                let mut next = voters.clone();
+                next.insert(id);
+                MembershipChange::ChangeVoters(next)
+            }),
+            4 => {
+                // Remove a voter; the leader itself a third of the time.
+                let gone = if self.percent(33) {
+                    Some(leader)
+                } else {
+                    self.pick(&voter_list)
+                };
+                gone.filter(|_| voters.len() > 2 || self.percent(10))
+                    .map(|id| {
+                        let mut next = voters.clone();
+                        next.remove(&id);
+                        MembershipChange::ChangeVoters(next)
+                    })
+            }
+            _ => match (self.pick(&voter_list), self.pick(&learners)) {
+                (Some(out), Some(learner)) => {
+                    let mut next = voters.clone();
+                    next.remove(&out);
+                    next.insert(learner);
+                    Some(MembershipChange::ChangeVoters(next))
+                }
+                _ => None,
+            },
+        };
+        let Some(change) = change else {
+            return Ok(());
+        };
+        let raft = self.nodes.get_mut(&leader).unwrap().raft.as_mut().unwrap();
+        let before = (raft.last_log_id(), raft.membership().cloned());
+        let result = raft.change_membership(change.clone());
+        if result.is_err() && (raft.last_log_id(), raft.membership().cloned()) != before {
+            return Err(format!(
+                "{leader} refused {change:?} ({result:?}) but changed"
+            ));
+        }
+        if result.is_ok() {
+            self.stats.membership_changes += 1;
+            if matches!(&change, MembershipChange::ChangeVoters(v) if !v.contains(&leader)) {
+                self.stats.leader_removals += 1;
+            }
+        }
+        self.trace(format_args!(
+            "membership {leader}: {change:?} -> {result:?}"
+        ));
+        self.drive(leader)
+    }
+
     /// Asks `leader` to hand leadership to `to` and remembers when the transfer began, on the
     /// leader's clock. Returns whether the leader accepted.
     fn transfer(&mut self, leader: NodeId, to: NodeId) -> Result<bool, String> {
@@ -1068,6 +1185,11 @@ impl Sim {
         if !matches!(result, Err(crate::ProtocolError::TransferInProgress)) {
             return Ok(());
         }
+        if node.raft.as_ref().is_some_and(Raft::removal_committed) {
+            // A leader removed from the voters hands over by a transfer of its own, which ends
+            // when it steps down.
+            return Ok(());
+        }
         let term = node.raft.as_ref().map_or(Term(0), |r| r.term());
         let now = self.local_now(leader);
         let limit_ms = node.config.election_timeout_min_ms + node.config.clock_drift_bound_ms;
@@ -1093,7 +1215,26 @@ impl Sim {
         let Some(id) = self.pick(&live) else {
             return Ok(());
         };
-        let majority = self.voters.len() / 2 + 1;
+        // Every set of voters that decides now or may decide later: each half of every
+        // membership any node holds, in memory or on disk, and the first voters.
+        let mut halves: BTreeSet<BTreeSet<NodeId>> = BTreeSet::from([self.voters.clone()]);
+        for node in self.nodes.values() {
+            let in_memory = node.raft.as_ref().and_then(|r| r.membership().cloned());
+            let on_disk = node.disk_entries.iter().filter_map(|e| match &e.payload {
+                crate::Payload::Membership(m) => Some((**m).clone()),
+                _ => None,
+            });
+            let snapshot = node
+                .disk_snapshot
+                .as_ref()
+                .map(|(m, _)| m.membership.clone());
+            for m in in_memory.into_iter().chain(on_disk).chain(snapshot) {
+                halves.insert(m.voters().clone());
+                if m.is_joint() {
+                    halves.insert(m.outgoing_voters().clone());
+                }
+            }
+        }
         let held = |node: &SimNode, entry: &Entry| {
             node.disk_entries.iter().any(|e| e == entry) || node.disk_log_start.index >= entry.index
         };
@@ -1110,11 +1251,13 @@ impl Sim {
             .chain(node.disk_entries.iter())
             .chain(node.pending_writes.iter().flat_map(|w| w.entries.iter()))
             .all(|entry| {
-                self.nodes
-                    .iter()
-                    .filter(|&(&other, n)| other != id && held(n, entry))
-                    .count()
-                    >= majority
+                halves.iter().all(|half| {
+                    let holders = half
+                        .iter()
+                        .filter(|&&other| other != id && held(&self.nodes[&other], entry))
+                        .count();
+                    holders > half.len() / 2
+                })
             });
         if !covered {
             return Ok(());
@@ -1149,6 +1292,10 @@ impl Sim {
         self.step += 1;
         if self.rng.range(0, 1000) < self.faults.fault_per_mille {
             self.fault()?;
+            return self.check_invariants();
+        }
+        if self.churn && self.rng.range(0, 1000) < 8 {
+            self.change_membership()?;
             return self.check_invariants();
         }
         // Now and then, crash a leader that has committed entries its own disk does not hold
@@ -1365,10 +1512,10 @@ impl Sim {
         self.faults.loss_percent = 0;
         self.faults.duplicate_percent = 0;
         let down: Vec<NodeId> = self
-            .voters
+            .nodes
             .iter()
-            .copied()
-            .filter(|id| self.nodes[id].raft.is_none())
+            .filter(|(_, node)| node.raft.is_none())
+            .map(|(&id, _)| id)
             .collect();
         for id in down {
             self.start_node(id);

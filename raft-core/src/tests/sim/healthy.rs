@@ -696,7 +696,7 @@ impl Sim {
 /// Runs one healthy seed; returns the failure description if it fails.
 fn run_healthy_seed(seed: u64) -> Result<(u64, Stats), String> {
     catch_panic(seed, HEALTHY_TEST, || {
-        let mut sim = Sim::new(seed);
+        let mut sim = Sim::build(seed, false);
         match sim.run_healthy() {
             Ok(()) => Ok((sim.trace_hash, sim.stats)),
             Err(e) => Err(sim.describe_failure(&e, HEALTHY_TEST)),
