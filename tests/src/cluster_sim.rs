@@ -141,6 +141,13 @@ pub enum Scenario {
     /// Besides the checks of every run, no acknowledged write may be missing from a majority of
     /// the disks at the end.
     DiskCrashes,
+    /// Three voters and two spare hosts that start empty, to join (paper §6): every few
+    /// hundred milliseconds the leader is asked to add a learner (with its address), remove
+    /// one, promote one, remove a voter
+    /// (itself, often) or replace a voter with a learner, while the random nemesis of
+    /// [`Scenario::Faults`] partitions, slows and crashes hosts. Besides the checks of every
+    /// run, every acknowledged write must be on a majority of the final voters' stores.
+    MembershipChurn,
 }
 
 /// Where a node's log and snapshots live.
@@ -178,6 +185,7 @@ impl Scenario {
             Scenario::SteadyTransfers => "transfers_in_a_healthy_cluster_complete",
             Scenario::SnapshotCatchUp => "lagging_and_emptied_followers_catch_up_from_snapshots",
             Scenario::DiskCrashes => "crashed_hosts_keep_every_acknowledged_write",
+            Scenario::MembershipChurn => "membership_churn_stays_linearizable",
         }
     }
 
@@ -190,6 +198,7 @@ impl Scenario {
             Scenario::SteadyTransfers => 0x7F_0000_0000,
             Scenario::SnapshotCatchUp => 0x5C_0000_0000,
             Scenario::DiskCrashes => 0xD5_0000_0000,
+            Scenario::MembershipChurn => 0x3C_0000_0000,
         }
     }
 }
@@ -201,8 +210,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// The kind of run.
     pub scenario: Scenario,
-    /// Cluster size (3 or 5).
+    /// Cluster size (3 or 5): the first voters.
     pub nodes: u64,
+    /// Hosts that start empty, to be added ([`Scenario::MembershipChurn`]).
+    pub spares: u64,
     /// Concurrent clients.
     pub clients: u64,
     /// How long clients run their workload while the nemesis acts ([`Scenario::SnapshotCatchUp`]:
@@ -249,6 +260,7 @@ impl SimConfig {
             seed,
             scenario,
             nodes: 3,
+            spares: 0,
             clients: 1,
             workload: Duration::ZERO,
             shared_keys: 1,
@@ -312,6 +324,19 @@ impl SimConfig {
                 // At most: the workload ends CATCH_UP_TAIL_MS after the last step's check. Room
                 // for both steps even when the cut lasts CUT_MAX_MS.
                 workload: Duration::from_secs(15),
+                shared_keys: rng.range(2, 5),
+                min_latency_ms: 1,
+                max_latency_ms: rng.range(2, 10),
+                request_timeout: Duration::from_secs(1),
+                ..base
+            },
+            Scenario::MembershipChurn => SimConfig {
+                seed,
+                scenario,
+                nodes: 3,
+                spares: 2,
+                clients: rng.range(2, 6),
+                workload: Duration::from_millis(rng.range(4_000, 7_000)),
                 shared_keys: rng.range(2, 5),
                 min_latency_ms: 1,
                 max_latency_ms: rng.range(2, 10),
@@ -399,6 +424,10 @@ pub struct SimOutcome {
     /// Writes acknowledged with `Ack::Quorum`, each found on a majority of the nodes' stores
     /// at the end (or reported missing in `violations`).
     pub acknowledged_writes: u64,
+    /// Membership changes completed ([`Scenario::MembershipChurn`]).
+    pub membership_changes: u64,
+    /// Of those, changes of voters that removed the leader that made them.
+    pub leader_removals: u64,
 }
 
 /// How a follower came to be behind, in [`Scenario::SnapshotCatchUp`].
@@ -430,6 +459,12 @@ pub struct CatchUp {
 #[derive(Default)]
 struct World {
     handles: BTreeMap<NodeId, NodeHandle<KvStore>>,
+    /// Membership changes a leader accepted and completed, and of those, changes of voters
+    /// that removed the leader that made them ([`Scenario::MembershipChurn`]).
+    membership_changes: u64,
+    leader_removals: u64,
+    /// The voters once the run settled: whose stores must hold every acknowledged write.
+    final_voters: Option<BTreeSet<NodeId>>,
     history: History,
     violations: Vec<String>,
     /// (time ms, node, term) of every lease read served.
@@ -763,7 +798,9 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         builder.fs().block_size(TORN_WRITE_BLOCK_BYTES);
     }
     let mut sim = builder.build();
-    let ids: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
+    // Every host: the first voters, then the spares that start empty.
+    let ids: Vec<NodeId> = (1..=config.nodes + config.spares).map(NodeId).collect();
+    let first_voters: Vec<NodeId> = (1..=config.nodes).map(NodeId).collect();
     let world = Arc::new(Mutex::new(World {
         digest: 0xcbf2_9ce4_8422_2325,
         stores: ids
@@ -778,12 +815,20 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         let setup = Arc::new(NodeSetup {
             id,
             seed: config.seed,
+            // Every host knows every other's address, as a deployment's configuration lists
+            // its hosts: a node whose log fell behind the change that added its new leader
+            // must still accept that leader's connection (the transport admits only the
+            // peers it knows). Learning an address from the membership is tested on its own.
             peers: ids
                 .iter()
                 .filter(|&&p| p != id)
                 .map(|&p| (p, format!("{}:{PORT}", host(p))))
                 .collect(),
-            voters: ids.clone(),
+            voters: if first_voters.contains(&id) {
+                first_voters.clone()
+            } else {
+                Vec::new()
+            },
             request_timeout: config.request_timeout,
             snapshot_every: config.snapshot_every,
             snapshot_keep_entries: config.snapshot_keep_entries,
@@ -845,6 +890,18 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             Ok(())
         });
     }
+    // Dropped when the faults stop, which ends the task that makes the changes.
+    let (changes, change_requests) = tokio::sync::mpsc::unbounded_channel();
+    let mut changes = Some(changes);
+    if config.scenario == Scenario::MembershipChurn {
+        let world = Arc::clone(&world);
+        let hosts = ids.clone();
+        sim.client("membership", async move {
+            run_membership_changes(change_requests, hosts, world).await;
+            Ok(())
+        });
+    }
+    let mut next_change_at = 300;
     let mut nemesis = Nemesis::new(
         ids.clone(),
         config.scenario,
@@ -884,8 +941,18 @@ pub fn run(config: &SimConfig) -> SimOutcome {
                     }
                 }
                 Scenario::DiskCrashes => nemesis.maybe_crash(&mut sim, &mut rng, &world, now),
+                Scenario::MembershipChurn => {
+                    nemesis.maybe_act(&mut sim, &mut rng, &world, now);
+                    if now >= next_change_at {
+                        next_change_at = now + rng.range(100, 500);
+                        if let Some(changes) = &changes {
+                            let _ = changes.send((rng.next_u64(), rng.next_u64()));
+                        }
+                    }
+                }
             }
         } else if healed_at.is_none() {
+            changes = None;
             nemesis.heal_all(&mut sim);
             lock(&world).finished = true;
             healed_at = Some(now);
@@ -921,7 +988,17 @@ pub fn run(config: &SimConfig) -> SimOutcome {
     if config.scenario == Scenario::SnapshotCatchUp {
         check_catch_ups(&mut world, &nemesis);
     }
-    check_durability(&mut world, ids.len());
+    let voters = match world.final_voters.clone() {
+        Some(voters) => voters.into_iter().collect(),
+        None if config.scenario == Scenario::MembershipChurn => {
+            world
+                .violations
+                .push("the membership never settled after the faults stopped".into());
+            Vec::new()
+        }
+        None => ids.clone(),
+    };
+    check_durability(&mut world, &voters);
     let faults = nemesis.log;
     let mut digest = world.digest;
     for fault in &faults {
@@ -950,6 +1027,8 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         crashes_during_snapshot_transfer: nemesis.crashes_during_snapshot_transfer,
         final_crashes,
         acknowledged_writes: world.quorum_acks.len() as u64,
+        membership_changes: world.membership_changes,
+        leader_removals: world.leader_removals,
     }
 }
 
@@ -994,7 +1073,7 @@ fn read_back_stores(sim: &mut turmoil::Sim<'_>, world: &Arc<Mutex<World>>, ids: 
 /// whose image must then be the map the applied commands up to its last index make. And no two
 /// nodes may have applied different commands at one index; the command applied at an
 /// acknowledged write's index must be that write's.
-fn check_durability(world: &mut World, nodes: usize) {
+fn check_durability(world: &mut World, voters: &[NodeId]) {
     let applied = world.applied.take();
     let mut found: Vec<String> = applied
         .conflicts
@@ -1043,7 +1122,7 @@ fn check_durability(world: &mut World, nodes: usize) {
             ));
         }
     }
-    let majority = nodes / 2 + 1;
+    let majority = voters.len() / 2 + 1;
     let mut missing = Vec::new();
     for ack in &world.quorum_acks {
         match applied.commands.get(&ack.index) {
@@ -1055,6 +1134,7 @@ fn check_durability(world: &mut World, nodes: usize) {
         }
         let holders: Vec<NodeId> = durable
             .iter()
+            .filter(|(id, _)| voters.contains(id))
             .filter(|(id, d)| {
                 let in_log = d.entries.get(&ack.index).is_some_and(|(term, command)| {
                     *term == ack.term && command.as_ref() == Some(&ack.command)
@@ -1210,6 +1290,15 @@ fn established_leader(world: &World, up: &[NodeId], now: u64) -> Option<NodeId> 
 /// and four one-way trips (the target's catch-up, TimeoutNow, and the vote round).
 fn transfer_completion_ms(config: &SimConfig) -> u64 {
     ELECTION_TIMEOUT_MIN_MS + TRANSFER_SLACK_MS + 4 * config.max_latency_ms
+}
+
+/// Whether `node`'s membership leaves it out: a leader removed from the voters hands
+/// leadership over by a transfer of its own (refusing writes with `TransferInProgress`), which
+/// the protocol bounds by stepping down at the transfer's deadline. (Its status is read after
+/// the refusal, when it may have stepped down already.)
+fn handing_over_after_removal(node: &NodeHandle<KvStore>) -> bool {
+    let status = node.status();
+    status.membership.is_some_and(|m| !m.is_voter(status.id))
 }
 
 /// A leader refuses writes with `TransferInProgress` only while a transfer it started is under
@@ -1373,6 +1462,7 @@ async fn check_liveness(world: Arc<Mutex<World>>) {
             };
             if let Ok(written) = leader.propose(command.clone(), Ack::Quorum).await {
                 lock(&world).quorum_ack(written.index, written.term, command);
+                settle_membership(&world, started).await;
                 return;
             }
         }
@@ -1383,6 +1473,119 @@ async fn check_liveness(world: Arc<Mutex<World>>) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (until 10 s after `started`) for a leader whose membership is committed and not
+/// joint, and records its voters as the run's final ones.
+async fn settle_membership(world: &Arc<Mutex<World>>, started: u64) {
+    while now_ms() - started <= 10_000 {
+        let leader = believed_leader(&lock(world));
+        if let Some(status) = leader.map(|l| l.status())
+            && let Some(membership) = &status.membership
+            && !membership.is_joint()
+            && status.membership_index <= status.commit_index
+        {
+            lock(world).final_voters = Some(membership.voters().clone());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Carries out the membership changes the churn nemesis asks for, on the node believed to
+/// lead: each request is two random numbers, the kind of change and whom it concerns, judged
+/// against the leader's membership when it is made.
+async fn run_membership_changes(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>,
+    hosts: Vec<NodeId>,
+    world: Arc<Mutex<World>>,
+) {
+    while let Some((kind, who)) = requests.recv().await {
+        let leader = believed_leader(&lock(&world));
+        let Some(leader) = leader else { continue };
+        let Some(membership) = leader.status().membership else {
+            continue;
+        };
+        let pick = |from: Vec<NodeId>| from.get((who as usize) % from.len().max(1)).copied();
+        let outside: Vec<NodeId> = hosts
+            .iter()
+            .copied()
+            .filter(|&id| !membership.contains(id))
+            .collect();
+        let learners: Vec<NodeId> = membership.learners().iter().copied().collect();
+        let voters = membership.voters().clone();
+        let me = leader.id();
+        let (what, result) = match kind % 6 {
+            0 | 1 => match pick(outside) {
+                Some(id) => (
+                    format!("add learner {id}"),
+                    leader
+                        .add_learner(id, Some(format!("{}:{PORT}", host(id))), None)
+                        .await,
+                ),
+                None => continue,
+            },
+            2 => match pick(learners) {
+                Some(id) => (
+                    format!("remove learner {id}"),
+                    leader.remove_learner(id).await,
+                ),
+                None => continue,
+            },
+            3 => match pick(learners).filter(|_| voters.len() < 5) {
+                Some(id) => {
+                    let mut next = voters.clone();
+                    next.insert(id);
+                    (
+                        format!("promote {id}"),
+                        leader.change_membership(next).await,
+                    )
+                }
+                None => continue,
+            },
+            4 => {
+                // Remove a voter, the leader itself half the time; never below two voters.
+                let gone = if who % 2 == 0 {
+                    me
+                } else {
+                    pick(voters.iter().copied().collect()).unwrap_or(me)
+                };
+                if voters.len() <= 2 {
+                    continue;
+                }
+                let mut next = voters.clone();
+                next.remove(&gone);
+                (
+                    format!("remove voter {gone}"),
+                    leader.change_membership(next).await,
+                )
+            }
+            _ => match (pick(voters.iter().copied().collect()), pick(learners)) {
+                (Some(out), Some(learner)) => {
+                    let mut next = voters.clone();
+                    next.remove(&out);
+                    next.insert(learner);
+                    (
+                        format!("replace {out} with {learner}"),
+                        leader.change_membership(next).await,
+                    )
+                }
+                _ => continue,
+            },
+        };
+        let now = now_ms();
+        let mut world = lock(&world);
+        mix(
+            &mut world.digest,
+            &format!("{now} ms: {me}: {what}: {result:?}"),
+        );
+        if result.is_ok() {
+            world.membership_changes += 1;
+            if what == format!("remove voter {me}") || what.starts_with(&format!("replace {me} ")) {
+                world.leader_removals += 1;
+            }
+        }
     }
 }
 
@@ -1623,7 +1826,7 @@ impl Op {
     /// (many writes pending on a cut-off leader are what diverge).
     fn pick(scenario: Scenario, roll: u64) -> Op {
         let weights: [(u64, Op); 6] = match scenario {
-            Scenario::Faults => [
+            Scenario::Faults | Scenario::MembershipChurn => [
                 (28, Op::Put),
                 (5, Op::Delete),
                 (14, Op::Cas),
@@ -1728,7 +1931,7 @@ async fn write(
                 &mut world.digest,
                 &format!("{client} {operation} {error} {now}"),
             );
-            if error == Error::TransferInProgress {
+            if error == Error::TransferInProgress && !handing_over_after_removal(node) {
                 world.transfer_refusals.push((now, node.id()));
             }
             if definitely_failed(&error) {
@@ -1863,7 +2066,7 @@ async fn read_your_write(
             written
         }
         Err(error) => {
-            if error == Error::TransferInProgress {
+            if error == Error::TransferInProgress && !handing_over_after_removal(node) {
                 lock(world).transfer_refusals.push((now_ms(), node.id()));
             }
             return Err(error);
@@ -1975,7 +2178,7 @@ impl Nemesis {
         Nemesis {
             ids,
             next_at: match scenario {
-                Scenario::Faults | Scenario::DiskCrashes => 500,
+                Scenario::Faults | Scenario::DiskCrashes | Scenario::MembershipChurn => 500,
                 Scenario::DivergentTails | Scenario::Steady | Scenario::SnapshotCatchUp => 0,
                 Scenario::SteadyTransfers => 800,
             },

@@ -43,6 +43,9 @@ struct Totals {
     final_crashes: u64,
     /// Writes acknowledged with `Ack::Quorum`, each found on a majority of the stores.
     acknowledged_writes: u64,
+    /// Membership changes completed, and of those, the ones that removed the leader.
+    membership_changes: u64,
+    leader_removals: u64,
 }
 
 /// Runs the seeds of `scenario` (`default` of them unless the environment says otherwise) and
@@ -84,6 +87,8 @@ fn run_seeds(scenario: Scenario, default: u64) -> Totals {
                 t.power_losses_after_ack += outcome.power_losses_after_ack;
                 t.final_crashes += outcome.final_crashes;
                 t.acknowledged_writes += outcome.acknowledged_writes;
+                t.membership_changes += outcome.membership_changes;
+                t.leader_removals += outcome.leader_removals;
                 for catch_up in outcome.catch_ups.iter().filter(|c| c.needed_snapshot) {
                     match catch_up.kind {
                         CatchUpKind::Cut => t.cut_catch_ups += 1,
@@ -118,6 +123,14 @@ fn run_seeds(scenario: Scenario, default: u64) -> Totals {
         )
     } else {
         format!("; {} crashes", t.crashes)
+    };
+    let crashes = if scenario == Scenario::MembershipChurn {
+        format!(
+            "{crashes}; {} membership changes completed, {} of them removing the leader",
+            t.membership_changes, t.leader_removals
+        )
+    } else {
+        crashes
     };
     eprintln!(
         "{scenario:?}: {} seeds in {:.1?}: {} failed {failures:?}; {} operations completed, {} lease reads, {} follower reads, {} bounded-staleness reads, {} elections, {} transfers; {} snapshots taken or installed, {} sent, {} installed (images up to {} bytes){catch_ups}{crashes}; {} acknowledged writes each on a majority of the stores",
@@ -196,6 +209,18 @@ fn crashed_hosts_keep_every_acknowledged_write() {
 /// Seeds of [`Scenario::DiskCrashes`] run by default.
 const DISK_CRASH_SEEDS: u64 = 200;
 
+/// Learners added, promoted and removed, voters removed (the leader among them) and replaced,
+/// under the random nemesis; every acknowledged write must be on a majority of the final
+/// voters.
+#[test]
+fn membership_churn_stays_linearizable() {
+    let totals = run_seeds(Scenario::MembershipChurn, 24);
+    assert!(
+        totals.membership_changes > 0 && totals.leader_removals > 0,
+        "no membership change completed, or none removed the leader: {totals:?}"
+    );
+}
+
 #[test]
 fn a_seed_replays_the_same_run() {
     for scenario in [
@@ -204,6 +229,7 @@ fn a_seed_replays_the_same_run() {
         Scenario::SteadyTransfers,
         Scenario::SnapshotCatchUp,
         Scenario::DiskCrashes,
+        Scenario::MembershipChurn,
     ] {
         let first = check_seed(scenario, 7).map(|o| (o.digest, o.completed, o.snapshots));
         let second = check_seed(scenario, 7).map(|o| (o.digest, o.completed, o.snapshots));
