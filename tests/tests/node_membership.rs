@@ -272,3 +272,50 @@ async fn a_dead_node_is_replaced_by_an_empty_one_that_catches_up_from_a_snapshot
     .await;
     assert!(written.is_ok(), "{written:?}");
 }
+
+/// Learners are never part of the in-sync set: with `min_in_sync` at three of three voters, one
+/// voter down and a learner up, an `Ack::All` write is refused as it would be without the
+/// learner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learners_do_not_count_as_in_sync_replicas() {
+    let mut cluster = Cluster::start_with(|config| {
+        config.min_in_sync = 3;
+        config.max_replication_lag = Duration::from_millis(200);
+    })
+    .await;
+    cluster.start_joining(4).await;
+    let added = on_leader(&cluster, |l| async move {
+        l.add_learner(NodeId(4), None, Some(0)).await
+    })
+    .await;
+    assert!(added.is_ok(), "{added:?}");
+    let leader = cluster.leader().await;
+    assert!(leader.propose(put("all", "1"), Ack::All).await.is_ok());
+    let voter = *cluster
+        .nodes
+        .keys()
+        .find(|&&id| id != leader.id() && id != NodeId(4))
+        .unwrap();
+    cluster.stop(voter, false).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let status = leader.status();
+    assert!(
+        status
+            .peers
+            .iter()
+            .any(|p| p.id == NodeId(4) && p.in_sync && !p.voter),
+        "the learner is in sync: {:?}",
+        status.peers
+    );
+    let refused = leader.propose(put("all", "2"), Ack::All).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::NotEnoughReplicas {
+                in_sync: 2,
+                required: 3
+            })
+        ),
+        "{refused:?}"
+    );
+}
