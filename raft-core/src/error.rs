@@ -45,8 +45,9 @@ pub enum ProtocolError {
     /// A membership change was refused (see [`MembershipError`]); nothing changed.
     #[error("membership change refused: {0}")]
     Membership(#[from] MembershipError),
-    /// A message was malformed, misaddressed or from a node outside the cluster; it was dropped
-    /// and nothing changed.
+    /// A message was malformed, misaddressed, or from a node outside this node's membership
+    /// (except what only a leader sends and vote requests, which may come from a member this
+    /// node has not heard of yet); it was dropped and nothing changed.
     #[error("message rejected: {0}")]
     RejectedMessage(String),
 }

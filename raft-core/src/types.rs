@@ -296,14 +296,16 @@ impl Entry {
     }
 
     /// Bytes of payload this entry carries: a command's length; 0 for a blank entry; for a
-    /// membership, an estimate of its size (8 bytes a member), so that flow control counts it.
+    /// membership, an estimate of its size (8 bytes a member, and its addresses), so that
+    /// flow control counts it.
     pub fn payload_len(&self) -> usize {
         match &self.payload {
             Payload::Blank => 0,
             Payload::Command(bytes) => bytes.len(),
             Payload::Membership(membership) => {
                 let members = membership.all_voters().len() + membership.learners().len();
-                members.saturating_mul(8)
+                let addresses: usize = membership.addresses().values().map(String::len).sum();
+                members.saturating_mul(8).saturating_add(addresses)
             }
         }
     }

@@ -120,6 +120,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             membership,
             log_start: recovered.log_start,
             snapshot,
+            invalid_voters: None,
         };
         let durable_through = state
             .entries

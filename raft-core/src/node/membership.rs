@@ -8,7 +8,7 @@
 //! still take effect).
 
 use super::Error;
-use crate::{EntryId, LogIndex, MembershipChange, NodeId, Raft, Role};
+use crate::{EntryId, LogIndex, MembershipChange, NodeId, Payload, Raft, Role};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
@@ -34,8 +34,9 @@ struct PendingChange {
 enum Then {
     /// Nothing more.
     Done,
-    /// The joint configuration it entered is left, and that is committed.
-    LeaveJoint,
+    /// The joint configuration it entered is left, and that is committed: the first membership
+    /// entry after the change's own. `scanned` is how far the log was searched for it.
+    LeaveJoint { scanned: LogIndex },
     /// The learner `id` holds every entry but the last `within` of the leader's log.
     CatchUp { id: NodeId, within: u64 },
 }
@@ -51,7 +52,9 @@ impl PendingChanges {
         deadline: Instant,
     ) {
         let then = match (&change, catch_up_within) {
-            (MembershipChange::ChangeVoters(_), _) => Then::LeaveJoint,
+            (MembershipChange::ChangeVoters(_), _) => Then::LeaveJoint {
+                scanned: LogIndex(0),
+            },
             (MembershipChange::AddLearner { id, .. }, Some(within)) => {
                 Then::CatchUp { id: *id, within }
             }
@@ -80,8 +83,8 @@ impl PendingChanges {
             return;
         }
         let mut waiting = Vec::with_capacity(self.pending.len());
-        for change in self.pending.drain(..) {
-            match outcome(raft, &change) {
+        for mut change in self.pending.drain(..) {
+            match outcome(raft, &mut change) {
                 Some(result) => {
                     if result.is_ok() {
                         info!(index = change.entry.index.0, "membership change done");
@@ -111,12 +114,19 @@ impl PendingChanges {
 }
 
 /// The answer a change has now, if any.
-fn outcome(raft: &Raft, change: &PendingChange) -> Option<Result<LogIndex, Error>> {
+fn outcome(raft: &Raft, change: &mut PendingChange) -> Option<Result<LogIndex, Error>> {
     let index = change.entry.index;
-    if raft.commit_index() < index {
+    let commit = raft.commit_index();
+    if commit < index {
         return None;
     }
-    match raft.entry(index).map(|e| e.term) {
+    let start = raft.log_start();
+    let term = match raft.entry(index) {
+        Some(entry) => Some(entry.term),
+        None if index == start.index => Some(start.term),
+        None => None,
+    };
+    match term {
         Some(term) if term != change.entry.term => {
             // Another entry committed at its index: the change never takes effect.
             return Some(Err(Error::NotLeader {
@@ -128,14 +138,23 @@ fn outcome(raft: &Raft, change: &PendingChange) -> Option<Result<LogIndex, Error
         // this change that committed there is unknown.
         None => return Some(Err(Error::Timeout)),
     }
-    match change.then {
+    match &mut change.then {
         Then::Done => Some(Ok(index)),
-        Then::LeaveJoint => {
-            let at = raft.membership_index();
-            let left = raft.membership().is_some_and(|m| !m.is_joint());
-            (left && at > index && at <= raft.commit_index()).then_some(Ok(at))
+        Then::LeaveJoint { scanned } => {
+            // The entry that leaves the joint configuration is the next membership entry after
+            // the change's own (a leader appends nothing else while joint but commands).
+            let mut at = (*scanned).max(index).next();
+            while at <= commit {
+                match raft.entry(at).map(|e| &e.payload) {
+                    Some(Payload::Membership(_)) => return Some(Ok(at)),
+                    Some(_) => at = at.next(),
+                    None => return Some(Err(Error::Timeout)),
+                }
+            }
+            *scanned = commit;
+            None
         }
-        Then::CatchUp { id, within } => {
+        &mut Then::CatchUp { id, within } => {
             if raft.role() != Role::Leader {
                 return None; // committed; the catch-up cannot be seen from here
             }

@@ -491,9 +491,14 @@ impl Node {
         // The cluster's first membership: saved once, when the node first starts, so that a
         // later start with other voters configured cannot change it. A joining node (no
         // voters configured) has none: its log or snapshot brings one.
+        // A store that holds entries or a snapshot but no first voters belongs to a node that
+        // joined a running cluster: voters configured now were never its cluster's first
+        // ones, and saving them would invent a membership the cluster never had.
+        let joined =
+            !recovered.entries.is_empty() || recovered.log_start.index.0 > 0 || snapshot.is_some();
         let voters = match recovered.voters.clone() {
             Some(voters) => voters,
-            None if config.voters.is_empty() => BTreeSet::new(),
+            None if config.voters.is_empty() || joined => BTreeSet::new(),
             None => {
                 store
                     .save_voters(&config.voters)

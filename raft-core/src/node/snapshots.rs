@@ -75,7 +75,7 @@ impl<SS: SnapshotStore> Snapshots<SS> {
         let Some(meta) = raft.snapshot_meta(applied) else {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(Error::InvalidArgument(
-                    "nothing applied to take a snapshot of".into(),
+                    "nothing applied to take a snapshot of, or no membership known yet".into(),
                 )));
             }
             return;

@@ -245,7 +245,9 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// Every entry held, in index order, from the one after `log_start`.
     pub entries: Vec<Entry>,
-    /// The voting members last saved with [`LogStore::save_voters`], if any.
+    /// The cluster's first voters, saved with [`LogStore::save_voters`] when the node first
+    /// started, if it did (a node that joined a running cluster saved none). Later
+    /// memberships are in the log and the snapshot.
     pub voters: Option<BTreeSet<NodeId>>,
     /// The entry just before the first one held: the last one purged with
     /// [`LogStore::purge_prefix`] (index 0, term 0 when nothing was purged). Its term is what a
@@ -349,7 +351,8 @@ pub trait LogStore: Send + 'static {
     /// Entries `from..=to` that are still held, in order.
     async fn read(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError>;
 
-    /// Durably records the voting members.
+    /// Durably records the cluster's first voters, once, on a node's first start (membership
+    /// changes are log entries, and snapshots carry the membership; neither comes here).
     async fn save_voters(&mut self, voters: &BTreeSet<NodeId>) -> Result<(), StorageError>;
 
     /// Durably records the history of leadership changes this node has seen (the most recent

@@ -90,17 +90,26 @@ pub struct InitialState {
     /// (a snapshot from the leader was installed and the log not yet purged), the log is
     /// replaced by the snapshot, as its install would have done.
     pub snapshot: Option<SnapshotMeta>,
+    /// Why the voters given to [`InitialState::new`] are no membership, if they are not (for
+    /// [`Raft::new`] to refuse).
+    pub(crate) invalid_voters: Option<crate::MembershipError>,
 }
 
 impl InitialState {
     /// The state of a node's first start in a cluster of `voters`: no term, no vote, no log;
     /// set the other fields to what the node recovered. (The type may gain fields that default
-    /// to "none".) An empty or invalid set of voters leaves the membership unknown, which
-    /// [`Raft::new`] refuses unless a snapshot supplies one.
+    /// to "none".) [`Raft::new`] refuses voters that are no membership (none, or node id 0);
+    /// a node that joins a running cluster starts from [`InitialState::joining`] instead.
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> InitialState {
-        InitialState {
-            membership: Membership::new(voters).ok(),
-            ..InitialState::default()
+        match Membership::new(voters) {
+            Ok(membership) => InitialState {
+                membership: Some(membership),
+                ..InitialState::default()
+            },
+            Err(error) => InitialState {
+                invalid_voters: Some(error),
+                ..InitialState::default()
+            },
         }
     }
 
@@ -754,6 +763,9 @@ fn reconcile_with_snapshot(mut state: InitialState) -> InitialState {
 
 fn validate_initial_state(state: &InitialState) -> Result<(), ProtocolError> {
     let bad = |why: String| Err(ProtocolError::InvalidState(why));
+    if let Some(error) = &state.invalid_voters {
+        return bad(format!("the first voters are no membership: {error}"));
+    }
     if state.hard_state.term.0 >= 1 << 62 {
         return bad(format!("term {} is out of range", state.hard_state.term));
     }

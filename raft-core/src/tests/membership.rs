@@ -54,6 +54,22 @@ fn three_voters_and_learners(learners: &[u64]) -> Network {
     net
 }
 
+/// Voters that are no membership (none, or the reserved id 0) are refused at start; a node
+/// that joins starts from `InitialState::joining` instead.
+#[test]
+fn first_voters_that_are_no_membership_are_refused() {
+    use super::harness::test_config;
+    for voters in [vec![], vec![NodeId(0), NodeId(1), NodeId(2)]] {
+        let state = InitialState::new(voters.clone());
+        let result = crate::Raft::new(test_config(1), state, 1, crate::Time(0));
+        assert!(
+            matches!(result, Err(ProtocolError::InvalidState(_))),
+            "{voters:?}: {result:?}"
+        );
+    }
+    assert!(crate::Raft::new(test_config(1), InitialState::joining(), 1, crate::Time(0)).is_ok());
+}
+
 #[test]
 fn a_joining_node_knows_no_membership_never_campaigns_and_waits_for_a_leader() {
     let mut net = Network::new(3);

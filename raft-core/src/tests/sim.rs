@@ -408,6 +408,7 @@ impl Sim {
                 .filter(|_| self.voters.contains(&id)),
             log_start: node.disk_log_start,
             snapshot: node.disk_snapshot.as_ref().map(|(meta, _)| meta.clone()),
+            ..InitialState::default()
         };
         let seed = self.seed ^ (id.0 << 48) ^ (node.incarnation << 40);
         let durable_through = state

@@ -106,8 +106,8 @@ pub(crate) struct Shared<N> {
     /// Which warnings are logged rather than only counted.
     pub(crate) warnings: Warnings,
     /// The peers added because a membership gave their address ([`Transport::membership_changed`]),
-    /// and so removed when a membership no longer holds them; peers configured or added by
-    /// hand stay until removed by hand.
+    /// whose address a later membership may move; peers configured or added by hand keep the
+    /// address they were given.
     pub(crate) learned: Mutex<BTreeSet<NodeId>>,
     /// When the transport started: the origin of the times in [`PeerConnection`] and of the
     /// inbound connections' last-byte clocks.
@@ -434,44 +434,35 @@ impl<N: Network> Transport for TcpTransport<N> {
             .collect()
     }
 
-    /// Adds (or moves) every member with an address in the membership, and removes the peers
-    /// it added this way that are no longer members. Peers configured at start or added with
-    /// [`TcpTransport::add_peer`] are never removed here: a membership change that is undone
-    /// later (its entry truncated) must not leave this node unable to reach them.
+    /// Adds every member with an address in the membership that is not a peer yet, and moves
+    /// a peer learnt this way whose address the membership changed. A peer configured at start
+    /// or added with [`TcpTransport::add_peer`] keeps its address (the operator's word wins),
+    /// and no peer is removed here: the membership in force may still be undone (its entry
+    /// truncated), and a removed leader must stay reachable until it has handed over. Remove
+    /// a departed node with [`TcpTransport::remove_peer`]; until then it is harmless, since
+    /// the protocol refuses what it should not take from a non-member.
     fn membership_changed(&self, membership: &raft_core::Membership) {
         let me = self.shared.config.node_id;
         let mut learned = lock(&self.shared.learned);
         for (&id, address) in membership.addresses() {
-            let known = self
-                .shared
-                .peers()
-                .get(&id)
-                .is_some_and(|link| link.addr == *address);
-            if id == me || known {
+            let current = self.shared.peers().get(&id).map(|link| link.addr.clone());
+            let wanted = match current {
+                _ if id == me => false,
+                None => true,
+                Some(current) => learned.contains(&id) && current != *address,
+            };
+            if !wanted {
                 continue;
             }
-            let configured = self.shared.peers().contains_key(&id) && !learned.contains(&id);
             match self.add_peer(id, address.clone()) {
                 Ok(()) => {
                     tracing::info!(node = %me, peer = %id, %address, "peer learnt from the membership");
-                    if !configured {
-                        learned.insert(id);
-                    }
+                    learned.insert(id);
                 }
                 Err(error) => {
                     tracing::warn!(node = %me, peer = %id, %address, %error, "cannot add a member as a peer");
                 }
             }
-        }
-        let gone: Vec<NodeId> = learned
-            .iter()
-            .copied()
-            .filter(|&id| !membership.contains(id))
-            .collect();
-        for id in gone {
-            learned.remove(&id);
-            self.remove_peer(id);
-            tracing::info!(node = %me, peer = %id, "peer no longer a member; removed");
         }
     }
 }

@@ -10,9 +10,16 @@ use std::path::Path;
 /// The first bytes of an image file.
 const MAGIC: &[u8; 8] = b"RAFTSNAP";
 
-/// The version of the image file format this code writes and reads; any other is refused.
-/// (Version 1 listed the voters only; version 2 holds the whole membership.)
+/// The version of the image file format this code writes. It reads this one and version 1,
+/// which listed the voters only (read as a membership of those voters); any other is refused.
 const FORMAT_VERSION: u32 = 2;
+
+/// Version 1's header bytes besides the voter ids: magic, version, header length, last index,
+/// last term, image length, image CRC, voter count, header CRC.
+const V1_FIXED_HEADER_BYTES: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4 + 4 + 4;
+
+/// The most voters a version 1 header may list.
+const V1_MAX_VOTERS: usize = 1 << 16;
 
 /// Header bytes besides the membership: magic, version, header length, last index, last term,
 /// image length, image CRC, header CRC.
@@ -58,6 +65,24 @@ pub(super) fn encode_header(meta: &SnapshotMeta, image_len: u64, image_crc: u32)
 /// The length of the header of an image of `meta`.
 pub(super) fn header_len_of(meta: &SnapshotMeta) -> u64 {
     header_len_for(meta.membership.encode().len())
+}
+
+/// The membership of a version 1 header: a voter count, then that many voter ids.
+fn read_v1_voters(bytes: &[u8]) -> Result<Membership, String> {
+    let mut reader = Reader { data: bytes, at: 0 };
+    let count = reader.u32().ok_or("truncated")? as usize;
+    let mut voters = std::collections::BTreeSet::new();
+    for _ in 0..count {
+        voters.insert(raft_core::NodeId(
+            reader.u64().ok_or("the voter count overruns")?,
+        ));
+    }
+    if reader.at != bytes.len() || voters.len() != count {
+        return Err(format!(
+            "{count} voters listed, some twice or with bytes left over"
+        ));
+    }
+    Membership::new(voters).map_err(|e| e.to_string())
 }
 
 /// Reads little-endian integers from a header, in order.
@@ -111,14 +136,27 @@ pub(super) fn read_header(file: &File, path: &Path) -> Result<Header, StorageErr
     let (Some(version), Some(header_len)) = (reader.u32(), reader.u32()) else {
         return Err(corrupt(path, "truncated header"));
     };
-    if version != FORMAT_VERSION {
-        return Err(corrupt(
-            path,
-            format!("format version {version}, but this code reads only version {FORMAT_VERSION}"),
-        ));
-    }
     let header_len = header_len as usize;
-    if header_len <= FIXED_HEADER_BYTES || header_len > FIXED_HEADER_BYTES + MAX_MEMBERSHIP_BYTES {
+    let possible = match version {
+        1 => {
+            header_len >= V1_FIXED_HEADER_BYTES
+                && (header_len - V1_FIXED_HEADER_BYTES).is_multiple_of(8)
+                && header_len <= V1_FIXED_HEADER_BYTES + 8 * V1_MAX_VOTERS
+        }
+        FORMAT_VERSION => {
+            header_len > FIXED_HEADER_BYTES
+                && header_len <= FIXED_HEADER_BYTES + MAX_MEMBERSHIP_BYTES
+        }
+        _ => {
+            return Err(corrupt(
+                path,
+                format!(
+                    "format version {version}, but this code reads only versions 1 and {FORMAT_VERSION}"
+                ),
+            ));
+        }
+    };
+    if !possible {
         return Err(corrupt(
             path,
             format!("impossible header length {header_len}"),
@@ -157,12 +195,14 @@ pub(super) fn read_header(file: &File, path: &Path) -> Result<Header, StorageErr
     let Some((index, term, image_len, image_crc)) = parsed else {
         return Err(corrupt(path, "truncated header"));
     };
-    // The rest of the header, up to its checksum, is the membership.
-    let membership = covered
-        .get(reader.at..)
-        .map(Membership::decode)
-        .unwrap_or_else(|| Err("missing".to_string()))
-        .map_err(|why| corrupt(path, format!("the header's membership: {why}")))?;
+    // The rest of the header, up to its checksum, is the membership (version 1: the voters).
+    let rest = covered.get(reader.at..).unwrap_or_default();
+    let membership = if version == 1 {
+        read_v1_voters(rest)
+    } else {
+        Membership::decode(rest)
+    }
+    .map_err(|why| corrupt(path, format!("the header's membership: {why}")))?;
     let meta = SnapshotMeta::new(
         EntryId {
             term: Term(term),

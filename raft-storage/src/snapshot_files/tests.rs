@@ -480,3 +480,36 @@ fn names_parse_back() {
     assert_eq!(classify("LOCK"), Name::Other);
     assert_eq!(classify("notes.txt"), Name::Other);
 }
+
+/// An image written by the previous format (version 1, whose header listed the voters only)
+/// is still read after an upgrade, as a membership of those voters.
+#[tokio::test]
+async fn an_image_of_the_previous_format_is_read_as_its_voters() {
+    let root = tempfile::tempdir().unwrap();
+    let meta = meta(3, 12, &[1, 2, 3]);
+    let image = b"an image of format 1";
+    let mut header = Vec::new();
+    header.extend_from_slice(b"RAFTSNAP");
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&(52u32 + 3 * 8).to_le_bytes());
+    header.extend_from_slice(&12u64.to_le_bytes());
+    header.extend_from_slice(&3u64.to_le_bytes());
+    header.extend_from_slice(&(image.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32c::crc32c(image).to_le_bytes());
+    header.extend_from_slice(&3u32.to_le_bytes());
+    for voter in [1u64, 2, 3] {
+        header.extend_from_slice(&voter.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    std::fs::create_dir_all(root.path()).unwrap();
+    std::fs::write(
+        image_path(root.path(), &meta),
+        [&header[..], image].concat(),
+    )
+    .unwrap();
+
+    let mut store = FileSnapshotStore::open(root.path()).await.unwrap();
+    assert_eq!(store.latest().await.unwrap(), Some(meta));
+    assert_eq!(read_all(&mut store).await.unwrap(), image);
+}
