@@ -1028,14 +1028,15 @@ where
     );
 }
 
-/// Blank entries and commands (empty, every byte value, bytes that look like framing, and one
-/// larger than 64 KiB) come back byte for byte, and a blank entry stays distinct from an empty
-/// command.
+/// Blank entries, commands (empty, every byte value, bytes that look like framing, and one
+/// larger than 64 KiB) and a membership (joint, with a learner) come back exactly, and a blank
+/// entry stays distinct from an empty command.
 ///
 /// Why: a blank entry is the no-op a new leader commits at the start of its term (§5.4.2,
 /// dissertation §6.4); an empty command is a user's command. Confusing the two would skip a
 /// command or apply one nobody proposed, and a changed byte would make replicas' state
-/// machines diverge, the failure Raft exists to prevent.
+/// machines diverge, the failure Raft exists to prevent. A membership entry that came back
+/// different would change who decides after a restart (§6).
 ///
 /// # Panics
 ///
@@ -1058,20 +1059,27 @@ where
         blank(2, 6),
         command(2, 7, large),
         command(2, 8, vec![u8::MAX; 7]),
+        Entry {
+            term: Term(2),
+            index: LogIndex(9),
+            payload: Payload::Membership(std::sync::Arc::new(
+                snapshot_meta(2, 9, &[1, 2, 3]).membership,
+            )),
+        },
     ];
 
     let (mut store, _) = open_and_recover(&open, location, CHECK).await;
     succeeds(
         CHECK,
-        "writing blank and command entries",
+        "writing blank, command and membership entries",
         store.write(None, entries.clone()).await,
     );
     let read = succeeds(
         CHECK,
-        "read(1, 8)",
-        store.read(LogIndex(1), LogIndex(8)).await,
+        "read(1, 9)",
+        store.read(LogIndex(1), LogIndex(9)).await,
     );
-    expect_entries(CHECK, "read(1, 8) of assorted payloads", &read, &entries);
+    expect_entries(CHECK, "read(1, 9) of assorted payloads", &read, &entries);
 
     let (_store, recovered) = restart(store, &open, location, CHECK).await;
     expect_entries(
