@@ -257,6 +257,9 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             self.message_batch = messages;
             self.request_batch = requests;
             self.raft.tick(self.clock);
+            // Before the batch's messages go out (a learner just added is sent its first
+            // entries in this batch), and again after (a change the batch's writes made).
+            self.tell_transport_of_membership();
             if let Err(error) = self.carry_out_actions().await {
                 self.fail_storage(error);
             }
