@@ -85,8 +85,9 @@ pub(super) struct Driver<SM: StateMachine, LS, SS, T> {
     reads: Reads<SM>,
     /// Membership changes waiting to be done.
     changes: PendingChanges,
-    /// The membership the transport was last told of, and the index that brought it in.
-    membership_seen: Option<(LogIndex, crate::Membership)>,
+    /// The membership the transport was last told of (the same allocation while it stays in
+    /// force).
+    membership_seen: Option<crate::SharedMembership>,
     /// The status watchers see, and the history behind it.
     publisher: Publisher,
     /// Set when the loop must end (shutdown or fatal storage error).
@@ -524,17 +525,17 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
     /// Tells the transport of the membership in force when it changed (appended, truncated
     /// away, or brought by a snapshot), so that it can reach new members.
     fn tell_transport_of_membership(&mut self) {
-        let index = self.raft.membership_index();
-        let Some(membership) = self.raft.membership() else {
+        let Some(membership) = self.raft.shared_membership() else {
             return;
         };
         if self
             .membership_seen
             .as_ref()
-            .is_some_and(|(at, seen)| *at == index && seen == membership)
+            .is_some_and(|seen| std::sync::Arc::ptr_eq(seen, membership))
         {
             return;
         }
+        let index = self.raft.membership_index();
         info!(
             index = index.0,
             voters = ?membership.voters(),
@@ -543,7 +544,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             "membership in force"
         );
         self.transport.membership_changed(membership);
-        self.membership_seen = Some((index, membership.clone()));
+        self.membership_seen = Some(membership.clone());
     }
 
     /// The voters in sync with this leader, itself included if it votes (learners never

@@ -92,6 +92,12 @@ impl Raft {
         self.log.membership().map(|m| &**m)
     }
 
+    /// The membership in force, shared: the same allocation while it stays in force, so that
+    /// a driver can notice a change by comparing pointers.
+    pub(crate) fn shared_membership(&self) -> Option<&crate::SharedMembership> {
+        self.log.membership()
+    }
+
     /// The index of the entry that brought in the membership in force (or of the snapshot
     /// that holds it; 0 for the cluster's first). The change is committed once the commit
     /// index reaches it.
