@@ -115,15 +115,20 @@ pub struct SnapshotMeta {
     /// *lastIncludedTerm*).
     pub last: EntryId,
     /// The membership as of `last` (the paper's *lastConfig*): the latest membership entry at
-    /// or before it, committed or not, since a membership takes effect when appended.
-    pub membership: Membership,
+    /// or before it, committed or not, since a membership takes effect when appended. Shared,
+    /// so that the metadata (carried by every InstallSnapshot chunk) stays small and cheap to
+    /// copy.
+    pub membership: SharedMembership,
 }
 
 impl SnapshotMeta {
     /// The metadata of a snapshot whose image includes every entry up to `last`, taken when
     /// `membership` was the cluster's.
-    pub fn new(last: EntryId, membership: Membership) -> SnapshotMeta {
-        SnapshotMeta { last, membership }
+    pub fn new(last: EntryId, membership: impl Into<SharedMembership>) -> SnapshotMeta {
+        SnapshotMeta {
+            last,
+            membership: membership.into(),
+        }
     }
 }
 

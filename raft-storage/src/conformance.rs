@@ -1062,9 +1062,7 @@ where
         Entry {
             term: Term(2),
             index: LogIndex(9),
-            payload: Payload::Membership(std::sync::Arc::new(
-                snapshot_meta(2, 9, &[1, 2, 3]).membership,
-            )),
+            payload: Payload::Membership(snapshot_meta(2, 9, &[1, 2, 3]).membership),
         },
     ];
 

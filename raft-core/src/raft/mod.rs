@@ -279,13 +279,13 @@ impl Raft {
         // The membership in force at the start of the log: the snapshot's, or the first one.
         let (base, base_index) = match &state.snapshot {
             Some(snapshot) => (Some(snapshot.membership.clone()), snapshot.last.index),
-            None => (state.membership, LogIndex(0)),
+            None => (state.membership.map(SharedMembership::new), LogIndex(0)),
         };
         let log = RaftLog::restore(
             state.log_start,
             state.entries,
             state.applied,
-            base.map(SharedMembership::new),
+            base,
             base_index,
         );
         let mut raft = Raft {

@@ -13,8 +13,8 @@
 use super::{Raft, RoleState, leader_message};
 use crate::progress::ReplicationState;
 use crate::{
-    AppendOutcome, EntryData, EntryId, LogIndex, MessageBody, NodeId, ProtocolError,
-    SharedMembership, SnapshotMeta, SnapshotRead, SnapshotWrite,
+    AppendOutcome, EntryData, EntryId, LogIndex, MessageBody, NodeId, ProtocolError, SnapshotMeta,
+    SnapshotRead, SnapshotWrite,
 };
 
 /// A snapshot this node is receiving from its leader.
@@ -42,7 +42,7 @@ impl Raft {
         let membership = self.log.membership_at(index)?;
         Some(SnapshotMeta::new(
             EntryId { term, index },
-            (**membership).clone(),
+            membership.clone(),
         ))
     }
 
@@ -64,7 +64,7 @@ impl Raft {
         if self
             .log
             .membership_at(meta.last.index)
-            .is_some_and(|m| **m != meta.membership)
+            .is_some_and(|m| **m != *meta.membership)
         {
             return Err(ProtocolError::InvalidArgument(format!(
                 "snapshot at {} with another membership than the log's there",
@@ -197,7 +197,7 @@ impl Raft {
                 meta.last.index
             )));
         };
-        let membership = SharedMembership::new(incoming.meta.membership.clone());
+        let membership = incoming.meta.membership.clone();
         self.log.install(incoming.meta.last, membership);
         self.out.purge = Some(incoming.meta.last);
         if self

@@ -1228,7 +1228,7 @@ impl Sim {
             let snapshot = node
                 .disk_snapshot
                 .as_ref()
-                .map(|(m, _)| m.membership.clone());
+                .map(|(m, _)| (*m.membership).clone());
             for m in in_memory.into_iter().chain(on_disk).chain(snapshot) {
                 halves.insert(m.voters().clone());
                 if m.is_joint() {

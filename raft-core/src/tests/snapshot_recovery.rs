@@ -185,7 +185,7 @@ fn a_snapshot_with_another_membership_than_the_logs_is_refused() {
     );
     assert!(net.node(1).snapshot_created(wrong).is_err());
     let right = net.peek(1).snapshot_meta(applied).unwrap();
-    assert_eq!(right.membership, crate::Membership::new(ids(3)).unwrap());
+    assert_eq!(*right.membership, crate::Membership::new(ids(3)).unwrap());
     assert!(net.node(1).snapshot_created(right).is_ok());
 }
 
