@@ -38,14 +38,15 @@ use thiserror::Error;
 /// malformed membership from a peer or a disk is refused rather than adopted.
 ///
 /// ```
-/// use raft_core::{Membership, NodeId};
-/// let three = Membership::new([NodeId(1), NodeId(2), NodeId(3)]).unwrap();
-/// let with_learner = three.add_learner(NodeId(4)).unwrap();
-/// let joint = with_learner.enter_joint([NodeId(1), NodeId(2), NodeId(4)]).unwrap();
+/// use raft_core::{Membership, MembershipError, NodeId};
+/// let three = Membership::new([NodeId(1), NodeId(2), NodeId(3)])?;
+/// let with_learner = three.add_learner(NodeId(4))?;
+/// let joint = with_learner.enter_joint([NodeId(1), NodeId(2), NodeId(4)])?;
 /// assert!(joint.is_joint());
-/// let done = joint.leave_joint().unwrap();
+/// let done = joint.leave_joint()?;
 /// assert_eq!(done.voters().len(), 3);
 /// assert!(!done.contains(NodeId(3)));
+/// # Ok::<(), MembershipError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "MembershipFields", into = "MembershipFields")]

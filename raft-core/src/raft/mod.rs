@@ -19,7 +19,9 @@
 //! * `replication` — proposals, AppendEntries, heartbeats and commit (§5.3, §5.4.2);
 //! * `reads` — the lease, ReadIndex, bounded-staleness freshness and leadership transfer
 //!   (dissertation §3.10, §6.2, §6.4);
-//! * `snapshot` — log compaction and InstallSnapshot (§7).
+//! * `snapshot` — log compaction and InstallSnapshot (§7);
+//! * `membership` — membership changes: joint consensus, learners, and the hand-over of a
+//!   leader that removed itself (§6, dissertation chapter 4).
 
 mod election;
 mod membership;
@@ -325,16 +327,19 @@ impl Raft {
         let election_timeout_min_ms = self.config.election_timeout_min_ms;
         let check_quorum = self.config.check_quorum;
         self.expire_forwarded_reads();
-        let removal_committed = self.removal_committed();
+        let transfer_expired = matches!(
+            &self.role,
+            RoleState::Leader(leader) if leader.transfer.is_some_and(|t| now >= t.deadline)
+        );
+        if transfer_expired && self.removal_committed() {
+            // A removed leader's hand-over did not happen in time: step down all the same; the
+            // new voters elect a leader when their timers expire.
+            self.become_follower(self.term, None);
+            return;
+        }
         if let RoleState::Leader(leader) = &mut self.role {
-            if leader.transfer.is_some_and(|t| now >= t.deadline) {
+            if transfer_expired {
                 leader.transfer = None;
-                if removal_committed {
-                    // The hand-over did not happen in time: step down all the same; the new
-                    // voters elect a leader when their timers expire.
-                    self.become_follower(self.term, None);
-                    return;
-                }
             }
             if check_quorum && now >= leader.check_quorum_deadline(election_timeout_min_ms) {
                 // Dissertation §6.2: no majority heard from in an election timeout.
