@@ -579,3 +579,69 @@ fn a_node_left_out_by_an_uncommitted_membership_still_campaigns() {
     assert_eq!(membership_of(&net, 2), (vec![2], vec![], vec![]));
     assert!(net.peek(2).commit_index() >= net.peek(2).membership_index());
 }
+
+/// Leadership in a joint configuration rests on a majority of both halves: a leader that
+/// hears only from the incoming half steps down by CheckQuorum (dissertation §6.2 applied to
+/// §6's joint majorities; the lease is counted by the same rule).
+#[test]
+fn a_joint_leader_heard_by_one_half_only_steps_down() {
+    let joint = Membership::new(set(&[1, 4, 5]))
+        .and_then(|m| m.add_learner(NodeId(2)))
+        .and_then(|m| m.add_learner(NodeId(3)))
+        .and_then(|m| m.enter_joint(set(&[1, 2, 3])))
+        .unwrap();
+    let mut net = Network::new(5);
+    for id in 1..=5 {
+        let state = InitialState {
+            membership: Some(joint.clone()),
+            ..InitialState::default()
+        };
+        net.add_node(id, state);
+    }
+    // Node 1 is elected by both halves; the moment it leads, 4 and 5 are cut off, so the
+    // joint membership never commits and only the incoming half hears it.
+    let deadline = net.peek(1).next_deadline();
+    net.now = deadline;
+    net.node(1).tick(deadline);
+    net.drive_all();
+    while let Some(m) = net.queue.pop_front() {
+        net.deliver(m);
+        if net.peek(1).role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(net.peek(1).role(), Role::Leader);
+    net.isolate(4);
+    net.isolate(5);
+    net.queue.clear();
+    let timeout = net.peek(1).config().election_timeout_min_ms;
+    net.advance(timeout / 2);
+    assert_eq!(
+        net.peek(1).role(),
+        Role::Leader,
+        "within an election timeout"
+    );
+    assert!(net.peek(1).membership().unwrap().is_joint());
+    net.advance(timeout);
+    assert_ne!(
+        net.peek(1).role(),
+        Role::Leader,
+        "CheckQuorum with one half only"
+    );
+}
+
+/// A snapshot records the membership in force at its last entry, not a later one: a change
+/// appended (and not applied) after that entry is not in the snapshot (§7's lastConfig).
+#[test]
+fn a_snapshot_records_the_membership_at_its_last_entry() {
+    let mut net = Network::new(3);
+    net.add_node(4, InitialState::joining());
+    net.elect(1);
+    let applied = net.peek(1).applied_index();
+    net.isolate(1);
+    net.node(1).change_membership(learner(4)).unwrap();
+    net.settle();
+    assert!(net.peek(1).membership().unwrap().is_learner(NodeId(4)));
+    let meta = net.peek(1).snapshot_meta(applied).unwrap();
+    assert_eq!(*meta.membership, Membership::new(ids(3)).unwrap());
+}
