@@ -692,7 +692,7 @@ async fn start<LS: LogStore, SS: SnapshotStore>(
     let applied = lock(world).applied.clone();
     let (handle, task) = Node::create(
         node,
-        KvStore::recording(id, applied),
+        crate::kv::recording(id, applied),
         store,
         snapshots,
         transport,
@@ -1109,8 +1109,8 @@ fn check_durability(world: &mut World, voters: &[NodeId]) {
     let mut replayed = KvStore::default();
     let mut commands = applied.commands.iter().peekable();
     for (last, id) in by_last {
-        while let Some((_, (command, _))) = commands.next_if(|&(&index, _)| index <= last) {
-            replayed.execute(command.clone());
+        while let Some((&index, (command, _))) = commands.next_if(|&(&index, _)| index <= last) {
+            replayed.execute(index, command.clone());
         }
         let image = durable[&id].snapshot.as_ref().map(|(_, map)| map);
         if image == Some(replayed.pairs()) {
@@ -1903,6 +1903,7 @@ async fn write(
         KvCommand::Cas { key, expect, new } => {
             Operation::cas(key.clone(), expect.as_deref(), new.clone())
         }
+        other => panic!("the simulation writes only puts, deletes and swaps, not {other:?}"),
     };
     let id = lock(world)
         .history

@@ -1,0 +1,292 @@
+//! `raft-kv bench`: a load generator for a running cluster. Each client sends one request at
+//! a time over HTTP (reads or writes of random keys, with values of a fixed size) for a fixed
+//! duration; a progress line shows the rate, and a closing table the throughput, latency
+//! percentiles and errors by kind.
+
+use crate::client::{Client, endpoints};
+use clap::Args;
+use rand::{RngExt, SeedableRng};
+use reqwest::Method;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// `raft-kv bench`.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// The nodes' HTTP addresses, as `HOST:PORT,HOST:PORT`.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub http: String,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// The share of requests that are reads (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub read_ratio: f64,
+    /// Acknowledgement level of writes: local, quorum or all.
+    #[arg(long, default_value = "quorum")]
+    pub ack: String,
+    /// Consistency of reads: linearizable, lease, stale.
+    #[arg(long, default_value = "lease")]
+    pub consistency: String,
+    /// The size of each value written.
+    #[arg(long, default_value_t = 128)]
+    pub value_bytes: usize,
+    /// How many distinct keys are written and read.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Latencies in microseconds, for percentiles.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies(Vec<u64>);
+
+impl Latencies {
+    /// Records one.
+    pub fn record(&mut self, elapsed: Duration) {
+        self.0
+            .push(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Adds another's.
+    pub fn merge(&mut self, other: Latencies) {
+        self.0.extend(other.0);
+    }
+
+    /// How many were recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `p`th percentile (0 to 100), in microseconds; 0 when empty.
+    pub fn percentile(&mut self, p: f64) -> u64 {
+        if self.0.is_empty() {
+            return 0;
+        }
+        self.0.sort_unstable();
+        let rank = ((p / 100.0) * (self.0.len() - 1) as f64).round() as usize;
+        self.0[rank.min(self.0.len() - 1)]
+    }
+}
+
+/// Formats microseconds for people.
+pub fn format_us(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.0} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    }
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Tally {
+    reads: Latencies,
+    writes: Latencies,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        return Err("--read-ratio must be between 0 and 1".into());
+    }
+    if args.clients == 0 || args.duration_s == 0 || args.keys == 0 {
+        return Err("--clients, --duration-s and --keys must be at least 1".into());
+    }
+    crate::http::parse_ack(&args.ack).map_err(|e| format!("--ack: {e}"))?;
+    if !["linearizable", "lease", "stale"].contains(&args.consistency.as_str()) {
+        return Err("--consistency must be linearizable, lease or stale".into());
+    }
+    let client = Arc::new(Client::new(endpoints(&args.http)?)?);
+    // One request first, so that every client starts on the leader.
+    client
+        .call(Method::GET, "/kv/bench-warmup?consistency=stale", None)
+        .await?
+        .into_result()?;
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration_s);
+    let value = "v".repeat(args.value_bytes);
+    let mut tasks = Vec::new();
+    for worker in 0..args.clients {
+        let (client, done, args, value) =
+            (client.clone(), done.clone(), args.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(worker as u64);
+            let mut tally = Tally::default();
+            let write_path = |key: u64| format!("/kv/k{key}?ack={}", args.ack);
+            let read_path = |key: u64| format!("/kv/k{key}?consistency={}", args.consistency);
+            let body = json!({ "value": value });
+            while Instant::now() < deadline {
+                let key = rng.random_range(0..args.keys);
+                let read = rng.random_bool(args.read_ratio);
+                let begun = Instant::now();
+                let reply = if read {
+                    client.call(Method::GET, &read_path(key), None).await
+                } else {
+                    client
+                        .call(Method::PUT, &write_path(key), Some(&body))
+                        .await
+                };
+                match reply {
+                    Ok(reply) if reply.status.is_success() => {
+                        let latencies = if read {
+                            &mut tally.reads
+                        } else {
+                            &mut tally.writes
+                        };
+                        latencies.record(begun.elapsed());
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(reply) => {
+                        let kind = reply.error().unwrap_or("http_error").to_string();
+                        *tally.errors.entry(kind).or_default() += 1;
+                    }
+                    Err(e) => {
+                        let kind = if e.contains("outcome unknown") {
+                            "no_answer"
+                        } else {
+                            "unreachable"
+                        };
+                        *tally.errors.entry(kind.into()).or_default() += 1;
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    let progress = tokio::spawn({
+        let (done, quiet, total) = (done.clone(), args.json, args.duration_s);
+        async move {
+            let mut last = 0;
+            for second in 1..=total {
+                tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+                let now = done.load(Ordering::Relaxed);
+                if !quiet {
+                    let filled = (second * 30 / total) as usize;
+                    eprint!(
+                        "\r[{}{}] {second:>3}/{total} s  {:>9} ops/s ",
+                        "=".repeat(filled),
+                        " ".repeat(30 - filled),
+                        now - last
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+                last = now;
+            }
+            if !quiet {
+                eprintln!();
+            }
+        }
+    });
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await.map_err(|e| e.to_string())?;
+        total.reads.merge(tally.reads);
+        total.writes.merge(tally.writes);
+        for (kind, n) in tally.errors {
+            *total.errors.entry(kind).or_default() += n;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    progress.abort();
+    report(&args, total, elapsed);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(args: &BenchArgs, mut total: Tally, elapsed: f64) {
+    let ops = (total.reads.len() + total.writes.len()) as f64;
+    let mut all = total.reads.clone();
+    all.merge(total.writes.clone());
+    let errors: u64 = total.errors.values().sum();
+    if args.json {
+        let line = json!({
+            "case": "raft-kv-http",
+            "clients": args.clients,
+            "read_ratio": args.read_ratio,
+            "ack": args.ack,
+            "consistency": args.consistency,
+            "value_bytes": args.value_bytes,
+            "ops_per_sec": (ops / elapsed).round(),
+            "p50_us": all.percentile(50.0),
+            "p99_us": all.percentile(99.0),
+            "writes_per_sec": (total.writes.len() as f64 / elapsed).round(),
+            "write_p50_us": total.writes.percentile(50.0),
+            "write_p99_us": total.writes.percentile(99.0),
+            "reads_per_sec": (total.reads.len() as f64 / elapsed).round(),
+            "read_p50_us": total.reads.percentile(50.0),
+            "read_p99_us": total.reads.percentile(99.0),
+            "errors": total.errors,
+        });
+        println!("{line}");
+        return;
+    }
+    println!(
+        "{} clients, {:.1} s, {}-byte values, read ratio {}, writes ack={}, reads {}",
+        args.clients, elapsed, args.value_bytes, args.read_ratio, args.ack, args.consistency
+    );
+    println!(
+        "{:<7} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "", "ops", "ops/s", "p50", "p99", "max"
+    );
+    for (name, latencies) in [
+        ("writes", &mut total.writes),
+        ("reads", &mut total.reads),
+        ("all", &mut all),
+    ] {
+        if latencies.is_empty() {
+            continue;
+        }
+        println!(
+            "{name:<7} {:>10} {:>10.0} {:>10} {:>10} {:>10}",
+            latencies.len(),
+            latencies.len() as f64 / elapsed,
+            format_us(latencies.percentile(50.0)),
+            format_us(latencies.percentile(99.0)),
+            format_us(latencies.percentile(100.0)),
+        );
+    }
+    if errors == 0 {
+        println!("errors: none");
+    } else {
+        let kinds: Vec<String> = total
+            .errors
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        println!("errors: {errors} ({})", kinds.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_by_rank() {
+        let mut l = Latencies::default();
+        assert_eq!(l.percentile(50.0), 0);
+        for us in [5, 1, 4, 2, 3] {
+            l.record(Duration::from_micros(us));
+        }
+        assert_eq!(l.percentile(0.0), 1);
+        assert_eq!(l.percentile(50.0), 3);
+        assert_eq!(l.percentile(100.0), 5);
+    }
+}

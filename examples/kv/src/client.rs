@@ -1,0 +1,231 @@
+//! A client of the HTTP API that finds the leader: it follows `307` redirects, tries the next
+//! address when a node does not answer, and waits out an election (`503 no_leader`).
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How many redirects one request follows.
+const MAX_REDIRECTS: usize = 5;
+
+/// A client of one cluster.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    /// The addresses given (`HOST:PORT`), tried in turn.
+    endpoints: Vec<String>,
+    /// The base URL that last answered without redirecting: tried first.
+    preferred: Mutex<Option<String>>,
+    /// How long the client keeps retrying when no node answers or none leads.
+    patience: Duration,
+    /// How long one request may take.
+    timeout: Duration,
+}
+
+/// An answer: its status and its JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body (`Value::Null` if it was not JSON).
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `error` field of an error answer.
+    pub fn error(&self) -> Option<&str> {
+        self.body.get("error").and_then(Value::as_str)
+    }
+
+    /// `Ok(body)` for a 2xx answer, otherwise a one-line description of the error.
+    pub fn into_result(self) -> Result<Value, String> {
+        if self.status.is_success() {
+            return Ok(self.body);
+        }
+        let code = self.error().unwrap_or("error").to_string();
+        let message = self
+            .body
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        Err(format!("{} ({}): {message}", code, self.status.as_u16()))
+    }
+}
+
+/// Splits `HOST:PORT,HOST:PORT` into addresses.
+pub fn endpoints(list: &str) -> Result<Vec<String>, String> {
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err("--http needs at least one HOST:PORT".into());
+    }
+    Ok(endpoints)
+}
+
+impl Client {
+    /// A client of the nodes at `endpoints` (`HOST:PORT` each).
+    pub fn new(endpoints: Vec<String>) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Client {
+            http,
+            endpoints,
+            preferred: Mutex::new(None),
+            patience: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Sets how long a request keeps trying while no node answers or none leads.
+    pub fn with_patience(mut self, patience: Duration) -> Client {
+        self.patience = patience;
+        self
+    }
+
+    /// Sets how long one request may take before it fails with its outcome unknown.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    fn bases(&self) -> Vec<String> {
+        let preferred = self
+            .preferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut bases: Vec<String> = preferred.into_iter().collect();
+        for endpoint in &self.endpoints {
+            let base = format!("http://{endpoint}");
+            if !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
+        bases
+    }
+
+    /// Sends one request to one node, without following anything.
+    pub async fn send_to(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, reqwest::Error> {
+        let mut request = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .timeout(self.timeout);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply { status, body })
+    }
+
+    /// Sends a request to the cluster: to the node that answered last, then to the others,
+    /// following redirects to the leader, and retrying while no node accepts a connection or
+    /// none leads (both mean the request had no effect) until the client's patience runs out.
+    ///
+    /// An `Err` after the request was sent (a timeout, a connection lost mid-request) means
+    /// its outcome is unknown: a write may have taken effect. Resend a write only with a
+    /// `request_id`, which makes the resend take effect at most once.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, String> {
+        let deadline = tokio::time::Instant::now() + self.patience;
+        let mut last_error = String::from("no node answered");
+        loop {
+            for base in self.bases() {
+                let mut target = base;
+                for _ in 0..=MAX_REDIRECTS {
+                    let reply = match self.send_to(&target, method.clone(), path, body).await {
+                        Ok(reply) => reply,
+                        Err(e) if e.is_connect() => {
+                            // Never sent: try the next node.
+                            last_error = format!("{target}: {e}");
+                            break;
+                        }
+                        Err(e) => {
+                            // Sent, but unanswered (a timeout, a connection lost mid-request):
+                            // the outcome is unknown, and resending could apply it twice.
+                            return Err(format!("{target}: no answer (outcome unknown): {e}"));
+                        }
+                    };
+                    if reply.status == StatusCode::TEMPORARY_REDIRECT {
+                        match reply.body.get("leader_http").and_then(Value::as_str) {
+                            Some(leader) => {
+                                target = format!("http://{leader}");
+                                continue;
+                            }
+                            None => return Ok(reply),
+                        }
+                    }
+                    let retry = reply.status == StatusCode::SERVICE_UNAVAILABLE
+                        && matches!(reply.error(), Some("no_leader" | "transfer_in_progress"));
+                    if retry {
+                        last_error = format!("{target}: {}", reply.error().unwrap_or(""));
+                        break;
+                    }
+                    *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+                    return Ok(reply);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last_error);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Percent-encodes a key for a URL path segment.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_for_one_path_segment() {
+        assert_eq!(encode_key("a-b_c.d~"), "a-b_c.d~");
+        assert_eq!(encode_key("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode_key("ü"), "%C3%BC");
+    }
+
+    #[test]
+    fn endpoint_lists_are_split_and_trimmed() {
+        let list = endpoints("http://a:1/, b:2,,").unwrap();
+        assert_eq!(list, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert!(endpoints(" , ").is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! The `raft-kv` command: see `raft-kv --help`.
+
+fn main() -> std::process::ExitCode {
+    raft_kv::cli::main()
+}

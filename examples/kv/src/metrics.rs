@@ -1,0 +1,244 @@
+//! `GET /metrics`: the node's [`Status`] and the HTTP API's request counts in the Prometheus
+//! text format.
+//!
+//! Gauges are set from the node's status when they are scraped, so a scrape always shows the
+//! status of that instant; counters and the latency histogram are kept as requests finish.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use raft_core::Role;
+use raft_core::node::Status;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+/// Labels of a request count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// `put`, `delete`, `cas`, `get`, `cluster`.
+    op: String,
+    /// `ok`, or the `error` field of the answer (`not_leader`, `timeout`, ...).
+    outcome: String,
+}
+
+/// Labels of a per-peer gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+/// The node's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    proposal_seconds: Histogram,
+    role: Family<RoleLabels, Gauge>,
+    term: Gauge,
+    leader: Gauge,
+    commit_index: Gauge,
+    applied_index: Gauge,
+    last_log_index: Gauge,
+    snapshot_index: Gauge,
+    lease_remaining_seconds: Gauge<f64, AtomicU64>,
+    peer_lag_entries: Family<PeerLabels, Gauge>,
+    peer_lag_seconds: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    peer_in_sync: Family<PeerLabels, Gauge>,
+    elections: Counter,
+    failovers: Counter,
+    /// The highest term and the latest failover's term counted so far.
+    seen: Mutex<(u64, u64)>,
+}
+
+/// Labels of the role gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: String,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("raft_kv");
+        let metrics = Metrics {
+            registry: Mutex::new(Registry::default()),
+            requests: Family::default(),
+            // 50 µs to ~1.6 s.
+            proposal_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            role: Family::default(),
+            term: Gauge::default(),
+            leader: Gauge::default(),
+            commit_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            last_log_index: Gauge::default(),
+            snapshot_index: Gauge::default(),
+            lease_remaining_seconds: Gauge::default(),
+            peer_lag_entries: Family::default(),
+            peer_lag_seconds: Family::default(),
+            peer_in_sync: Family::default(),
+            elections: Counter::default(),
+            failovers: Counter::default(),
+            seen: Mutex::new((0, 0)),
+        };
+        let m = &metrics;
+        registry.register(
+            "requests",
+            "HTTP API requests by operation and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "proposal_duration_seconds",
+            "Time from receiving a write to its acknowledgement",
+            m.proposal_seconds.clone(),
+        );
+        registry.register("role", "1 for this node's role", m.role.clone());
+        registry.register("term", "Current Raft term", m.term.clone());
+        registry.register("leader_id", "Known leader (0: none)", m.leader.clone());
+        registry.register("commit_index", "Commit index", m.commit_index.clone());
+        registry.register("applied_index", "Applied index", m.applied_index.clone());
+        registry.register("last_log_index", "Last log index", m.last_log_index.clone());
+        registry.register(
+            "snapshot_index",
+            "Last index of the latest snapshot (0: none)",
+            m.snapshot_index.clone(),
+        );
+        registry.register(
+            "lease_remaining_seconds",
+            "Leader lease left (0 on followers or without a lease)",
+            m.lease_remaining_seconds.clone(),
+        );
+        registry.register(
+            "peer_lag_entries",
+            "Entries a peer lacks (leader only)",
+            m.peer_lag_entries.clone(),
+        );
+        registry.register(
+            "peer_lag_seconds",
+            "Time since a peer last answered the leader (leader only)",
+            m.peer_lag_seconds.clone(),
+        );
+        registry.register(
+            "peer_in_sync",
+            "1 if a voter is in sync with the leader (leader only)",
+            m.peer_in_sync.clone(),
+        );
+        registry.register(
+            "elections",
+            "Terms this node has seen begin (each is an election somewhere)",
+            m.elections.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Leadership changes this node has recorded",
+            m.failovers.clone(),
+        );
+        *metrics.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
+        Arc::new(metrics)
+    }
+
+    /// Counts one request of `op` that ended with `outcome`.
+    pub fn count(&self, op: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                op: op.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records how long an acknowledged write took.
+    pub fn observe_proposal(&self, elapsed: std::time::Duration) {
+        self.proposal_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Brings the counters of terms and failovers up to date with `status` (called on every
+    /// status change, so that none is missed between scrapes).
+    pub fn follow(&self, status: &Status) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if status.term.0 > seen.0 {
+            if seen.0 > 0 {
+                self.elections.inc_by(status.term.0 - seen.0);
+            }
+            seen.0 = status.term.0;
+        }
+        for failover in &status.failovers {
+            if failover.term.0 > seen.1 && !failover.earlier_run {
+                self.failovers.inc();
+                seen.1 = failover.term.0;
+            }
+        }
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges set from `status`.
+    pub fn render(&self, status: &Status) -> String {
+        self.follow(status);
+        let current = role_name(status);
+        for role in ["leader", "candidate", "follower", "learner"] {
+            self.role
+                .get_or_create(&RoleLabels { role: role.into() })
+                .set(i64::from(role == current));
+        }
+        let gauge = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        gauge(&self.term, status.term.0);
+        gauge(&self.leader, status.leader.map_or(0, |l| l.0));
+        gauge(&self.commit_index, status.commit_index.0);
+        gauge(&self.applied_index, status.applied_index.0);
+        gauge(&self.last_log_index, status.last_log_index.0);
+        gauge(&self.snapshot_index, status.snapshot.map_or(0, |s| s.0.0));
+        let lease = status.lease_remaining_ms.unwrap_or(0) as f64 / 1000.0;
+        self.lease_remaining_seconds.set(lease);
+        self.peer_lag_entries.clear();
+        self.peer_lag_seconds.clear();
+        self.peer_in_sync.clear();
+        for peer in &status.peers {
+            let labels = PeerLabels {
+                peer: peer.id.0.to_string(),
+            };
+            gauge(
+                &self.peer_lag_entries.get_or_create(&labels),
+                peer.lag_entries,
+            );
+            if let Some(ms) = peer.since_last_ack_ms {
+                self.peer_lag_seconds
+                    .get_or_create(&labels)
+                    .set(ms as f64 / 1000.0);
+            }
+            if peer.voter {
+                gauge(
+                    &self.peer_in_sync.get_or_create(&labels),
+                    u64::from(peer.in_sync),
+                );
+            }
+        }
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// The node's role as `/status` and the metrics name it: a follower that does not vote is a
+/// learner.
+pub fn role_name(status: &Status) -> &'static str {
+    let learner = status
+        .membership
+        .as_ref()
+        .is_some_and(|m| !m.is_voter(status.id));
+    match status.role {
+        Role::Leader => "leader",
+        Role::Candidate | Role::PreCandidate => "candidate",
+        Role::Follower if learner => "learner",
+        Role::Follower => "follower",
+    }
+}

@@ -1,0 +1,377 @@
+//! One raft-kv node: its data directory, its Raft node on the TCP transport with the file
+//! stores, and its HTTP API.
+//!
+//! The data directory holds `raft-kv.id` (the cluster id and node id it belongs to, written on
+//! first start and checked on every later one), `log/` (a `FileLogStore`, which also locks the
+//! directory against a second process) and `snapshots/` (a `FileSnapshotStore`).
+
+use crate::http::{Api, Limits};
+use crate::metrics::Metrics;
+use crate::store::{Directory, KvCommand, KvStore, NodeAddresses};
+use raft_core::node::{Ack, Node, NodeConfig, NodeHandle};
+use raft_core::{NodeId, Role};
+use raft_net::{Spawner, TcpConfig, TcpTransport, TokioNet};
+use raft_storage::{FileLogStore, FileSnapshotStore};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How a node is run: what `raft-kv serve` takes on its command line.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// This node's id (1 or more).
+    pub id: NodeId,
+    /// Identifies the cluster: nodes of another cluster are refused, and a data directory of
+    /// another cluster is not opened.
+    pub cluster_id: u64,
+    /// Where the Raft transport listens.
+    pub listen: String,
+    /// Where the HTTP API listens.
+    pub http: String,
+    /// The HTTP address other nodes and clients are sent to; by default the address bound.
+    pub advertise_http: Option<String>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The Raft addresses of the nodes: on first start (without `join`), exactly the
+    /// cluster's voters, this node included.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Join a running cluster: bootstrap nothing and wait for the leader to add this node.
+    pub join: bool,
+    /// The protocol's and node's settings; `id` and `voters` are set from the fields above.
+    pub node: NodeConfig,
+    /// The acknowledgement level of writes that name none.
+    pub default_ack: Ack,
+    /// Limits on keys and values.
+    pub limits: Limits,
+}
+
+impl ServeOptions {
+    /// Defaults for node `id` with the given addresses and directory.
+    pub fn new(
+        id: NodeId,
+        listen: impl Into<String>,
+        http: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        peers: BTreeMap<NodeId, String>,
+    ) -> ServeOptions {
+        ServeOptions {
+            id,
+            cluster_id: 1,
+            listen: listen.into(),
+            http: http.into(),
+            advertise_http: None,
+            data_dir: data_dir.into(),
+            peers,
+            join: false,
+            node: NodeConfig::new(id, []),
+            default_ack: Ack::Quorum,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The file in a data directory that says whose it is.
+const IDENTITY_FILE: &str = "raft-kv.id";
+
+/// Checks (or, on first start, writes) the data directory's identity.
+fn claim_data_dir(dir: &Path, cluster_id: u64, id: NodeId) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    let path = dir.join(IDENTITY_FILE);
+    let expected = format!("cluster_id={cluster_id}\nnode_id={}\n", id.0);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(found) => Err(format!(
+            "data directory {} belongs to another node or cluster ({}), not cluster {cluster_id} node {}",
+            dir.display(),
+            found.trim().replace('\n', ", "),
+            id.0
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let temporary = dir.join(format!("{IDENTITY_FILE}.tmp"));
+            std::fs::write(&temporary, &expected)
+                .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+                .and_then(|()| std::fs::rename(&temporary, &path))
+                .and_then(|()| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// A running node.
+pub struct Server {
+    node: NodeHandle<KvStore>,
+    transport: TcpTransport<TokioNet>,
+    directory: Directory,
+    raft_addr: SocketAddr,
+    http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    http_task: JoinHandle<()>,
+    register_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("id", &self.node.id())
+            .field("raft_addr", &self.raft_addr)
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the data directory, starts the node and its HTTP API. Every failure is a
+    /// one-line message.
+    pub async fn start(options: ServeOptions) -> Result<Server, String> {
+        let ServeOptions {
+            id,
+            cluster_id,
+            listen,
+            http,
+            advertise_http,
+            data_dir,
+            peers,
+            join,
+            node: mut config,
+            default_ack,
+            limits,
+        } = options;
+        if id.0 == 0 {
+            return Err("node id 0 is reserved; ids start at 1".into());
+        }
+        if !join && !peers.contains_key(&id) {
+            return Err(format!(
+                "--peers must name every voter, this node ({}) included; start with --join to join a running cluster",
+                id.0
+            ));
+        }
+        config.raft.id = id;
+        config.voters = if join {
+            BTreeSet::new()
+        } else {
+            peers.keys().copied().collect()
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || claim_data_dir(&dir, cluster_id, id))
+            .await
+            .map_err(|e| e.to_string())??;
+        let log = FileLogStore::open(data_dir.join("log"))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot open the log in {} (is another node running on it?): {e}",
+                    data_dir.display()
+                )
+            })?;
+        let snapshots = FileSnapshotStore::open(data_dir.join("snapshots"))
+            .await
+            .map_err(|e| format!("cannot open the snapshots in {}: {e}", data_dir.display()))?;
+
+        let others = peers
+            .iter()
+            .filter(|(p, _)| **p != id)
+            .map(|(p, a)| (*p, a.clone()));
+        let tcp = TcpConfig::new(id, cluster_id, listen.clone(), others);
+        let (inbox, inbound) = raft_core::node::inbox(1 << 16);
+        let transport = TcpTransport::start(TokioNet, tcp, inbox, Spawner::tokio())
+            .await
+            .map_err(|e| format!("cannot listen for Raft on {listen}: {e}"))?;
+        let raft_addr = transport.local_addr();
+
+        let directory = Directory::default();
+        let store = KvStore::new(directory.clone());
+        let node = Node::start(config, store, log, snapshots, transport.clone(), inbound).await;
+        let node = match node {
+            Ok(node) => node,
+            Err(e) => {
+                transport.shutdown().await;
+                return Err(format!("cannot start the node: {e}"));
+            }
+        };
+        if let Some(membership) = node.status().membership {
+            let configured: BTreeSet<NodeId> = peers.keys().copied().collect();
+            if !join && membership.all_voters() != configured {
+                tracing::warn!(
+                    voters = ?membership.all_voters(),
+                    ?configured,
+                    "the data directory's voters differ from --peers; --peers only gives addresses now"
+                );
+            }
+        }
+
+        let listener = match tokio::net::TcpListener::bind(&http).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                node.shutdown().await;
+                transport.shutdown().await;
+                return Err(format!("cannot listen for HTTP on {http}: {e}"));
+            }
+        };
+        let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let metrics = Metrics::new();
+        let api = Api::new(
+            node.clone(),
+            directory.clone(),
+            metrics.clone(),
+            limits,
+            default_ack,
+        );
+        let (stop, mut stopped) = watch::channel(false);
+        let mut http_stopped = stop.subscribe();
+        let router = api.router();
+        let http_task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = http_stopped.wait_for(|s| *s).await;
+            };
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the HTTP server failed");
+            }
+        });
+        let me = NodeAddresses {
+            raft: peers
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| raft_addr.to_string()),
+            http: advertise_http.unwrap_or_else(|| http_addr.to_string()),
+        };
+        let register_task = tokio::spawn({
+            let (node, directory) = (node.clone(), directory.clone());
+            async move {
+                tokio::select! {
+                    biased;
+                    _ = stopped.wait_for(|s| *s) => {}
+                    () = keep_registered(node, directory, me, metrics) => {}
+                }
+            }
+        });
+        tracing::info!(id = id.0, %raft_addr, %http_addr, "raft-kv node started");
+        Ok(Server {
+            node,
+            transport,
+            directory,
+            raft_addr,
+            http_addr,
+            stop,
+            http_task,
+            register_task,
+        })
+    }
+
+    /// The node's handle.
+    pub fn node(&self) -> &NodeHandle<KvStore> {
+        &self.node
+    }
+
+    /// Where each node listens, as the replicated state says.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// The address the Raft transport listens on.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.raft_addr
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops the way a crash would, as far as one process can: the node and its transport
+    /// stop first, so requests in flight are cut off (answered `503 shutting_down`, their
+    /// outcome unknown) rather than completed. Nothing is lost that was acknowledged: the log
+    /// is on disk.
+    pub async fn kill(self) {
+        let _ = self.stop.send(true);
+        self.register_task.abort();
+        self.node.shutdown().await;
+        self.transport.shutdown().await;
+        self.http_task.abort();
+    }
+
+    /// Stops serving HTTP (answering the requests in flight), then the node, then the
+    /// transport.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.register_task.abort();
+        let _ = self.http_task.await;
+        self.node.shutdown().await;
+        self.transport.shutdown().await;
+    }
+}
+
+/// Keeps this node's addresses in the replicated directory, so that every node can send
+/// clients to it when it leads: the leader proposes its own; a follower asks its leader.
+async fn keep_registered(
+    node: NodeHandle<KvStore>,
+    directory: Directory,
+    me: NodeAddresses,
+    metrics: Arc<Metrics>,
+) {
+    let client = reqwest::Client::new();
+    let mut status = node.watch_status();
+    loop {
+        // Every status change (an election, a new membership) and every half second.
+        let _ = tokio::time::timeout(Duration::from_millis(500), status.changed()).await;
+        let current = node.status();
+        metrics.follow(&current);
+        let member = current
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.contains(current.id));
+        if !member || directory.get(current.id).as_ref() == Some(&me) {
+            continue;
+        }
+        let register = KvCommand::Register {
+            id: current.id,
+            raft: me.raft.clone(),
+            http: me.http.clone(),
+        };
+        if current.role == Role::Leader {
+            if let Err(e) = node.propose(register, Ack::Quorum).await {
+                tracing::debug!(error = %e, "registering this node's addresses failed; will retry");
+            }
+            continue;
+        }
+        let Some(leader) = current.leader.and_then(|l| directory.get(l)) else {
+            continue;
+        };
+        let body = serde_json::json!({"id": current.id.0, "raft": me.raft, "http": me.http});
+        let url = format!("http://{}/cluster/nodes", leader.http);
+        let sent = client
+            .post(url)
+            .json(&body)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "asking the leader to register this node failed; will retry");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_belongs_to_one_node_of_one_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        claim_data_dir(dir.path(), 7, NodeId(1)).unwrap();
+        claim_data_dir(dir.path(), 7, NodeId(1)).unwrap();
+        let other_node = claim_data_dir(dir.path(), 7, NodeId(2)).unwrap_err();
+        assert!(other_node.contains("belongs to another"), "{other_node}");
+        let other_cluster = claim_data_dir(dir.path(), 8, NodeId(1)).unwrap_err();
+        assert!(other_cluster.contains("cluster_id=7"), "{other_cluster}");
+    }
+}
