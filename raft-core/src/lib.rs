@@ -80,7 +80,7 @@ mod contract;
 mod error;
 mod lease;
 mod log;
-// Used by the protocol once membership changes are wired in.
+// Membership: voters, learners and joint configurations, and what each change may do.
 mod membership;
 mod message;
 #[cfg(feature = "runtime")]

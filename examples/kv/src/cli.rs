@@ -445,10 +445,18 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let options = args.options()?;
     let server = Server::start(options).await?;
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    tokio::select! {
+        biased;
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            server.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        () = server.stopped() => {
+            server.shutdown().await;
+            Err("the node stopped on its own (a storage failure stops a node rather than risk acknowledging writes it cannot make durable; see the log above); restart it to recover from what is on disk".into())
+        }
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C.

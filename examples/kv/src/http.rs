@@ -14,6 +14,11 @@
 //! | `not_enough_replicas`, `transfer_in_progress`, `overloaded`, `too_stale`, `shutting_down` | 503 | refused (no effect for a write); retry |
 //! | `storage` | 500 | the node's disk failed; it stopped |
 //! | `not_found`, `method_not_allowed` | 404, 405 | no such route |
+//!
+//! Beyond the data routes: `GET /status`, `GET /metrics`, `GET /cluster/members`,
+//! `POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`,
+//! `POST /cluster/transfer-leader`, `POST /cluster/nodes` (a node registering its addresses)
+//! and `POST /cluster/snapshot` (this node takes a snapshot now: for backups).
 
 use crate::metrics::{Metrics, role_name};
 use crate::store::{Directory, KvCommand, KvResponse, KvStore, MAX_REQUEST_ID_BYTES};
@@ -102,6 +107,7 @@ impl Api {
             .route("/cluster/membership", post(change_membership))
             .route("/cluster/transfer-leader", post(transfer_leader))
             .route("/cluster/nodes", post(register_node))
+            .route("/cluster/snapshot", post(take_snapshot))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(body_limit))
@@ -354,7 +360,7 @@ impl Api {
         }
     }
 
-    fn counted(&self, op: &str, error: ApiError) -> ApiError {
+    fn counted(&self, op: &'static str, error: ApiError) -> ApiError {
         self.0.metrics.count(op, error.code);
         error
     }
@@ -757,4 +763,16 @@ async fn register_node(
     };
     let (index, _, _) = api.write(op, register, None, Ack::Quorum, &uri).await?;
     Ok(axum::Json(json!({"index": index.0})))
+}
+
+/// This node takes a snapshot of its state now (on any node: each keeps its own), so that an
+/// operator can copy the newest file from its `snapshots/` directory as a backup.
+async fn take_snapshot(State(api): State<Api>, uri: Uri) -> Answer {
+    let op = "cluster";
+    let taken = api.0.node.snapshot().await;
+    let meta = taken.map_err(|e| api.counted(op, api.failed(e, &uri)))?;
+    api.0.metrics.count(op, "ok");
+    Ok(axum::Json(
+        json!({"index": meta.last.index.0, "term": meta.last.term.0}),
+    ))
 }

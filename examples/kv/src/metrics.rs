@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     /// `put`, `delete`, `cas`, `get`, `cluster`.
-    op: String,
+    op: &'static str,
     /// `ok`, or the `error` field of the answer (`not_leader`, `timeout`, ...).
-    outcome: String,
+    outcome: &'static str,
 }
 
 /// Labels of a per-peer gauge.
@@ -145,12 +145,9 @@ impl Metrics {
     }
 
     /// Counts one request of `op` that ended with `outcome`.
-    pub fn count(&self, op: &str, outcome: &str) {
+    pub fn count(&self, op: &'static str, outcome: &'static str) {
         self.requests
-            .get_or_create(&RequestLabels {
-                op: op.to_string(),
-                outcome: outcome.to_string(),
-            })
+            .get_or_create(&RequestLabels { op, outcome })
             .inc();
     }
 

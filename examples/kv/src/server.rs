@@ -145,7 +145,10 @@ impl Server {
         if id.0 == 0 {
             return Err("node id 0 is reserved; ids start at 1".into());
         }
-        if !join && !peers.contains_key(&id) {
+        // On a restart the data directory holds the membership, and --peers only gives
+        // addresses; on first start, --peers is the cluster's first voters.
+        let first_start = !data_dir.join(IDENTITY_FILE).exists();
+        if first_start && !join && !peers.contains_key(&id) {
             return Err(format!(
                 "--peers must name every voter, this node ({}) included; start with --join to join a running cluster",
                 id.0
@@ -285,6 +288,15 @@ impl Server {
     /// The address the HTTP API listens on.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Resolves when the node has stopped on its own: after a storage failure, which stops a
+    /// node rather than risk acknowledging writes it cannot make durable.
+    pub async fn stopped(&self) {
+        let status = self.node.watch_status();
+        while status.has_changed().is_ok() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Stops the way a crash would, as far as one process can: the node and its transport
