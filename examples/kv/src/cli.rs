@@ -192,18 +192,19 @@ pub struct ServeArgs {
     /// Identifies the cluster; nodes of other clusters are refused.
     #[arg(long, default_value_t = 1)]
     pub cluster_id: u64,
-    /// Minimum election timeout; the maximum is twice this.
-    #[arg(long, default_value_t = 150)]
+    /// Minimum election timeout; the maximum is twice this. The default, like etcd's, rides
+    /// out a disk whose fsync stalls for a few hundred milliseconds.
+    #[arg(long, default_value_t = 1000)]
     pub election_timeout_ms: u64,
     /// Heartbeat interval.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// Leader lease (0 disables lease reads); must be under the election timeout minus the
     /// clock drift bound.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 800)]
     pub lease_ms: u64,
     /// The most two clocks may drift apart over one election timeout.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 50)]
     pub clock_drift_ms: u64,
     /// Acknowledgement level of writes that name none: local, quorum or all.
     #[arg(long, default_value = "quorum")]

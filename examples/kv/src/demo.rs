@@ -58,9 +58,15 @@ struct Shared {
 /// A client's knowledge of its keys: the value each must hold (`None`: absent).
 type Known = BTreeMap<String, Option<String>>;
 
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+/// `n` distinct free ports: each stays bound until all are chosen, so none is handed out twice.
+fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr().map_err(|e| e.to_string())?.port()))
+        .collect()
 }
 
 fn options(slot: &Slot, voters: &[Slot], dir: &Path, join: bool) -> ServeOptions {
@@ -109,14 +115,14 @@ async fn leader_of(servers: &BTreeMap<NodeId, Server>, within: Duration) -> Opti
 pub async fn run() -> Result<ExitCode, String> {
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let mut slots = Vec::new();
-    for id in 1..=4 {
-        slots.push(Slot {
-            id: NodeId(id),
-            raft: format!("127.0.0.1:{}", free_port()?),
-            http: format!("127.0.0.1:{}", free_port()?),
-        });
-    }
+    let ports = free_ports(8)?;
+    let slots: Vec<Slot> = (0..4)
+        .map(|i| Slot {
+            id: NodeId(i as u64 + 1),
+            raft: format!("127.0.0.1:{}", ports[2 * i]),
+            http: format!("127.0.0.1:{}", ports[2 * i + 1]),
+        })
+        .collect();
     let (voters, newcomer) = (slots[..3].to_vec(), slots[3].clone());
     println!(
         "raft-kv demo: 3 nodes on 127.0.0.1, each with a write-ahead log in {}",

@@ -652,19 +652,23 @@ async fn add_learner(
         Ok((id, learner))
     })();
     let (id, learner) = checked.map_err(|e| api.counted(op, e))?;
-    // Its addresses first, so that every node can send clients to it once it leads.
-    let register = KvCommand::Register {
-        id,
-        raft: learner.addr.clone(),
-        http: learner.http,
-    };
-    api.write(op, register, None, Ack::Quorum, &uri).await?;
     let added = api
         .0
         .node
-        .add_learner(id, Some(learner.addr), learner.catch_up_within)
+        .add_learner(id, Some(learner.addr.clone()), learner.catch_up_within)
         .await;
     let index = added.map_err(|e| api.counted(op, api.failed(e, &uri)))?;
+    // Then its addresses, so that every node can send clients to it once it leads. Only once
+    // the change took effect: a refused change must leave the directory as it was. Should this
+    // fail, the new node registers itself once it hears from the leader.
+    let register = KvCommand::Register {
+        id,
+        raft: learner.addr,
+        http: learner.http,
+    };
+    if let Err(e) = api.0.node.propose(register, Ack::Quorum).await {
+        tracing::debug!(error = %e, "registering the new learner's addresses failed");
+    }
     api.0.metrics.count(op, "ok");
     Ok(axum::Json(json!({"index": index.0})))
 }

@@ -297,6 +297,7 @@ impl From<crate::ProtocolError> for Error {
             crate::ProtocolError::Timeout => Error::Timeout,
             crate::ProtocolError::Membership(error) => Error::Membership(error),
             crate::ProtocolError::InvalidConfig(c) => Error::InvalidConfig(c.to_string()),
+            crate::ProtocolError::InvalidArgument(why) => Error::InvalidArgument(why),
             other => Error::InvalidArgument(other.to_string()),
         }
     }
