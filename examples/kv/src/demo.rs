@@ -378,7 +378,11 @@ async fn work(worker: usize, client: Client, shared: Arc<Shared>) -> Known {
                     known.insert(key, Some(value));
                     true
                 }
-                None => false,
+                None => {
+                    // Its outcome is unknown: the key is no longer checked.
+                    known.remove(&key);
+                    false
+                }
             }
         } else if roll < 6 {
             seq += 1;
@@ -406,7 +410,11 @@ async fn work(worker: usize, client: Client, shared: Arc<Shared>) -> Known {
                     known.insert(key, found.as_str().map(str::to_string));
                     true
                 }
-                None => false,
+                None => {
+                    // Its outcome is unknown: the key is no longer checked.
+                    known.remove(&key);
+                    false
+                }
             }
         } else {
             match client
@@ -449,7 +457,7 @@ fn anomaly(shared: &Shared, what: String) {
 
 /// Sends a write until it is answered: every attempt carries the same `request_id`, so the
 /// write takes effect once however many attempts reach the cluster. `None` if the load
-/// stopped first (the write's outcome is then unknown, and the key is not checked).
+/// stopped first (the write's outcome is then unknown, and the caller stops checking the key).
 async fn write(
     client: &Client,
     shared: &Shared,
