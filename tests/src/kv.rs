@@ -1,4 +1,4 @@
-//! The key-value state machine of the cluster tests: raft-kv's [`KvStore`], and an audit of
+//! The key-value state machine of the cluster tests: raft-kv's [`KvStore`](raft_kv::store::KvStore), and an audit of
 //! what every replica applied.
 
 use raft_core::{LogIndex, NodeId};

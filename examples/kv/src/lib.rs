@@ -17,7 +17,7 @@
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`client`]: a client that follows redirects to the leader.
 //! - [`cli`]: the command line: `serve`, `demo`, `bench` and the client subcommands.
-//! - [`demo`] and [`bench`]: the one-command demonstration and the load generator.
+//! - [`demo`] and [`mod@bench`]: the one-command demonstration and the load generator.
 
 pub mod bench;
 pub mod cli;

@@ -7,6 +7,8 @@
 
 use raft_kv::client::{Client, Reply};
 use raft_tests::linearizability::{CheckResult, History, Operation, OperationId, Response, check};
+// The workload's random numbers.
+use raft_tests::rng::SplitMix64 as Rng;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -549,30 +551,6 @@ impl Drop for Cluster {
     }
 }
 
-/// A small deterministic random number generator (SplitMix64).
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
 /// How a request ended, as far as its effect goes.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -888,9 +866,9 @@ impl Worker {
         let mut sequence = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             sequence += 1;
-            let key = format!("k{}", self.rng.below(self.options.keys));
+            let key = format!("k{}", self.rng.range(0, self.options.keys));
             let value = format!("c{}-{sequence}", self.id);
-            match self.rng.below(100) {
+            match self.rng.range(0, 100) {
                 0..35 => self.put(key, value).await,
                 35..60 => self.get(key).await,
                 60..80 => self.cas(key, value).await,
@@ -966,7 +944,7 @@ impl Worker {
         let targets = &self.options.lease_targets;
         let target = format!(
             "http://{}",
-            targets[self.rng.below(targets.len() as u64) as usize]
+            targets[self.rng.range(0, targets.len() as u64) as usize]
         );
         let op = self.recorder.call(self.id, Operation::get(&key));
         let path = format!("/kv/{key}?consistency=lease");
