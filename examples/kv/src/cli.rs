@@ -287,9 +287,11 @@ impl ServeArgs {
         node.snapshot_keep_entries = self.snapshot_keep_entries;
         node.request_timeout = Duration::from_millis(self.request_timeout_ms);
         // Room for the longest key and value, and the command's framing.
-        node.max_command_bytes = node
-            .max_command_bytes
-            .max(self.max_key_bytes + 2 * self.max_value_bytes + 4096);
+        node.max_command_bytes = node.max_command_bytes.max(
+            self.max_key_bytes
+                .saturating_add(self.max_value_bytes.saturating_mul(2))
+                .saturating_add(4096),
+        );
         options.node = node;
         Ok(options)
     }

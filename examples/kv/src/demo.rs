@@ -53,6 +53,8 @@ struct Shared {
     /// Reads or swaps that contradicted what a client knew: lost or phantom writes.
     anomalies: Mutex<Vec<String>>,
     stop: AtomicBool,
+    /// When the last write was acknowledged.
+    last_ack: Mutex<Option<Instant>>,
 }
 
 /// A client's knowledge of its keys: the value each must hold (`None`: absent).
@@ -247,6 +249,15 @@ pub async fn run() -> Result<ExitCode, String> {
     // Stop the load and check every acknowledged write.
     tokio::time::sleep_until((load_start + STOP_AT).into()).await;
     shared.stop.store(true, Ordering::Relaxed);
+    // A cluster that had stopped taking writes would leave every key as it was: that is a
+    // failure too, not a pass.
+    let last_ack = *lock(&shared.last_ack);
+    if last_ack.is_none_or(|at| at.elapsed() > Duration::from_secs(2)) {
+        anomaly(
+            &shared,
+            "no write was acknowledged in the last two seconds of the load".to_string(),
+        );
+    }
     let mut known = Known::new();
     for client in clients {
         known.extend(client.await.map_err(|e| e.to_string())?);
@@ -470,6 +481,7 @@ async fn write(
             && reply.status.is_success()
         {
             shared.acknowledged_writes.fetch_add(1, Ordering::Relaxed);
+            *lock(&shared.last_ack) = Some(Instant::now());
             return Some(reply.body);
         }
         if shared.stop.load(Ordering::Relaxed) {

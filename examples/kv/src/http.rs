@@ -11,8 +11,9 @@
 //! | `too_large` | 413 | a key, value or body above the configured limits |
 //! | `request_id_reused` | 409 | the `request_id` was used for another write: no effect |
 //! | `membership` | 409 | a membership change refused (no effect) |
-//! | `not_enough_replicas`, `transfer_in_progress`, `overloaded`, `too_stale`, `shutting_down` | 503 | refused (no effect for a write); retry |
-//! | `storage` | 500 | the node's disk failed; it stopped |
+//! | `not_enough_replicas`, `transfer_in_progress`, `overloaded`, `too_stale` | 503 | refused (no effect for a write); retry |
+//! | `shutting_down` | 503 | the node is stopping: **a write it had taken may or may not take effect** (other nodes may commit it); retry elsewhere only with a `request_id` |
+//! | `storage` | 500 | the node's disk failed; it stopped: as with `shutting_down`, a write's outcome is unknown |
 //! | `not_found`, `method_not_allowed` | 404, 405 | no such route |
 //!
 //! Beyond the data routes: `GET /status`, `GET /metrics`, `GET /cluster/members`,
@@ -180,27 +181,48 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Decodes one `application/x-www-form-urlencoded` component, refusing invalid UTF-8 (which
+/// a lossy decoding would turn into U+FFFD, making two different request ids equal).
+fn decode_component(raw: &str) -> Result<String, ApiError> {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::bad_request("the query string is not valid UTF-8"))
+}
+
+/// At most 64 characters of `text`, for error messages that quote what a client sent.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{:?}...", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
 /// The query parameters of a request, each at most once, and only those the route takes.
 fn parameters(
     query: Option<String>,
     allowed: &[&str],
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let query = query.unwrap_or_default();
     let mut out = BTreeMap::new();
-    for (name, value) in pairs {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = (decode_component(name)?, decode_component(value)?);
         if !allowed.contains(&name.as_str()) {
             return Err(ApiError::bad_request(format!(
-                "unknown parameter {name:?} (this route takes: {})",
+                "unknown parameter {} (this route takes: {})",
+                quoted(&name),
                 allowed.join(", ")
             )));
         }
-        if out.insert(name.clone(), value).is_some() {
+        if out.contains_key(&name) {
             return Err(ApiError::bad_request(format!(
-                "parameter {name:?} given twice"
+                "parameter {} given twice",
+                quoted(&name)
             )));
         }
+        out.insert(name, value);
     }
     Ok(out)
 }
@@ -211,7 +233,8 @@ fn number(params: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, 
         .map(|v| {
             v.parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!(
-                    "{name} must be a whole number of at least 0, not {v:?}"
+                    "{name} must be a whole number of at least 0, not {}",
+                    quoted(v)
                 ))
             })
         })
@@ -322,6 +345,12 @@ impl Api {
     ) -> Result<(LogIndex, Option<KvResponse>, bool), ApiError> {
         let command = match request_id {
             None => command,
+            Some(_) if ack == Ack::Local => {
+                let error = ApiError::bad_request(
+                    "request_id needs ack=quorum or ack=all: with ack=local the node answers before it knows whether the id was used already",
+                );
+                return Err(self.counted(op, error));
+            }
             Some(id) if id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES => {
                 let error = ApiError::bad_request(format!(
                     "request_id must be 1 to {MAX_REQUEST_ID_BYTES} bytes"
@@ -349,9 +378,9 @@ impl Api {
                 .with("index", json!(index.0));
                 Err(self.counted(op, error))
             }
-            Some(KvResponse::Repeated { index, response }) => {
+            Some(KvResponse::Repeated { index }) => {
                 self.0.metrics.count(op, "ok");
-                Ok((index, Some(*response), true))
+                Ok((index, None, true))
             }
             response => {
                 self.0.metrics.count(op, "ok");
@@ -494,6 +523,14 @@ async fn cas_key(
         new: cas.value.clone(),
     };
     let (index, response, repeated) = api.write(op, command, id, ack, &uri).await?;
+    // A repeated request id: this swap took effect before, at `index`.
+    let response = match response {
+        None if repeated => Some(KvResponse::Cas {
+            swapped: true,
+            current: None,
+        }),
+        other => other,
+    };
     let Some(KvResponse::Cas { swapped, current }) = response else {
         let error = ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

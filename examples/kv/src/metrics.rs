@@ -71,8 +71,8 @@ impl Metrics {
         let metrics = Metrics {
             registry: Mutex::new(Registry::default()),
             requests: Family::default(),
-            // 50 µs to ~1.6 s.
-            proposal_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            // 50 µs to ~6.6 s, past the default request timeout.
+            proposal_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             role: Family::default(),
             term: Gauge::default(),
             leader: Gauge::default(),
@@ -96,7 +96,7 @@ impl Metrics {
         );
         registry.register(
             "proposal_duration_seconds",
-            "Time from receiving a write to its acknowledgement",
+            "Time from proposing an acknowledged write to its acknowledgement",
             m.proposal_seconds.clone(),
         );
         registry.register("role", "1 for this node's role", m.role.clone());
@@ -156,14 +156,20 @@ impl Metrics {
         self.proposal_seconds.observe(elapsed.as_secs_f64());
     }
 
+    /// Starts the counters of terms and failovers from a restarted node's recovered `status`:
+    /// what happened in earlier runs is not counted again.
+    pub fn start_from(&self, status: &Status) {
+        let latest_failover = status.failovers.iter().map(|f| f.term.0).max();
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) =
+            (status.term.0, latest_failover.unwrap_or(0));
+    }
+
     /// Brings the counters of terms and failovers up to date with `status` (called on every
     /// status change, so that none is missed between scrapes).
     pub fn follow(&self, status: &Status) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if status.term.0 > seen.0 {
-            if seen.0 > 0 {
-                self.elections.inc_by(status.term.0 - seen.0);
-            }
+            self.elections.inc_by(status.term.0 - seen.0);
             seen.0 = status.term.0;
         }
         for failover in &status.failovers {

@@ -77,14 +77,59 @@ impl ServeOptions {
 /// The file in a data directory that says whose it is.
 const IDENTITY_FILE: &str = "raft-kv.id";
 
-/// Checks (or, on first start, writes) the data directory's identity.
-fn claim_data_dir(dir: &Path, cluster_id: u64, id: NodeId) -> Result<(), String> {
+/// The file a running node holds locked, so that a second process cannot open its directory.
+const LOCK_FILE: &str = "raft-kv.lock";
+
+/// Whether `dir` holds any file but the stores' lock files: a log or snapshots.
+fn holds_data(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|entry| entry.file_name() != "LOCK")
+    })
+}
+
+/// Takes the data directory `dir` for this process, and checks (or, on first start, writes)
+/// whose it is: cluster, node, and whether the node bootstrapped its cluster or joined one.
+/// Returns the lock (held while the node runs) and whether the node joined.
+///
+/// | identity file | log or snapshots | outcome |
+/// |---|---|---|
+/// | absent | none | first start: written with this node's identity and `join` |
+/// | absent | present | refused: the data is someone's, and whose cannot be told |
+/// | this cluster and node | any | a restart; `join` is what the first start recorded |
+/// | another cluster or node | any | refused |
+fn claim_data_dir(
+    dir: &Path,
+    cluster_id: u64,
+    id: NodeId,
+    join: bool,
+) -> Result<(std::fs::File, bool), String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|e| format!("cannot open {}: {e}", dir.join(LOCK_FILE).display()))?;
+    lock.try_lock().map_err(|_| {
+        format!(
+            "data directory {} is in use by another running node",
+            dir.display()
+        )
+    })?;
     let path = dir.join(IDENTITY_FILE);
-    let expected = format!("cluster_id={cluster_id}\nnode_id={}\n", id.0);
+    let ours = |joined: bool| {
+        let start = if joined { "join" } else { "bootstrap" };
+        format!(
+            "cluster_id={cluster_id}\nnode_id={}\nstarted={start}\n",
+            id.0
+        )
+    };
     match std::fs::read_to_string(&path) {
-        Ok(found) if found == expected => Ok(()),
+        Ok(found) if found == ours(false) => Ok((lock, false)),
+        Ok(found) if found == ours(true) => Ok((lock, true)),
         Ok(found) => Err(format!(
             "data directory {} belongs to another node or cluster ({}), not cluster {cluster_id} node {}",
             dir.display(),
@@ -92,12 +137,19 @@ fn claim_data_dir(dir: &Path, cluster_id: u64, id: NodeId) -> Result<(), String>
             id.0
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let temporary = dir.join(format!("{IDENTITY_FILE}.tmp"));
-            std::fs::write(&temporary, &expected)
+            if holds_data(&dir.join("log")) || holds_data(&dir.join("snapshots")) {
+                return Err(format!(
+                    "data directory {} holds a log or snapshots but no {IDENTITY_FILE}: refusing to guess whose they are",
+                    dir.display()
+                ));
+            }
+            let temporary = dir.join(format!("{IDENTITY_FILE}.{}.tmp", std::process::id()));
+            std::fs::write(&temporary, ours(join))
                 .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
                 .and_then(|()| std::fs::rename(&temporary, &path))
                 .and_then(|()| std::fs::File::open(dir)?.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok((lock, join))
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -105,6 +157,8 @@ fn claim_data_dir(dir: &Path, cluster_id: u64, id: NodeId) -> Result<(), String>
 
 /// A running node.
 pub struct Server {
+    /// Held locked while the node runs.
+    _lock: std::fs::File,
     node: NodeHandle<KvStore>,
     transport: TcpTransport<TokioNet>,
     directory: Directory,
@@ -145,26 +199,28 @@ impl Server {
         if id.0 == 0 {
             return Err("node id 0 is reserved; ids start at 1".into());
         }
-        // On a restart the data directory holds the membership, and --peers only gives
-        // addresses; on first start, --peers is the cluster's first voters.
-        let first_start = !data_dir.join(IDENTITY_FILE).exists();
-        if first_start && !join && !peers.contains_key(&id) {
+        config.raft.id = id;
+        config.validate().map_err(|e| e.to_string())?;
+        let dir = data_dir.clone();
+        let (lock, join) =
+            tokio::task::spawn_blocking(move || claim_data_dir(&dir, cluster_id, id, join))
+                .await
+                .map_err(|e| e.to_string())??;
+        // A node that joined a running cluster never bootstraps one, whatever its later
+        // command lines say. On a restart the data directory holds the membership and --peers
+        // only gives addresses; on first start, --peers is the cluster's first voters.
+        if !join && !peers.contains_key(&id) {
             return Err(format!(
-                "--peers must name every voter, this node ({}) included; start with --join to join a running cluster",
+                "--peers must name this node ({}) and, on first start, every voter; start with --join to join a running cluster",
                 id.0
             ));
         }
-        config.raft.id = id;
         config.voters = if join {
             BTreeSet::new()
         } else {
             peers.keys().copied().collect()
         };
         config.validate().map_err(|e| e.to_string())?;
-        let dir = data_dir.clone();
-        tokio::task::spawn_blocking(move || claim_data_dir(&dir, cluster_id, id))
-            .await
-            .map_err(|e| e.to_string())??;
         let log = FileLogStore::open(data_dir.join("log"))
             .await
             .map_err(|e| {
@@ -198,7 +254,20 @@ impl Server {
                 return Err(format!("cannot start the node: {e}"));
             }
         };
-        if let Some(membership) = node.status().membership {
+        // The recovered membership, once the node has published it.
+        let mut published = node.watch_status();
+        let recovered = tokio::time::timeout(
+            Duration::from_secs(1),
+            published.wait_for(|s| s.membership.is_some()),
+        )
+        .await;
+        let membership = match recovered {
+            Ok(Ok(status)) => status.membership.clone(),
+            _ => None,
+        };
+        let metrics = Metrics::new();
+        metrics.start_from(&node.status());
+        if let Some(membership) = membership {
             let configured: BTreeSet<NodeId> = peers.keys().copied().collect();
             if !join && membership.all_voters() != configured {
                 tracing::warn!(
@@ -218,7 +287,6 @@ impl Server {
             }
         };
         let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let metrics = Metrics::new();
         let api = Api::new(
             node.clone(),
             directory.clone(),
@@ -259,6 +327,7 @@ impl Server {
         });
         tracing::info!(id = id.0, %raft_addr, %http_addr, "raft-kv node started");
         Ok(Server {
+            _lock: lock,
             node,
             transport,
             directory,
@@ -311,16 +380,53 @@ impl Server {
         self.http_task.abort();
     }
 
-    /// Stops serving HTTP (answering the requests in flight), then the node, then the
-    /// transport.
-    pub async fn shutdown(self) {
+    /// Stops cleanly: stops taking HTTP connections, hands leadership to the most caught-up
+    /// in-sync voter if this node leads (so that the cluster need not wait out an election
+    /// timeout), gives the requests in flight up to [`DRAIN_TIMEOUT`] to be answered, then
+    /// stops the node and the transport.
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.register_task.abort();
-        let _ = self.http_task.await;
+        self.hand_over().await;
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut self.http_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after the drain timeout were cut off");
+            self.http_task.abort();
+        }
         self.node.shutdown().await;
         self.transport.shutdown().await;
     }
+
+    /// If this node leads, asks the most caught-up in-sync voter to take over, and waits up to
+    /// a second for it to.
+    async fn hand_over(&self) {
+        let status = self.node.status();
+        if status.role != Role::Leader {
+            return;
+        }
+        let successor = status
+            .peers
+            .iter()
+            .filter(|p| p.voter && p.in_sync)
+            .max_by_key(|p| p.match_index)
+            .map(|p| p.id);
+        let Some(successor) = successor else {
+            return;
+        };
+        if self.node.transfer_leadership(successor).await.is_err() {
+            return;
+        }
+        let mut status = self.node.watch_status();
+        let stepped_down = status.wait_for(|s| s.role != Role::Leader);
+        let _ = tokio::time::timeout(Duration::from_secs(1), stepped_down).await;
+    }
 }
+
+/// How long a clean shutdown waits for the HTTP requests in flight: a slow or stalled client
+/// must not keep a node (perhaps the leader) from stopping.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps this node's addresses in the replicated directory, so that every node can send
 /// clients to it when it leads: the leader proposes its own; a follower asks its leader.
@@ -379,11 +485,27 @@ mod tests {
     #[test]
     fn a_data_directory_belongs_to_one_node_of_one_cluster() {
         let dir = tempfile::tempdir().unwrap();
-        claim_data_dir(dir.path(), 7, NodeId(1)).unwrap();
-        claim_data_dir(dir.path(), 7, NodeId(1)).unwrap();
-        let other_node = claim_data_dir(dir.path(), 7, NodeId(2)).unwrap_err();
+        let (lock, joined) = claim_data_dir(dir.path(), 7, NodeId(1), true).unwrap();
+        assert!(joined);
+        let busy = claim_data_dir(dir.path(), 7, NodeId(1), true).unwrap_err();
+        assert!(busy.contains("in use"), "{busy}");
+        drop(lock);
+        // A restart keeps what the first start recorded.
+        let (lock, joined) = claim_data_dir(dir.path(), 7, NodeId(1), false).unwrap();
+        assert!(joined, "a node that joined never bootstraps");
+        drop(lock);
+        let other_node = claim_data_dir(dir.path(), 7, NodeId(2), false).unwrap_err();
         assert!(other_node.contains("belongs to another"), "{other_node}");
-        let other_cluster = claim_data_dir(dir.path(), 8, NodeId(1)).unwrap_err();
+        let other_cluster = claim_data_dir(dir.path(), 8, NodeId(1), false).unwrap_err();
         assert!(other_cluster.contains("cluster_id=7"), "{other_cluster}");
+        // Data without an identity is nobody's to take.
+        let orphan = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(orphan.path().join("log")).unwrap();
+        std::fs::write(orphan.path().join("log/LOCK"), b"").unwrap();
+        claim_data_dir(orphan.path(), 7, NodeId(1), false).unwrap();
+        std::fs::remove_file(orphan.path().join(IDENTITY_FILE)).unwrap();
+        std::fs::write(orphan.path().join("log/segment"), b"x").unwrap();
+        let refused = claim_data_dir(orphan.path(), 7, NodeId(1), false).unwrap_err();
+        assert!(refused.contains("refusing to guess"), "{refused}");
     }
 }

@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-/// How long a request id is remembered, in log entries: a retry whose original was applied
-/// more than this many entries earlier is applied again. At 40,000 writes per second this is
-/// about 25 seconds of writes; a client retries well within that.
+/// How long a request id is remembered, in log entries: a retry whose original took effect
+/// more than this many entries earlier takes effect again. At 40,000 writes per second this is
+/// about 25 seconds of writes, at 4,000 more than four minutes. The table holds at most this
+/// many ids, each costing its length (at most [`MAX_REQUEST_ID_BYTES`]) twice plus about 100
+/// bytes: under 400 MB at the limit, far less with short ids.
 pub const REQUEST_WINDOW_ENTRIES: u64 = 1_000_000;
 
 /// The longest request id accepted, in bytes.
@@ -45,9 +47,12 @@ pub enum KvCommand {
         /// The value to store.
         new: String,
     },
-    /// `command`, applied at most once per `request_id` within [`REQUEST_WINDOW_ENTRIES`]: a
-    /// later command with the same id and the same content answers
-    /// [`KvResponse::Repeated`] with the first one's outcome and changes nothing.
+    /// `command`, taking effect at most once per `request_id` within
+    /// [`REQUEST_WINDOW_ENTRIES`]: once a command with this id has taken effect (a put, a
+    /// delete, a compare-and-swap that swapped), a later one with the same content answers
+    /// [`KvResponse::Repeated`] and changes nothing. A swap that did not swap had no effect
+    /// and is not remembered: a retry of it is a new attempt, within the same client call.
+    /// `command` must not be a `Once` or a `Register` (such a command changes nothing).
     Once {
         /// The client's idempotency key.
         request_id: String,
@@ -78,14 +83,13 @@ pub enum KvResponse {
         /// The value before the operation.
         current: Option<String>,
     },
-    /// The request id was applied before, at `index`, with this outcome; nothing changed now.
+    /// A command with this request id and this content took effect before, at `index` (a
+    /// compare-and-swap: it swapped); nothing changed now.
     Repeated {
         /// Where the first command with this id took effect.
         index: LogIndex,
-        /// Its outcome.
-        response: Box<KvResponse>,
     },
-    /// The request id was applied before, at `index`, for a different command: nothing
+    /// The request id took effect before, at `index`, for a different command: nothing
     /// changed now.
     IdReused {
         /// Where the first command with this id took effect.
@@ -131,9 +135,8 @@ impl Directory {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Remembered {
     index: LogIndex,
-    /// CRC-32C of the command's encoding: a retry must carry the same command.
-    fingerprint: u32,
-    response: KvResponse,
+    /// A 64-bit fingerprint of the command's encoding: a retry must carry the same command.
+    fingerprint: u64,
 }
 
 /// The request ids applied within the window, and the order in which they expire.
@@ -275,28 +278,27 @@ impl KvStore {
                 request_id,
                 command,
             } => {
+                if matches!(
+                    *command,
+                    KvCommand::Once { .. } | KvCommand::Register { .. }
+                ) {
+                    return KvResponse::Done;
+                }
                 let fingerprint = fingerprint(&command);
                 if let Some(first) = self.requests.by_id.get(&request_id) {
                     return if first.fingerprint == fingerprint {
-                        KvResponse::Repeated {
-                            index: first.index,
-                            response: Box::new(first.response.clone()),
-                        }
+                        KvResponse::Repeated { index: first.index }
                     } else {
                         KvResponse::IdReused { index: first.index }
                     };
                 }
                 let response = self.execute(index, *command);
-                let remembered = Remembered {
-                    index,
-                    fingerprint,
-                    response: response.clone(),
-                };
-                // A nested `Once` already took this index in the table; the outer id wins.
-                if let Some(inner) = self.requests.by_index.insert(index, request_id.clone()) {
-                    self.requests.by_id.remove(&inner);
+                let took_effect = !matches!(response, KvResponse::Cas { swapped: false, .. });
+                if took_effect {
+                    let remembered = Remembered { index, fingerprint };
+                    self.requests.by_index.insert(index, request_id.clone());
+                    self.requests.by_id.insert(request_id, remembered);
                 }
-                self.requests.by_id.insert(request_id, remembered);
                 response
             }
             KvCommand::Register { id, raft, http } => {
@@ -309,9 +311,15 @@ impl KvStore {
     }
 }
 
-/// A command's fingerprint: CRC-32C of its encoding, which is deterministic.
-fn fingerprint(command: &KvCommand) -> u32 {
-    crc32c::crc32c(&postcard::to_stdvec(command).unwrap_or_default())
+/// A command's fingerprint: two CRC-32Cs of its encoding, from different seeds (64 bits, so
+/// that two different commands under one request id match by chance with odds of 2^-64; a
+/// CRC is no defence against a client that crafts a collision for its own request id, and
+/// needs none). The same on every replica and every build, unlike std's hashers.
+fn fingerprint(command: &KvCommand) -> u64 {
+    let encoded = postcard::to_stdvec(command).unwrap_or_default();
+    let high = crc32c::crc32c(&encoded);
+    let low = crc32c::crc32c_append(0x9E37_79B9, &encoded);
+    (u64::from(high) << 32) | u64::from(low)
 }
 
 /// The first bytes of an image: its format.
@@ -336,9 +344,12 @@ struct KvImage {
     tail: Option<Vec<u8>>,
 }
 
-fn put_field(out: &mut Vec<u8>, field: &[u8]) {
-    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+fn put_field(out: &mut Vec<u8>, field: &[u8]) -> Result<(), String> {
+    let len = u32::try_from(field.len())
+        .map_err(|_| format!("a field of {} bytes is too long for an image", field.len()))?;
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(field);
+    Ok(())
 }
 
 #[async_trait]
@@ -352,13 +363,13 @@ impl SnapshotSource for KvImage {
             match self.pairs.next() {
                 Some((key, value)) => {
                     out.push(PAIR);
-                    put_field(&mut out, key.as_bytes());
-                    put_field(&mut out, value.as_bytes());
+                    put_field(&mut out, key.as_bytes())?;
+                    put_field(&mut out, value.as_bytes())?;
                 }
                 None => {
                     if let Some(tail) = self.tail.take() {
                         out.push(TAIL);
-                        put_field(&mut out, &tail);
+                        put_field(&mut out, &tail)?;
                     }
                     break;
                 }
@@ -466,7 +477,7 @@ mod tests {
         assert_eq!(copy.directory.all(), kv.directory.all());
         // The copy remembers the request: a retry repeats, not re-applies.
         let retried = copy.execute(LogIndex(6), once("r1", put("c", "x")));
-        assert!(matches!(retried, KvResponse::Repeated { index, .. } if index == LogIndex(4)));
+        assert_eq!(retried, KvResponse::Repeated { index: LogIndex(4) });
         for broken in [
             &image[..image.len() - 1],
             &image[4..],
@@ -518,27 +529,31 @@ mod tests {
         };
         assert_eq!(first, swapped);
         kv.execute(LogIndex(2), put("k", "2"));
-        // The retry answers the first outcome and does not swap again.
+        // The retry answers where the first took effect and does not swap again.
         let retry = kv.execute(LogIndex(3), once("a", cas.clone()));
-        assert_eq!(
-            retry,
-            KvResponse::Repeated {
-                index: LogIndex(1),
-                response: Box::new(swapped)
-            }
-        );
+        assert_eq!(retry, KvResponse::Repeated { index: LogIndex(1) });
         assert_eq!(kv.map["k"], "2");
+        // A swap that did not swap had no effect: not remembered, its retry is a new attempt.
+        let failed = kv.execute(LogIndex(4), once("b", cas.clone()));
+        assert!(matches!(failed, KvResponse::Cas { swapped: false, .. }));
+        kv.execute(LogIndex(5), KvCommand::Delete { key: "k".into() });
+        assert_eq!(kv.execute(LogIndex(6), once("b", cas.clone())), swapped);
+        assert_eq!(kv.map["k"], "1");
+        // Nested commands change nothing.
+        let nested = once("c", once("d", put("k", "n")));
+        assert_eq!(kv.execute(LogIndex(7), nested), KvResponse::Done);
+        assert_eq!(kv.map["k"], "1");
         // The same id on another command changes nothing.
-        let reused = kv.execute(LogIndex(4), once("a", put("k", "3")));
+        let reused = kv.execute(LogIndex(8), once("a", put("k", "3")));
         assert_eq!(reused, KvResponse::IdReused { index: LogIndex(1) });
-        assert_eq!(kv.map["k"], "2");
+        assert_eq!(kv.map["k"], "1");
         // Past the window the id is forgotten, and the table shrinks.
         let later = LogIndex(1 + REQUEST_WINDOW_ENTRIES);
         let again = kv.execute(later, once("a", put("k", "4")));
         assert_eq!(again, KvResponse::Done);
         assert_eq!(kv.map["k"], "4");
-        assert_eq!(kv.requests.by_id.len(), 1);
-        assert_eq!(kv.requests.by_index.len(), 1);
+        assert_eq!(kv.requests.by_id.len(), 2, "b (index 6) and a (again)");
+        assert_eq!(kv.requests.by_index.len(), 2);
     }
 
     #[test]

@@ -289,6 +289,29 @@ async fn request_ids_are_checked_and_make_retries_take_effect_once() {
         "back",
         "the retried delete was applied again"
     );
+
+    // With ack=local the node would answer before knowing whether the id was used: refused.
+    let answer = raw(
+        &cluster,
+        Method::PUT,
+        "/kv/b?ack=local",
+        Some(r#"{"value":"other","request_id":"put-1"}"#),
+    )
+    .await;
+    assert_error(&answer, 400, "bad_request");
+    let answer = raw(
+        &cluster,
+        Method::DELETE,
+        "/kv/b?ack=local&request_id=x",
+        None,
+    )
+    .await;
+    assert_error(&answer, 400, "bad_request");
+    assert_eq!(value_of(&cluster, "b").await, "back");
+
+    // Two ids that decode to the same text only if invalid UTF-8 were replaced: refused.
+    let answer = raw(&cluster, Method::DELETE, "/kv/b?request_id=%FF", None).await;
+    assert_error(&answer, 400, "bad_request");
     assert_still_serves(&cluster).await;
 }
 

@@ -164,7 +164,7 @@ async fn a_data_directory_in_use_is_refused() {
     let data = cluster.nodes[&1].data_dir.clone();
     let dir = cluster.dir.path().to_path_buf();
     let args = serve_args(1, &data, None, &[]);
-    let finished = tokio::task::spawn_blocking(move || assert_refused(&dir, &args, "another node"))
+    let finished = tokio::task::spawn_blocking(move || assert_refused(&dir, &args, "in use"))
         .await
         .unwrap();
     assert!(
@@ -249,4 +249,65 @@ async fn a_data_directory_of_another_node_or_cluster_is_refused() {
     cluster.node(1).start();
     cluster.wait_up(1, Duration::from_secs(10)).await;
     cluster.wait_leader(&[1], Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_not_held_up_by_a_stalled_client() {
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.wait_up(1, Duration::from_secs(10)).await;
+    cluster.wait_leader(&[1], Duration::from_secs(10)).await;
+    // A request whose body never finishes arriving.
+    let http = cluster.node(1).http.clone();
+    let mut stalled = std::net::TcpStream::connect(&http).unwrap();
+    use std::io::Write as _;
+    let head = format!(
+        "PUT /kv/stalled HTTP/1.1\r\nhost: {http}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"value\":"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let node = cluster.node(1);
+    let asked = std::time::Instant::now();
+    node.proc().signal("TERM");
+    // The drain gives requests in flight five seconds, no more.
+    let status = node.proc().wait_exit(Duration::from_secs(9));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit after SIGTERM with a stalled client: {status:?}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(9));
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_leader_hands_leadership_over() {
+    let mut cluster = Cluster::start(3, &[]);
+    for id in 1..=3 {
+        cluster.wait_up(id, Duration::from_secs(10)).await;
+    }
+    let leader = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(10))
+        .await;
+    cluster
+        .wait_registered(leader, Duration::from_secs(10))
+        .await;
+    let client = cluster.client();
+    let reply = client
+        .call(Method::PUT, "/kv/before", Some(&json!({"value": "1"})))
+        .await
+        .unwrap();
+    assert!(reply.status.is_success(), "{reply:?}");
+    let node = cluster.node(leader);
+    node.proc().signal("TERM");
+    let status = node.proc().wait_exit(Duration::from_secs(8));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
+    node.kill();
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let successor = cluster.wait_leader(&others, Duration::from_secs(5)).await;
+    // The new leader took over by a transfer, not by an election after a timeout.
+    let status = cluster.status(successor).await.unwrap();
+    let last = status["failovers"].as_array().unwrap().last().cloned();
+    let last = last.unwrap_or_default();
+    assert_eq!(last["trigger"], "Transfer", "{status}");
+    assert_eq!(last["old_leader"], leader, "{status}");
 }
