@@ -645,16 +645,28 @@ async fn members(State(api): State<Api>) -> Answer {
     })))
 }
 
+/// A node and where it listens: the body of `POST /cluster/learners` (which names the Raft
+/// address `addr`) and of `POST /cluster/nodes` (which names it `raft`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LearnerBody {
+struct NodeBody {
     id: u64,
-    addr: String,
+    #[serde(alias = "addr")]
+    raft: String,
     http: String,
-    /// Answer once the learner is within this many entries of the leader, rather than as soon
-    /// as the change commits.
+    /// For a learner: answer once it is within this many entries of the leader, rather than
+    /// as soon as the change commits.
     #[serde(default)]
     catch_up_within: Option<u64>,
+}
+
+/// The node a body names, checked.
+fn node_body(raw: Result<Bytes, BytesRejection>) -> Result<(NodeId, NodeBody), ApiError> {
+    let node: NodeBody = body(raw)?;
+    let id = node_id(node.id)?;
+    address("raft address", &node.raft)?;
+    address("http", &node.http)?;
+    Ok((id, node))
 }
 
 fn node_id(id: u64) -> Result<NodeId, ApiError> {
@@ -681,18 +693,11 @@ async fn add_learner(
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let op = "cluster";
-    let checked = (|| {
-        let learner: LearnerBody = body(raw)?;
-        let id = node_id(learner.id)?;
-        address("addr", &learner.addr)?;
-        address("http", &learner.http)?;
-        Ok((id, learner))
-    })();
-    let (id, learner) = checked.map_err(|e| api.counted(op, e))?;
+    let (id, learner) = node_body(raw).map_err(|e| api.counted(op, e))?;
     let added = api
         .0
         .node
-        .add_learner(id, Some(learner.addr.clone()), learner.catch_up_within)
+        .add_learner(id, Some(learner.raft.clone()), learner.catch_up_within)
         .await;
     let index = added.map_err(|e| api.counted(op, api.failed(e, &uri)))?;
     // Then its addresses, so that every node can send clients to it once it leads. Only once
@@ -700,7 +705,7 @@ async fn add_learner(
     // fail, the new node registers itself once it hears from the leader.
     let register = KvCommand::Register {
         id,
-        raft: learner.addr,
+        raft: learner.raft,
         http: learner.http,
     };
     if let Err(e) = api.0.node.propose(register, Ack::Quorum).await {
@@ -774,14 +779,6 @@ async fn transfer_leader(
     Ok(axum::Json(json!({"transferring_to": to.0})))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeBody {
-    id: u64,
-    raft: String,
-    http: String,
-}
-
 /// A node registers where it listens (each node does so on its own once it knows its leader).
 async fn register_node(
     State(api): State<Api>,
@@ -789,14 +786,7 @@ async fn register_node(
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let op = "cluster";
-    let checked = (|| {
-        let node: NodeBody = body(raw)?;
-        let id = node_id(node.id)?;
-        address("raft", &node.raft)?;
-        address("http", &node.http)?;
-        Ok((id, node))
-    })();
-    let (id, node) = checked.map_err(|e| api.counted(op, e))?;
+    let (id, node) = node_body(raw).map_err(|e| api.counted(op, e))?;
     let register = KvCommand::Register {
         id,
         raft: node.raft,
