@@ -410,3 +410,110 @@ async fn a_storage_failure_reaches_callers_with_its_kind() {
         }
     }
 }
+
+/// A state machine whose snapshot image is held back until `gate` opens: a slow build.
+struct GatedCounter {
+    count: u64,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+/// The image of a [`GatedCounter`], released once its gate opens.
+struct GatedImage {
+    count: Option<u64>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl raft_core::node::SnapshotSource for GatedImage {
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        let _open = self.gate.acquire().await.map_err(|e| e.to_string())?;
+        Ok(self
+            .count
+            .take()
+            .map(|c| bytes::Bytes::copy_from_slice(&c.to_be_bytes())))
+    }
+}
+
+#[async_trait]
+impl raft_core::node::StateMachine for GatedCounter {
+    type Command = u64;
+    type Response = u64;
+    type Query = ();
+    type QueryResponse = u64;
+    async fn apply(&mut self, _: LogIndex, add: u64) -> u64 {
+        self.count += add;
+        self.count
+    }
+    async fn query(&self, _: ()) -> u64 {
+        self.count
+    }
+    async fn snapshot(&self) -> Result<Box<dyn raft_core::node::SnapshotSource>, String> {
+        Ok(Box::new(GatedImage {
+            count: Some(self.count),
+            gate: self.gate.clone(),
+        }))
+    }
+    async fn restore(
+        &mut self,
+        _: &raft_core::SnapshotMeta,
+        image: &mut raft_core::node::SnapshotReader<'_>,
+    ) -> Result<(), String> {
+        let bytes = image.read_to_end().await?;
+        self.count = u64::from_be_bytes(bytes.try_into().map_err(|_| "8 bytes")?);
+        Ok(())
+    }
+}
+
+/// A snapshot asked for while a slower one is being built covers every entry applied when it
+/// was asked for: the node takes another after the build under way, instead of answering with
+/// that build, which ends short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_asked_during_a_build_covers_what_was_applied_when_asked() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let network = ChannelNetwork::new();
+    let (inbox, inbound) = raft_core::node::inbox(64);
+    network.register(NodeId(1), inbox);
+    let mut config = NodeConfig::new(NodeId(1), [NodeId(1)]);
+    config.snapshot_every = 0;
+    let machine = GatedCounter {
+        count: 0,
+        gate: gate.clone(),
+    };
+    let (log, snapshots) = (MemLogStore::new(), MemSnapshotStore::new());
+    let transport = network.transport(NodeId(1));
+    let node = Node::start(config, machine, log, snapshots, transport, inbound)
+        .await
+        .unwrap();
+    while node.status().role != Role::Leader {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let first = node.propose(1, Ack::Quorum).await.unwrap().index;
+    let early = tokio::spawn({
+        let node = node.clone();
+        async move { node.snapshot().await }
+    });
+    // The first build has started (and waits at its gate) before more is applied.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut last = first;
+    for _ in 0..5 {
+        last = node.propose(1, Ack::Quorum).await.unwrap().index;
+    }
+    let late = tokio::spawn({
+        let node = node.clone();
+        async move { node.snapshot().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.add_permits(1_000);
+    let early = early.await.unwrap().unwrap();
+    let late = late.await.unwrap().unwrap();
+    assert!(
+        early.last.index >= first && early.last.index < last,
+        "{early:?}"
+    );
+    assert!(
+        late.last.index >= last,
+        "asked after index {last} was applied, got a snapshot ending at {}",
+        late.last.index
+    );
+    node.shutdown().await;
+}

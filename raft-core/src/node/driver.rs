@@ -268,7 +268,8 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             let every = self.config.snapshot_every;
             if !self.snapshot_requests.is_empty() || self.snapshots.due(&self.raft, every) {
                 let asked = std::mem::take(&mut self.snapshot_requests);
-                self.snapshots
+                self.snapshot_requests = self
+                    .snapshots
                     .maybe_build(&self.raft, &mut self.state_machine, asked, every)
                     .await;
             }

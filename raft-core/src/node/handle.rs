@@ -258,8 +258,9 @@ impl<SM: StateMachine> NodeHandle<SM> {
 
     /// Takes a snapshot of the state machine now (beside the automatic ones every
     /// [`super::NodeConfig::snapshot_every`] entries) and compacts the log before it. Returns
-    /// what the snapshot covers once it is durable; if one is being taken already, waits for
-    /// that one, and if the latest already covers every applied entry, returns it at once.
+    /// what the snapshot covers once it is durable: at least every entry applied when it was
+    /// asked for. If the latest snapshot already covers them, returns it at once; if one being
+    /// taken covers them, waits for it; if one being taken ends short, takes another after it.
     pub async fn snapshot(&self) -> Result<crate::SnapshotMeta, Error> {
         self.call(|reply, _| Request::Snapshot { reply }).await
     }

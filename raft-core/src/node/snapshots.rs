@@ -120,9 +120,17 @@ impl<SS: SnapshotStore> Snapshots<SS> {
         state_machine: &mut SM,
         asked: Vec<SnapshotReply>,
         every: u64,
-    ) {
+    ) -> Vec<SnapshotReply> {
         if asked.is_empty() && !self.due(raft, every) {
-            return;
+            return asked;
+        }
+        // A build under way that ends short of what is applied now cannot answer a caller
+        // who asked for a snapshot of the state as it is: such callers wait for the next
+        // build, which starts once this one is done.
+        if let Some(build) = &self.building
+            && build.meta.last.index < raft.applied_index()
+        {
+            return asked;
         }
         let mut asked = asked.into_iter();
         self.start_build(raft, state_machine, asked.next()).await;
@@ -130,6 +138,7 @@ impl<SS: SnapshotStore> Snapshots<SS> {
             // They wait for the build just started (or get the latest snapshot at once).
             self.start_build(raft, state_machine, Some(reply)).await;
         }
+        Vec::new()
     }
 
     /// Whether the policy asks for a build now: `every` entries (0: never) were applied since
