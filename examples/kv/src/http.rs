@@ -287,6 +287,19 @@ impl Api {
         Ok(())
     }
 
+    /// What every write route takes from its path and query string: the key, the `ack` level,
+    /// and the parameters left (for the `request_id`).
+    fn write_target(
+        &self,
+        key: Result<Path<String>, PathRejection>,
+        query: Option<String>,
+    ) -> Result<(String, Ack, BTreeMap<String, String>), ApiError> {
+        let key = self.key(key)?;
+        let params = parameters(query, &["ack", "request_id"])?;
+        let ack = self.ack(&params)?;
+        Ok((key, ack, params))
+    }
+
     fn ack(&self, params: &BTreeMap<String, String>) -> Result<Ack, ApiError> {
         match params.get("ack").map(String::as_str) {
             None => Ok(self.0.default_ack),
@@ -445,9 +458,7 @@ async fn put_key(
 ) -> Answer {
     let op = "put";
     let checked = (|| {
-        let key = api.key(key)?;
-        let mut params = parameters(query, &["ack", "request_id"])?;
-        let ack = api.ack(&params)?;
+        let (key, ack, mut params) = api.write_target(key, query)?;
         let put: PutBody = body(raw)?;
         api.value(&put.value)?;
         let id = request_id(put.request_id, &mut params)?;
@@ -468,9 +479,7 @@ async fn delete_key(
 ) -> Answer {
     let op = "delete";
     let checked = (|| {
-        let key = api.key(key)?;
-        let mut params = parameters(query, &["ack", "request_id"])?;
-        let ack = api.ack(&params)?;
+        let (key, ack, mut params) = api.write_target(key, query)?;
         let id = request_id(None, &mut params)?;
         Ok((key, ack, id))
     })();
@@ -500,9 +509,7 @@ async fn cas_key(
 ) -> Answer {
     let op = "cas";
     let checked = (|| {
-        let key = api.key(key)?;
-        let mut params = parameters(query, &["ack", "request_id"])?;
-        let ack = api.ack(&params)?;
+        let (key, ack, mut params) = api.write_target(key, query)?;
         if ack == Ack::Local {
             return Err(ApiError::bad_request(
                 "a compare-and-swap needs ack=quorum or ack=all: with ack=local its outcome is not known yet",

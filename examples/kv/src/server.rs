@@ -200,6 +200,8 @@ impl Server {
             return Err("node id 0 is reserved; ids start at 1".into());
         }
         config.raft.id = id;
+        // Checked before the data directory is touched, so that a bad flag leaves no trace;
+        // checked again below once the voters are known.
         config.validate().map_err(|e| e.to_string())?;
         let dir = data_dir.clone();
         let (lock, join) =
@@ -437,10 +439,12 @@ async fn keep_registered(
     metrics: Arc<Metrics>,
 ) {
     let client = reqwest::Client::new();
-    let mut status = node.watch_status();
+    // A look every 100 ms, not at every status change: under load the status changes every
+    // millisecond, and a new leader's entry may wait a tenth of a second.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Every status change (an election, a new membership) and every half second.
-        let _ = tokio::time::timeout(Duration::from_millis(500), status.changed()).await;
+        tick.tick().await;
         let current = node.status();
         metrics.follow(&current);
         let member = current

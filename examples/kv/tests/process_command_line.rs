@@ -55,6 +55,13 @@ fn assert_refused(dir: &Path, args: &[String], what: &str) -> Finished {
     finished
 }
 
+/// As [`assert_refused`], and the message is the only line on stderr.
+fn assert_refused_in_one_line(dir: &Path, args: &[String], what: &str) {
+    let finished = assert_refused(dir, args, what);
+    let lines = finished.stderr.trim_end().lines().count();
+    assert_eq!(lines, 1, "{}", finished.stderr);
+}
+
 #[test]
 fn a_missing_or_unknown_flag_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,13 +120,7 @@ fn bad_peers_are_refused_in_one_line() {
         "1".to_string(),
     ] {
         let args = serve_args(1, &data, Some(&peers), &[]);
-        let finished = assert_refused(dir.path(), &args, "--peers");
-        assert_eq!(
-            finished.stderr.trim_end().lines().count(),
-            1,
-            "{}",
-            finished.stderr
-        );
+        assert_refused_in_one_line(dir.path(), &args, "--peers");
     }
 }
 
@@ -128,13 +129,7 @@ fn a_node_missing_from_its_peers_needs_join() {
     let dir = tempfile::tempdir().unwrap();
     let peers = format!("1={},3={}", free_addr(), free_addr());
     let args = serve_args(2, &dir.path().join("data"), Some(&peers), &[]);
-    let finished = assert_refused(dir.path(), &args, "--join");
-    assert_eq!(
-        finished.stderr.trim_end().lines().count(),
-        1,
-        "{}",
-        finished.stderr
-    );
+    assert_refused_in_one_line(dir.path(), &args, "--join");
 }
 
 #[test]
@@ -147,13 +142,7 @@ fn impossible_timing_is_refused() {
         &["--election-timeout-ms", "50"][..],
     ] {
         let args = serve_args(1, &data, None, extra);
-        let finished = assert_refused(dir.path(), &args, "");
-        assert_eq!(
-            finished.stderr.trim_end().lines().count(),
-            1,
-            "{}",
-            finished.stderr
-        );
+        assert_refused_in_one_line(dir.path(), &args, "");
     }
 }
 
