@@ -120,6 +120,8 @@ pub struct Options {
     /// Durable stores (`FileLogStore`, `FileSnapshotStore`) in subdirectories of this one,
     /// instead of the in-memory stores.
     pub durable: Option<PathBuf>,
+    /// Mutual TLS between the nodes (TCP only), with certificates made at start.
+    pub tls: bool,
 }
 
 impl Cluster {
@@ -156,6 +158,10 @@ impl Cluster {
             durable: options.durable.clone(),
         };
         let mut inbounds = BTreeMap::new();
+        let certificates = match options.tls {
+            true => Some(Certificates::new()?),
+            false => None,
+        };
         for &id in &ids {
             let (inbox, inbound) = raft_core::node::inbox(1 << 16);
             match wire {
@@ -163,6 +169,9 @@ impl Cluster {
                 Wire::Tcp => {
                     let mut config = TcpConfig::new(id, 1, "127.0.0.1:0", Vec::new());
                     config.queue_capacity = 1 << 16;
+                    if let Some(certificates) = &certificates {
+                        config.tls = Some(certificates.node(id)?);
+                    }
                     let transport = TcpTransport::start(TokioNet, config, inbox, Spawner::tokio())
                         .await
                         .map_err(|e| e.to_string())?;
@@ -305,5 +314,40 @@ impl Cluster {
         for id in ids {
             self.stop(id).await;
         }
+    }
+}
+
+/// A throw-away CA that signs each node's certificate (ECDSA P-256, as deployments commonly
+/// use), for `--tls`.
+struct Certificates {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_pem: String,
+}
+
+impl Certificates {
+    fn new() -> Result<Certificates, String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).map_err(|e| e.to_string())?;
+        Ok(Certificates {
+            issuer: rcgen::Issuer::new(params, key),
+            ca_pem: ca.pem(),
+        })
+    }
+
+    fn node(&self, id: NodeId) -> Result<raft_net::PeerTls, String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = rcgen::CertificateParams::new(vec![raft_net::node_name(id)])
+            .and_then(|params| params.signed_by(&key, &self.issuer))
+            .map_err(|e| e.to_string())?;
+        raft_net::PeerTls::from_pem(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+            self.ca_pem.as_bytes(),
+            raft_net::TlsOptions::default(),
+        )
+        .map_err(|e| e.to_string())
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! raft-bench --case CASE [--nodes 3] [--clients N] [--ops M] [--payload BYTES]
-//!            [--max-inflight N] [--json]
+//!            [--max-inflight N] [--tls] [--json]
 //! ```
 //!
 //! Cases:
@@ -28,6 +28,9 @@
 //!   write, over 20 repetitions (p50 and max).
 //! * `memory` — resident memory per log entry held by the protocol (`--clients 2`: plus a stored
 //!   copy, as `MemLogStore` keeps), with `--ops` entries of `--payload` bytes.
+//!
+//! `--tls` runs the `tcp` cases with mutual TLS between the nodes (throw-away ECDSA P-256
+//! certificates made at start).
 //!
 //! `--max-inflight` overrides the protocol's window of AppendEntries in flight per follower
 //! (`Config::max_inflight_appends`); every other setting is the library's default.
@@ -57,11 +60,12 @@ struct Args {
     image_mb: u64,
     snapshot_every: Option<u64>,
     dir: Option<std::path::PathBuf>,
+    tls: bool,
     json: bool,
 }
 
 fn usage() -> String {
-    "usage: raft-bench --case mem|tcp|tcp-durable|store|store-recovery|lease-read|read-index|read-index-spread|snapshot-stream|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--image-mb N] [--snapshot-every N] [--dir DIR] [--json]".to_string()
+    "usage: raft-bench --case mem|tcp|tcp-durable|store|store-recovery|lease-read|read-index|read-index-spread|snapshot-stream|failover|memory [--nodes 3] [--clients N] [--ops M] [--payload BYTES] [--max-inflight N] [--image-mb N] [--snapshot-every N] [--dir DIR] [--tls] [--json]".to_string()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -75,6 +79,7 @@ fn parse_args() -> Result<Args, String> {
         image_mb: 1024,
         snapshot_every: None,
         dir: None,
+        tls: false,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -104,6 +109,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--dir" => args.dir = Some(value("--dir")?.into()),
             "--json" => args.json = true,
+            "--tls" => args.tls = true,
             "--help" | "-h" => return Err(usage()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
         }
@@ -148,7 +154,11 @@ impl Report {
         measured.latencies_us.sort_unstable();
         let ops = measured.latencies_us.len() as u64;
         Report {
-            case: args.case.clone(),
+            case: if args.tls {
+                format!("{}+tls", args.case)
+            } else {
+                args.case.clone()
+            },
             nodes: args.nodes,
             clients: args.clients,
             ops,
@@ -519,6 +529,7 @@ async fn run(args: Args) -> Result<(), String> {
                 max_inflight: args.max_inflight,
                 snapshot_every: args.snapshot_every,
                 durable: (args.case == "tcp-durable").then(|| scratch.path().to_path_buf()),
+                tls: args.tls,
                 ..cluster::Options::default()
             };
             let cluster = Cluster::start_with(Wire::Tcp, args.nodes, 1, options).await?;

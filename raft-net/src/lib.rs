@@ -15,6 +15,11 @@
 //!   address, check the handshake, read and check frames (closing a connection that sends
 //!   anything invalid), and deliver to the inbox within each peer's share of it.
 //!
+//! * [`conformance`] checks any [`raft_core::node::Transport`] (these two, or a user's own) for
+//!   what the node relies on: delivery intact and to its addressee, no panic or hang on a dead
+//!   peer, send order per link where promised, bounded and counted drops under back-pressure,
+//!   delivery again after a restart.
+//!
 //! The TCP transport assumes nothing good of the bytes it receives: a peer, or anything that
 //! connects to the port, may be hostile or broken. Silent connections cannot hold every
 //! handshake slot, a claim to be a node cannot displace that node's live connection, a frame
@@ -24,6 +29,13 @@
 //! that drops every connection is redialled with backoff. A node that is refused learns why
 //! (another cluster, an unknown node id, another wire version) and reports it per peer in
 //! [`TransportStats`] and in the node's `Status::connections`.
+//!
+//! With [`TcpConfig::tls`] set, every connection is mutual TLS (rustls) from its first byte:
+//! each node presents a certificate from a configured CA whose subject alternative name
+//! `raft-node-<id>` ([`node_name`]) must match the node id it claims, so that one node's
+//! certificate cannot speak for another; a refused TLS handshake is counted by cause
+//! ([`InboundStats::handshakes_refused_by_cause`]) and shown on the dialling side. Certificates
+//! are reloaded when their files change ([`tls`]).
 //!
 //! The TCP code is generic over a [`Network`]: [`TokioNet`] is the operating system's TCP, and
 //! `TurmoilNet` (feature `turmoil`) is turmoil's simulated TCP, so a simulation exercises the
@@ -50,11 +62,13 @@
 //! Under turmoil the same call takes `TurmoilNet` and [`Spawner::local`], inside the host.
 
 mod channel;
+pub mod conformance;
 mod tcp;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
 #[cfg(feature = "turmoil")]
 pub use tcp::TurmoilNet;
+pub use tcp::tls::{self, PeerTls, TlsError, TlsFiles, TlsOptions, node_name};
 pub use tcp::{
     ConfigError, Deliver, InboundStats, Network, Overflow, PeerStats, Spawner, Task, TcpConfig,
     TcpError, TcpTransport, TokioNet, TransportStats, WIRE_VERSION,

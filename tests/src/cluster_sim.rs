@@ -148,6 +148,12 @@ pub enum Scenario {
     /// [`Scenario::Faults`] partitions, slows and crashes hosts. Besides the checks of every
     /// run, every acknowledged write must be on a majority of the final voters' stores.
     MembershipChurn,
+    /// As [`Scenario::Faults`], with every connection in mutual TLS: each node presents a
+    /// certificate naming `raft-node-<id>` from a throw-away CA and verifies its peers'.
+    /// Halfway through the workload every node's certificate is replaced by one from a second
+    /// CA (which the bundle trusts from the start) while the nemesis acts, so connections made
+    /// after it present the new certificates.
+    MutualTls,
 }
 
 /// Where a node's log and snapshots live.
@@ -186,6 +192,7 @@ impl Scenario {
             Scenario::SnapshotCatchUp => "lagging_and_emptied_followers_catch_up_from_snapshots",
             Scenario::DiskCrashes => "crashed_hosts_keep_every_acknowledged_write",
             Scenario::MembershipChurn => "membership_churn_stays_linearizable",
+            Scenario::MutualTls => "mutual_tls_clusters_under_faults_stay_linearizable",
         }
     }
 
@@ -199,6 +206,7 @@ impl Scenario {
             Scenario::SnapshotCatchUp => 0x5C_0000_0000,
             Scenario::DiskCrashes => 0xD5_0000_0000,
             Scenario::MembershipChurn => 0x3C_0000_0000,
+            Scenario::MutualTls => 0x71_0000_0000,
         }
     }
 }
@@ -273,7 +281,7 @@ impl SimConfig {
             storage: Storage::Memory,
         };
         match scenario {
-            Scenario::Faults => SimConfig {
+            Scenario::Faults | Scenario::MutualTls => SimConfig {
                 seed,
                 scenario,
                 nodes: if rng.percent(50) { 3 } else { 5 },
@@ -657,6 +665,8 @@ struct NodeSetup {
     snapshot_every: u64,
     snapshot_keep_entries: u64,
     snapshot_chunk_bytes: usize,
+    /// The node's transport TLS ([`Scenario::MutualTls`]).
+    tls: Option<raft_net::PeerTls>,
 }
 
 /// A host's software: runs its node on `store` and `snapshots` until the host is crashed (a
@@ -682,6 +692,7 @@ async fn start<LS: LogStore, SS: SnapshotStore>(
         setup.peers.clone(),
     );
     tcp.seed = setup.seed ^ id.0;
+    tcp.tls = setup.tls.clone();
     let transport = TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await?;
     let mut node = NodeConfig::new(id, setup.voters.clone());
     node.seed = setup.seed.rotate_left(17) ^ id.0 ^ now_ms();
@@ -810,6 +821,8 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         ..World::default()
     }));
 
+    let mut certificates =
+        (config.scenario == Scenario::MutualTls).then(|| SimCertificates::new(&ids));
     for &id in &ids {
         let world = Arc::clone(&world);
         let setup = Arc::new(NodeSetup {
@@ -833,6 +846,7 @@ pub fn run(config: &SimConfig) -> SimOutcome {
             snapshot_every: config.snapshot_every,
             snapshot_keep_entries: config.snapshot_keep_entries,
             snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+            tls: certificates.as_ref().map(|c| c.node(id)),
         });
         let storage = config.storage;
         sim.host(host(id), move || {
@@ -929,6 +943,14 @@ pub fn run(config: &SimConfig) -> SimOutcome {
         if now < workload_ms {
             match config.scenario {
                 Scenario::Faults => nemesis.maybe_act(&mut sim, &mut rng, &world, now),
+                Scenario::MutualTls => {
+                    nemesis.maybe_act(&mut sim, &mut rng, &world, now);
+                    if let Some(certificates) = &mut certificates
+                        && now >= workload_ms / 2
+                    {
+                        certificates.rotate(&mut lock(&world).violations);
+                    }
+                }
                 Scenario::DivergentTails => nemesis.maybe_divide(&mut sim, &mut rng, &world, now),
                 Scenario::Steady => {}
                 Scenario::SteadyTransfers => {
@@ -1826,7 +1848,7 @@ impl Op {
     /// (many writes pending on a cut-off leader are what diverge).
     fn pick(scenario: Scenario, roll: u64) -> Op {
         let weights: [(u64, Op); 6] = match scenario {
-            Scenario::Faults | Scenario::MembershipChurn => [
+            Scenario::Faults | Scenario::MembershipChurn | Scenario::MutualTls => [
                 (28, Op::Put),
                 (5, Op::Delete),
                 (14, Op::Cas),
@@ -2179,7 +2201,10 @@ impl Nemesis {
         Nemesis {
             ids,
             next_at: match scenario {
-                Scenario::Faults | Scenario::DiskCrashes | Scenario::MembershipChurn => 500,
+                Scenario::Faults
+                | Scenario::DiskCrashes
+                | Scenario::MembershipChurn
+                | Scenario::MutualTls => 500,
                 Scenario::DivergentTails | Scenario::Steady | Scenario::SnapshotCatchUp => 0,
                 Scenario::SteadyTransfers => 800,
             },
@@ -2820,5 +2845,55 @@ pub fn seeds_from_env(default: u64) -> Vec<u64> {
     match parse("RAFT_SIM_SEED") {
         Some(seed) => vec![seed],
         None => (0..parse("RAFT_SIM_SEEDS").unwrap_or(default)).collect(),
+    }
+}
+
+/// The certificates of a [`Scenario::MutualTls`] run: every node's transport TLS, trusting two
+/// CAs; node certificates from the first until [`SimCertificates::rotate`], from the second
+/// after.
+struct SimCertificates {
+    tls: BTreeMap<NodeId, raft_net::PeerTls>,
+    next: crate::certs::TestCa,
+    bundle: String,
+    rotated: bool,
+}
+
+impl SimCertificates {
+    fn new(ids: &[NodeId]) -> SimCertificates {
+        let first = crate::certs::TestCa::new(1);
+        let next = crate::certs::TestCa::new(2);
+        let bundle = format!("{}{}", first.pem, next.pem);
+        let tls = ids
+            .iter()
+            .map(|&id| (id, first.node(id.0).tls(&bundle)))
+            .collect();
+        SimCertificates {
+            tls,
+            next,
+            bundle,
+            rotated: false,
+        }
+    }
+
+    /// Node `id`'s settings; a restarted host gets the ones current then.
+    fn node(&self, id: NodeId) -> raft_net::PeerTls {
+        self.tls[&id].clone()
+    }
+
+    /// Replaces every node's certificate with one from the second CA, once.
+    fn rotate(&mut self, violations: &mut Vec<String>) {
+        if std::mem::replace(&mut self.rotated, true) {
+            return;
+        }
+        for (&id, tls) in &self.tls {
+            let signed = self.next.node(id.0);
+            if let Err(error) = tls.reload_pem(
+                signed.cert.as_bytes(),
+                signed.key.as_bytes(),
+                self.bundle.as_bytes(),
+            ) {
+                violations.push(format!("{id}'s certificate could not be replaced: {error}"));
+            }
+        }
     }
 }

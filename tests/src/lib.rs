@@ -9,6 +9,9 @@
 //!
 //! [`History`]: linearizability::History
 
+/// Throw-away certificates for the TLS tests.
+pub mod certs;
+
 /// Turmoil simulations of whole clusters with a nemesis and history checks.
 pub mod cluster_sim;
 

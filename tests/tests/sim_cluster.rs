@@ -5,6 +5,7 @@
 //! and lagging followers catch up from snapshots sent in small chunks. After every run each
 //! host is crashed and its stores read back: every write acknowledged with `Ack::Quorum` must be
 //! on a majority of them, and no two nodes may have applied different commands at one index.
+//! [`Scenario::MutualTls`] runs the random nemesis with the transport in mutual TLS.
 //! [`Scenario::DiskCrashes`] runs the nodes on the durable file stores on turmoil's simulated
 //! disk and crashes hosts at random points, each crash losing what was not synced. A failure
 //! prints its seed and the command that replays it (`RAFT_SIM_SEED=<seed>`, which also prints
@@ -221,6 +222,14 @@ fn membership_churn_stays_linearizable() {
     );
 }
 
+/// The random nemesis with every connection in mutual TLS, and every certificate replaced
+/// halfway through.
+#[test]
+fn mutual_tls_clusters_under_faults_stay_linearizable() {
+    let totals = run_seeds(Scenario::MutualTls, 12);
+    assert!(totals.elections > 0, "{totals:?}");
+}
+
 #[test]
 fn a_seed_replays_the_same_run() {
     for scenario in [
@@ -230,6 +239,7 @@ fn a_seed_replays_the_same_run() {
         Scenario::SnapshotCatchUp,
         Scenario::DiskCrashes,
         Scenario::MembershipChurn,
+        Scenario::MutualTls,
     ] {
         let first = check_seed(scenario, 7).map(|o| (o.digest, o.completed, o.snapshots));
         let second = check_seed(scenario, 7).map(|o| (o.digest, o.completed, o.snapshots));

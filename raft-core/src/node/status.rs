@@ -65,9 +65,17 @@ pub enum PeerConnection {
     /// A connection is established.
     Connected,
     /// The peer answered and refused this node; `reason` says why (another cluster id, a node
-    /// id it does not know, an unsupported wire version). Retried with backoff.
+    /// id it does not know, an unsupported wire version, over TLS a certificate it does not
+    /// accept). Retried with backoff.
     Refused {
         /// The peer's reason, as the transport words it.
+        reason: String,
+    },
+    /// This node refused the peer: over TLS, the certificate it presented did not verify
+    /// (an unknown CA, expired or not yet valid, or not naming the peer's node id). `reason`
+    /// says which. Retried with backoff, so a corrected certificate is picked up.
+    Untrusted {
+        /// What was wrong with the peer's certificate.
         reason: String,
     },
     /// Connecting has failed since `since_ms` (milliseconds since the transport started), for

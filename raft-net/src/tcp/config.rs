@@ -1,6 +1,7 @@
 //! The settings of a [`crate::TcpTransport`], and the rules they must satisfy.
 
 use crate::tcp::Overflow;
+use crate::tcp::tls::PeerTls;
 use raft_core::NodeId;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -79,6 +80,12 @@ pub struct TcpConfig {
     /// The most handshakes in progress at once from one address that is not a known peer's;
     /// more connections from it are closed as soon as accepted.
     pub max_handshakes_per_address: usize,
+    /// Mutual TLS ([`crate::tls`]): `None` (the default) talks in the clear. With it, every
+    /// connection is TLS from its first byte, both sides present certificates from the
+    /// configured CA, and each certificate must name its node's id. The TLS handshake gets its
+    /// own `handshake_timeout` on the listening side, before the Raft hello gets another;
+    /// the dialler's `connect_timeout` covers both.
+    pub tls: Option<PeerTls>,
 }
 
 impl TcpConfig {
@@ -87,7 +94,7 @@ impl TcpConfig {
     /// 64 MiB decoded handed to the inbox per 100 ms, 1 s to connect and 300 ms for an
     /// accepted connection's hello, 2 s without progress to write a batch, a keepalive every
     /// 250 ms and a 1 s idle timeout, reconnect delays from 10 ms doubling to 1 s, 64 inbound
-    /// connections and 4 handshakes at once per unknown address.
+    /// connections and 4 handshakes at once per unknown address, no TLS.
     pub fn new(
         node_id: NodeId,
         cluster_id: u64,
@@ -114,6 +121,7 @@ impl TcpConfig {
             seed: 0,
             max_inbound_connections: 64,
             max_handshakes_per_address: 4,
+            tls: None,
         }
     }
 

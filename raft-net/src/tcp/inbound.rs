@@ -15,11 +15,13 @@ use crate::tcp::admission::Ticket;
 use crate::tcp::network::Network;
 use crate::tcp::outbound::{stopped, write_all};
 use crate::tcp::stats::bump;
+use crate::tcp::tls::{Conn, names_node, peer_leaf, tls_failure};
 use crate::tcp::transport::{InboundSlot, Shared, TaskToken};
 use crate::tcp::wire::{
     self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME, Verdict, encode_answer,
 };
 use raft_core::NodeId;
+use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +87,11 @@ pub(crate) async fn accept_loop<N: Network>(
             }
         }
     }
+    // The listener is closed before the task token goes: `shutdown` returns once the last
+    // token is dropped, and promises that the address can be bound again by then. (Parameters
+    // are dropped in reverse order, which would drop the token first.)
+    drop(listener);
+    drop(token);
     tracing::debug!(%node, "listener closed");
 }
 
@@ -99,6 +106,39 @@ async fn serve_connection<N: Network>(
     let config = &shared.config;
     let node = config.node_id;
     let mut shutdown = shared.shutdown.clone();
+    let stream = match &config.tls {
+        None => Conn::Plain(stream),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => return,
+                accepted = timeout(config.handshake_timeout, tls.acceptor().accept(stream)) => accepted,
+            };
+            match accepted {
+                Ok(Ok(stream)) => Conn::Tls(Box::new(stream.into())),
+                Ok(Err(error)) => {
+                    let (cause, reason) = match tls_failure(&error) {
+                        Some(failure) => (failure.cause, failure.to_string()),
+                        None => ("TLS handshake failed", format!("TLS: {error}")),
+                    };
+                    refused(&shared, &mut ticket, remote, cause, &reason);
+                    return;
+                }
+                Err(_) => {
+                    let reason = format!("no TLS handshake within {:?}", config.handshake_timeout);
+                    refused(
+                        &shared,
+                        &mut ticket,
+                        remote,
+                        "TLS handshake timed out",
+                        &reason,
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    let leaf = peer_leaf(&stream);
     let (read_half, mut write_half) = tokio::io::split(stream);
     let mut frames = FrameReader::new(read_half, config.max_frame_bytes);
 
@@ -109,7 +149,7 @@ async fn serve_connection<N: Network>(
     };
     let last_byte = Arc::new(AtomicU64::new(shared.micros_since_start(Instant::now())));
     let registered = match hello {
-        Ok(hello) => register(&shared, &hello, &last_byte)
+        Ok(hello) => register(&shared, &hello, leaf.as_ref(), &last_byte)
             .map(|(connection_id, close)| (hello.node_id, connection_id, close))
             .map_err(|error| (error.cause(), error.to_string(), error.verdict())),
         Err(reason) => Err(("no handshake", reason, None)),
@@ -118,11 +158,7 @@ async fn serve_connection<N: Network>(
     let (peer, connection_id, mut close) = match registered {
         Ok(registered) => registered,
         Err((cause, reason, verdict)) => {
-            ticket.handshake_done(false);
-            bump(&shared.counters.handshakes_refused);
-            if let Some(suppressed) = shared.warnings.admit(remote.ip(), cause) {
-                tracing::warn!(%node, %remote, %reason, suppressed, "inbound connection refused at the handshake");
-            }
+            refused(&shared, &mut ticket, remote, cause, &reason);
             if let Some(verdict) = verdict {
                 // Tell the dialler why, so that the misconfigured side sees its mistake. The
                 // connection closes either way; a failed write changes nothing.
@@ -201,6 +237,22 @@ async fn serve_connection<N: Network>(
     }
 }
 
+/// Counts and (rate-limited) logs a connection refused at its TLS or Raft handshake.
+fn refused<N>(
+    shared: &Shared<N>,
+    ticket: &mut Ticket,
+    remote: SocketAddr,
+    cause: &'static str,
+    reason: &str,
+) {
+    ticket.handshake_done(false);
+    shared.counters.refused(cause);
+    if let Some(suppressed) = shared.warnings.admit(remote.ip(), cause) {
+        let node = shared.config.node_id;
+        tracing::warn!(%node, %remote, %reason, suppressed, "inbound connection refused at the handshake: {cause}");
+    }
+}
+
 /// Reads the peer's handshake within `limit`.
 async fn read_hello<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -215,8 +267,9 @@ async fn read_hello<R: AsyncRead + Unpin>(
     }
 }
 
-/// Checks `hello` and, if it is acceptable, makes this connection the peer's current one.
-/// Returns its id and the receiver that says when to close it.
+/// Checks `hello` (and over TLS, that `leaf`, the certificate the peer presented, names the
+/// node the hello claims) and, if it is acceptable, makes this connection the peer's current
+/// one. Returns its id and the receiver that says when to close it.
 ///
 /// An older connection of the same node is closed only if it has fallen silent (no byte for
 /// two keepalive intervals): a node that really restarted gets in once its old connection
@@ -224,10 +277,14 @@ async fn read_hello<R: AsyncRead + Unpin>(
 fn register<N>(
     shared: &Shared<N>,
     hello: &Hello,
+    leaf: Option<&CertificateDer<'static>>,
     last_byte: &Arc<AtomicU64>,
 ) -> Result<(u64, oneshot::Receiver<()>), HelloError> {
     let config = &shared.config;
     hello.check(config.cluster_id)?;
+    if config.tls.is_some() && !leaf.is_some_and(|leaf| names_node(leaf, hello.node_id)) {
+        return Err(HelloError::CertificateMismatch(hello.node_id));
+    }
     // The membership check and the registration happen under the inbound lock, which
     // `remove_peer` also takes first, so a peer removed concurrently leaves no connection.
     let mut inbound = shared.inbound();

@@ -10,6 +10,8 @@
 //!   handshake and answer it with a verdict, read frames, check the header, decode, validate,
 //!   and deliver to the node's inbox within the sender's [`share`] of it.
 //! * [`network`] — the seam to the TCP stack ([`TokioNet`], `TurmoilNet`) and the [`Spawner`].
+//! * [`tls`] — mutual TLS: wraps each connection before the handshake; certificates name
+//!   node ids.
 //! * [`config`], [`stats`], [`warnings`] — settings with their rules, counters, and the rate
 //!   limit that keeps a misbehaving peer from flooding the log.
 
@@ -22,6 +24,7 @@ mod outbound;
 mod queue;
 mod share;
 mod stats;
+pub mod tls;
 mod transport;
 mod warnings;
 mod wire;

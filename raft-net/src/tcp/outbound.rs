@@ -21,6 +21,7 @@
 use crate::tcp::backoff::Backoff;
 use crate::tcp::network::Network;
 use crate::tcp::stats::{add, bump};
+use crate::tcp::tls::{Conn, TlsFailure, server_name, tls_failure};
 use crate::tcp::transport::{PeerLink, Shared, TaskToken};
 use crate::tcp::wire::{
     self, FrameReader, HELLO_LEN, Hello, HelloError, KEEPALIVE_FRAME, RETAINED_BUFFER_BYTES,
@@ -62,6 +63,8 @@ enum DialError {
     /// version's handshake, or it refused bytes that were not a hello.
     ClosedByPeer,
     TimedOut,
+    /// The TLS handshake failed, or the peer refused this node's certificate with an alert.
+    Tls(TlsFailure),
 }
 
 impl DialError {
@@ -74,11 +77,13 @@ impl DialError {
                 Verdict::OtherCluster => Some("cluster"),
                 Verdict::UnknownNode => Some("unknown node"),
                 Verdict::UnsupportedVersion => Some("version"),
+                Verdict::CertificateMismatch => Some("certificate"),
                 // The peer has a live connection from "us": it may be our own previous
                 // connection, not yet seen dead. Transient.
                 Verdict::AlreadyConnected | Verdict::Accepted => None,
             },
             DialError::ClosedByPeer => Some("closed at the handshake"),
+            DialError::Tls(failure) => Some(failure.cause),
             DialError::Io(_) | DialError::TimedOut => None,
         }
     }
@@ -104,6 +109,10 @@ impl fmt::Display for DialError {
                     theirs.version,
                     wire::VERSION
                 ),
+                Verdict::CertificateMismatch => f.write_str(
+                    "peer refused this node: this node's certificate does not name the node id \
+                     it claims",
+                ),
                 Verdict::AlreadyConnected => {
                     f.write_str("peer has a live connection from this node already")
                 }
@@ -111,9 +120,17 @@ impl fmt::Display for DialError {
             },
             DialError::ClosedByPeer => f.write_str(
                 "peer closed the connection at the handshake without an answer (an older wire \
-                 version, or no room for another connection)",
+                 version, TLS on one side only, or no room for another connection)",
             ),
             DialError::TimedOut => f.write_str("timed out"),
+            DialError::Tls(failure) if failure.by_peer => {
+                write!(
+                    f,
+                    "peer refused this node at the TLS handshake: {}",
+                    failure.detail
+                )
+            }
+            DialError::Tls(failure) => write!(f, "peer's certificate refused: {failure}"),
         }
     }
 }
@@ -205,8 +222,15 @@ pub(crate) async fn run_writer<N: Network>(
                 // that is down is routine, reported once per outage and then at debug level.
                 match error.refusal() {
                     Some(cause) => {
-                        link.set_state(PeerConnection::Refused {
-                            reason: reason.clone(),
+                        link.set_state(match &error {
+                            DialError::Tls(failure) if !failure.by_peer => {
+                                PeerConnection::Untrusted {
+                                    reason: reason.clone(),
+                                }
+                            }
+                            _ => PeerConnection::Refused {
+                                reason: reason.clone(),
+                            },
                         });
                         if warned != Some(cause) {
                             warned = Some(cause);
@@ -236,25 +260,49 @@ pub(crate) async fn run_writer<N: Network>(
 }
 
 /// Connects to the peer and exchanges handshakes, within the connect timeout.
-async fn dial<N: Network>(shared: &Shared<N>, link: &PeerLink) -> Result<N::Stream, DialError> {
+async fn dial<N: Network>(
+    shared: &Shared<N>,
+    link: &PeerLink,
+) -> Result<Conn<N::Stream>, DialError> {
     let config = &shared.config;
+    // A TLS failure (the peer's alert refusing this node's certificate can arrive with the
+    // answer) is told apart from the link failing.
+    let io_or_tls = |e: io::Error| match tls_failure(&e) {
+        Some(failure) => DialError::Tls(failure),
+        None => DialError::Io(e),
+    };
     let attempt = async {
-        let mut stream = shared
+        let stream = shared
             .network
             .connect(&link.addr)
             .await
             .map_err(DialError::Io)?;
+        let mut stream = match &config.tls {
+            None => Conn::Plain(stream),
+            Some(tls) => {
+                let name = server_name(link.id).map_err(|e| {
+                    DialError::Tls(TlsFailure {
+                        cause: "invalid node name",
+                        detail: e.0,
+                        by_peer: false,
+                    })
+                })?;
+                let stream = tls
+                    .connector()
+                    .connect(name, stream)
+                    .await
+                    .map_err(io_or_tls)?;
+                Conn::Tls(Box::new(stream.into()))
+            }
+        };
         let hello = Hello::new(config.cluster_id, config.node_id);
-        stream
-            .write_all(&hello.encode())
-            .await
-            .map_err(DialError::Io)?;
-        stream.flush().await.map_err(DialError::Io)?;
+        stream.write_all(&hello.encode()).await.map_err(io_or_tls)?;
+        stream.flush().await.map_err(io_or_tls)?;
         let read_failed = |e: io::Error| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 DialError::ClosedByPeer
             } else {
-                DialError::Io(e)
+                io_or_tls(e)
             }
         };
         let mut reply = [0u8; HELLO_LEN];
@@ -306,7 +354,7 @@ async fn dial<N: Network>(shared: &Shared<N>, link: &PeerLink) -> Result<N::Stre
 async fn serve<N: Network>(
     shared: &Shared<N>,
     link: &PeerLink,
-    stream: N::Stream,
+    stream: Conn<N::Stream>,
     shutdown: &mut watch::Receiver<bool>,
     batch: &mut Vec<Message>,
     buffer: &mut Vec<u8>,

@@ -5,6 +5,7 @@ use raft_core::NodeId;
 use raft_core::node::PeerConnection;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// A snapshot of a transport's counters, from [`crate::TcpTransport::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,8 +54,13 @@ pub struct InboundStats {
     pub connections_refused: u64,
     /// Connections refused at the handshake: bad magic or version, another cluster, an unknown
     /// node, a live connection from that node already, or no handshake within the handshake
-    /// timeout.
+    /// timeout; over TLS also a failed TLS handshake (not TLS at all, no certificate, an
+    /// unknown CA, an expired or not yet valid certificate) or a certificate that does not
+    /// name the node the hello claims.
     pub handshakes_refused: u64,
+    /// `handshakes_refused` by cause, as the log lines word it (for example `"cluster"`,
+    /// `"unknown CA"`, `"certificate for another node"`).
+    pub handshakes_refused_by_cause: BTreeMap<&'static str, u64>,
     /// Accepted connections closed because a peer sent invalid input: bytes that were not a
     /// valid frame (oversized, truncated) or not a valid message (see `messages_rejected`).
     pub connections_closed_on_error: u64,
@@ -80,6 +86,7 @@ pub(crate) struct InboundCounters {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) refused_by_cause: Mutex<BTreeMap<&'static str, u64>>,
     pub(crate) connections_closed_on_error: AtomicU64,
     pub(crate) messages_delivered: AtomicU64,
     pub(crate) messages_rejected: AtomicU64,
@@ -88,11 +95,28 @@ pub(crate) struct InboundCounters {
 }
 
 impl InboundCounters {
+    /// Counts a connection refused at its handshake, for `cause`.
+    pub(crate) fn refused(&self, cause: &'static str) {
+        bump(&self.handshakes_refused);
+        // A handful of fixed causes: the map stays small.
+        *self
+            .refused_by_cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(cause)
+            .or_default() += 1;
+    }
+
     pub(crate) fn snapshot(&self, warnings_suppressed: u64) -> InboundStats {
         InboundStats {
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
+            handshakes_refused_by_cause: self
+                .refused_by_cause
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             connections_closed_on_error: self.connections_closed_on_error.load(Ordering::Relaxed),
             messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
             messages_rejected: self.messages_rejected.load(Ordering::Relaxed),

@@ -3,9 +3,11 @@
 use crate::tcp::admission::Admission;
 use crate::tcp::config::{ConfigError, TcpConfig};
 use crate::tcp::network::{Deliver, Network, Spawner};
+use crate::tcp::outbound::stopped;
 use crate::tcp::queue::OutboundQueue;
 use crate::tcp::share::Shares;
 use crate::tcp::stats::{InboundCounters, PeerStats, TransportStats};
+use crate::tcp::tls::node_name;
 use crate::tcp::warnings::Warnings;
 use crate::tcp::{inbound, outbound};
 use raft_core::node::{PeerConnection, Transport};
@@ -277,6 +279,18 @@ impl<N: Network> TcpTransport<N> {
             %local_addr,
             "transport listening"
         );
+        if let Some(tls) = &shared.config.tls {
+            let node = shared.config.node_id;
+            if !tls.names_node(node) {
+                tracing::warn!(%node, name = %node_name(node), "this node's TLS certificate does not name it: peers will refuse its connections");
+            }
+            let mut shutdown = shared.shutdown.clone();
+            let token = token.clone();
+            shared.spawner.spawn(tls.clone().watch(node, async move {
+                stopped(&mut shutdown).await;
+                drop(token);
+            }));
+        }
         shared
             .spawner
             .spawn(inbound::accept_loop(Arc::clone(&shared), listener, token));

@@ -57,6 +57,8 @@ pub(crate) enum Verdict {
     /// displace it (a node that really restarted is let in once the old connection falls
     /// silent).
     AlreadyConnected,
+    /// Over TLS: the dialler's certificate does not name the node id its hello claims.
+    CertificateMismatch,
 }
 
 impl Verdict {
@@ -67,6 +69,7 @@ impl Verdict {
             Verdict::UnknownNode => 2,
             Verdict::UnsupportedVersion => 3,
             Verdict::AlreadyConnected => 4,
+            Verdict::CertificateMismatch => 5,
         }
     }
 
@@ -78,6 +81,7 @@ impl Verdict {
             2 => Verdict::UnknownNode,
             3 => Verdict::UnsupportedVersion,
             4 => Verdict::AlreadyConnected,
+            5 => Verdict::CertificateMismatch,
             _ => return None,
         })
     }
@@ -104,6 +108,11 @@ pub(crate) struct Hello {
 pub(crate) enum HelloError {
     #[error("bad magic bytes {0:02x?} (not a Raft peer)")]
     BadMagic([u8; 4]),
+    /// The first bytes are a TLS record: the peer uses TLS and this node does not.
+    #[error("a TLS handshake, but this node's transport is not configured for TLS")]
+    TlsOnPlaintext,
+    #[error("its certificate does not name node {0} (raft-node-{id})", id = .0.0)]
+    CertificateMismatch(NodeId),
     #[error("protocol version {theirs}, this node speaks {ours}")]
     Version { theirs: u16, ours: u16 },
     #[error("cluster id {theirs}, this node belongs to cluster {ours}")]
@@ -120,7 +129,8 @@ impl HelloError {
     /// The answer that tells the dialler why; `None` when it gets no answer (not a Raft peer).
     pub(crate) fn verdict(&self) -> Option<Verdict> {
         match self {
-            HelloError::BadMagic(_) => None,
+            HelloError::BadMagic(_) | HelloError::TlsOnPlaintext => None,
+            HelloError::CertificateMismatch(_) => Some(Verdict::CertificateMismatch),
             HelloError::Version { .. } => Some(Verdict::UnsupportedVersion),
             HelloError::Cluster { .. } => Some(Verdict::OtherCluster),
             HelloError::UnknownNode(_) | HelloError::WrongNode { .. } => Some(Verdict::UnknownNode),
@@ -132,6 +142,8 @@ impl HelloError {
     pub(crate) fn cause(&self) -> &'static str {
         match self {
             HelloError::BadMagic(_) => "bad magic",
+            HelloError::TlsOnPlaintext => "TLS on a plaintext port",
+            HelloError::CertificateMismatch(_) => "certificate for another node",
             HelloError::Version { .. } => "version",
             HelloError::Cluster { .. } => "cluster",
             HelloError::UnknownNode(_) => "unknown node",
@@ -187,6 +199,10 @@ impl Hello {
     /// peer it dialled).
     pub(crate) fn check(&self, cluster_id: u64) -> Result<(), HelloError> {
         if self.magic != MAGIC {
+            // A TLS record of type handshake (22), protocol major version 3.
+            if self.magic[..2] == [0x16, 0x03] {
+                return Err(HelloError::TlsOnPlaintext);
+            }
             return Err(HelloError::BadMagic(self.magic));
         }
         if self.version != VERSION {
