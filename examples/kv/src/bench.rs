@@ -2,10 +2,12 @@
 //! connection and sends one request at a time on it (reads or writes of random keys, with
 //! values of a fixed size) for a fixed duration, following redirects to the leader; a progress
 //! line shows the rate, and a closing table the throughput, latency percentiles and errors by
-//! kind. It speaks HTTP through `hyper` directly, so that the generator costs less CPU than the
-//! cluster it measures.
+//! kind. It speaks HTTP through `hyper` directly (over `tokio-rustls` for HTTPS), so that the
+//! generator costs less CPU than the cluster it measures.
 
+use crate::cli::ClientSecurityArgs;
 use crate::client::{Client, endpoints};
+use crate::tokens::{Role, Tokens};
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
@@ -50,6 +52,33 @@ pub struct BenchArgs {
     /// Print one JSON line instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// HTTPS and tokens.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
+}
+
+/// How the clients reach the nodes: over TLS or not, and the `Authorization` header of reads
+/// and of writes (each the least privileged token that suffices).
+#[derive(Clone, Default)]
+struct Reach {
+    tls: Option<tokio_rustls::TlsConnector>,
+    read_authorization: Option<String>,
+    write_authorization: Option<String>,
+}
+
+impl Reach {
+    fn new(tls: Option<rustls::ClientConfig>, tokens: Option<&Tokens>) -> Reach {
+        let header = |role| {
+            tokens
+                .and_then(|t| t.for_request(role))
+                .map(|token| format!("Bearer {token}"))
+        };
+        Reach {
+            tls: tls.map(|config| tokio_rustls::TlsConnector::from(Arc::new(config))),
+            read_authorization: header(Role::Read),
+            write_authorization: header(Role::Write),
+        }
+    }
 }
 
 /// Latencies in microseconds, for percentiles.
@@ -113,16 +142,22 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(host: &str) -> Result<Connection, String> {
+    async fn open(host: &str, reach: &Reach) -> Result<Connection, String> {
         let stream = tokio::net::TcpStream::connect(host)
             .await
             .map_err(|e| format!("{host}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("{host}: {e}"))?;
-        tokio::spawn(connection);
+        let sender = match &reach.tls {
+            None => http1(host, stream).await?,
+            Some(tls) => {
+                let name = server_name(host)?;
+                let stream = tls
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("{host}: TLS: {e}"))?;
+                http1(host, stream).await?
+            }
+        };
         Ok(Connection {
             sender,
             host: host.to_string(),
@@ -135,12 +170,17 @@ impl Connection {
         method: &Method,
         path: &str,
         body: &Bytes,
+        authorization: Option<&str>,
     ) -> Result<(StatusCode, Bytes), String> {
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method.clone())
             .uri(path)
             .header(hyper::header::HOST, &self.host)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization);
+        }
+        let request = request
             .body(Full::new(body.clone()))
             .map_err(|e| e.to_string())?;
         self.sender
@@ -163,6 +203,30 @@ impl Connection {
     }
 }
 
+/// An HTTP/1.1 connection over `stream` (TCP, or TLS over TCP), driven by a task of its own.
+async fn http1<S>(
+    host: &str,
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("{host}: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// The name a TLS client checks the certificate of `host` (`HOST:PORT`) against.
+fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| format!("{host}: not a name TLS can check: {e}"))
+}
+
 /// The `error` field of an error answer, and its `leader_http` if it names one.
 fn error_of(body: &[u8]) -> (String, Option<String>) {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
@@ -177,6 +241,7 @@ async fn client_loop(
     worker: usize,
     hosts: Vec<String>,
     args: BenchArgs,
+    reach: Reach,
     deadline: Instant,
     done: Arc<AtomicU64>,
 ) -> Tally {
@@ -189,7 +254,7 @@ async fn client_loop(
     while Instant::now() < deadline {
         let mut open = match connection.take() {
             Some(open) => open,
-            None => match Connection::open(&hosts[next_host]).await {
+            None => match Connection::open(&hosts[next_host], &reach).await {
                 Ok(open) => open,
                 Err(_) => {
                     *tally.errors.entry("unreachable".into()).or_default() += 1;
@@ -201,18 +266,22 @@ async fn client_loop(
         };
         let key = rng.random_range(0..args.keys);
         let read = rng.random_bool(args.read_ratio);
-        let (method, path, body) = if read {
+        let (method, path, body, authorization) = if read {
             let path = format!("/kv/k{key}?consistency={}", args.consistency);
-            (Method::GET, path, &empty)
+            (Method::GET, path, &empty, &reach.read_authorization)
         } else {
             (
                 Method::PUT,
                 format!("/kv/k{key}?ack={}", args.ack),
                 &write_body,
+                &reach.write_authorization,
             )
         };
         let begun = Instant::now();
-        match open.send(&method, &path, body).await {
+        match open
+            .send(&method, &path, body, authorization.as_deref())
+            .await
+        {
             Ok((status, _)) if status.is_success() => {
                 let latencies = if read {
                     &mut tally.reads
@@ -229,7 +298,7 @@ async fn client_loop(
                     && let Some(leader) = leader
                 {
                     // Not counted: the client moves to the leader, as any client would.
-                    if let Ok(moved) = Connection::open(&leader).await {
+                    if let Ok(moved) = Connection::open(&leader, &reach).await {
                         connection = Some(moved);
                         continue;
                     }
@@ -263,8 +332,10 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         return Err("--consistency must be linearizable, lease or stale".into());
     }
     let hosts = endpoints(&args.http)?;
+    let security = args.security.load().await?;
+    let reach = Reach::new(security.tls.clone(), security.tokens.as_ref());
     // Find the cluster before the clock starts.
-    Client::new(hosts.clone())?
+    Client::with_security(hosts.clone(), security)?
         .call(Method::GET, "/kv/bench-warmup?consistency=stale", None)
         .await?
         .into_result()?;
@@ -273,9 +344,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut tasks = Vec::new();
     for worker in 0..args.clients {
-        let (hosts, args, done) = (hosts.clone(), args.clone(), done.clone());
+        let (hosts, args, reach, done) = (hosts.clone(), args.clone(), reach.clone(), done.clone());
         tasks.push(tokio::spawn(client_loop(
-            worker, hosts, args, deadline, done,
+            worker, hosts, args, reach, deadline, done,
         )));
     }
     let progress = tokio::spawn({

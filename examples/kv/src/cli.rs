@@ -1,11 +1,12 @@
 //! The command line: `raft-kv serve` runs a node, `raft-kv demo` a whole cluster in one
-//! process, `raft-kv bench` a load generator, and the other subcommands are clients of the
-//! HTTP API. Every failure ends with a one-line message on stderr and exit code 1 (2 for
-//! bad flags).
+//! process, `raft-kv bench` a load generator, `raft-kv certs` certificates to try TLS with,
+//! and the other subcommands are clients of the HTTP API. Every failure ends with a one-line
+//! message on stderr and exit code 1 (2 for bad flags).
 
-use crate::client::{Client, Reply, encode_key, endpoints};
+use crate::client::{Client, ClientSecurity, Reply, encode_key, endpoints};
 use crate::http::{Limits, parse_ack};
 use crate::server::{ServeOptions, Server};
+use crate::tokens::Tokens;
 use clap::{Args, Parser, Subcommand};
 use raft_core::NodeId;
 use raft_core::node::NodeConfig;
@@ -151,6 +152,8 @@ pub enum Command {
     },
     /// Load-test a cluster over HTTP.
     Bench(crate::bench::BenchArgs),
+    /// Write a throw-away CA and certificates for nodes (`N.pem`, `N.key`) and a client.
+    Certs(crate::certs::CertsArgs),
 }
 
 /// Where a client subcommand sends its requests.
@@ -162,6 +165,49 @@ pub struct Target {
     /// Print the JSON answer instead of readable text.
     #[arg(long)]
     pub json: bool,
+    /// HTTPS and tokens.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
+}
+
+/// How a client (a subcommand, or `bench`) reaches the nodes: HTTPS and bearer tokens.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ClientSecurityArgs {
+    /// Speak HTTPS, trusting the CA certificate(s) in this PEM file.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Present this client certificate (PEM) over HTTPS.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A token file (lines read=TOKEN, write=TOKEN, admin=TOKEN): each request carries the
+    /// least privileged token that suffices for it.
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// One bearer token, sent with every request.
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+impl ClientSecurityArgs {
+    /// Reads the files the flags name.
+    pub async fn load(&self) -> Result<ClientSecurity, String> {
+        let tls = match &self.tls_ca {
+            None => None,
+            Some(ca) => {
+                let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+                Some(crate::tls::client_config(ca, identity).await?)
+            }
+        };
+        let tokens = match (&self.token_file, &self.token) {
+            (Some(file), _) => Some(Tokens::load(file).await?),
+            (None, Some(token)) => Some(Tokens::single(token)?),
+            (None, None) => None,
+        };
+        Ok(ClientSecurity { tls, tokens })
+    }
 }
 
 /// `raft-kv serve`.
@@ -224,6 +270,26 @@ pub struct ServeArgs {
     /// The longest value accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
+    /// This node's certificate (PEM): with --tls-key and --tls-ca, the HTTP API is served
+    /// over HTTPS only. Reloaded when the file changes, or on SIGHUP.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that client certificates, when presented, must chain to.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// The oldest TLS version the HTTP API accepts: 1.3 or 1.2.
+    #[arg(long, default_value = "1.3", value_parser = ["1.2", "1.3"])]
+    pub tls_min_version: String,
+    /// Bearer tokens (lines read=TOKEN, write=TOKEN, admin=TOKEN): every request then needs
+    /// one. It must hold the admin token, which the node registers itself with.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// With --token-file: GET /status and GET /metrics need no token (for scrapers).
+    #[arg(long)]
+    pub open_status: bool,
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -274,6 +340,16 @@ impl ServeArgs {
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
         };
+        options.tls = crate::tls::files_from_flags(
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+            self.tls_ca.clone(),
+        )?;
+        options.allow_tls12 = self.tls_min_version == "1.2";
+        if options.allow_tls12 && options.tls.is_none() {
+            return Err("--tls-min-version goes with --tls-cert, --tls-key and --tls-ca".into());
+        }
+        options.open_status = self.open_status;
         if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
             return Err("--max-key-bytes and --max-value-bytes must be at least 1".into());
         }
@@ -340,6 +416,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Demo => crate::demo::run().await,
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Certs(args) => crate::certs::run(args).await,
         Command::Put {
             target,
             key,
@@ -446,7 +523,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
-    let options = args.options()?;
+    let mut options = args.options()?;
+    if let Some(file) = &args.token_file {
+        options.tokens = Some(Tokens::load(file).await?);
+    } else if args.open_status {
+        return Err(
+            "--open-status goes with --token-file (without tokens, everything is open)".into(),
+        );
+    }
     let server = Server::start(options).await?;
     tokio::select! {
         biased;
@@ -503,8 +587,14 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> Result<Reply, String> {
-    let client = Client::new(endpoints(&target.http)?)?;
+    let client = client_of(target).await?;
     client.call(method, path, body.as_ref()).await
+}
+
+/// A client of the nodes `target` names, with its HTTPS and tokens.
+async fn client_of(target: &Target) -> Result<Client, String> {
+    let security = target.security.load().await?;
+    Client::with_security(endpoints(&target.http)?, security)
 }
 
 /// Prints a reply: its JSON with `--json`, otherwise `text` of it; an error answer is an
@@ -554,12 +644,12 @@ fn members_text(body: &Value) -> String {
 
 /// `raft-kv status`: one row per node given, then the leader's view of its peers.
 async fn status(target: &Target) -> Result<ExitCode, String> {
-    let client = Client::new(endpoints(&target.http)?)?;
+    let client = client_of(target).await?;
     let mut rows = Vec::new();
     for endpoint in endpoints(&target.http)? {
-        let base = format!("http://{endpoint}");
+        let base = client.base(&endpoint);
         let reply = client.send_to(&base, Method::GET, "/status", None).await;
-        rows.push((endpoint, reply.map_err(|e| e.to_string())));
+        rows.push((endpoint, reply.map_err(|e| crate::client::describe(&e))));
     }
     if target.json {
         let all: Vec<Value> = rows
@@ -678,8 +768,25 @@ mod tests {
             request_timeout_ms: 1000,
             max_key_bytes: 10,
             max_value_bytes: 10,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_min_version: "1.3".into(),
+            token_file: None,
+            open_status: false,
         };
         assert!(args.options().is_ok());
+        args.tls_cert = Some("node.pem".into());
+        assert!(args.options().unwrap_err().contains("go together"));
+        args.tls_key = Some("node.key".into());
+        args.tls_ca = Some("ca.pem".into());
+        let options = args.options().unwrap();
+        assert_eq!(options.tls.unwrap().ca, PathBuf::from("ca.pem"));
+        assert!(!options.allow_tls12);
+        args.tls_min_version = "1.2".into();
+        assert!(args.options().unwrap().allow_tls12);
+        args.tls_ca = None;
+        assert!(args.options().is_err());
         args.ack = "most".into();
         assert!(args.options().unwrap_err().contains("--ack"));
         args.ack = "all".into();

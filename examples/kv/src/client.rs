@@ -1,6 +1,10 @@
 //! A client of the HTTP API that finds the leader: it follows `307` redirects, tries the next
-//! address when a node does not answer, and waits out an election (`503 no_leader`).
+//! address when a node does not answer, and waits out an election (`503 no_leader`). Over
+//! HTTPS and with bearer tokens if given a [`ClientSecurity`]: each request then carries the
+//! least privileged token that suffices for it.
 
+use crate::auth::{Access, required};
+use crate::tokens::Tokens;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Mutex;
@@ -9,10 +13,25 @@ use std::time::Duration;
 /// How many redirects one request follows.
 const MAX_REDIRECTS: usize = 5;
 
+/// How a client reaches the nodes. The default: plain HTTP, no token.
+#[derive(Clone, Debug, Default)]
+pub struct ClientSecurity {
+    /// Speak HTTPS with this configuration (made by [`crate::tls::client_config`]); `None`:
+    /// plain HTTP.
+    pub tls: Option<rustls::ClientConfig>,
+    /// The tokens to choose from: each request carries the least privileged one that
+    /// suffices for it.
+    pub tokens: Option<Tokens>,
+}
+
 /// A client of one cluster.
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
+    /// `http` or `https`: every node of a cluster speaks the same.
+    scheme: &'static str,
+    /// The tokens requests carry.
+    tokens: Option<Tokens>,
     /// The addresses given (`HOST:PORT`), tried in turn.
     endpoints: Vec<String>,
     /// The base URL that last answered without redirecting: tried first.
@@ -61,6 +80,7 @@ pub fn endpoints(list: &str) -> Result<Vec<String>, String> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.trim_start_matches("http://")
+                .trim_start_matches("https://")
                 .trim_end_matches('/')
                 .to_string()
         })
@@ -72,9 +92,24 @@ pub fn endpoints(list: &str) -> Result<Vec<String>, String> {
 }
 
 impl Client {
-    /// A client of the nodes at `endpoints` (`HOST:PORT` each).
+    /// A client of the nodes at `endpoints` (`HOST:PORT` each), over plain HTTP without a
+    /// token.
     pub fn new(endpoints: Vec<String>) -> Result<Client, String> {
-        let http = reqwest::Client::builder()
+        Client::with_security(endpoints, ClientSecurity::default())
+    }
+
+    /// A client of the nodes at `endpoints` (`HOST:PORT` each), over HTTPS if `security`
+    /// has a TLS configuration, with its tokens.
+    pub fn with_security(
+        endpoints: Vec<String>,
+        security: ClientSecurity,
+    ) -> Result<Client, String> {
+        let scheme = if security.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let http = crate::tls::http_client_builder(security.tls)?
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1024)
@@ -82,6 +117,8 @@ impl Client {
             .map_err(|e| e.to_string())?;
         Ok(Client {
             http,
+            scheme,
+            tokens: security.tokens,
             endpoints,
             preferred: Mutex::new(None),
             patience: Duration::from_secs(5),
@@ -101,6 +138,11 @@ impl Client {
         self
     }
 
+    /// The base URL of the node at `endpoint` (`HOST:PORT`): `http://` or `https://` it.
+    pub fn base(&self, endpoint: &str) -> String {
+        format!("{}://{endpoint}", self.scheme)
+    }
+
     fn bases(&self) -> Vec<String> {
         let preferred = self
             .preferred
@@ -109,7 +151,7 @@ impl Client {
             .clone();
         let mut bases: Vec<String> = preferred.into_iter().collect();
         for endpoint in &self.endpoints {
-            let base = format!("http://{endpoint}");
+            let base = self.base(endpoint);
             if !bases.contains(&base) {
                 bases.push(base);
             }
@@ -117,7 +159,8 @@ impl Client {
         bases
     }
 
-    /// Sends one request to one node, without following anything.
+    /// Sends one request to one node, without following anything. With tokens, it carries
+    /// the least privileged one that suffices for the route (see [`crate::auth::required`]).
     pub async fn send_to(
         &self,
         base: &str,
@@ -125,10 +168,18 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, reqwest::Error> {
+        let route = path.split_once('?').map_or(path, |(route, _)| route);
+        let token = match required(&method, route, false) {
+            Access::Open => None,
+            Access::Needs(role) => self.tokens.as_ref().and_then(|t| t.for_request(role)),
+        };
         let mut request = self
             .http
             .request(method, format!("{base}{path}"))
             .timeout(self.timeout);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -160,21 +211,29 @@ impl Client {
                 for _ in 0..=MAX_REDIRECTS {
                     let reply = match self.send_to(&target, method.clone(), path, body).await {
                         Ok(reply) => reply,
+                        Err(e) if e.is_connect() && tls_refusal(&e) => {
+                            // Never sent, and no other node will do better: every node's
+                            // certificate comes from the same CA.
+                            return Err(format!("{target}: TLS: {}", describe(&e)));
+                        }
                         Err(e) if e.is_connect() => {
                             // Never sent: try the next node.
-                            last_error = format!("{target}: {e}");
+                            last_error = format!("{target}: {}", describe(&e));
                             break;
                         }
                         Err(e) => {
                             // Sent, but unanswered (a timeout, a connection lost mid-request):
                             // the outcome is unknown, and resending could apply it twice.
-                            return Err(format!("{target}: no answer (outcome unknown): {e}"));
+                            return Err(format!(
+                                "{target}: no answer (outcome unknown): {}",
+                                describe(&e)
+                            ));
                         }
                     };
                     if reply.status == StatusCode::TEMPORARY_REDIRECT {
                         match reply.body.get("leader_http").and_then(Value::as_str) {
                             Some(leader) => {
-                                target = format!("http://{leader}");
+                                target = self.base(leader);
                                 continue;
                             }
                             None => return Ok(reply),
@@ -196,6 +255,44 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// An error and its causes, on one line: reqwest's own message names only the URL, while
+/// what went wrong (refused, reset, a certificate not trusted) is in its sources.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Whether a connection failed because TLS refused it (a certificate not trusted, no
+/// protocol in common): a failure that trying again, or another node, will not cure.
+fn tls_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        // `io::Error::source` skips the error it wraps (and the TLS glue wraps an `io::Error`
+        // in another), so look inside each.
+        let mut inner = Some(cause);
+        while let Some(error) = inner {
+            if error.is::<rustls::Error>() {
+                return true;
+            }
+            inner = error
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|e| e as &(dyn std::error::Error + 'static));
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Percent-encodes a key for a URL path segment.

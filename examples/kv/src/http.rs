@@ -7,6 +7,8 @@
 //! | `not_leader` | 307 | only the leader does this: the `Location` header and `leader_http` name it |
 //! | `no_leader` | 503 | no leader known (an election is under way): retry shortly |
 //! | `timeout` | 504 | no answer in time: **a write may or may not have taken effect** |
+//! | `unauthorized` | 401 | with `--token-file`: no token, a malformed `Authorization` header, or a token the node does not know (`WWW-Authenticate: Bearer`); no effect |
+//! | `forbidden` | 403 | with `--token-file`: the token's role may not do this (a read token on a write; `needs` names the role); no effect |
 //! | `bad_request` | 400 | malformed JSON, a wrong type, an unknown parameter or level |
 //! | `too_large` | 413 | a key, value or body above the configured limits |
 //! | `request_id_reused` | 409 | the `request_id` was used for another write: no effect |
@@ -20,14 +22,18 @@
 //! `POST /cluster/learners`, `DELETE /cluster/learners/{id}`, `POST /cluster/membership`,
 //! `POST /cluster/transfer-leader`, `POST /cluster/nodes` (a node registering its addresses)
 //! and `POST /cluster/snapshot` (this node takes a snapshot now: for backups).
+//!
+//! Which token each route needs is [`crate::auth`]'s table.
 
 use crate::metrics::{Metrics, role_name};
+use crate::rate_limit::LogLimiter;
 use crate::store::{Directory, KvCommand, KvResponse, KvStore, MAX_REQUEST_ID_BYTES};
+use crate::tokens::Tokens;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use raft_core::node::{Ack, Consistency, Error, NodeHandle};
@@ -57,6 +63,18 @@ impl Default for Limits {
     }
 }
 
+/// Who may use the API, and how it is reached: what `serve`'s security flags set. The
+/// default is an open API over plain HTTP.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// The bearer tokens (`--token-file`); `None`: every request is served.
+    pub tokens: Option<Tokens>,
+    /// `GET /status` and `GET /metrics` need no token (`--open-status`, for scrapers).
+    pub open_status: bool,
+    /// The API is served over HTTPS, so redirects name `https://` URLs.
+    pub https: bool,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Api(Arc<ApiInner>);
@@ -67,6 +85,9 @@ struct ApiInner {
     metrics: Arc<Metrics>,
     limits: Limits,
     default_ack: Ack,
+    security: Security,
+    /// Which refusals were logged lately (see `auth.rs`).
+    refusal_log: LogLimiter,
 }
 
 impl Api {
@@ -84,10 +105,43 @@ impl Api {
             metrics,
             limits,
             default_ack,
+            security: Security::default(),
+            refusal_log: LogLimiter::default(),
         }))
     }
 
-    /// The routes.
+    /// The same API with `security`: tokens checked in front of every route, and redirects
+    /// to `https://` URLs if it is served over HTTPS.
+    pub fn with_security(self, security: Security) -> Api {
+        let inner = &self.0;
+        Api(Arc::new(ApiInner {
+            node: inner.node.clone(),
+            directory: inner.directory.clone(),
+            metrics: inner.metrics.clone(),
+            limits: inner.limits,
+            default_ack: inner.default_ack,
+            security,
+            refusal_log: LogLimiter::default(),
+        }))
+    }
+
+    pub(crate) fn tokens(&self) -> Option<&Tokens> {
+        self.0.security.tokens.as_ref()
+    }
+
+    pub(crate) fn open_status(&self) -> bool {
+        self.0.security.open_status
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub(crate) fn refusal_log(&self) -> &LogLimiter {
+        &self.0.refusal_log
+    }
+
+    /// The routes, behind the token check if the API has tokens.
     pub fn router(self) -> Router {
         // Room for a CAS's expected and new values, JSON escapes and the other fields.
         let body_limit = self
@@ -97,7 +151,8 @@ impl Api {
             .saturating_mul(2)
             .saturating_add(self.0.limits.max_key_bytes)
             .saturating_add(64 * 1024);
-        Router::new()
+        let guarded = self.tokens().is_some();
+        let router = Router::new()
             .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
             .route("/kv/{key}/cas", post(cas_key))
             .route("/status", get(status))
@@ -112,7 +167,17 @@ impl Api {
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(body_limit))
-            .with_state(self)
+            .with_state(self.clone());
+        if guarded {
+            // Around every route and the fallbacks: an unknown path is not answered before
+            // the token is checked.
+            router.layer(axum::middleware::from_fn_with_state(
+                self,
+                crate::auth::authorize,
+            ))
+        } else {
+            router
+        }
     }
 }
 
@@ -123,25 +188,40 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     extra: Vec<(&'static str, Value)>,
-    location: Option<String>,
+    /// `Location` for a redirect, `WWW-Authenticate` for a refusal.
+    headers: Vec<(HeaderName, String)>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
             message: message.into(),
             extra: Vec::new(),
-            location: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// The answer's HTTP status.
+    pub(crate) fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
+        self
     }
 
     fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    fn with(mut self, field: &'static str, value: Value) -> ApiError {
+    pub(crate) fn with(mut self, field: &'static str, value: Value) -> ApiError {
         self.extra.push((field, value));
         self
     }
@@ -156,8 +236,10 @@ impl IntoResponse for ApiError {
             body.insert(field.into(), value);
         }
         let mut response = (self.status, axum::Json(Value::Object(body))).into_response();
-        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            response.headers_mut().insert(header::LOCATION, location);
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
         }
         response
     }
@@ -318,12 +400,15 @@ impl Api {
                 match (leader, http) {
                     (Some(leader), Some(http)) => {
                         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                        let mut redirect =
-                            ApiError::new(StatusCode::TEMPORARY_REDIRECT, "not_leader", &message)
-                                .with("leader_id", json!(leader.0))
-                                .with("leader_http", json!(http));
-                        redirect.location = Some(format!("http://{http}{path}"));
-                        redirect
+                        let scheme = if self.0.security.https {
+                            "https"
+                        } else {
+                            "http"
+                        };
+                        ApiError::new(StatusCode::TEMPORARY_REDIRECT, "not_leader", &message)
+                            .with("leader_id", json!(leader.0))
+                            .with("leader_http", json!(http))
+                            .with_header(header::LOCATION, format!("{scheme}://{http}{path}"))
                     }
                     (leader, _) => {
                         unavailable("no_leader").with("leader_id", json!(leader.map(|l| l.0)))

@@ -16,18 +16,29 @@
 //! - [`http`]: the HTTP/JSON API and its error codes.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`client`]: a client that follows redirects to the leader.
-//! - [`cli`]: the command line: `serve`, `demo`, `bench` and the client subcommands.
+//! - [`tokens`] and [`auth`]: bearer tokens, and which route needs which role.
+//! - [`tls`]: HTTPS for the API and its clients (the accept loop is in `https.rs`), and
+//!   [`certs`]: `raft-kv certs`, a throw-away CA and node certificates.
+//! - [`cli`]: the command line: `serve`, `demo`, `bench`, `certs` and the client subcommands.
 //! - [`demo`] and [`mod@bench`]: the one-command demonstration and the load generator.
 
+pub mod auth;
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod http;
+mod https;
 pub mod metrics;
+mod rate_limit;
 pub mod server;
 pub mod store;
+pub mod tls;
+pub mod tokens;
 
-pub use client::Client;
+pub use client::{Client, ClientSecurity};
 pub use server::{ServeOptions, Server};
 pub use store::{KvCommand, KvResponse, KvStore};
+pub use tls::TlsFiles;
+pub use tokens::Tokens;

@@ -12,8 +12,13 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use raft_core::Role;
 use raft_core::node::Status;
+use raft_net::InboundStats;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Reads the Raft transport's inbound counters.
+type TransportStatsFn = Box<dyn Fn() -> InboundStats + Send + Sync>;
 
 /// Labels of a request count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +26,27 @@ struct RequestLabels {
     /// `put`, `delete`, `cas`, `get`, `cluster`.
     op: &'static str,
     /// `ok`, or the `error` field of the answer (`not_leader`, `timeout`, ...).
+    outcome: &'static str,
+}
+
+/// Labels of a refused request's count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    /// `401` (no token, or an unknown one) or `403` (a token with too little privilege).
+    code: &'static str,
+}
+
+/// Labels of a failed TLS handshake's count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    /// `plaintext`, `timeout`, `unknown_ca`, `expired`, ...: see `https.rs`.
+    cause: &'static str,
+}
+
+/// Labels of a certificate reload's count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    /// `ok` or `failed`.
     outcome: &'static str,
 }
 
@@ -34,6 +60,13 @@ struct PeerLabels {
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
+    auth_refusals: Family<RefusalLabels, Counter>,
+    handshake_failures: Family<HandshakeLabels, Counter>,
+    peer_refusals: Family<HandshakeLabels, Counter>,
+    /// The transport's refusal counts by cause as last read, and where to read them.
+    peer_refusals_seen: Mutex<BTreeMap<&'static str, u64>>,
+    transport: OnceLock<TransportStatsFn>,
+    certificate_reloads: Family<ReloadLabels, Counter>,
     proposal_seconds: Histogram,
     role: Family<RoleLabels, Gauge>,
     term: Gauge,
@@ -71,6 +104,12 @@ impl Metrics {
         let metrics = Metrics {
             registry: Mutex::new(Registry::default()),
             requests: Family::default(),
+            auth_refusals: Family::default(),
+            handshake_failures: Family::default(),
+            peer_refusals: Family::default(),
+            peer_refusals_seen: Mutex::new(BTreeMap::new()),
+            transport: OnceLock::new(),
+            certificate_reloads: Family::default(),
             // 50 µs to ~6.6 s, past the default request timeout.
             proposal_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             role: Family::default(),
@@ -93,6 +132,26 @@ impl Metrics {
             "requests",
             "HTTP API requests by operation and outcome",
             m.requests.clone(),
+        );
+        registry.register(
+            "http_auth_refusals",
+            "HTTP requests refused for their bearer token: 401 without a known one, 403 with too little privilege",
+            m.auth_refusals.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the HTTP port that failed, by cause",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "peer_handshakes_refused",
+            "Connections from peers (or anything else) the Raft transport refused at the TLS or Raft handshake, by cause",
+            m.peer_refusals.clone(),
+        );
+        registry.register(
+            "tls_certificate_reloads",
+            "Reloads of the HTTP API's certificate after its files changed or SIGHUP, by outcome",
+            m.certificate_reloads.clone(),
         );
         registry.register(
             "proposal_duration_seconds",
@@ -151,6 +210,27 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one request refused with `code` (`"401"` or `"403"`).
+    pub fn count_auth_refusal(&self, code: &'static str) {
+        self.auth_refusals
+            .get_or_create(&RefusalLabels { code })
+            .inc();
+    }
+
+    /// Counts one TLS handshake that failed for `cause`.
+    pub fn count_handshake_failure(&self, cause: &'static str) {
+        self.handshake_failures
+            .get_or_create(&HandshakeLabels { cause })
+            .inc();
+    }
+
+    /// Counts one reload of the certificate that ended with `outcome` (`"ok"` or `"failed"`).
+    pub fn count_certificate_reload(&self, outcome: &'static str) {
+        self.certificate_reloads
+            .get_or_create(&ReloadLabels { outcome })
+            .inc();
+    }
+
     /// Records how long an acknowledged write took.
     pub fn observe_proposal(&self, elapsed: std::time::Duration) {
         self.proposal_seconds.observe(elapsed.as_secs_f64());
@@ -180,9 +260,32 @@ impl Metrics {
         }
     }
 
+    /// Where [`Metrics::render`] reads the Raft transport's refusals from (set once).
+    pub fn watch_transport(&self, stats: impl Fn() -> InboundStats + Send + Sync + 'static) {
+        let _ = self.transport.set(Box::new(stats));
+    }
+
+    /// Brings the peer refusal counters up to the transport's own counts.
+    fn follow_transport(&self) {
+        let Some(stats) = self.transport.get() else {
+            return;
+        };
+        let mut seen = self
+            .peer_refusals_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (cause, count) in stats().handshakes_refused_by_cause {
+            let before = seen.insert(cause, count).unwrap_or(0);
+            self.peer_refusals
+                .get_or_create(&HandshakeLabels { cause })
+                .inc_by(count.saturating_sub(before));
+        }
+    }
+
     /// The metrics in the Prometheus text format, with the gauges set from `status`.
     pub fn render(&self, status: &Status) -> String {
         self.follow(status);
+        self.follow_transport();
         let current = role_name(status);
         for role in ["leader", "candidate", "follower", "learner"] {
             self.role

@@ -4,13 +4,19 @@
 //! The data directory holds `raft-kv.id` (the cluster id and node id it belongs to, written on
 //! first start and checked on every later one), `log/` (a `FileLogStore`, which also locks the
 //! directory against a second process) and `snapshots/` (a `FileSnapshotStore`).
+//!
+//! With [`TlsFiles`] the HTTP API is served over HTTPS only (see `https.rs`) and the peers
+//! speak mutual TLS (the transport's [`PeerTls`], from the same files); with
+//! [`Tokens`] every request needs a bearer token (see [`crate::auth`]).
 
-use crate::http::{Api, Limits};
+use crate::http::{Api, Limits, Security};
 use crate::metrics::Metrics;
 use crate::store::{Directory, KvCommand, KvStore, NodeAddresses};
+use crate::tls::{ServerTls, TlsFiles};
+use crate::tokens::Tokens;
 use raft_core::node::{Ack, Node, NodeConfig, NodeHandle};
 use raft_core::{NodeId, Role};
-use raft_net::{Spawner, TcpConfig, TcpTransport, TokioNet};
+use raft_net::{PeerTls, Spawner, TcpConfig, TcpTransport, TlsOptions, TokioNet};
 use raft_storage::{FileLogStore, FileSnapshotStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -47,6 +53,16 @@ pub struct ServeOptions {
     pub default_ack: Ack,
     /// Limits on keys and values.
     pub limits: Limits,
+    /// `--tls-cert`, `--tls-key`, `--tls-ca`: serve the HTTP API over HTTPS only. The same
+    /// files are meant for the Raft transport's mutual TLS.
+    pub tls: Option<TlsFiles>,
+    /// `--tls-min-version 1.2`: also accept TLS 1.2 on the HTTP API (TLS 1.3 only otherwise).
+    pub allow_tls12: bool,
+    /// `--token-file`: every request needs a bearer token. It must hold an admin token, which
+    /// the node registers its addresses with.
+    pub tokens: Option<Tokens>,
+    /// `--open-status`: `GET /status` and `GET /metrics` need no token.
+    pub open_status: bool,
 }
 
 impl ServeOptions {
@@ -70,6 +86,10 @@ impl ServeOptions {
             node: NodeConfig::new(id, []),
             default_ack: Ack::Quorum,
             limits: Limits::default(),
+            tls: None,
+            allow_tls12: false,
+            tokens: None,
+            open_status: false,
         }
     }
 }
@@ -155,6 +175,9 @@ fn claim_data_dir(
     }
 }
 
+/// Why a token file without an admin token is refused.
+const NO_ADMIN_TOKEN: &str = "--token-file has no admin token: a node registers its addresses with its leader (POST /cluster/nodes) with the admin token";
+
 /// A running node.
 pub struct Server {
     /// Held locked while the node runs.
@@ -167,6 +190,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http_task: JoinHandle<()>,
     register_task: JoinHandle<()>,
+    /// Reloads the HTTPS certificate when its files change; `None` over plain HTTP.
+    reload_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -195,10 +220,47 @@ impl Server {
             node: mut config,
             default_ack,
             limits,
+            tls,
+            allow_tls12,
+            tokens,
+            open_status,
         } = options;
         if id.0 == 0 {
             return Err("node id 0 is reserved; ids start at 1".into());
         }
+        // The security flags are checked before the data directory is touched, like the
+        // others.
+        let registration_token = match &tokens {
+            None => None,
+            Some(tokens) => match tokens.get(crate::tokens::Role::Admin) {
+                Some(admin) => Some(admin.to_string()),
+                None => return Err(NO_ADMIN_TOKEN.into()),
+            },
+        };
+        let (server_tls, registrar_tls, peer_tls) = match &tls {
+            None => (None, None, None),
+            Some(files) => {
+                let server = ServerTls::load(files, allow_tls12).await?;
+                let client = crate::tls::client_config(&files.ca, None).await?;
+                let mut options = TlsOptions::default();
+                options.allow_tls12 = allow_tls12;
+                let peers = PeerTls::load(files.clone(), options)
+                    .await
+                    .map_err(|e| format!("--tls-cert/--tls-key/--tls-ca for the peers: {e}"))?;
+                if !peers.names_node(id) {
+                    return Err(format!(
+                        "--tls-cert {} does not name this node: a peer certificate must carry the DNS name {} (see `raft-kv certs`)",
+                        files.cert.display(),
+                        raft_net::node_name(id)
+                    ));
+                }
+                (Some(server), Some(client), Some(peers))
+            }
+        };
+        let https = server_tls.is_some();
+        let registrar = crate::tls::http_client_builder(registrar_tls)?
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         config.raft.id = id;
         // Checked before the data directory is touched, so that a bad flag leaves no trace;
         // checked again below once the voters are known.
@@ -239,7 +301,8 @@ impl Server {
             .iter()
             .filter(|(p, _)| **p != id)
             .map(|(p, a)| (*p, a.clone()));
-        let tcp = TcpConfig::new(id, cluster_id, listen.clone(), others);
+        let mut tcp = TcpConfig::new(id, cluster_id, listen.clone(), others);
+        tcp.tls = peer_tls.clone();
         let (inbox, inbound) = raft_core::node::inbox(1 << 16);
         let transport = TcpTransport::start(TokioNet, tcp, inbox, Spawner::tokio())
             .await
@@ -268,6 +331,11 @@ impl Server {
             _ => None,
         };
         let metrics = Metrics::new();
+        {
+            // Shut down explicitly on every path, so this clone keeps nothing alive.
+            let transport = transport.clone();
+            metrics.watch_transport(move || transport.stats().inbound);
+        }
         metrics.start_from(&node.status());
         if let Some(membership) = membership {
             let configured: BTreeSet<NodeId> = peers.keys().copied().collect();
@@ -289,27 +357,51 @@ impl Server {
             }
         };
         let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let guarded = tokens.is_some();
         let api = Api::new(
             node.clone(),
             directory.clone(),
             metrics.clone(),
             limits,
             default_ack,
-        );
+        )
+        .with_security(Security {
+            tokens,
+            open_status,
+            https,
+        });
         let (stop, mut stopped) = watch::channel(false);
         let mut http_stopped = stop.subscribe();
         let router = api.router();
-        let http_task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = http_stopped.wait_for(|s| *s).await;
-            };
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the HTTP server failed");
+        let (http_task, reload_task) = match &server_tls {
+            None => {
+                let http_task = tokio::spawn(async move {
+                    let shutdown = async move {
+                        let _ = http_stopped.wait_for(|s| *s).await;
+                    };
+                    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                    let served = axum::serve(listener, service)
+                        .with_graceful_shutdown(shutdown)
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "the HTTP server failed");
+                    }
+                });
+                (http_task, None)
             }
-        });
+            Some(server_tls) => {
+                let served = crate::https::serve(
+                    listener,
+                    server_tls.acceptor(),
+                    router,
+                    metrics.clone(),
+                    http_stopped,
+                );
+                let reload =
+                    server_tls.spawn_reloader(metrics.clone(), peer_tls.clone(), stop.subscribe());
+                (tokio::spawn(served), Some(reload))
+            }
+        };
         let me = NodeAddresses {
             raft: peers
                 .get(&id)
@@ -317,17 +409,29 @@ impl Server {
                 .unwrap_or_else(|| raft_addr.to_string()),
             http: advertise_http.unwrap_or_else(|| http_addr.to_string()),
         };
+        let registrar = Registrar {
+            client: registrar,
+            scheme: if https { "https" } else { "http" },
+            token: registration_token,
+        };
         let register_task = tokio::spawn({
             let (node, directory) = (node.clone(), directory.clone());
             async move {
                 tokio::select! {
                     biased;
                     _ = stopped.wait_for(|s| *s) => {}
-                    () = keep_registered(node, directory, me, metrics) => {}
+                    () = keep_registered(node, directory, me, metrics, registrar) => {}
                 }
             }
         });
-        tracing::info!(id = id.0, %raft_addr, %http_addr, "raft-kv node started");
+        tracing::info!(
+            id = id.0,
+            %raft_addr,
+            %http_addr,
+            https,
+            tokens = guarded,
+            "raft-kv node started"
+        );
         Ok(Server {
             _lock: lock,
             node,
@@ -338,6 +442,7 @@ impl Server {
             stop,
             http_task,
             register_task,
+            reload_task,
         })
     }
 
@@ -377,6 +482,9 @@ impl Server {
     pub async fn kill(self) {
         let _ = self.stop.send(true);
         self.register_task.abort();
+        if let Some(reload) = &self.reload_task {
+            reload.abort();
+        }
         self.node.shutdown().await;
         self.transport.shutdown().await;
         self.http_task.abort();
@@ -389,6 +497,9 @@ impl Server {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.register_task.abort();
+        if let Some(reload) = &self.reload_task {
+            reload.abort();
+        }
         self.hand_over().await;
         if tokio::time::timeout(DRAIN_TIMEOUT, &mut self.http_task)
             .await
@@ -430,6 +541,14 @@ impl Server {
 /// must not keep a node (perhaps the leader) from stopping.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How a follower asks its leader to register it: over the scheme the cluster's HTTP API
+/// speaks, with the admin token if the API needs tokens.
+struct Registrar {
+    client: reqwest::Client,
+    scheme: &'static str,
+    token: Option<String>,
+}
+
 /// Keeps this node's addresses in the replicated directory, so that every node can send
 /// clients to it when it leads: the leader proposes its own; a follower asks its leader.
 async fn keep_registered(
@@ -437,11 +556,13 @@ async fn keep_registered(
     directory: Directory,
     me: NodeAddresses,
     metrics: Arc<Metrics>,
+    registrar: Registrar,
 ) {
-    let client = reqwest::Client::new();
     // A look every 100 ms, not at every status change: under load the status changes every
     // millisecond, and a new leader's entry may wait a tenth of a second.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // A refused token is said once as a warning (it will not cure itself), then quietly.
+    let mut warned = false;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -469,15 +590,31 @@ async fn keep_registered(
             continue;
         };
         let body = serde_json::json!({"id": current.id.0, "raft": me.raft, "http": me.http});
-        let url = format!("http://{}/cluster/nodes", leader.http);
-        let sent = client
+        let url = format!("{}://{}/cluster/nodes", registrar.scheme, leader.http);
+        let mut request = registrar
+            .client
             .post(url)
             .json(&body)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "asking the leader to register this node failed; will retry");
+            .timeout(Duration::from_secs(2));
+        if let Some(token) = &registrar.token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Err(e) => {
+                let e = crate::client::describe(&e);
+                tracing::debug!(error = %e, "asking the leader to register this node failed; will retry");
+            }
+            Ok(answer) if !answer.status().is_success() => {
+                let status = answer.status();
+                let refused = matches!(status.as_u16(), 401 | 403);
+                if refused && !warned {
+                    warned = true;
+                    tracing::warn!(%status, "the leader refused this node's admin token: check that every node has the same --token-file; will retry");
+                } else {
+                    tracing::debug!(%status, "the leader did not register this node; will retry");
+                }
+            }
+            Ok(_) => {}
         }
     }
 }

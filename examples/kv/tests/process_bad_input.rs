@@ -26,7 +26,9 @@ async fn single_node() -> Cluster {
 /// Sends `body` as is (not necessarily JSON) and returns the status and the JSON answer
 /// (`Value::Null` if the answer is not JSON).
 async fn raw(cluster: &Cluster, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
-    let http = reqwest::Client::builder()
+    // Through raft-kv's builder: reqwest has no TLS provider of its own here.
+    let http = raft_kv::tls::http_client_builder(None)
+        .expect("client builder")
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(5))
         .build()

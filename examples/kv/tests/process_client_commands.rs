@@ -10,21 +10,7 @@ mod support;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{Cluster, Finished, run_async};
-
-/// Runs a client subcommand, which must succeed, and returns its stdout.
-async fn ok(dir: &Path, args: &[&str]) -> String {
-    let finished = run_async(dir, args, Duration::from_secs(20)).await;
-    assert!(
-        finished.status.success(),
-        "raft-kv {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
-        finished.status,
-        finished.stdout,
-        finished.stderr
-    );
-    assert!(!finished.stderr.contains("panicked"), "{}", finished.stderr);
-    finished.stdout
-}
+use support::{Cluster, Finished, ok, run_async};
 
 /// Runs a subcommand with `--json`, which must succeed and print one JSON value.
 async fn json_of(dir: &Path, args: &[&str]) -> Value {
@@ -50,16 +36,7 @@ async fn fails(dir: &Path, args: &[&str]) -> Finished {
 async fn the_client_subcommands_work_against_a_cluster() {
     let started = Instant::now();
     let mut cluster = Cluster::start(3, &[]);
-    for id in 1..=3 {
-        cluster.wait_up(id, Duration::from_secs(10)).await;
-    }
-    let leader = cluster
-        .wait_leader(&[1, 2, 3], Duration::from_secs(10))
-        .await;
-    let follower = (1..=3).find(|&id| id != leader).unwrap();
-    cluster
-        .wait_registered(follower, Duration::from_secs(10))
-        .await;
+    let (_, follower) = cluster.wait_ready(3).await;
     let dir = cluster.dir.path().to_path_buf();
     let dir = dir.as_path();
     let f = cluster.nodes[&follower].http.clone();

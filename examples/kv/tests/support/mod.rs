@@ -212,6 +212,21 @@ pub async fn run_async(dir: &Path, args: &[&str], within: Duration) -> Finished 
     .expect("the command's thread")
 }
 
+/// Runs `raft-kv args…` (a client subcommand, `certs`...), which must succeed without a
+/// panic, and returns its stdout.
+pub async fn ok(dir: &Path, args: &[&str]) -> String {
+    let finished = run_async(dir, args, Duration::from_secs(20)).await;
+    assert!(
+        finished.status.success(),
+        "raft-kv {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
+        finished.status,
+        finished.stdout,
+        finished.stderr
+    );
+    assert!(!finished.stderr.contains("panicked"), "{}", finished.stderr);
+    finished.stdout
+}
+
 /// One `raft-kv serve` node: its addresses, data directory and command line, and its process
 /// while it runs.
 pub struct Node {
@@ -227,6 +242,8 @@ pub struct Node {
     pub log: PathBuf,
     /// The arguments of `raft-kv`.
     pub args: Vec<String>,
+    /// Its HTTP API speaks HTTPS.
+    pub https: bool,
     proc: Option<Proc>,
 }
 
@@ -265,7 +282,8 @@ impl Node {
 
     /// Its base URL.
     pub fn base(&self) -> String {
-        format!("http://{}", self.http)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
     }
 }
 
@@ -277,6 +295,8 @@ pub struct Cluster {
     /// Holds the data directories and logs.
     pub dir: TempDir,
     probe: Client,
+    /// The nodes defined from now on speak HTTPS.
+    https: bool,
 }
 
 impl Cluster {
@@ -289,7 +309,16 @@ impl Cluster {
             nodes: BTreeMap::new(),
             dir: tempfile::tempdir().expect("temporary directory"),
             probe,
+            https: false,
         }
+    }
+
+    /// Makes the cluster's own requests (statuses, the waits) with `probe`, which must have
+    /// the tokens and TLS configuration the nodes need; the nodes defined from now on speak
+    /// HTTPS if `https`.
+    pub fn set_probe(&mut self, probe: Client, https: bool) {
+        self.probe = probe.with_timeout(Duration::from_millis(500));
+        self.https = https;
     }
 
     /// Starts nodes `1..=n` as the voters of a new cluster, each with the `extra` flags.
@@ -347,6 +376,7 @@ impl Cluster {
             data_dir,
             log: self.dir.path().join(format!("node-{id}.log")),
             args,
+            https: self.https,
             proc: None,
         };
         self.nodes.insert(id, node);
@@ -441,6 +471,24 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until nodes `1..=n` answer, one of them leads, and every member is registered
+    /// (as a follower sees it); returns the leader and that follower.
+    pub async fn wait_ready(&mut self, n: u64) -> (u64, u64) {
+        for id in 1..=n {
+            self.wait_up(id, Duration::from_secs(10)).await;
+        }
+        let ids: Vec<u64> = (1..=n).collect();
+        let leader = self.wait_leader(&ids, Duration::from_secs(10)).await;
+        let follower = ids
+            .iter()
+            .copied()
+            .find(|&id| id != leader)
+            .unwrap_or(leader);
+        self.wait_registered(follower, Duration::from_secs(10))
+            .await;
+        (leader, follower)
     }
 
     /// Waits until node `via`'s `GET /cluster/members` gives every member both addresses (every
@@ -571,7 +619,7 @@ pub fn classify(result: Result<Reply, String>) -> Outcome {
             let code = reply.error().unwrap_or("").to_string();
             let what = format!("{} {code}", reply.status.as_u16());
             let no_effect = match reply.status.as_u16() {
-                307 | 400 | 409 | 413 => true,
+                307 | 400 | 401 | 403 | 409 | 413 => true,
                 503 => matches!(
                     code.as_str(),
                     "no_leader"

@@ -1,0 +1,193 @@
+//! The HTTP API over TLS: an accept loop of its own, since `axum::serve` speaks plain HTTP
+//! only. It keeps what the plain server does on a clean stop (no new connections; requests in
+//! flight are answered and idle connections closed, within the caller's drain timeout), and
+//! bounds what a client can make it spend before it has finished a handshake:
+//!
+//! - at most [`MAX_HANDSHAKES`] handshakes at once (the loop accepts no more connections until
+//!   one ends, as mini-redis caps its connections), each within [`HANDSHAKE_TIMEOUT`];
+//! - a connection whose first byte is not a TLS handshake record (plain HTTP sent to the
+//!   HTTPS port) is closed at once, without waiting for the timeout.
+//!
+//! Every failed handshake is counted in `raft_kv_tls_handshake_failures_total{cause}` and
+//! logged, at most once per remote address and cause every 10 s.
+
+use crate::metrics::Metrics;
+use crate::rate_limit::LogLimiter;
+use crate::tls::handshake_failure_cause;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a client has to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most TLS handshakes under way at once.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// The first byte of a TLS record that carries a handshake message (RFC 8446 §5.1).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What every connection of the loop shares.
+struct Shared {
+    acceptor: TlsAcceptor,
+    router: Router,
+    metrics: Arc<Metrics>,
+    log: LogLimiter,
+}
+
+/// Serves `router` over TLS on `listener` until `stop` turns true, then stops accepting, lets
+/// every connection finish the request it is answering, and returns once all have closed. The
+/// caller bounds that wait: aborting this task drops every connection it holds.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shared = Arc::new(Shared {
+        acceptor,
+        router,
+        metrics,
+        log: LogLimiter::default(),
+    });
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    // Owned here, so that when this task is aborted (the drain timeout passed) every
+    // connection is dropped with it: a stalled client cannot hold a stop up.
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            permit = handshakes.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                connections.spawn(connection(
+                    stream,
+                    remote,
+                    permit,
+                    shared.clone(),
+                    stop.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors, most likely: wait for some to be released rather
+                // than spin.
+                tracing::warn!(error = %e, "cannot accept an HTTPS connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Reap what has finished, so that the set holds only live connections.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// One connection: the handshake (holding `permit` while it lasts), then HTTP/1.1 until the
+/// client closes or `stop` turns true.
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let handshake = tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => return,
+        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &shared.acceptor)) => handshake,
+    };
+    drop(permit);
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(cause)) => return failed(&shared, remote, cause),
+        Err(_) => return failed(&shared, remote, "timeout"),
+    };
+    let router = shared.router.clone();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        // What the plain server's `ConnectInfo` gives the handlers: the refusal log needs it.
+        request.extensions_mut().insert(ConnectInfo(remote));
+        let mut router = router.clone();
+        tower_service::Service::call(&mut router, request)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The timer makes hyper's header read timeout apply: a client that opens a request and
+    // stalls is cut off.
+    builder.timer(TokioTimer::new());
+    let serving = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(serving);
+    let finished = tokio::select! {
+        served = serving.as_mut() => Some(served),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let served = match finished {
+        Some(served) => served,
+        None => {
+            // Answer the request under way, if any, then close.
+            serving.as_mut().graceful_shutdown();
+            serving.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%remote, error = %e, "an HTTPS connection ended with an error");
+    }
+}
+
+/// The TLS handshake, refusing at once a connection that does not start with one.
+async fn handshake(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, &'static str> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) => return Err("closed"),
+        Ok(_) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        // An HTTP request starts with its method's letters.
+        Ok(_) if first[0].is_ascii_alphabetic() => return Err("plaintext"),
+        Ok(_) => return Err("not_tls"),
+        Err(_) => return Err("io"),
+    }
+    acceptor
+        .accept(stream)
+        .await
+        .map_err(|e| handshake_failure_cause(&e))
+}
+
+/// Counts and (rate-limited) logs a failed handshake. The stream is already dropped: a
+/// client that sent plaintext sees its connection reset, not a hang.
+fn failed(shared: &Shared, remote: SocketAddr, cause: &'static str) {
+    shared.metrics.count_handshake_failure(cause);
+    // A connection closed before it sent anything is what load balancers' health checks do.
+    if cause == "closed" {
+        tracing::debug!(%remote, "a connection to the HTTPS port closed before its handshake");
+        return;
+    }
+    if shared.log.allow(Some(remote.ip()), cause) {
+        tracing::warn!(
+            %remote,
+            cause = %cause,
+            "a TLS handshake on the HTTP port failed (further failures from this address for this cause are not logged for 10 s)"
+        );
+    }
+}
