@@ -154,6 +154,11 @@ async fn mutual_tls_peers_exchange_messages_both_ways() {
         one.transport.peer_connections(),
         vec![(NodeId(2), PeerConnection::Connected)]
     );
+    // A peer that stops closes its connections without a TLS close_notify: between frames,
+    // that is a clean close, not invalid input.
+    two.transport.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(one.transport.stats().inbound.connections_closed_on_error, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,8 +331,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     if !["linearizable", "lease", "stale"].contains(&args.consistency.as_str()) {
         return Err("--consistency must be linearizable, lease or stale".into());
     }
-    let hosts = endpoints(&args.http)?;
     let security = args.security.load().await?;
+    let hosts = endpoints(&args.http, security.tls.is_some())?;
     let reach = Reach::new(security.tls.clone(), security.tokens.as_ref());
     // Find the cluster before the clock starts.
     Client::with_security(hosts.clone(), security)?

@@ -594,7 +594,8 @@ async fn call(
 /// A client of the nodes `target` names, with its HTTPS and tokens.
 async fn client_of(target: &Target) -> Result<Client, String> {
     let security = target.security.load().await?;
-    Client::with_security(endpoints(&target.http)?, security)
+    let endpoints = endpoints(&target.http, security.tls.is_some())?;
+    Client::with_security(endpoints, security)
 }
 
 /// Prints a reply: its JSON with `--json`, otherwise `text` of it; an error answer is an
@@ -646,7 +647,7 @@ fn members_text(body: &Value) -> String {
 async fn status(target: &Target) -> Result<ExitCode, String> {
     let client = client_of(target).await?;
     let mut rows = Vec::new();
-    for endpoint in endpoints(&target.http)? {
+    for endpoint in endpoints(&target.http, client.https())? {
         let base = client.base(&endpoint);
         let reply = client.send_to(&base, Method::GET, "/status", None).await;
         rows.push((endpoint, reply.map_err(|e| crate::client::describe(&e))));

@@ -72,19 +72,30 @@ impl Reply {
     }
 }
 
-/// Splits `HOST:PORT,HOST:PORT` into addresses.
-pub fn endpoints(list: &str) -> Result<Vec<String>, String> {
-    let endpoints: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.trim_start_matches("http://")
-                .trim_start_matches("https://")
-                .trim_end_matches('/')
-                .to_string()
-        })
-        .collect();
+/// Splits `HOST:PORT,HOST:PORT` into addresses. An entry may carry the scheme the client
+/// speaks (`https://` when it has a CA to verify the nodes with, that is `https` is true;
+/// `http://` otherwise), never the other one: an `https://` address asked over plain HTTP would
+/// get the request, bearer token included, in the clear.
+pub fn endpoints(list: &str, https: bool) -> Result<Vec<String>, String> {
+    let mut endpoints = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (wrong, right) = match https {
+            true => ("http://", "https://"),
+            false => ("https://", "http://"),
+        };
+        if entry.starts_with(wrong) {
+            return Err(match https {
+                true => format!(
+                    "{entry}: http:// with --tls-ca would send requests in the clear; write HOST:PORT or https://HOST:PORT"
+                ),
+                false => format!(
+                    "{entry}: https:// needs --tls-ca, the CA that signed the nodes' certificates"
+                ),
+            });
+        }
+        let address = entry.trim_start_matches(right).trim_end_matches('/');
+        endpoints.push(address.to_string());
+    }
     if endpoints.is_empty() {
         return Err("--http needs at least one HOST:PORT".into());
     }
@@ -136,6 +147,11 @@ impl Client {
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
         self
+    }
+
+    /// Whether this client speaks HTTPS (it was given a CA to verify the nodes with).
+    pub fn https(&self) -> bool {
+        self.scheme == "https"
     }
 
     /// The base URL of the node at `endpoint` (`HOST:PORT`): `http://` or `https://` it.
@@ -321,8 +337,20 @@ mod tests {
 
     #[test]
     fn endpoint_lists_are_split_and_trimmed() {
-        let list = endpoints("http://a:1/, b:2,,").unwrap();
+        let list = endpoints("http://a:1/, b:2,,", false).unwrap();
         assert_eq!(list, vec!["a:1".to_string(), "b:2".to_string()]);
-        assert!(endpoints(" , ").is_err());
+        assert!(endpoints(" , ", false).is_err());
+        let list = endpoints("https://a:1/,b:2", true).unwrap();
+        assert_eq!(list, vec!["a:1".to_string(), "b:2".to_string()]);
+    }
+
+    /// A scheme the client would not speak is refused, never rewritten: `https://` without a CA
+    /// would send the request (and its token) in the clear.
+    #[test]
+    fn an_endpoint_of_the_other_scheme_is_refused() {
+        let error = endpoints("a:1,https://b:2", false).unwrap_err();
+        assert!(error.contains("needs --tls-ca"), "{error}");
+        let error = endpoints("http://b:2", true).unwrap_err();
+        assert!(error.contains("in the clear"), "{error}");
     }
 }

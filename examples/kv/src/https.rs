@@ -3,8 +3,11 @@
 //! flight are answered and idle connections closed, within the caller's drain timeout), and
 //! bounds what a client can make it spend before it has finished a handshake:
 //!
-//! - at most [`MAX_HANDSHAKES`] handshakes at once (the loop accepts no more connections until
-//!   one ends, as mini-redis caps its connections), each within [`HANDSHAKE_TIMEOUT`];
+//! - at most [`MAX_HANDSHAKES`] handshakes at once, and at most
+//!   [`MAX_HANDSHAKES_PER_ADDRESS`] from one address, each within [`HANDSHAKE_TIMEOUT`]; a
+//!   connection beyond either is closed as soon as it is accepted (cause `busy`) rather than
+//!   left in the kernel's backlog, where it would queue the clients behind it: one address
+//!   holding idle connections open cannot lock the API out;
 //! - a connection whose first byte is not a TLS handshake record (plain HTTP sent to the
 //!   HTTPS port) is closed at once, without waiting for the timeout.
 //!
@@ -18,8 +21,9 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -31,6 +35,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most TLS handshakes under way at once.
 pub const MAX_HANDSHAKES: usize = 256;
+
+/// The most TLS handshakes under way at once from one IP address.
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
 
 /// The first byte of a TLS record that carries a handshake message (RFC 8446 §5.1).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -60,32 +67,30 @@ pub(crate) async fn serve(
         log: LogLimiter::default(),
     });
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_address = Arc::new(Mutex::new(BTreeMap::new()));
     // Owned here, so that when this task is aborted (the drain timeout passed) every
     // connection is dropped with it: a stalled client cannot hold a stop up.
     let mut connections = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            permit = handshakes.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, remote)) => {
+                // Accept and close, rather than stop accepting: what waits in the backlog
+                // waits behind the connections that hold the slots.
+                let Some(slot) = HandshakeSlot::take(&handshakes, &per_address, remote.ip()) else {
+                    failed(&shared, remote, "busy");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 connections.spawn(connection(
                     stream,
                     remote,
-                    permit,
+                    slot,
                     shared.clone(),
                     stop.clone(),
                 ));
@@ -104,12 +109,54 @@ pub(crate) async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// One connection: the handshake (holding `permit` while it lasts), then HTTP/1.1 until the
+/// A handshake under way: one of [`MAX_HANDSHAKES`], and one of its address's
+/// [`MAX_HANDSHAKES_PER_ADDRESS`], both given back when dropped.
+struct HandshakeSlot {
+    _permit: OwnedSemaphorePermit,
+    per_address: Arc<Mutex<BTreeMap<IpAddr, usize>>>,
+    address: IpAddr,
+}
+
+impl HandshakeSlot {
+    /// A slot for a handshake from `address`, if both limits allow one.
+    fn take(
+        handshakes: &Arc<Semaphore>,
+        per_address: &Arc<Mutex<BTreeMap<IpAddr, usize>>>,
+        address: IpAddr,
+    ) -> Option<HandshakeSlot> {
+        let mut counts = per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(address).or_insert(0);
+        if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        let permit = handshakes.clone().try_acquire_owned().ok()?;
+        *count += 1;
+        Some(HandshakeSlot {
+            _permit: permit,
+            per_address: per_address.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// One connection: the handshake (holding `slot` while it lasts), then HTTP/1.1 until the
 /// client closes or `stop` turns true.
 async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    slot: HandshakeSlot,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -118,7 +165,7 @@ async fn connection(
         _ = stop.wait_for(|s| *s) => return,
         handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &shared.acceptor)) => handshake,
     };
-    drop(permit);
+    drop(slot);
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(cause)) => return failed(&shared, remote, cause),

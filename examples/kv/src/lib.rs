@@ -29,7 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod http;
-mod https;
+pub mod https;
 pub mod metrics;
 mod rate_limit;
 pub mod server;

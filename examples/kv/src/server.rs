@@ -397,8 +397,11 @@ impl Server {
                     metrics.clone(),
                     http_stopped,
                 );
-                let reload =
-                    server_tls.spawn_reloader(metrics.clone(), peer_tls.clone(), stop.subscribe());
+                let reload = server_tls.spawn_reloader(
+                    metrics.clone(),
+                    peer_tls.clone().map(|tls| (tls, id)),
+                    stop.subscribe(),
+                );
                 (tokio::spawn(served), Some(reload))
             }
         };

@@ -240,11 +240,12 @@ impl ServerTls {
     /// certificate served so far, and says why in the log.
     ///
     /// On `SIGHUP`, `peers` (the transport's TLS, which polls its files by itself) is reloaded
-    /// at once too.
+    /// at once too. With `peers`, a certificate that does not name node `peers.1` is not
+    /// served: the transport refuses it, and both keep the same certificate.
     pub(crate) fn spawn_reloader(
         &self,
         metrics: Arc<Metrics>,
-        peers: Option<raft_net::PeerTls>,
+        peers: Option<(raft_net::PeerTls, raft_core::NodeId)>,
         mut stop: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
         let (files, current, provider) = (
@@ -264,7 +265,7 @@ impl ServerTls {
                     Some(()) = next_hangup(&mut hangup) => true,
                     _ = tick.tick() => false,
                 };
-                if let (true, Some(peers)) = (forced, &peers) {
+                if let (true, Some((peers, _))) = (forced, &peers) {
                     match peers.reload_files().await {
                         Ok(changed) => {
                             tracing::info!(changed, "peer TLS files read again on SIGHUP")
@@ -279,7 +280,21 @@ impl ServerTls {
                     continue;
                 }
                 last = now;
-                match certified_key(&files.cert, &files.key, &provider).await {
+                let key = certified_key(&files.cert, &files.key, &provider)
+                    .await
+                    .and_then(|key| match (&peers, key.cert.first()) {
+                        (Some((_, node)), Some(leaf))
+                            if !raft_net::tls::names_node(leaf, *node) =>
+                        {
+                            Err(format!(
+                                "--tls-cert {} does not name this node ({})",
+                                files.cert.display(),
+                                raft_net::node_name(*node)
+                            ))
+                        }
+                        _ => Ok(key),
+                    });
+                match key {
                     Ok(key) => {
                         *current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
                         metrics.count_certificate_reload("ok");

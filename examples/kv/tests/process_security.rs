@@ -340,6 +340,44 @@ async fn a_cluster_over_https_with_tokens() {
         "plain HTTP took {:?}",
         plain.2
     );
+    // One address holding idle connections gets at most MAX_HANDSHAKES_PER_ADDRESS handshake
+    // slots: the next connection is closed at once, and once the idle ones are gone the API
+    // answers again, without waiting for their handshake timeout.
+    let addr = cluster.nodes[&follower].http.clone();
+    let mut idle = Vec::new();
+    for _ in 0..raft_kv::https::MAX_HANDSHAKES_PER_ADDRESS {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let begun = Instant::now();
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read(&mut extra, &mut byte),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection past the per-address limit was kept: {closed:?}"
+    );
+    assert!(
+        begun.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        begun.elapsed()
+    );
+    drop(idle);
+    let begun = Instant::now();
+    ok(
+        dir,
+        &[&["get", "fruit", "--http", &addr][..], &secure].concat(),
+    )
+    .await;
+    assert!(
+        begun.elapsed() < Duration::from_secs(4),
+        "the API answered only after {:?}",
+        begun.elapsed()
+    );
     let plain_client = raft_kv::tls::http_client_builder(None)
         .unwrap()
         .build()
@@ -410,7 +448,12 @@ async fn a_cluster_over_https_with_tokens() {
     );
     let series = "raft_kv_peer_handshakes_refused_total{cause=\"not a TLS handshake\"}";
     assert!(metric(&text, series) >= 1.0, "{series}:\n{text}");
-    for cause in ["plaintext", "client_refused_certificate", "unknown_ca"] {
+    for cause in [
+        "plaintext",
+        "client_refused_certificate",
+        "unknown_ca",
+        "busy",
+    ] {
         let series = format!("raft_kv_tls_handshake_failures_total{{cause=\"{cause}\"}}");
         assert!(metric(&text, &series) >= 1.0, "{series}:\n{text}");
     }

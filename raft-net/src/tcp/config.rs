@@ -82,9 +82,10 @@ pub struct TcpConfig {
     pub max_handshakes_per_address: usize,
     /// Mutual TLS ([`crate::tls`]): `None` (the default) talks in the clear. With it, every
     /// connection is TLS from its first byte, both sides present certificates from the
-    /// configured CA, and each certificate must name its node's id. The TLS handshake gets its
-    /// own `handshake_timeout` on the listening side, before the Raft hello gets another;
-    /// the dialler's `connect_timeout` covers both.
+    /// configured CA, and each certificate must name its node's id. On the listening side the
+    /// TLS handshake, which takes a round trip more than the hello, must end within
+    /// `connect_timeout` (the most a dialler waits for it), then the hello within
+    /// `handshake_timeout`; the handshake runs within the same admission limits as the hello.
     pub tls: Option<PeerTls>,
 }
 

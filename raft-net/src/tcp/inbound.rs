@@ -112,7 +112,7 @@ async fn serve_connection<N: Network>(
             let accepted = tokio::select! {
                 biased;
                 () = stopped(&mut shutdown) => return,
-                accepted = timeout(config.handshake_timeout, tls.acceptor().accept(stream)) => accepted,
+                accepted = timeout(config.connect_timeout, tls.acceptor().accept(stream)) => accepted,
             };
             match accepted {
                 Ok(Ok(stream)) => Conn::Tls(Box::new(stream.into())),
@@ -125,7 +125,7 @@ async fn serve_connection<N: Network>(
                     return;
                 }
                 Err(_) => {
-                    let reason = format!("no TLS handshake within {:?}", config.handshake_timeout);
+                    let reason = format!("no TLS handshake within {:?}", config.connect_timeout);
                     refused(
                         &shared,
                         &mut ticket,

@@ -120,7 +120,8 @@ impl fmt::Display for DialError {
             },
             DialError::ClosedByPeer => f.write_str(
                 "peer closed the connection at the handshake without an answer (an older wire \
-                 version, TLS on one side only, or no room for another connection)",
+                 version, TLS on one side only, a TLS handshake slower than the peer's \
+                 connect timeout, or no room for another connection)",
             ),
             DialError::TimedOut => f.write_str("timed out"),
             DialError::Tls(failure) if failure.by_peer => {

@@ -17,7 +17,9 @@
 //!
 //! Both certificates must chain to a CA in the configured bundle and be valid now (by the
 //! system clock). Session resumption is off, so every connection presents the certificates
-//! current at its handshake.
+//! current at its handshake. There are no revocation lists: a certificate stays acceptable
+//! until it expires or its CA leaves the bundle, so withdrawing one means moving the cluster
+//! to a new CA.
 //!
 //! # Rotation
 //!
@@ -39,7 +41,7 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use thiserror::Error;
@@ -129,6 +131,9 @@ pub struct PeerTls {
 
 struct Inner {
     options: TlsOptions,
+    /// The node whose transport uses these settings, once one started: new material must name
+    /// it.
+    node: OnceLock<NodeId>,
     files: Option<TlsFiles>,
     current: RwLock<Arc<Loaded>>,
     reloads: AtomicU64,
@@ -177,6 +182,7 @@ impl PeerTls {
             inner: Arc::new(Inner {
                 options,
                 files,
+                node: OnceLock::new(),
                 current: RwLock::new(Arc::new(loaded)),
                 reloads: AtomicU64::new(0),
                 last_failure: Mutex::new(None),
@@ -185,15 +191,16 @@ impl PeerTls {
     }
 
     /// Replaces the certificate, key and CA bundle for every handshake from now on;
-    /// established connections are kept. On error nothing changes.
+    /// established connections are kept. On error nothing changes. Once a transport started
+    /// with these settings, a certificate that does not name its node is refused: its peers
+    /// would refuse it.
     pub fn reload_pem(&self, cert: &[u8], key: &[u8], ca: &[u8]) -> Result<(), TlsError> {
         let pem = Pem {
             cert: cert.to_vec(),
             key: key.to_vec(),
             ca: ca.to_vec(),
         };
-        self.install(build(pem, self.inner.options)?);
-        Ok(())
+        self.install(build(pem, self.inner.options)?)
     }
 
     /// Reads the files again (for a `PeerTls` made by [`PeerTls::load`]) and, if their content
@@ -208,7 +215,7 @@ impl PeerTls {
         if pem == self.current().pem {
             return Ok(false);
         }
-        self.install(build(pem, self.inner.options)?);
+        self.install(build(pem, self.inner.options)?)?;
         Ok(true)
     }
 
@@ -227,7 +234,20 @@ impl PeerTls {
         names_node(&self.current().leaf, id)
     }
 
-    fn install(&self, loaded: Loaded) {
+    /// Records that node `id`'s transport uses these settings (the first call wins).
+    pub(crate) fn bind_node(&self, id: NodeId) {
+        let _ = self.inner.node.set(id);
+    }
+
+    fn install(&self, loaded: Loaded) -> Result<(), TlsError> {
+        if let Some(&node) = self.inner.node.get()
+            && !names_node(&loaded.leaf, node)
+        {
+            return Err(TlsError(format!(
+                "the new certificate does not name this node ({}): its peers would refuse it",
+                node_name(node)
+            )));
+        }
         *self
             .inner
             .current
@@ -239,6 +259,7 @@ impl PeerTls {
             .last_failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+        Ok(())
     }
 
     fn current(&self) -> Arc<Loaded> {
@@ -376,8 +397,9 @@ fn build(pem: Pem, options: TlsOptions) -> Result<Loaded, TlsError> {
     })
 }
 
-/// Whether `cert` carries the subject alternative name [`node_name`]`(id)`.
-pub(crate) fn names_node(cert: &CertificateDer<'_>, id: NodeId) -> bool {
+/// Whether `cert` (DER) carries the subject alternative name [`node_name`]`(id)`: whether a
+/// peer would take it for node `id`'s.
+pub fn names_node(cert: &CertificateDer<'_>, id: NodeId) -> bool {
     let Ok(name) = ServerName::try_from(node_name(id)) else {
         return false;
     };

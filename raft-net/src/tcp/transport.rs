@@ -281,6 +281,7 @@ impl<N: Network> TcpTransport<N> {
         );
         if let Some(tls) = &shared.config.tls {
             let node = shared.config.node_id;
+            tls.bind_node(node);
             if !tls.names_node(node) {
                 tracing::warn!(%node, name = %node_name(node), "this node's TLS certificate does not name it: peers will refuse its connections");
             }

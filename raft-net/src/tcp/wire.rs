@@ -374,6 +374,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             )
             .await
             .map_err(|_| FrameError::Idle(idle))?;
+            // Over TLS, a peer that closes its socket without a close_notify (as every
+            // process that exits or drops a connection does) reads as an unexpected end of
+            // stream. Frames delimit themselves, so at a frame boundary that is a clean end,
+            // and inside a frame it is the truncation it would be in the clear.
+            let read = match read {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                read => read,
+            };
             if read? == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)

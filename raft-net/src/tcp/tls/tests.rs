@@ -79,6 +79,34 @@ fn a_failed_reload_keeps_the_material_in_use() {
     assert_eq!(tls.reloads(), 1);
 }
 
+#[test]
+fn once_a_node_uses_them_new_material_must_name_it() {
+    let (issuer, ca_pem) = ca();
+    let (one, one_key) = leaf(&issuer, &["raft-node-1"]);
+    let (two, two_key) = leaf(&issuer, &["raft-node-2"]);
+    let tls = PeerTls::from_pem(
+        one.as_bytes(),
+        one_key.as_bytes(),
+        ca_pem.as_bytes(),
+        TlsOptions::default(),
+    )
+    .unwrap();
+    tls.bind_node(NodeId(1));
+    let error = tls
+        .reload_pem(two.as_bytes(), two_key.as_bytes(), ca_pem.as_bytes())
+        .unwrap_err();
+    assert!(error.0.contains("raft-node-1"), "{error}");
+    assert!(tls.names_node(NodeId(1)) && tls.reloads() == 0);
+    let (renewed, renewed_key) = leaf(&issuer, &["raft-node-1", "db1.example"]);
+    tls.reload_pem(
+        renewed.as_bytes(),
+        renewed_key.as_bytes(),
+        ca_pem.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(tls.reloads(), 1);
+}
+
 #[tokio::test]
 async fn files_are_read_again_only_when_they_change() {
     let dir = tempfile::tempdir().unwrap();
