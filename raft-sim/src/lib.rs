@@ -1,0 +1,201 @@
+//! # raft-sim: test your state machine under partitions, crashes and message loss
+//!
+//! You implemented [`raft_core::node::StateMachine`] (and perhaps your own log store). This
+//! crate runs it the way production would, only faster and reproducibly: a cluster of real
+//! nodes ([`raft_core::node::Node`]) on the real TCP transport, inside
+//! [turmoil](https://docs.rs/turmoil)'s simulated network (and, if you want, its simulated
+//! disk), while a nemesis partitions, delays, drops, crashes and restarts, and clients you write
+//! as ordinary async code make requests. Then it checks what the clients saw against a
+//! sequential model you write, and what the nodes did against Raft's invariants. A failing run
+//! prints its seed, the command that replays it, and the shortest failing part of its history.
+//!
+//! Add it as a dev-dependency; it is meant for tests.
+//!
+//! ## How it fits together
+//!
+//! ```text
+//!  Simulation::new(factory, model)  ──run(seed)──▶ turmoil::Sim
+//!    .nemesis(Nemesis)                              ├─ host n1..nN: Node<Recording<SM>> + TcpTransport<TurmoilNet>
+//!    .storage(Storage)                              │                 + stores (memory / simulated disk / yours)
+//!    .client(name, |client| async {..})             ├─ clients: your code ─Client─▶ NodeHandle  ──▶ History
+//!                                                   └─ every step: Nemesis injects; Status ──▶ invariants
+//!  Report ◀── checker::check(model, history) + replicas' applied commands vs the model
+//! ```
+//!
+//! * [`Simulation`] (module `sim`): the builder and the run of one seed; [`seeds`] reads
+//!   `RAFT_SIM_SEED` / `RAFT_SIM_SEEDS`.
+//! * [`Client`] (module `client`): what your workload code gets; every request it makes is
+//!   recorded in a [`History`] with its [`Outcome`].
+//! * [`Nemesis`] and [`Fault`] (module `nemesis`): which faults, how often; every fault is
+//!   recorded with its time ([`FaultRecord`]).
+//! * [`Storage`] (module `storage`): in memory (kept across crashes), the durable file stores
+//!   on turmoil's simulated disk, or your own.
+//! * [`Model`] and [`check`] (modules `model`, `checker`): your sequential specification
+//!   (written out, or made of your state machine's pure logic with [`sequential`]), and a
+//!   linearizability checker for any model (Wing and Gong's search with Lowe's memoisation,
+//!   per part of the state when [`Model::partition`] says, with operations of unknown outcome),
+//!   usable on histories of your own too. A history that fails is cut down to its shortest
+//!   failing prefix and the few answers in it that no order explains, with what ran around
+//!   them ([`Counterexample`]).
+//! * [`Recording`] (module `recording`): the wrapper around your state machine that records
+//!   what every replica applied.
+//! * [`Report`] (module `report`): what a run did and found.
+//!
+//! ## What is checked
+//!
+//! * **Linearizability** of every write (`Ack::Quorum`, `Ack::All`) and every `Linearizable`
+//!   or `Lease` read against the [`Model`]. A refused request (`NotLeader`, ...) had no effect;
+//!   a timed-out one (`Timeout`, `Shutdown`, `Storage`) may take effect at any point after its
+//!   invocation, or never, as `raft_core::node::Error` documents.
+//! * **Every answer that names a log index** against the model replayed over the commands the
+//!   replicas applied: a write's response at its index, and any read's answer at the applied
+//!   index it was served at (`Stale` and `BoundedStaleness` reads included: stale, never wrong).
+//! * **Read-your-writes**: an `AtLeast(token)` read is served at or after its token.
+//! * **State machine safety and determinism**: every replica applied the same command at each
+//!   index (compared as the log encodes it), and returned the same response for it (compared
+//!   as `Debug` prints it: a response holding a `HashMap` may print equal values differently).
+//! * **Invariants on every node's `Status` after every step**: at most one leader per term;
+//!   within one start of a node, its term and commit index never go back; applied never
+//!   beyond committed. And **liveness**: a leader every node follows within 10 s of the faults
+//!   stopping.
+//!
+//! Not yet: clock drift between nodes (turmoil gives every host the same clock, so leases are
+//! not tested against drift) and membership changes in the nemesis (add, promote and remove
+//! nodes while the faults run); transport faults beyond the network's (a transport of your own
+//! is not plugged in: the nodes run the TCP transport).
+//!
+//! ## Example: a replicated counter
+//!
+//! ```no_run
+//! use async_trait::async_trait;
+//! use bytes::Bytes;
+//! use raft_core::node::{Consistency, SnapshotReader, SnapshotSource, StateMachine};
+//! use raft_core::{LogIndex, SnapshotMeta};
+//! use raft_sim::{ClusterOp, ClusterRet, Model, Simulation};
+//!
+//! /// The state machine under test: adds to a number.
+//! #[derive(Default)]
+//! struct Counter(i64);
+//!
+//! #[async_trait]
+//! impl StateMachine for Counter {
+//!     type Command = i64;
+//!     type Response = i64;
+//!     type Query = ();
+//!     type QueryResponse = i64;
+//!     async fn apply(&mut self, _: LogIndex, delta: i64) -> i64 {
+//!         self.0 += delta;
+//!         self.0
+//!     }
+//!     async fn query(&self, _: ()) -> i64 {
+//!         self.0
+//!     }
+//!     async fn snapshot(&self) -> Result<Box<dyn SnapshotSource>, String> {
+//!         Ok(Box::new(Bytes::from(self.0.to_be_bytes().to_vec())))
+//!     }
+//!     async fn restore(&mut self, _: &SnapshotMeta, image: &mut SnapshotReader<'_>) -> Result<(), String> {
+//!         let image = image.read_to_end().await?;
+//!         self.0 = i64::from_be_bytes(image.try_into().map_err(|_| "not 8 bytes".to_string())?);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// What one copy of the counter would do.
+//! struct CounterModel;
+//!
+//! impl Model for CounterModel {
+//!     type Op = ClusterOp<i64, ()>;
+//!     type Ret = ClusterRet<i64, i64>;
+//!     type State = i64;
+//!     fn init(&self) -> i64 {
+//!         0
+//!     }
+//!     fn step(&self, state: &i64, op: &Self::Op) -> (i64, Self::Ret) {
+//!         match op {
+//!             ClusterOp::Write(delta) => (state + delta, ClusterRet::Write(state + delta)),
+//!             ClusterOp::Read(()) => (*state, ClusterRet::Read(*state)),
+//!         }
+//!     }
+//! }
+//!
+//! // In a test: `#[test] fn the_counter_is_linearizable_under_faults() { ... }`.
+//! fn main() {
+//!     Simulation::new(|_node| Counter::default(), CounterModel)
+//!         .clients(3, |client| async move {
+//!             while client.running() {
+//!                 client.propose(1).await;
+//!                 client.read((), Consistency::Linearizable).await;
+//!             }
+//!         })
+//!         .check(); // seeds 0..4, or RAFT_SIM_SEEDS=n, or RAFT_SIM_SEED=s; panics with a report
+//! }
+//! ```
+//!
+//! The guide's chapter "Testing your state machine under partitions" (`docs/guide.md`) walks
+//! through a larger example, `examples/bank`.
+//!
+//! ## Determinism
+//!
+//! A run depends on its seed only: turmoil's world is seeded and its clock starts at a fixed
+//! epoch; every node's and transport's randomness, the snapshot policy, the nemesis and the
+//! clients' generators are drawn from the seed; nodes run their tasks with `spawn_local` on
+//! their host; the harness keeps everything in ordered maps. Keep your workload code to the
+//! same rules: randomness from [`Client::rng`], time from tokio's clock, no `HashMap`
+//! iteration order, no threads. [`Report::digest`] hashes a run's history and faults, so two
+//! runs of a seed can be compared.
+
+#![forbid(unsafe_code)]
+
+mod checker;
+mod checks;
+mod client;
+mod history;
+mod invariants;
+mod model;
+mod nemesis;
+mod outcome;
+mod recording;
+mod report;
+mod sim;
+mod storage;
+mod world;
+
+pub use checker::{Counterexample, DEFAULT_STEP_BUDGET, Verdict, check, check_with_budget};
+pub use client::{Client, SimHandle, Target};
+pub use history::{History, OpId, Operation, Recorded};
+pub use model::{ClusterOp, ClusterRet, Model, OpOf, RetOf, Sequential, sequential};
+pub use nemesis::{Fault, FaultRecord, Nemesis};
+pub use outcome::Outcome;
+pub use recording::Recording;
+pub use report::Report;
+pub use sim::{DEFAULT_SEEDS, Simulation, seeds};
+pub use storage::{CustomStores, LOG_DIR, SNAPSHOT_DIR, Storage};
+pub use world::OperationCounts;
+
+use raft_core::node::StateMachine;
+use std::fmt::Debug;
+
+/// A state machine the kit can simulate and check: a [`StateMachine`] whose commands and
+/// queries can be cloned and shown (they are recorded in the history), and whose answers can
+/// also be compared (with the model's), and which is `Sync` (as its `&self` methods need
+/// anyway). Implemented for every such state machine.
+pub trait SimStateMachine:
+    Sync
+    + StateMachine<
+        Command: Clone + Debug,
+        Query: Clone + Debug,
+        Response: Clone + Debug + PartialEq,
+        QueryResponse: Clone + Debug + PartialEq,
+    >
+{
+}
+
+impl<SM> SimStateMachine for SM
+where
+    SM: StateMachine + Sync,
+    SM::Command: Clone + Debug,
+    SM::Query: Clone + Debug,
+    SM::Response: Clone + Debug + PartialEq,
+    SM::QueryResponse: Clone + Debug + PartialEq,
+{
+}

@@ -1,0 +1,170 @@
+//! The sequential specification a history is checked against: the user's [`Model`], and the
+//! operations of a simulated cluster's history ([`ClusterOp`], [`ClusterRet`]).
+
+use raft_core::node::StateMachine;
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// A sequential model of the replicated service: what one copy, applying one operation at a
+/// time, would answer. The linearizability checker looks for an order of a history's
+/// operations, consistent with real time, in which every answer is the one this model gives.
+///
+/// `step` must be a pure function of the state and the operation. An operation is a read when
+/// its step leaves the state as it was; nothing else needs to be said about it.
+///
+/// # Example: a counter
+///
+/// ```
+/// use raft_sim::Model;
+///
+/// struct Counter;
+///
+/// impl Model for Counter {
+///     type Op = Option<i64>; // add this much, or read (None)
+///     type Ret = i64; // the value after the operation
+///     type State = i64;
+///     fn init(&self) -> i64 {
+///         0
+///     }
+///     fn step(&self, state: &i64, op: &Option<i64>) -> (i64, i64) {
+///         let next = state + op.unwrap_or(0);
+///         (next, next)
+///     }
+/// }
+/// ```
+pub trait Model {
+    /// An operation a client can make.
+    type Op: Clone + Debug;
+    /// What an operation answers.
+    type Ret: Clone + Debug + PartialEq;
+    /// The model's state. Equal states must have equal futures: the checker explores each
+    /// (operations placed, state) configuration once.
+    type State: Clone + Eq + Hash + Debug;
+
+    /// The state before any operation.
+    fn init(&self) -> Self::State;
+
+    /// Applies `op` to `state`: the state after it, and what it answers.
+    fn step(&self, state: &Self::State, op: &Self::Op) -> (Self::State, Self::Ret);
+
+    /// For P-compositionality: the part of the state `op` touches, when the state is made of
+    /// independent parts (the keys of a map) and every operation touches exactly one. Each
+    /// part's operations are then checked on their own, from [`Model::init`], which is much
+    /// faster on long histories. `None` (the default) for an operation that may touch several
+    /// parts; a history with any such operation is checked as a whole.
+    fn partition(&self, op: &Self::Op) -> Option<u64> {
+        let _ = op;
+        None
+    }
+}
+
+/// An operation of a simulated cluster's history: a command written through the log, or a
+/// query read from a state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ClusterOp<C, Q> {
+    /// A [`StateMachine::Command`] proposed to the cluster.
+    Write(C),
+    /// A [`StateMachine::Query`] answered by a node.
+    Read(Q),
+}
+
+/// What an operation of a simulated cluster's history answered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ClusterRet<R, A> {
+    /// The [`StateMachine::Response`] to a command.
+    Write(R),
+    /// The [`StateMachine::QueryResponse`] to a query.
+    Read(A),
+}
+
+/// The operations of a history of state machine `SM`.
+pub type OpOf<SM> = ClusterOp<<SM as StateMachine>::Command, <SM as StateMachine>::Query>;
+
+/// The answers of a history of state machine `SM`.
+pub type RetOf<SM> =
+    ClusterRet<<SM as StateMachine>::Response, <SM as StateMachine>::QueryResponse>;
+
+/// A [`Model`] made of the pure logic a state machine is built on: `write` applies a command to
+/// one copy of the state and answers, `read` answers a query. From [`sequential`].
+///
+/// Linearizability then means: the replicated service behaves like that logic run one
+/// operation at a time on one copy. That tests the replication (and the state machine's
+/// wrapping of its logic), not the logic itself: check the logic's own invariants separately
+/// (for example on the answers in [`crate::History::completed`]).
+pub struct Sequential<S, C, Q, W, F> {
+    init: S,
+    write: W,
+    read: F,
+    partition: Option<Partition<C, Q>>,
+}
+
+/// What [`Sequential::partition_by`] keeps.
+type Partition<C, Q> = Box<dyn Fn(&ClusterOp<C, Q>) -> Option<u64>>;
+
+/// A [`Sequential`] model: `init` is the state before any operation.
+///
+/// ```
+/// use raft_sim::{ClusterOp, ClusterRet, Model, sequential};
+///
+/// // A counter: commands add, the query reads.
+/// let model = sequential(0i64, |n: &mut i64, add: &i64| { *n += add; *n }, |n: &i64, _: &()| *n);
+/// let (state, answer) = model.step(&0, &ClusterOp::Write(5));
+/// assert_eq!((state, answer), (5, ClusterRet::Write(5)));
+/// ```
+pub fn sequential<S, C, Q, R, A, W, F>(init: S, write: W, read: F) -> Sequential<S, C, Q, W, F>
+where
+    W: Fn(&mut S, &C) -> R,
+    F: Fn(&S, &Q) -> A,
+{
+    Sequential {
+        init,
+        write,
+        read,
+        partition: None,
+    }
+}
+
+impl<S, C, Q, W, F> Sequential<S, C, Q, W, F> {
+    /// Says which part of the state each operation touches ([`Model::partition`]).
+    pub fn partition_by(
+        mut self,
+        partition: impl Fn(&ClusterOp<C, Q>) -> Option<u64> + 'static,
+    ) -> Self {
+        self.partition = Some(Box::new(partition));
+        self
+    }
+}
+
+impl<S, C, Q, R, A, W, F> Model for Sequential<S, C, Q, W, F>
+where
+    S: Clone + Eq + Hash + Debug,
+    C: Clone + Debug,
+    Q: Clone + Debug,
+    R: Clone + Debug + PartialEq,
+    A: Clone + Debug + PartialEq,
+    W: Fn(&mut S, &C) -> R,
+    F: Fn(&S, &Q) -> A,
+{
+    type Op = ClusterOp<C, Q>;
+    type Ret = ClusterRet<R, A>;
+    type State = S;
+
+    fn init(&self) -> S {
+        self.init.clone()
+    }
+
+    fn step(&self, state: &S, op: &ClusterOp<C, Q>) -> (S, ClusterRet<R, A>) {
+        match op {
+            ClusterOp::Write(command) => {
+                let mut next = state.clone();
+                let answer = (self.write)(&mut next, command);
+                (next, ClusterRet::Write(answer))
+            }
+            ClusterOp::Read(query) => (state.clone(), ClusterRet::Read((self.read)(state, query))),
+        }
+    }
+
+    fn partition(&self, op: &ClusterOp<C, Q>) -> Option<u64> {
+        self.partition.as_ref().and_then(|partition| partition(op))
+    }
+}

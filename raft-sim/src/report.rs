@@ -1,0 +1,97 @@
+//! What a run found, for the user to print or assert on.
+
+use crate::checker::Verdict;
+use crate::history::History;
+use crate::nemesis::FaultRecord;
+use crate::world::OperationCounts;
+use std::fmt;
+use std::time::Duration;
+
+/// What one run of a [`crate::Simulation`] did and found. `Display` prints all of it: a
+/// summary, any problems with the shortest failing part of the history, the faults, and the
+/// command that replays the run.
+#[derive(Clone, Debug)]
+pub struct Report<Op, Ret> {
+    /// The seed the run was made from.
+    pub seed: u64,
+    /// Simulated time the run took, in milliseconds.
+    pub simulated_ms: u64,
+    /// Real time the run took.
+    pub wall: Duration,
+    /// Writes, by outcome.
+    pub writes: OperationCounts,
+    /// Reads, by outcome.
+    pub reads: OperationCounts,
+    /// Terms in which a leader was seen.
+    pub elections: u64,
+    /// Times a node started (the first starts included).
+    pub node_starts: u64,
+    /// Every fault injected and undone, in order.
+    pub faults: Vec<FaultRecord>,
+    /// Everything found wrong; empty when the run passed.
+    pub problems: Vec<String>,
+    /// Settings that make a run less useful than it could be (see
+    /// [`crate::Simulation::latency`]).
+    pub warnings: Vec<String>,
+    /// The linearizability verdict on the history.
+    pub linearizability: Verdict<Op, Ret>,
+    /// Every operation the clients made.
+    pub history: History<Op, Ret>,
+    /// A digest of the history (operations, outcomes, times) and the faults: the same seed
+    /// gives the same digest.
+    pub digest: u64,
+    /// The command that runs this seed again.
+    pub replay: String,
+}
+
+impl<Op, Ret> Report<Op, Ret> {
+    /// Whether the run found nothing wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// One line: the seed, operations by outcome, elections, faults, time.
+    pub fn summary(&self) -> String {
+        let injected = self.faults.iter().filter(|f| f.fault.is_some()).count();
+        format!(
+            "seed {}: writes {} ok / {} refused / {} unknown, reads {} ok / {} refused / {} \
+             unknown; {} elections, {} faults, {} node starts; {} ms simulated in {:.2?}; \
+             digest {:016x}",
+            self.seed,
+            self.writes.ok,
+            self.writes.failed,
+            self.writes.unknown,
+            self.reads.ok,
+            self.reads.failed,
+            self.reads.unknown,
+            self.elections,
+            injected,
+            self.node_starts,
+            self.simulated_ms,
+            self.wall,
+            self.digest
+        )
+    }
+}
+
+impl<Op: fmt::Debug, Ret: fmt::Debug> fmt::Display for Report<Op, Ret> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.summary())?;
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
+        if self.problems.is_empty() {
+            writeln!(f, "no problem found")?;
+        } else {
+            writeln!(f, "{} problem(s):", self.problems.len())?;
+            for problem in &self.problems {
+                writeln!(f, "- {}", problem.trim_end())?;
+            }
+        }
+        writeln!(f, "faults:")?;
+        for fault in &self.faults {
+            writeln!(f, "  {fault}")?;
+        }
+        write!(f, "replay: {}", self.replay)
+    }
+}

@@ -1,0 +1,618 @@
+//! The cluster harness: a [`Simulation`] builder, and the run of one seed.
+
+use crate::SimStateMachine;
+use crate::checker::{DEFAULT_STEP_BUDGET, check_with_budget};
+use crate::client::Client;
+use crate::invariants::Observer;
+use crate::model::{Model, OpOf, RetOf};
+use crate::nemesis::{Injector, Nemesis, NodeEvent, host};
+use crate::recording::{Applied, Recording};
+use crate::report::Report;
+use crate::storage::{LOG_DIR, SNAPSHOT_DIR, Storage};
+use crate::world::{SharedWorld, World, now_ms};
+use raft_core::node::{Consistency, LogStore, Node, NodeConfig, SnapshotStore};
+use raft_core::{NodeId, Role};
+use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
+use raft_storage::{FileLogOptions, FileLogStore, FileSnapshotStore};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+/// The port every simulated node listens on.
+const PORT: u16 = 7000;
+/// The cluster id the nodes' transports agree on.
+const CLUSTER_ID: u64 = 0x51_u64 << 48 | 0x4D;
+/// How long after the faults stop (and the clients are done) a leader must be elected.
+const LIVENESS_MS: u64 = 10_000;
+/// Simulated time a run may take beyond its workload before it is cut short.
+const GRACE: Duration = Duration::from_secs(60);
+/// The granularity at which a crash tears a write that was not synced, on the simulated disk.
+const TORN_WRITE_BLOCK_BYTES: u64 = 64;
+/// The number of seeds [`Simulation::check`] runs unless told otherwise.
+pub const DEFAULT_SEEDS: u64 = 4;
+
+type ClientFn<SM> = Rc<dyn Fn(Client<SM>) -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// A simulated cluster of your state machine under a nemesis, with clients you write, checked
+/// against a model. A builder; see the crate documentation for a complete example.
+///
+/// Each run ([`Simulation::run`], or [`Simulation::check`] for the seeds the environment
+/// asks for) is decided by its seed: turmoil's network, the nemesis, every node's randomness
+/// and the generators the clients get from [`Client::rng`]. The same seed replays the same
+/// run.
+///
+/// # The run
+///
+/// 1. Every node starts on a host of its own (`n1`, `n2`, ...) with the real node
+///    (`raft_core::node::Node`) and the real TCP transport over turmoil's network, on a fresh
+///    state machine from your factory, wrapped to record what it applies ([`Recording`]).
+/// 2. The clients run; the nemesis injects a fault every few hundred milliseconds, each
+///    undoing the one before, for [`Simulation::duration`] (or until every client returned).
+/// 3. Then every fault is undone and every host brought up; [`Client::running`] turns false, and
+///    the clients finish. A leader must then be elected within 10 simulated seconds.
+/// 4. The checks: the history's linearizability against the model; every answer that names a
+///    log index against the model at that index; read-your-writes; the invariants observed on
+///    every node's status after every step (at most one leader per term, terms and commit
+///    indexes that never go back within a start, applied never beyond committed); and that
+///    replicas applied the same command, with the same response, at every index.
+pub struct Simulation<SM: SimStateMachine, M> {
+    state_machine: Rc<dyn Fn(NodeId) -> SM>,
+    model: M,
+    nodes: u64,
+    duration: Duration,
+    latency: (Duration, Duration),
+    nemesis: Nemesis,
+    storage: Storage,
+    configure: Rc<dyn Fn(&mut NodeConfig)>,
+    clients: Vec<(String, ClientFn<SM>)>,
+    step_budget: u64,
+    default_seeds: u64,
+    test_name: Option<String>,
+}
+
+impl<SM, M> Simulation<SM, M>
+where
+    SM: SimStateMachine,
+    M: Model<Op = OpOf<SM>, Ret = RetOf<SM>>,
+{
+    /// A simulation of `state_machine` (called for each start of each node: a fresh, empty
+    /// state machine) checked against `model`, with the defaults: 3 nodes, 3 seconds of faults
+    /// from the default [`Nemesis`], message latencies of 1 to 10 ms, [`Storage::Memory`], and
+    /// no clients yet.
+    pub fn new(state_machine: impl Fn(NodeId) -> SM + 'static, model: M) -> Self {
+        Simulation {
+            state_machine: Rc::new(state_machine),
+            model,
+            nodes: 3,
+            duration: Duration::from_secs(3),
+            latency: (Duration::from_millis(1), Duration::from_millis(10)),
+            nemesis: Nemesis::default(),
+            storage: Storage::Memory,
+            configure: Rc::new(|_: &mut NodeConfig| {}),
+            clients: Vec::new(),
+            step_budget: DEFAULT_STEP_BUDGET,
+            default_seeds: DEFAULT_SEEDS,
+            test_name: None,
+        }
+    }
+
+    /// The number of voters (default 3; at least 1).
+    pub fn nodes(mut self, nodes: u64) -> Self {
+        self.nodes = nodes.max(1);
+        self
+    }
+
+    /// How long the faults go on (default 3 s of simulated time); the clients see
+    /// [`Client::running`] until then.
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
+
+    /// The least and the most a message takes on a healthy link (default 1 to 10 ms).
+    ///
+    /// turmoil's own default (up to 100 ms) against the node's default election timeout
+    /// (150 to 300 ms) makes leadership flap: a heartbeat round trip can take most of an
+    /// election timeout. A run whose maximum latency exceeds a third of the minimum election
+    /// timeout gets a warning in its [`Report`] (and a `tracing` warning).
+    pub fn latency(mut self, min: Duration, max: Duration) -> Self {
+        self.latency = (min, max.max(min));
+        self
+    }
+
+    /// The faults (default: [`Nemesis::default`]).
+    pub fn nemesis(mut self, nemesis: Nemesis) -> Self {
+        self.nemesis = nemesis;
+        self
+    }
+
+    /// Where nodes keep their logs and snapshots (default [`Storage::Memory`]).
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Adjusts each node's configuration before it starts (timeouts, snapshot policy, the
+    /// protocol's `Config`). The harness has set the node's id, voters and seed (leave them),
+    /// a 1 s request timeout, and a snapshot policy drawn from the seed (a snapshot every 20 to
+    /// 200 entries, 0 to 20 entries kept, chunks of 16 to 160 bytes) so that snapshots are taken,
+    /// sent and restored many times in a run.
+    pub fn configure(mut self, configure: impl Fn(&mut NodeConfig) + 'static) -> Self {
+        self.configure = Rc::new(configure);
+        self
+    }
+
+    /// Adds a client named `name` running `workload`, which is called once per run with the
+    /// run's [`Client`]. The run ends when every client's future has returned, so loop while
+    /// [`Client::running`].
+    pub fn client<F, Fut>(mut self, name: impl Into<String>, workload: F) -> Self
+    where
+        F: Fn(Client<SM>) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.clients.push((name.into(), boxed(workload)));
+        self
+    }
+
+    /// Adds `count` clients named `c1`, `c2`, ... running the same `workload` (each gets its
+    /// own [`Client`], whose [`Client::index`] and [`Client::rng`] tell them apart).
+    pub fn clients<F, Fut>(mut self, count: u64, workload: F) -> Self
+    where
+        F: Fn(Client<SM>) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let workload = boxed(workload);
+        let first = self.clients.len() as u64;
+        for i in 0..count {
+            self.clients
+                .push((format!("c{}", first + i + 1), Rc::clone(&workload)));
+        }
+        self
+    }
+
+    /// The linearizability checker's step budget per part of the history (default
+    /// [`DEFAULT_STEP_BUDGET`]).
+    pub fn step_budget(mut self, steps: u64) -> Self {
+        self.step_budget = steps;
+        self
+    }
+
+    /// How many seeds [`Simulation::check`] runs when the environment does not say (default
+    /// [`DEFAULT_SEEDS`]: seeds 0 to 3).
+    pub fn default_seeds(mut self, seeds: u64) -> Self {
+        self.default_seeds = seeds;
+        self
+    }
+
+    /// The test's name in the replay command (default: the name of the current thread, which
+    /// is the test's under `cargo test`).
+    pub fn test_name(mut self, name: impl Into<String>) -> Self {
+        self.test_name = Some(name.into());
+        self
+    }
+
+    /// Runs every seed the environment asks for ([`seeds`]) and returns their reports.
+    ///
+    /// # Panics
+    ///
+    /// When a run finds a problem: the panic message is that run's [`Report`] (its problems,
+    /// the shortest failing part of the history, the faults, and the command that replays
+    /// it). This is the test failing.
+    pub fn check(&self) -> Vec<Report<OpOf<SM>, RetOf<SM>>> {
+        let mut reports: Vec<Report<OpOf<SM>, RetOf<SM>>> = Vec::new();
+        for seed in seeds(self.default_seeds) {
+            let report = self.run(seed);
+            if !report.is_ok() {
+                panic!("simulation failed\n{report}");
+            }
+            if reports.is_empty() {
+                for warning in &report.warnings {
+                    eprintln!("warning: {warning}");
+                }
+            }
+            eprintln!("{}", report.summary());
+            reports.push(report);
+        }
+        reports
+    }
+
+    /// Runs seed `seed` and returns what it found; never panics on a problem it finds.
+    pub fn run(&self, seed: u64) -> Report<OpOf<SM>, RetOf<SM>> {
+        let started = std::time::Instant::now();
+        let ids: Vec<NodeId> = (1..=self.nodes).map(NodeId).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut builder = turmoil::Builder::new();
+        builder
+            .rng_seed(seed)
+            .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+            .tick_duration(Duration::from_millis(1))
+            .min_message_latency(self.latency.0)
+            .max_message_latency(self.latency.1)
+            .simulation_duration(self.duration + GRACE);
+        if let Storage::SimulatedDisk { .. } = self.storage {
+            builder.fs().block_size(TORN_WRITE_BLOCK_BYTES);
+        }
+        let mut sim = builder.build();
+        let world: SharedWorld<SM> = Rc::new(RefCell::new(World::new(ids.clone())));
+        let applied: Applied<SM::Command> = Applied::default();
+        let warnings = self.warnings();
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+
+        let setup = Rc::new(Setup {
+            seed,
+            ids: ids.clone(),
+            state_machine: Rc::clone(&self.state_machine),
+            storage: self.storage.clone(),
+            custom: match &self.storage {
+                Storage::Custom(stores) => Some(RefCell::new(stores.for_run())),
+                _ => None,
+            },
+            configure: Rc::clone(&self.configure),
+            policy: SnapshotPolicy::for_seed(seed),
+        });
+        for &id in &ids {
+            let (world, applied, setup) = (Rc::clone(&world), applied.clone(), Rc::clone(&setup));
+            sim.host(host(id), move || {
+                let (world, applied, setup) =
+                    (Rc::clone(&world), applied.clone(), Rc::clone(&setup));
+                async move {
+                    start_node(id, &setup, &world, applied).await;
+                    Ok(())
+                }
+            });
+        }
+        for (index, (name, workload)) in self.clients.iter().enumerate() {
+            let index = index as u64;
+            let client_seed = seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let client = Client::new(name.clone(), index, client_seed, Rc::clone(&world));
+            let future = workload(client);
+            sim.client(format!("client-{index}"), async move {
+                future.await;
+                Ok(())
+            });
+        }
+
+        let mut injector = Injector::new(self.nemesis.clone(), ids.clone(), self.latency.1);
+        let mut observer = Observer::default();
+        let mut problems = Vec::new();
+        let duration_ms = u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX);
+        let mut healed_at: Option<u64> = None;
+        let mut live = false;
+        let mut now = 0;
+        let mut events = Vec::new();
+        loop {
+            let clients_done = match sim.step() {
+                Ok(done) => done,
+                Err(error) => {
+                    problems.push(format!(
+                        "the simulation stopped at {now} ms: {error} (a client that never \
+                         returns? loop while Client::running)"
+                    ));
+                    break;
+                }
+            };
+            now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+            {
+                let world = world.borrow();
+                for (&id, handle) in &world.handles {
+                    let start = world.starts.get(&id).map_or(0, |s| s.saturating_sub(1));
+                    observer.observe(start, &handle.status(), now);
+                }
+            }
+            match healed_at {
+                None if now < duration_ms && !clients_done => {
+                    let leader = believed_leader(&world);
+                    injector.maybe_act(&mut sim, &mut rng, leader, now, &mut events);
+                    for NodeEvent::Down(id) in events.drain(..) {
+                        world.borrow_mut().handles.remove(&id);
+                    }
+                }
+                None => {
+                    injector.heal(&mut sim, now);
+                    world.borrow_mut().finished = true;
+                    healed_at = Some(now);
+                }
+                Some(healed) => {
+                    live = live || stable_leader(&world, &ids);
+                    if clients_done && live {
+                        break;
+                    }
+                    if clients_done && now > healed + LIVENESS_MS {
+                        problems.push(format!(
+                            "liveness: no leader that every node follows within {LIVENESS_MS} ms \
+                             after the faults stopped at {healed} ms"
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        drop(sim);
+
+        let mut world = world.borrow_mut();
+        problems.append(&mut world.problems);
+        problems.extend(observer.violations.lines("invariant violations"));
+        {
+            let log = applied.lock();
+            problems.extend(log.disagreements.lines("disagreements between replicas"));
+            problems.extend(crate::checks::check_against_model(
+                &self.model,
+                &log,
+                &world.observations,
+            ));
+        }
+        let history = std::mem::take(&mut world.history);
+        let linearizability = check_with_budget(&self.model, &history, self.step_budget);
+        if !linearizability.is_linearizable() {
+            problems.push(format!("linearizability: {linearizability}"));
+        }
+        let counts = world.counts;
+        if counts.writes.ok + counts.reads.ok == 0 && !self.clients.is_empty() {
+            problems.push("no operation completed".to_string());
+        }
+        let faults = injector.log;
+        let digest = digest(&history, &faults);
+        Report {
+            seed,
+            simulated_ms: now,
+            wall: started.elapsed(),
+            writes: counts.writes,
+            reads: counts.reads,
+            elections: observer.elections,
+            node_starts: world.starts.values().sum(),
+            faults,
+            problems,
+            warnings,
+            linearizability,
+            history,
+            digest,
+            replay: self.replay(seed),
+        }
+    }
+
+    /// What makes this configuration less useful than it could be.
+    fn warnings(&self) -> Vec<String> {
+        let mut config = NodeConfig::new(NodeId(1), [NodeId(1)]);
+        (self.configure)(&mut config);
+        let max_latency_ms = u64::try_from(self.latency.1.as_millis()).unwrap_or(u64::MAX);
+        let election_ms = config.raft.election_timeout_min_ms;
+        let mut warnings = Vec::new();
+        if max_latency_ms.saturating_mul(3) > election_ms {
+            warnings.push(format!(
+                "the maximum message latency ({max_latency_ms} ms) is more than a third of the \
+                 minimum election timeout ({election_ms} ms): leadership will change often \
+                 without any fault; lower the latency (Simulation::latency) or raise the \
+                 election timeout"
+            ));
+        }
+        warnings
+    }
+
+    /// The command that runs `seed` of this test again.
+    fn replay(&self, seed: u64) -> String {
+        let test = self
+            .test_name
+            .clone()
+            .or_else(|| std::thread::current().name().map(str::to_string))
+            .filter(|name| name != "main")
+            .map(|name| format!(" -- {name} --exact"))
+            .unwrap_or_default();
+        let package = std::env::var("CARGO_PKG_NAME")
+            .map(|name| format!(" -p {name}"))
+            .unwrap_or_default();
+        format!("RAFT_SIM_SEED={seed} cargo test{package}{test}")
+    }
+}
+
+/// A workload as the simulation keeps it.
+fn boxed<SM, F, Fut>(workload: F) -> ClientFn<SM>
+where
+    SM: SimStateMachine,
+    F: Fn(Client<SM>) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    Rc::new(move |client| Box::pin(workload(client)))
+}
+
+/// The seeds to run: `RAFT_SIM_SEED=<s>` alone if set (to replay one run), else seeds 0 to
+/// `RAFT_SIM_SEEDS` (for long runs), else 0 to `default`.
+pub fn seeds(default: u64) -> Vec<u64> {
+    let parse = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    match parse("RAFT_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..parse("RAFT_SIM_SEEDS").unwrap_or(default)).collect(),
+    }
+}
+
+/// What a host needs to start its node, shared by every start.
+struct Setup<SM> {
+    seed: u64,
+    ids: Vec<NodeId>,
+    state_machine: Rc<dyn Fn(NodeId) -> SM>,
+    storage: Storage,
+    /// This run's maker of custom stores ([`Storage::Custom`]).
+    custom: Option<RefCell<Box<crate::storage::NodeStores>>>,
+    configure: Rc<dyn Fn(&mut NodeConfig)>,
+    policy: SnapshotPolicy,
+}
+
+/// The snapshot settings of a run, drawn from its seed.
+#[derive(Clone, Copy)]
+struct SnapshotPolicy {
+    every: u64,
+    keep: u64,
+    chunk_bytes: usize,
+}
+
+impl SnapshotPolicy {
+    fn for_seed(seed: u64) -> SnapshotPolicy {
+        // A stream of its own, so that the rest of a run does not depend on these draws.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5A4B_5407);
+        SnapshotPolicy {
+            every: rng.random_range(20..200),
+            keep: rng.random_range(0..20),
+            chunk_bytes: rng.random_range(16..160),
+        }
+    }
+}
+
+/// A host's software: opens the node's stores, starts its node, and runs it until the host is
+/// crashed (which drops this future). A node that cannot start or stops by itself is a problem
+/// of the run.
+async fn start_node<SM: SimStateMachine>(
+    id: NodeId,
+    setup: &Setup<SM>,
+    world: &SharedWorld<SM>,
+    applied: Applied<SM::Command>,
+) {
+    let start = {
+        let mut world = world.borrow_mut();
+        let starts = world.starts.entry(id).or_insert(0);
+        *starts += 1;
+        *starts - 1
+    };
+    let fail = |what: String| {
+        world.borrow_mut().problems.push(format!(
+            "n{} (start {start}) at {} ms: {what}",
+            id.0,
+            now_ms()
+        ));
+    };
+    match &setup.storage {
+        Storage::Memory => {
+            let stores = world.borrow().stores.get(&id).cloned();
+            if let Some((log, snapshots)) = stores {
+                run_node(id, start, setup, world, applied, log, snapshots, fail).await;
+            }
+        }
+        Storage::SimulatedDisk { segment_bytes } => {
+            let options = FileLogOptions::new().segment_bytes(*segment_bytes);
+            let log = match FileLogStore::open_simulated(LOG_DIR, options) {
+                Ok(log) => log,
+                Err(error) => return fail(format!("could not open its log: {error}")),
+            };
+            let snapshots = match FileSnapshotStore::open_simulated(SNAPSHOT_DIR) {
+                Ok(snapshots) => snapshots,
+                Err(error) => return fail(format!("could not open its snapshots: {error}")),
+            };
+            run_node(id, start, setup, world, applied, log, snapshots, fail).await;
+        }
+        Storage::Custom(_) => {
+            let Some(make) = &setup.custom else { return };
+            let (log, snapshots) = (make.borrow_mut())(id, start);
+            run_node(id, start, setup, world, applied, log, snapshots, fail).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_node<SM: SimStateMachine, LS: LogStore, SS: SnapshotStore>(
+    id: NodeId,
+    start: u64,
+    setup: &Setup<SM>,
+    world: &SharedWorld<SM>,
+    applied: Applied<SM::Command>,
+    log: LS,
+    snapshots: SS,
+    fail: impl Fn(String),
+) {
+    let (inbox, inbound) = raft_core::node::inbox(4096);
+    let peers = setup
+        .ids
+        .iter()
+        .filter(|&&peer| peer != id)
+        .map(|&peer| (peer, format!("{}:{PORT}", host(peer))));
+    let mut tcp = TcpConfig::new(id, CLUSTER_ID, format!("0.0.0.0:{PORT}"), peers);
+    // Different at every start, so that a restarted node does not repeat its earlier choices.
+    let node_seed = setup.seed.rotate_left(17) ^ id.0 ^ start.rotate_left(32);
+    tcp.seed = node_seed ^ 0x7C9;
+    let transport = match TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await {
+        Ok(transport) => transport,
+        Err(error) => return fail(format!("its transport could not start: {error}")),
+    };
+    let mut config = NodeConfig::new(id, setup.ids.iter().copied());
+    config.seed = node_seed;
+    config.request_timeout = Duration::from_secs(1);
+    config.snapshot_every = setup.policy.every;
+    config.snapshot_keep_entries = setup.policy.keep;
+    config.snapshot_chunk_bytes = setup.policy.chunk_bytes;
+    (setup.configure)(&mut config);
+    let state_machine = Recording::new((setup.state_machine)(id), id, start, applied);
+    let created = Node::create(config, state_machine, log, snapshots, transport, inbound).await;
+    let (handle, task) = match created {
+        Ok(created) => created,
+        Err(error) => return fail(format!("the node could not start: {error}")),
+    };
+    world.borrow_mut().handles.insert(id, handle.clone());
+    task.await;
+    // The host was not crashed (that drops this future): the node stopped on its own, after a
+    // storage failure.
+    let why = handle.read(Consistency::Stale).await.err();
+    world.borrow_mut().handles.remove(&id);
+    fail(format!(
+        "the node stopped by itself: {}",
+        why.map_or_else(|| "no reason given".to_string(), |e| e.to_string())
+    ));
+}
+
+/// The node that leads in the highest term, by the nodes' own statuses.
+fn believed_leader<SM: SimStateMachine>(world: &SharedWorld<SM>) -> Option<NodeId> {
+    let world = world.borrow();
+    world
+        .handles
+        .values()
+        .map(|handle| handle.status())
+        .filter(|status| status.role == Role::Leader)
+        .max_by_key(|status| status.term)
+        .map(|status| status.id)
+}
+
+/// Whether every node is up and follows one leader in one term.
+fn stable_leader<SM: SimStateMachine>(world: &SharedWorld<SM>, ids: &[NodeId]) -> bool {
+    let world = world.borrow();
+    if world.handles.len() != ids.len() {
+        return false;
+    }
+    let statuses: Vec<_> = world.handles.values().map(|h| h.status()).collect();
+    let Some(first) = statuses.first() else {
+        return false;
+    };
+    let leader = first.leader;
+    leader.is_some()
+        && statuses
+            .iter()
+            .all(|s| s.leader == leader && s.term == first.term)
+        && statuses
+            .iter()
+            .any(|s| Some(s.id) == leader && s.role == Role::Leader)
+}
+
+/// FNV-1a over the history and the faults, as displayed.
+fn digest<Op: std::fmt::Debug, Ret: std::fmt::Debug>(
+    history: &crate::history::History<Op, Ret>,
+    faults: &[crate::nemesis::FaultRecord],
+) -> u64 {
+    let mut digest = 0xcbf2_9ce4_8422_2325_u64;
+    let mut mix = |text: &str| {
+        for byte in text.bytes() {
+            digest = (digest ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for operation in history.operations() {
+        mix(&operation.to_string());
+    }
+    for fault in faults {
+        mix(&fault.to_string());
+    }
+    digest
+}

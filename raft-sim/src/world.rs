@@ -1,0 +1,139 @@
+//! The state one run shares between its hosts, its clients and the loop that steps it (turmoil
+//! runs them all on one thread, so a `RefCell` is enough; no borrow is held across an await).
+
+use crate::SimStateMachine;
+use crate::client::SimHandle;
+use crate::history::History;
+use crate::model::{OpOf, RetOf};
+use crate::outcome::Outcome;
+use raft_core::{LogIndex, NodeId};
+use raft_storage::{MemLogStore, MemSnapshotStore};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+pub(crate) type SharedWorld<SM> = Rc<RefCell<World<SM>>>;
+
+pub(crate) struct World<SM: SimStateMachine> {
+    /// Every node of the cluster.
+    pub(crate) ids: Vec<NodeId>,
+    /// The nodes that are up, by the handle of their current start.
+    pub(crate) handles: BTreeMap<NodeId, SimHandle<SM>>,
+    /// How many times each node has started: its current start is this minus one.
+    pub(crate) starts: BTreeMap<NodeId, u64>,
+    pub(crate) history: History<OpOf<SM>, RetOf<SM>>,
+    /// Every answer that names a log index, for the check against the model.
+    pub(crate) observations: Vec<Observation<SM>>,
+    /// Problems found while running (a node that could not start, or stopped by itself).
+    pub(crate) problems: Vec<String>,
+    /// The faults are over: [`crate::Client::running`] turns false.
+    pub(crate) finished: bool,
+    /// The in-memory stores of [`crate::Storage::Memory`]: kept across crashes, like a disk.
+    pub(crate) stores: BTreeMap<NodeId, (MemLogStore, MemSnapshotStore)>,
+    pub(crate) counts: Counts,
+}
+
+impl<SM: SimStateMachine> World<SM> {
+    pub(crate) fn new(ids: Vec<NodeId>) -> World<SM> {
+        World {
+            stores: ids
+                .iter()
+                .map(|&id| (id, (MemLogStore::new(), MemSnapshotStore::new())))
+                .collect(),
+            ids,
+            handles: BTreeMap::new(),
+            starts: BTreeMap::new(),
+            history: History::new(),
+            observations: Vec::new(),
+            problems: Vec::new(),
+            finished: false,
+            counts: Counts::default(),
+        }
+    }
+}
+
+/// An answer that names a log index: a write's (where its command sits) or a read's (the
+/// index its node had applied when it answered).
+pub(crate) struct Observation<SM: SimStateMachine> {
+    pub(crate) client: String,
+    pub(crate) at_ms: u64,
+    pub(crate) op: OpOf<SM>,
+    pub(crate) ret: RetOf<SM>,
+    pub(crate) index: LogIndex,
+    pub(crate) write: bool,
+    /// For an `AtLeast(token)` read, its token.
+    pub(crate) at_least: Option<LogIndex>,
+}
+
+/// How many requests ended each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OperationCounts {
+    /// Took effect.
+    pub ok: u64,
+    /// Refused, with no effect.
+    pub failed: u64,
+    /// Of unknown outcome.
+    pub unknown: u64,
+}
+
+impl OperationCounts {
+    pub(crate) fn count<R>(&mut self, outcome: &Outcome<R>) {
+        match outcome {
+            Outcome::Ok(_) => self.ok += 1,
+            Outcome::Failed(_) => self.failed += 1,
+            Outcome::Unknown(_) => self.unknown += 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) writes: OperationCounts,
+    pub(crate) reads: OperationCounts,
+}
+
+impl Counts {
+    /// The counts `op` goes into.
+    pub(crate) fn of<C, Q>(&mut self, op: &crate::model::ClusterOp<C, Q>) -> &mut OperationCounts {
+        match op {
+            crate::model::ClusterOp::Write(_) => &mut self.writes,
+            crate::model::ClusterOp::Read(_) => &mut self.reads,
+        }
+    }
+}
+
+/// Simulated time since the run began, in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    // Outside a host (never, for the harness's callers) there is no time to read: 0.
+    let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Problems of one kind as a report lists them: the first few in full, then how many more.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Capped {
+    shown: Vec<String>,
+    more: u64,
+}
+
+/// How many problems of one kind a report shows in full.
+const SHOWN: usize = 8;
+
+impl Capped {
+    pub(crate) fn push(&mut self, problem: String) {
+        if self.shown.len() < SHOWN {
+            self.shown.push(problem);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// The lines of the report; `kind` names the problems in the closing count.
+    pub(crate) fn lines(&self, kind: &str) -> Vec<String> {
+        let mut lines = self.shown.clone();
+        if self.more > 0 {
+            lines.push(format!("... and {} more {kind}", self.more));
+        }
+        lines
+    }
+}

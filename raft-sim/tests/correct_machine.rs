@@ -1,0 +1,87 @@
+//! A correct state machine passes under every fault, on every store, and a seed replays the
+//! same run.
+
+mod support;
+
+use raft_core::node::Consistency;
+use raft_sim::{Nemesis, Simulation, Storage, Target};
+use rand::RngExt;
+use std::time::Duration;
+use support::{RegisterMachine, RegisterModel, random_write};
+
+fn simulation() -> Simulation<RegisterMachine, RegisterModel> {
+    Simulation::new(|_| RegisterMachine::default(), RegisterModel).clients(3, |client| async move {
+        let mut rng = client.rng();
+        while client.running() {
+            match rng.random_range(0..10) {
+                0..5 => {
+                    client.propose(random_write(&mut rng, 3)).await;
+                }
+                5..7 => {
+                    client
+                        .read(rng.random_range(0..3), Consistency::Linearizable)
+                        .await;
+                }
+                7..9 => {
+                    client
+                        .read(rng.random_range(0..3), Consistency::Lease)
+                        .await;
+                }
+                _ => {
+                    // Read-your-writes on any node.
+                    let written = client.propose(random_write(&mut rng, 3)).await;
+                    if let Some(written) = written.ok() {
+                        let key = rng.random_range(0..3);
+                        let consistency = Consistency::AtLeast(written.index);
+                        client.read_on(Target::Any, key, consistency).await;
+                    }
+                }
+            }
+        }
+        for key in 0..3 {
+            client.read(key, Consistency::Linearizable).await;
+        }
+    })
+}
+
+#[test]
+fn a_correct_state_machine_passes_under_the_default_nemesis() {
+    let reports = simulation().check();
+    assert!(reports.iter().all(|r| r.writes.ok > 0 && r.reads.ok > 0));
+}
+
+#[test]
+fn a_correct_state_machine_passes_on_the_simulated_disk() {
+    simulation().storage(Storage::simulated_disk()).check();
+}
+
+#[test]
+fn a_seed_replays_the_same_run() {
+    let simulation = simulation().nemesis(Nemesis::default());
+    let first = simulation.run(7);
+    let second = simulation.run(7);
+    assert!(first.is_ok(), "{first}");
+    assert_eq!(first.digest, second.digest);
+    assert_eq!(first.history.len(), second.history.len());
+    assert_eq!(first.faults, second.faults);
+}
+
+#[test]
+fn five_nodes_pass_too() {
+    simulation().nodes(5).default_seeds(2).check();
+}
+
+#[test]
+fn latencies_that_make_leadership_flap_are_warned_about() {
+    let calm = simulation().nemesis(Nemesis::none()).run(1);
+    assert!(calm.warnings.is_empty(), "{calm}");
+    // turmoil's own default: up to 100 ms a message, against a 150 ms minimum election timeout.
+    let slow = simulation()
+        .nemesis(Nemesis::none())
+        .latency(Duration::from_millis(1), Duration::from_millis(100))
+        .run(1);
+    assert!(
+        slow.warnings.iter().any(|w| w.contains("election timeout")),
+        "{slow}"
+    );
+}
