@@ -7,7 +7,7 @@ use crate::model::{ClusterOp, ClusterRet, OpOf, RetOf};
 use crate::outcome::Outcome;
 use crate::world::{Observation, SharedWorld, now_ms};
 use raft_core::node::{Ack, Consistency, Error, NodeHandle, ReadOutcome, WriteOutcome};
-use raft_core::{LogIndex, NodeId, Role};
+use raft_core::{LogIndex, NodeId};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::cell::RefCell;
@@ -115,7 +115,8 @@ impl<SM: SimStateMachine> Client<SM> {
         now_ms()
     }
 
-    /// Every node of the cluster, up or not.
+    /// Every node of the cluster, up or not: the first voters, then the spare hosts
+    /// ([`crate::Simulation::spares`]), whether or not they have been added.
     pub fn nodes(&self) -> Vec<NodeId> {
         self.shared.world.borrow().ids.clone()
     }
@@ -127,12 +128,7 @@ impl<SM: SimStateMachine> Client<SM> {
         match target {
             Target::Node(id) => world.handles.get(&id).cloned(),
             Target::Leader => {
-                let leader = world
-                    .handles
-                    .values()
-                    .filter(|h| h.status().role == Role::Leader)
-                    .max_by_key(|h| h.status().term)
-                    .map(|h| h.id());
+                let leader = world.leader().map(|h| h.id());
                 let hint = self
                     .shared
                     .hint

@@ -43,11 +43,19 @@ pub enum Fault {
     /// Every host crashes at once and restarts (a power loss): with the simulated disk, every
     /// node loses what it had not synced at the same moment.
     PowerLoss,
+    /// Membership churn (paper §6), beside the other faults rather than in turn with them:
+    /// every 100 to 500 ms the node that leads is asked to add a learner (a node outside the
+    /// membership, such as a spare host of [`crate::Simulation::spares`], with its address),
+    /// remove a learner, promote one, remove a voter (itself half the time; never below two
+    /// voters) or replace a voter with a learner, through `NodeHandle::add_learner`,
+    /// `remove_learner` and `change_membership`. Each request is recorded with the time it was
+    /// made and its outcome. Not in [`Nemesis::default`]: add it with [`Nemesis::with`].
+    MembershipChange,
 }
 
 impl Fault {
     /// Every fault, in the order of this enum.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Partition,
         Fault::OneWayPartition,
         Fault::IsolateLeader,
@@ -57,6 +65,7 @@ impl Fault {
         Fault::Crash,
         Fault::Restart,
         Fault::PowerLoss,
+        Fault::MembershipChange,
     ];
 }
 
@@ -73,9 +82,10 @@ impl Fault {
 /// # let _ = partitions_only;
 /// ```
 ///
-/// The default: every [`Fault`], the first 500 ms into the run, then a new one every 150 to
-/// 1,200 ms (each undoing the one before), 5% message loss, latency spikes of 50 to 400 ms.
-/// Not yet: clock drift (turmoil gives every host the same clock) and membership churn.
+/// The default: every [`Fault`] but [`Fault::MembershipChange`], the first 500 ms into the
+/// run, then a new one every 150 to 1,200 ms (each undoing the one before), 5% message loss,
+/// latency spikes of 50 to 400 ms. Membership churn, when added, runs beside them on its own
+/// clock. Not yet: clock drift (turmoil gives every host the same clock).
 #[derive(Clone, Debug)]
 pub struct Nemesis {
     faults: BTreeSet<Fault>,
@@ -88,7 +98,10 @@ pub struct Nemesis {
 impl Default for Nemesis {
     fn default() -> Self {
         Nemesis {
-            faults: Fault::ALL.into_iter().collect(),
+            faults: Fault::ALL
+                .into_iter()
+                .filter(|&f| f != Fault::MembershipChange)
+                .collect(),
             first_ms: 500,
             interval_ms: (150, 1_200),
             loss_rate: 0.05,
@@ -133,7 +146,8 @@ impl Nemesis {
         self
     }
 
-    /// The first fault begins this long into the run (default 500 ms: an election first).
+    /// The first fault (and the first membership change) begins this long into the run
+    /// (default 500 ms: an election first).
     pub fn first_fault_after(mut self, delay: Duration) -> Nemesis {
         self.first_ms = millis(delay);
         self
@@ -162,9 +176,20 @@ impl Nemesis {
     pub fn faults(&self) -> impl Iterator<Item = Fault> + '_ {
         self.faults.iter().copied()
     }
+
+    /// Whether it asks for membership changes ([`Fault::MembershipChange`]).
+    pub(crate) fn churns(&self) -> bool {
+        self.faults.contains(&Fault::MembershipChange)
+    }
+
+    /// When the first fault begins, in milliseconds into the run.
+    pub(crate) fn first_ms(&self) -> u64 {
+        self.first_ms
+    }
 }
 
-/// A fault injected (or undone) during a run.
+/// A fault injected (or undone) during a run, or a membership change asked for (with its
+/// outcome in `what`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRecord {
     /// When, in milliseconds of simulated time.
@@ -215,7 +240,11 @@ pub(crate) enum NodeEvent {
 impl Injector {
     pub(crate) fn new(nemesis: Nemesis, ids: Vec<NodeId>, max_latency: Duration) -> Injector {
         Injector {
-            faults: nemesis.faults().collect(),
+            // Membership churn runs on its own clock, in its own task (`crate::churn`).
+            faults: nemesis
+                .faults()
+                .filter(|&f| f != Fault::MembershipChange)
+                .collect(),
             next_at: nemesis.first_ms,
             nemesis,
             ids,
@@ -375,6 +404,8 @@ impl Injector {
                 self.crashed.clear();
                 Some("power loss: every host crashes and restarts".to_string())
             }
+            // Never drawn here (see `Injector::new`).
+            Fault::MembershipChange => None,
         }
     }
 

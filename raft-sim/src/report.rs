@@ -26,7 +26,16 @@ pub struct Report<Op, Ret> {
     pub elections: u64,
     /// Times a node started (the first starts included).
     pub node_starts: u64,
-    /// Every fault injected and undone, in order.
+    /// Membership changes asked for ([`crate::Fault::MembershipChange`]), by outcome.
+    pub membership_changes: OperationCounts,
+    /// Membership changes that took effect and removed from the voters the leader that made
+    /// them (which then handed over leadership).
+    pub leader_removals: u64,
+    /// The voters of the settled membership the liveness check found after the faults
+    /// stopped; empty when it found none (then a liveness problem says so).
+    pub final_voters: Vec<raft_core::NodeId>,
+    /// Every fault injected and undone, and every membership change asked for, in order of
+    /// time.
     pub faults: Vec<FaultRecord>,
     /// Everything found wrong; empty when the run passed.
     pub problems: Vec<String>,
@@ -70,6 +79,23 @@ impl<Op, Ret> Report<Op, Ret> {
             self.simulated_ms,
             self.wall,
             self.digest
+        ) + &self.churn_summary()
+    }
+
+    /// The membership changes, when any was asked for.
+    fn churn_summary(&self) -> String {
+        let changes = self.membership_changes;
+        if changes.ok + changes.failed + changes.unknown == 0 {
+            return String::new();
+        }
+        format!(
+            "; membership changes {} ok / {} refused / {} unknown ({} removed the leader), \
+             final voters {:?}",
+            changes.ok,
+            changes.failed,
+            changes.unknown,
+            self.leader_removals,
+            self.final_voters.iter().map(|id| id.0).collect::<Vec<_>>()
         )
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::SimStateMachine;
 use crate::checker::{DEFAULT_STEP_BUDGET, check_with_budget};
+use crate::churn::ChurnPlan;
 use crate::client::Client;
 use crate::invariants::Observer;
 use crate::model::{Model, OpOf, RetOf};
@@ -9,8 +10,9 @@ use crate::nemesis::{Injector, Nemesis, NodeEvent, host};
 use crate::recording::{Applied, Recording};
 use crate::report::Report;
 use crate::storage::{LOG_DIR, SNAPSHOT_DIR, Storage};
+use crate::transport::{BoxedTransport, NodeStart};
 use crate::world::{SharedWorld, World, now_ms};
-use raft_core::node::{Consistency, LogStore, Node, NodeConfig, SnapshotStore};
+use raft_core::node::{Consistency, LogStore, Node, NodeConfig, SnapshotStore, Transport};
 use raft_core::{NodeId, Role};
 use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
 use raft_storage::{FileLogOptions, FileLogStore, FileSnapshotStore};
@@ -36,6 +38,8 @@ const TORN_WRITE_BLOCK_BYTES: u64 = 64;
 pub const DEFAULT_SEEDS: u64 = 4;
 
 type ClientFn<SM> = Rc<dyn Fn(Client<SM>) -> Pin<Box<dyn Future<Output = ()>>>>;
+/// What [`Simulation::transport`] keeps: the user's factory, its transport boxed.
+type TransportFn = Rc<dyn Fn(NodeStart, TcpTransport<TurmoilNet>) -> Box<dyn Transport>>;
 
 /// A simulated cluster of your state machine under a nemesis, with clients you write, checked
 /// against a model. A builder; see the crate documentation for a complete example.
@@ -48,12 +52,15 @@ type ClientFn<SM> = Rc<dyn Fn(Client<SM>) -> Pin<Box<dyn Future<Output = ()>>>>;
 /// # The run
 ///
 /// 1. Every node starts on a host of its own (`n1`, `n2`, ...) with the real node
-///    (`raft_core::node::Node`) and the real TCP transport over turmoil's network, on a fresh
-///    state machine from your factory, wrapped to record what it applies ([`Recording`]).
+///    (`raft_core::node::Node`) and the real TCP transport over turmoil's network (or your
+///    wrapper around it, [`Simulation::transport`]), on a fresh state machine from your
+///    factory, wrapped to record what it applies ([`Recording`]). Spare hosts
+///    ([`Simulation::spares`]) start empty and wait to be added.
 /// 2. The clients run; the nemesis injects a fault every few hundred milliseconds, each
 ///    undoing the one before, for [`Simulation::duration`] (or until every client returned).
 /// 3. Then every fault is undone and every host brought up; [`Client::running`] turns false, and
-///    the clients finish. A leader must then be elected within 10 simulated seconds.
+///    the clients finish. Within 10 simulated seconds a leader must then hold a committed
+///    membership that is not a joint one, and every voter of it must follow that leader.
 /// 4. The checks: the history's linearizability against the model; every answer that names a
 ///    log index against the model at that index; read-your-writes; the invariants observed on
 ///    every node's status after every step (at most one leader per term, terms and commit
@@ -63,11 +70,13 @@ pub struct Simulation<SM: SimStateMachine, M> {
     state_machine: Rc<dyn Fn(NodeId) -> SM>,
     model: M,
     nodes: u64,
+    spares: u64,
     duration: Duration,
     latency: (Duration, Duration),
     nemesis: Nemesis,
     storage: Storage,
     configure: Rc<dyn Fn(&mut NodeConfig)>,
+    transport: TransportFn,
     clients: Vec<(String, ClientFn<SM>)>,
     step_budget: u64,
     default_seeds: u64,
@@ -88,11 +97,13 @@ where
             state_machine: Rc::new(state_machine),
             model,
             nodes: 3,
+            spares: 0,
             duration: Duration::from_secs(3),
             latency: (Duration::from_millis(1), Duration::from_millis(10)),
             nemesis: Nemesis::default(),
             storage: Storage::Memory,
             configure: Rc::new(|_: &mut NodeConfig| {}),
+            transport: Rc::new(|_, tcp| Box::new(tcp)),
             clients: Vec::new(),
             step_budget: DEFAULT_STEP_BUDGET,
             default_seeds: DEFAULT_SEEDS,
@@ -103,6 +114,16 @@ where
     /// The number of voters (default 3; at least 1).
     pub fn nodes(mut self, nodes: u64) -> Self {
         self.nodes = nodes.max(1);
+        self
+    }
+
+    /// Spare hosts (default 0), `n<nodes + 1>` onwards: each runs a node that starts empty,
+    /// forms no cluster of its own and waits to be added (`NodeConfig::joining`), by
+    /// [`crate::Fault::MembershipChange`] or by your clients through [`Client::handle`]. Every
+    /// node's transport knows every host's address from the start, as a deployment's
+    /// configuration would list its hosts. The nemesis acts on spares as on any host.
+    pub fn spares(mut self, spares: u64) -> Self {
+        self.spares = spares;
         self
     }
 
@@ -143,6 +164,51 @@ where
     /// sent and restored many times in a run.
     pub fn configure(mut self, configure: impl Fn(&mut NodeConfig) + 'static) -> Self {
         self.configure = Rc::new(configure);
+        self
+    }
+
+    /// Wraps each node's TCP transport in a transport of yours: `wrap` is called at every
+    /// start of every node with the node's [`NodeStart`] and its `TcpTransport<TurmoilNet>`
+    /// (from `raft-net`, started and listening), and the node sends through what it returns.
+    /// This is how a transport decorator (compression, encryption, batching, a fault of its
+    /// own) meets the simulated network, partitions and crashes. Inbound messages still arrive
+    /// through the TCP transport's listener, which stops when its last clone is dropped: keep
+    /// it (or a clone) in your wrapper, and pass `membership_changed` and `peer_connections`
+    /// through to it. Draw any randomness from [`NodeStart::seed`], and spawn any task with
+    /// `tokio::task::spawn_local`, so that a seed replays the run.
+    ///
+    /// ```
+    /// use raft_core::Message;
+    /// use raft_core::node::{PeerConnection, Transport};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// /// Counts what its node sends.
+    /// struct Counted<T> { inner: T, sent: AtomicU64 }
+    ///
+    /// impl<T: Transport> Transport for Counted<T> {
+    ///     fn send(&self, message: Message) {
+    ///         self.sent.fetch_add(1, Ordering::Relaxed);
+    ///         self.inner.send(message);
+    ///     }
+    ///     fn membership_changed(&self, membership: &raft_core::Membership) {
+    ///         self.inner.membership_changed(membership);
+    ///     }
+    ///     fn peer_connections(&self) -> Vec<(raft_core::NodeId, PeerConnection)> {
+    ///         self.inner.peer_connections()
+    ///     }
+    /// }
+    ///
+    /// # fn wire<SM: raft_sim::SimStateMachine, M>(simulation: raft_sim::Simulation<SM, M>)
+    /// # where M: raft_sim::Model<Op = raft_sim::OpOf<SM>, Ret = raft_sim::RetOf<SM>> {
+    /// let simulation = simulation.transport(|_node, tcp| Counted { inner: tcp, sent: AtomicU64::new(0) });
+    /// # let _ = simulation;
+    /// # }
+    /// ```
+    pub fn transport<T: Transport>(
+        mut self,
+        wrap: impl Fn(NodeStart, TcpTransport<TurmoilNet>) -> T + 'static,
+    ) -> Self {
+        self.transport = Rc::new(move |node, tcp| Box::new(wrap(node, tcp)));
         self
     }
 
@@ -223,7 +289,9 @@ where
     /// Runs seed `seed` and returns what it found; never panics on a problem it finds.
     pub fn run(&self, seed: u64) -> Report<OpOf<SM>, RetOf<SM>> {
         let started = std::time::Instant::now();
-        let ids: Vec<NodeId> = (1..=self.nodes).map(NodeId).collect();
+        // Every host: the first voters, then the spares.
+        let ids: Vec<NodeId> = (1..=self.nodes + self.spares).map(NodeId).collect();
+        let voters: Vec<NodeId> = (1..=self.nodes).map(NodeId).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut builder = turmoil::Builder::new();
         builder
@@ -247,6 +315,7 @@ where
         let setup = Rc::new(Setup {
             seed,
             ids: ids.clone(),
+            voters: voters.clone(),
             state_machine: Rc::clone(&self.state_machine),
             storage: self.storage.clone(),
             custom: match &self.storage {
@@ -254,6 +323,7 @@ where
                 _ => None,
             },
             configure: Rc::clone(&self.configure),
+            transport: Rc::clone(&self.transport),
             policy: SnapshotPolicy::for_seed(seed),
         });
         for &id in &ids {
@@ -272,8 +342,18 @@ where
             let client_seed = seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let client = Client::new(name.clone(), index, client_seed, Rc::clone(&world));
             let future = workload(client);
+            let world = Rc::clone(&world);
             sim.client(format!("client-{index}"), async move {
                 future.await;
+                world.borrow_mut().clients_finished += 1;
+                Ok(())
+            });
+        }
+        if self.nemesis.churns() {
+            let plan = ChurnPlan::new(ids.clone(), voters.len(), self.nemesis.first_ms(), PORT);
+            let churn = crate::churn::run(Rc::clone(&world), plan, seed);
+            sim.client("membership", async move {
+                churn.await;
                 Ok(())
             });
         }
@@ -283,11 +363,11 @@ where
         let mut problems = Vec::new();
         let duration_ms = u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX);
         let mut healed_at: Option<u64> = None;
-        let mut live = false;
+        let mut final_voters: Option<Vec<NodeId>> = None;
         let mut now = 0;
         let mut events = Vec::new();
         loop {
-            let clients_done = match sim.step() {
+            let all_done = match sim.step() {
                 Ok(done) => done,
                 Err(error) => {
                     problems.push(format!(
@@ -298,6 +378,8 @@ where
                 }
             };
             now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+            // The user's clients, not the harness's own (membership churn), end the faults.
+            let clients_done = all_done || world.borrow().clients_finished == self.clients.len();
             {
                 let world = world.borrow();
                 for (&id, handle) in &world.handles {
@@ -319,14 +401,17 @@ where
                     healed_at = Some(now);
                 }
                 Some(healed) => {
-                    live = live || stable_leader(&world, &ids);
-                    if clients_done && live {
+                    if final_voters.is_none() {
+                        final_voters = settled_voters(&world, &voters);
+                    }
+                    if all_done && final_voters.is_some() {
                         break;
                     }
-                    if clients_done && now > healed + LIVENESS_MS {
+                    if all_done && now > healed + LIVENESS_MS {
                         problems.push(format!(
-                            "liveness: no leader that every node follows within {LIVENESS_MS} ms \
-                             after the faults stopped at {healed} ms"
+                            "liveness: no leader with a committed, settled membership that every \
+                             voter of it follows within {LIVENESS_MS} ms after the faults \
+                             stopped at {healed} ms"
                         ));
                         break;
                     }
@@ -356,7 +441,11 @@ where
         if counts.writes.ok + counts.reads.ok == 0 && !self.clients.is_empty() {
             problems.push("no operation completed".to_string());
         }
-        let faults = injector.log;
+        let churn = std::mem::take(&mut world.churn);
+        let mut faults = injector.log;
+        faults.extend(churn.log);
+        // Stable: the nemesis' records first at equal times, each list in its own order.
+        faults.sort_by_key(|fault| fault.at_ms);
         let digest = digest(&history, &faults);
         Report {
             seed,
@@ -366,6 +455,9 @@ where
             reads: counts.reads,
             elections: observer.elections,
             node_starts: world.starts.values().sum(),
+            membership_changes: churn.counts,
+            leader_removals: churn.leader_removals,
+            final_voters: final_voters.unwrap_or_default(),
             faults,
             problems,
             warnings,
@@ -389,6 +481,13 @@ where
                  minimum election timeout ({election_ms} ms): leadership will change often \
                  without any fault; lower the latency (Simulation::latency) or raise the \
                  election timeout"
+            ));
+        }
+        if self.spares > 0 && !self.nemesis.churns() {
+            warnings.push(format!(
+                "{} spare host(s) but no Fault::MembershipChange in the nemesis: the spares \
+                 join only if your clients add them",
+                self.spares
             ));
         }
         warnings
@@ -437,12 +536,16 @@ pub fn seeds(default: u64) -> Vec<u64> {
 /// What a host needs to start its node, shared by every start.
 struct Setup<SM> {
     seed: u64,
+    /// Every host.
     ids: Vec<NodeId>,
+    /// The first voters; the other hosts are spares, which start empty.
+    voters: Vec<NodeId>,
     state_machine: Rc<dyn Fn(NodeId) -> SM>,
     storage: Storage,
     /// This run's maker of custom stores ([`Storage::Custom`]).
     custom: Option<RefCell<Box<crate::storage::NodeStores>>>,
     configure: Rc<dyn Fn(&mut NodeConfig)>,
+    transport: TransportFn,
     policy: SnapshotPolicy,
 }
 
@@ -536,11 +639,23 @@ async fn run_node<SM: SimStateMachine, LS: LogStore, SS: SnapshotStore>(
     // Different at every start, so that a restarted node does not repeat its earlier choices.
     let node_seed = setup.seed.rotate_left(17) ^ id.0 ^ start.rotate_left(32);
     tcp.seed = node_seed ^ 0x7C9;
-    let transport = match TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await {
+    let tcp = match TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await {
         Ok(transport) => transport,
         Err(error) => return fail(format!("its transport could not start: {error}")),
     };
-    let mut config = NodeConfig::new(id, setup.ids.iter().copied());
+    let node_start = NodeStart {
+        node: id,
+        start,
+        seed: node_seed ^ 0x5EED_7A95,
+    };
+    let transport = BoxedTransport((setup.transport)(node_start, tcp));
+    // A spare starts empty and waits to be added: it forms no cluster of its own.
+    let first_voters = if setup.voters.contains(&id) {
+        setup.voters.clone()
+    } else {
+        Vec::new()
+    };
+    let mut config = NodeConfig::new(id, first_voters);
     config.seed = node_seed;
     config.request_timeout = Duration::from_secs(1);
     config.snapshot_every = setup.policy.every;
@@ -567,34 +682,42 @@ async fn run_node<SM: SimStateMachine, LS: LogStore, SS: SnapshotStore>(
 
 /// The node that leads in the highest term, by the nodes' own statuses.
 fn believed_leader<SM: SimStateMachine>(world: &SharedWorld<SM>) -> Option<NodeId> {
-    let world = world.borrow();
-    world
-        .handles
-        .values()
-        .map(|handle| handle.status())
-        .filter(|status| status.role == Role::Leader)
-        .max_by_key(|status| status.term)
-        .map(|status| status.id)
+    world.borrow().leader().map(|handle| handle.id())
 }
 
-/// Whether every node is up and follows one leader in one term.
-fn stable_leader<SM: SimStateMachine>(world: &SharedWorld<SM>, ids: &[NodeId]) -> bool {
+/// The final voters, once the cluster has settled: the node that leads in the highest term
+/// holds a committed membership that is not joint, and every voter of it is up and follows
+/// that leader in its term. Nodes outside the membership (removed, or spares never added) are
+/// not asked. A leader that reports no membership is judged over `first_voters`.
+fn settled_voters<SM: SimStateMachine>(
+    world: &SharedWorld<SM>,
+    first_voters: &[NodeId],
+) -> Option<Vec<NodeId>> {
     let world = world.borrow();
-    if world.handles.len() != ids.len() {
-        return false;
-    }
-    let statuses: Vec<_> = world.handles.values().map(|h| h.status()).collect();
-    let Some(first) = statuses.first() else {
-        return false;
+    let statuses: std::collections::BTreeMap<NodeId, _> = world
+        .handles
+        .iter()
+        .map(|(&id, handle)| (id, handle.status()))
+        .collect();
+    let leader = statuses
+        .values()
+        .filter(|status| status.role == Role::Leader)
+        .max_by_key(|status| status.term)?;
+    let voters: Vec<NodeId> = match &leader.membership {
+        Some(membership)
+            if membership.is_joint() || leader.membership_index > leader.commit_index =>
+        {
+            return None;
+        }
+        Some(membership) => membership.voters().iter().copied().collect(),
+        None => first_voters.to_vec(),
     };
-    let leader = first.leader;
-    leader.is_some()
-        && statuses
-            .iter()
-            .all(|s| s.leader == leader && s.term == first.term)
-        && statuses
-            .iter()
-            .any(|s| Some(s.id) == leader && s.role == Role::Leader)
+    let follows = |id: &NodeId| {
+        statuses
+            .get(id)
+            .is_some_and(|s| s.leader == Some(leader.id) && s.term == leader.term)
+    };
+    voters.iter().all(follows).then_some(voters)
 }
 
 /// FNV-1a over the history and the faults, as displayed.

@@ -15,7 +15,8 @@ use std::rc::Rc;
 pub(crate) type SharedWorld<SM> = Rc<RefCell<World<SM>>>;
 
 pub(crate) struct World<SM: SimStateMachine> {
-    /// Every node of the cluster.
+    /// Every host of the cluster: the first voters, then the spares
+    /// ([`crate::Simulation::spares`]).
     pub(crate) ids: Vec<NodeId>,
     /// The nodes that are up, by the handle of their current start.
     pub(crate) handles: BTreeMap<NodeId, SimHandle<SM>>,
@@ -31,6 +32,19 @@ pub(crate) struct World<SM: SimStateMachine> {
     /// The in-memory stores of [`crate::Storage::Memory`]: kept across crashes, like a disk.
     pub(crate) stores: BTreeMap<NodeId, (MemLogStore, MemSnapshotStore)>,
     pub(crate) counts: Counts,
+    /// How many of the user's clients have returned: the faults stop when all have.
+    pub(crate) clients_finished: usize,
+    /// The membership changes asked for ([`crate::Fault::MembershipChange`]).
+    pub(crate) churn: ChurnLog,
+}
+
+/// The membership changes of a run: each request with its time and outcome, and counts.
+#[derive(Debug, Default)]
+pub(crate) struct ChurnLog {
+    pub(crate) log: Vec<crate::nemesis::FaultRecord>,
+    pub(crate) counts: OperationCounts,
+    /// Changes that took effect and removed from the voters the leader that made them.
+    pub(crate) leader_removals: u64,
 }
 
 impl<SM: SimStateMachine> World<SM> {
@@ -48,7 +62,21 @@ impl<SM: SimStateMachine> World<SM> {
             problems: Vec::new(),
             finished: false,
             counts: Counts::default(),
+            clients_finished: 0,
+            churn: ChurnLog::default(),
         }
+    }
+}
+
+impl<SM: SimStateMachine> World<SM> {
+    /// The handle of the node that leads in the highest term, by the nodes' own statuses (a
+    /// stale leader is possible).
+    pub(crate) fn leader(&self) -> Option<SimHandle<SM>> {
+        self.handles
+            .values()
+            .filter(|handle| handle.status().role == raft_core::Role::Leader)
+            .max_by_key(|handle| handle.status().term)
+            .cloned()
     }
 }
 

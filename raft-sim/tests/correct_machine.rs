@@ -4,7 +4,7 @@
 mod support;
 
 use raft_core::node::Consistency;
-use raft_sim::{Nemesis, Simulation, Storage, Target};
+use raft_sim::{Fault, Nemesis, Simulation, Storage, Target};
 use rand::RngExt;
 use std::time::Duration;
 use support::{RegisterMachine, RegisterModel, random_write};
@@ -57,13 +57,20 @@ fn a_correct_state_machine_passes_on_the_simulated_disk() {
 
 #[test]
 fn a_seed_replays_the_same_run() {
-    let simulation = simulation().nemesis(Nemesis::default());
-    let first = simulation.run(7);
-    let second = simulation.run(7);
-    assert!(first.is_ok(), "{first}");
-    assert_eq!(first.digest, second.digest);
-    assert_eq!(first.history.len(), second.history.len());
-    assert_eq!(first.faults, second.faults);
+    let plain = simulation().nemesis(Nemesis::default());
+    // With spare hosts and membership churn, whose requests and outcomes are in the faults.
+    let churn = simulation()
+        .spares(2)
+        .nemesis(Nemesis::default().with(Fault::MembershipChange));
+    for simulation in [plain, churn] {
+        let first = simulation.run(7);
+        let second = simulation.run(7);
+        assert!(first.is_ok(), "{first}");
+        assert_eq!(first.digest, second.digest);
+        assert_eq!(first.history.len(), second.history.len());
+        assert_eq!(first.faults, second.faults);
+        assert_eq!(first.final_voters, second.final_voters);
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use raft_sim::{
 use raft_storage::{MemLogStore, MemSnapshotStore};
 use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
-use support::{RegisterMachine, RegisterModel, random_write};
+use support::{RegisterMachine, RegisterModel, random_write, workload};
 
 /// Runs the default seeds (or the environment's) and returns the problems found; panics if
 /// none fails, or if none fails for the reason `expected` names.
@@ -51,27 +51,6 @@ where
         );
     }
     problems
-}
-
-/// The workload of the first two tests: writes and linearizable reads on three keys.
-fn workload(
-    simulation: Simulation<RegisterMachine, RegisterModel>,
-) -> Simulation<RegisterMachine, RegisterModel> {
-    simulation.clients(3, |client| async move {
-        let mut rng = client.rng();
-        while client.running() {
-            if rng.random_ratio(3, 5) {
-                client.propose(random_write(&mut rng, 3)).await;
-            } else {
-                client
-                    .read(rng.random_range(0..3), Consistency::Linearizable)
-                    .await;
-            }
-        }
-        for key in 0..3 {
-            client.read(key, Consistency::Linearizable).await;
-        }
-    })
 }
 
 #[test]

@@ -5,9 +5,10 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use raft_core::node::Consistency;
 use raft_core::node::{SnapshotReader, SnapshotSource, StateMachine};
 use raft_core::{LogIndex, SnapshotMeta};
-use raft_sim::{ClusterOp, ClusterRet, Model, OpOf, RetOf};
+use raft_sim::{ClusterOp, ClusterRet, Model, OpOf, RetOf, Simulation};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -146,4 +147,27 @@ pub fn random_write(rng: &mut impl rand::Rng, keys: u8) -> Write {
             delta: rng.random_range(1..10),
         }
     }
+}
+
+/// Three clients writing (three times in five) and reading linearizably, on three keys, then
+/// reading every key once the faults stop.
+pub fn workload(
+    simulation: Simulation<RegisterMachine, RegisterModel>,
+) -> Simulation<RegisterMachine, RegisterModel> {
+    use rand::RngExt;
+    simulation.clients(3, |client| async move {
+        let mut rng = client.rng();
+        while client.running() {
+            if rng.random_ratio(3, 5) {
+                client.propose(random_write(&mut rng, 3)).await;
+            } else {
+                client
+                    .read(rng.random_range(0..3), Consistency::Linearizable)
+                    .await;
+            }
+        }
+        for key in 0..3 {
+            client.read(key, Consistency::Linearizable).await;
+        }
+    })
 }
