@@ -104,8 +104,9 @@ impl<SM: SimStateMachine> Client<SM> {
     }
 
     /// Whether the faults are still running. Loop while this holds, then make the final
-    /// requests (a healed cluster serves them) and return: the run ends when every client has
-    /// returned.
+    /// requests and return: the run ends when every client has returned. The faults are
+    /// healed by then, but the cluster may still be electing a leader: a final request may be
+    /// refused (`NotLeader`), so retry it if your test needs its answer.
     pub fn running(&self) -> bool {
         !self.shared.world.borrow().finished
     }
@@ -160,7 +161,9 @@ impl<SM: SimStateMachine> Client<SM> {
 
     /// Proposes `command` to `target` at acknowledgement level `ack`. A write acknowledged at
     /// `Ack::Local` is recorded as of unknown outcome: it may be lost in a failover, as
-    /// documented.
+    /// documented. Each such write may take effect at any point after its call, or never, so
+    /// many of them on one key (hundreds in a run) can make the check exceed its step budget
+    /// and report the run undecided: keep `Ack::Local` to a small share of the writes.
     pub async fn propose_on(
         &self,
         target: Target,

@@ -142,8 +142,9 @@
 //!
 //! A run depends on its seed only: turmoil's world is seeded and its clock starts at a fixed
 //! epoch; every node's and transport's randomness, the snapshot policy, the nemesis and the
-//! clients' generators are drawn from the seed; nodes run their tasks with `spawn_local` on
-//! their host; the harness keeps everything in ordered maps. Keep your workload code to the
+//! clients' generators are drawn from the seed; the nodes, transports and clients run on
+//! their host's local task set (a snapshot build runs on a task of its own, which does not
+//! change the run); the harness keeps everything in ordered maps. Keep your workload code to the
 //! same rules: randomness from [`Client::rng`], time from tokio's clock, no `HashMap`
 //! iteration order, no threads. [`Report::digest`] hashes a run's history and faults, so two
 //! runs of a seed can be compared.

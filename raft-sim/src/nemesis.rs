@@ -350,7 +350,10 @@ impl Injector {
                     None => pick(rng),
                 };
                 let (min, max) = self.nemesis.spike_ms;
-                let spike = Duration::from_millis(rng.random_range(min..=max));
+                // Never below the links' own maximum: a spike slows links down, and turmoil
+                // panics on a maximum below a link's minimum latency.
+                let spike =
+                    Duration::from_millis(rng.random_range(min..=max)).max(self.max_latency);
                 for b in names.iter().filter(|b| **b != a) {
                     sim.set_link_max_message_latency(a.as_str(), b.as_str(), spike);
                     self.slowed.insert((a.clone(), b.clone()));

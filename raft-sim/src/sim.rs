@@ -128,9 +128,10 @@ where
     }
 
     /// How long the faults go on (default 3 s of simulated time); the clients see
-    /// [`Client::running`] until then.
+    /// [`Client::running`] until then. At least 1 s is used: a shorter run ends before the
+    /// first election, and its clients would find no leader.
     pub fn duration(mut self, duration: Duration) -> Self {
-        self.duration = duration;
+        self.duration = duration.max(Duration::from_secs(1));
         self
     }
 

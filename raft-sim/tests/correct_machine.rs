@@ -92,3 +92,25 @@ fn latencies_that_make_leadership_flap_are_warned_about() {
         "{slow}"
     );
 }
+
+/// A latency spike lower than the links' own latency slows nothing down and never hands turmoil
+/// a maximum below a link's minimum (which aborted the whole test process).
+#[test]
+fn a_latency_spike_below_the_link_latency_is_harmless() {
+    let nemesis = Nemesis::only([Fault::LatencySpike])
+        .latency_spike(Duration::from_millis(5), Duration::from_millis(10));
+    let report = simulation()
+        .latency(Duration::from_millis(20), Duration::from_millis(30))
+        .configure(|config| {
+            config.raft.election_timeout_min_ms = 300;
+            config.raft.election_timeout_max_ms = 600;
+        })
+        .nemesis(nemesis)
+        .run(0);
+    let spiked = report
+        .faults
+        .iter()
+        .any(|f| f.what.contains("latency spike"));
+    assert!(spiked, "{:?}", report.faults);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
