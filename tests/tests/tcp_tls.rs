@@ -237,8 +237,7 @@ async fn clients_without_a_certificate_or_a_handshake_are_refused_cheaply() {
     for ca in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
         roots.add(ca.unwrap()).unwrap();
     }
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = raft_net::tls::crypto_provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -1,4 +1,4 @@
-//! TLS for the HTTP API and its clients, with rustls on the ring provider: the files
+//! TLS for the HTTP API and its clients, with rustls on the transport's ring provider: the files
 //! `--tls-cert`, `--tls-key` and `--tls-ca` name, the server's configuration (TLS 1.3 only
 //! unless asked otherwise; client certificates optional, verified against the CA when
 //! presented), the certificate that is reloaded when its files change or on `SIGHUP`, why a
@@ -53,12 +53,9 @@ pub fn files_from_flags(
         }
     }
 }
-/// The crypto this crate uses: ring's. rustls 0.23.48 marks ring's provider deprecated because
-/// it has no post-quantum key exchange, which only the aws-lc-rs provider offers; this crate
-/// keeps to ring (no C toolchain or CMake for aws-lc) and its classical X25519 and P-256.
-#[allow(deprecated)]
+/// The crypto this crate uses: the transport's choice ([`raft_net::tls::crypto_provider`], ring).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    raft_net::tls::crypto_provider()
 }
 
 /// A file's bytes, or a one-line error naming the flag and the file.

@@ -358,11 +358,7 @@ fn build(pem: Pem, options: TlsOptions) -> Result<Loaded, TlsError> {
         return Err(TlsError("the CA bundle holds no certificate".into()));
     }
     let roots = Arc::new(roots);
-    // ring rather than aws-lc-rs: it builds with a C compiler alone (no cmake, no assembler
-    // toolchain) on every platform the project supports. rustls deprecates it because it has no
-    // post-quantum key exchange; X25519 and the P-curves remain.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crypto_provider();
     let versions: &[&'static SupportedProtocolVersion] = if options.allow_tls12 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
     } else {
@@ -395,6 +391,18 @@ fn build(pem: Pem, options: TlsOptions) -> Result<Loaded, TlsError> {
         connector: TlsConnector::from(Arc::new(client)),
         leaf,
     })
+}
+
+/// The cryptography of every TLS configuration of the project: rustls's ring provider.
+///
+/// ring rather than aws-lc-rs: it builds with a C compiler alone (no cmake, no assembler
+/// toolchain) on every platform the project supports. rustls deprecates it because it has no
+/// post-quantum key exchange; X25519 and the P-curves remain. Use it for any other rustls
+/// configuration next to the transport's (an HTTPS API, its clients), so one choice holds
+/// everywhere.
+#[allow(deprecated)]
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Whether `cert` (DER) carries the subject alternative name [`node_name`]`(id)`: whether a
