@@ -185,14 +185,7 @@ async fn sigterm_stops_with_code_0_and_the_data_survives_a_restart() {
         assert!(reply.unwrap().status.is_success());
     }
     let node = cluster.node(1);
-    node.proc().signal("TERM");
-    let status = node.proc().wait_exit(Duration::from_secs(5));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM: {status:?}"
-    );
-    node.kill();
+    node.terminate(Duration::from_secs(5));
 
     node.start();
     cluster.wait_up(1, Duration::from_secs(10)).await;
@@ -216,14 +209,7 @@ async fn a_data_directory_of_another_node_or_cluster_is_refused() {
     cluster.wait_up(1, Duration::from_secs(10)).await;
     cluster.wait_leader(&[1], Duration::from_secs(10)).await;
     let node = cluster.node(1);
-    node.proc().signal("TERM");
-    let status = node.proc().wait_exit(Duration::from_secs(5));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM: {status:?}"
-    );
-    node.kill();
+    node.terminate(Duration::from_secs(5));
     let data = node.data_dir.clone();
     let dir = cluster.dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -255,16 +241,8 @@ async fn sigterm_is_not_held_up_by_a_stalled_client() {
     stalled.write_all(head.as_bytes()).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let node = cluster.node(1);
-    let asked = std::time::Instant::now();
-    node.proc().signal("TERM");
     // The drain gives requests in flight five seconds, no more.
-    let status = node.proc().wait_exit(Duration::from_secs(9));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM with a stalled client: {status:?}"
-    );
-    assert!(asked.elapsed() < Duration::from_secs(9));
+    node.terminate(Duration::from_secs(9));
     drop(stalled);
 }
 
@@ -287,10 +265,7 @@ async fn sigterm_on_the_leader_hands_leadership_over() {
         .unwrap();
     assert!(reply.status.is_success(), "{reply:?}");
     let node = cluster.node(leader);
-    node.proc().signal("TERM");
-    let status = node.proc().wait_exit(Duration::from_secs(8));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
-    node.kill();
+    node.terminate(Duration::from_secs(8));
     let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
     let successor = cluster.wait_leader(&others, Duration::from_secs(5)).await;
     // The new leader took over by a transfer, not by an election after a timeout.

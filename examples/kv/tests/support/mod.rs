@@ -263,6 +263,23 @@ impl Node {
         }
     }
 
+    /// SIGTERM, and checks that it exits 0 within `within`; the process is reaped. Returns how
+    /// long the stop took.
+    pub fn terminate(&mut self, within: Duration) -> Duration {
+        let asked = std::time::Instant::now();
+        self.proc().signal("TERM");
+        let status = self.proc().wait_exit(within);
+        let took = asked.elapsed();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "node {}: exit within {within:?} of SIGTERM: {status:?}",
+            self.id
+        );
+        self.kill();
+        took
+    }
+
     /// Its running process.
     pub fn proc(&mut self) -> &mut Proc {
         let id = self.id;
