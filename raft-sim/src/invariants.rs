@@ -63,3 +63,79 @@ impl Observer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status of node `id` in `role` at `term`, with commit and applied indexes.
+    fn status(id: u64, role: &str, term: u64, commit: u64, applied: u64) -> Status {
+        let json = serde_json::json!({
+            "id": id, "role": role, "term": term, "leader": null,
+            "commit_index": commit, "applied_index": applied, "last_log_index": commit,
+            "log_entries": commit, "snapshot": null, "lease_remaining_ms": null,
+            "staleness_ms": null, "membership": null, "membership_index": 0,
+            "peers": [], "failovers": [], "connections": [],
+        });
+        match serde_json::from_value(json) {
+            Ok(status) => status,
+            Err(e) => panic!("not a Status: {e}"),
+        }
+    }
+
+    fn violations(seen: &[(u64, Status)]) -> Vec<String> {
+        let mut observer = Observer::default();
+        for (now, (start, status)) in seen.iter().enumerate() {
+            observer.observe(*start, status, now as u64);
+        }
+        observer.violations.lines("violations")
+    }
+
+    /// One broken rule per row, and a word its report must carry; then what is allowed.
+    #[test]
+    fn each_invariant_is_reported_when_broken_and_only_then() {
+        let broken: [(&str, Vec<(u64, Status)>); 4] = [
+            (
+                "election safety",
+                vec![
+                    (0, status(1, "Leader", 2, 1, 1)),
+                    (0, status(2, "Leader", 2, 1, 1)),
+                ],
+            ),
+            (
+                "term went back",
+                vec![
+                    (0, status(1, "Follower", 3, 1, 1)),
+                    (0, status(1, "Follower", 2, 1, 1)),
+                ],
+            ),
+            (
+                "commit index went back",
+                vec![
+                    (0, status(1, "Follower", 3, 5, 5)),
+                    (0, status(1, "Follower", 3, 4, 4)),
+                ],
+            ),
+            (
+                "beyond its commit index",
+                vec![(0, status(1, "Follower", 3, 4, 5))],
+            ),
+        ];
+        for (words, seen) in broken {
+            let found = violations(&seen);
+            assert!(
+                found.iter().any(|v| v.contains(words)),
+                "{words}: {found:?}"
+            );
+        }
+        // A restart may come back with a lower commit index; leaders of different terms, and
+        // one leader seen twice in its term, are fine.
+        let fine = vec![
+            (0, status(1, "Leader", 2, 5, 5)),
+            (0, status(1, "Leader", 2, 6, 6)),
+            (1, status(1, "Follower", 2, 0, 0)),
+            (0, status(2, "Leader", 3, 6, 6)),
+        ];
+        assert_eq!(violations(&fine), Vec::<String>::new());
+    }
+}
