@@ -3,6 +3,7 @@
 //! is kept apart: writes in [`super::writes`], reads in [`super::reads`], their deadlines in
 //! [`super::deadlines`], and what the node reports in [`super::publish`].
 
+use super::clock::{LocalTime, NodeClock};
 use super::deadlines::deadline_after;
 use super::membership::PendingChanges;
 use super::publish::{Publisher, in_sync};
@@ -18,7 +19,6 @@ use crate::{
     Time,
 };
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -35,11 +35,21 @@ enum Wake<R> {
     Timer,
 }
 
-/// `at` on the protocol's clock for a node started at `started` (whole milliseconds since,
-/// rounded down).
-fn protocol_time(started: tokio::time::Instant, at: tokio::time::Instant) -> Time {
-    let elapsed = at.saturating_duration_since(started);
-    Time(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+/// `at` (on tokio's clock) on the protocol's clock of a node whose `clock` read `started` when
+/// it started: whole milliseconds since, rounded down.
+fn protocol_time(clock: &NodeClock, started: LocalTime, at: tokio::time::Instant) -> Time {
+    Time(clock.read(at).millis_since(started))
+}
+
+/// Resolves when the clock's rate changes; never for a real clock (or once every clone of an
+/// adjustable one is gone, which the node's own configuration prevents).
+async fn clock_changed(changes: &mut Option<watch::Receiver<u64>>) {
+    if let Some(changes) = changes
+        && changes.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// The node's task: what its loop needs to take input, drive the protocol and carry out its
@@ -67,14 +77,18 @@ pub(super) struct Driver<SM: StateMachine, LS, SS, T> {
     inbound_open: bool,
     /// Why the node stopped, for handles that ask after it did.
     shared: Arc<Shared>,
-    /// The origin of the protocol's clock.
-    started: tokio::time::Instant,
+    /// The origin of the protocol's clock: what the node's clock
+    /// ([`super::NodeConfig::clock`]) read when it started.
+    started: LocalTime,
     /// The time of the current batch, read once every input of the batch had arrived, so that
     /// no input is judged at a time before it arrived (a lease, a staleness bound or the time a
     /// follower heard its leader would otherwise be stretched by the time spent draining).
     clock: Time,
-    /// The same moment on tokio's clock, for request deadlines.
+    /// The same moment on tokio's clock, for request deadlines (which are not the protocol's
+    /// and so keep tokio's time whatever the node's clock does).
     now: tokio::time::Instant,
+    /// Rate changes of an adjustable clock (`None` for tokio's).
+    clock_changes: Option<watch::Receiver<u64>>,
     /// Messages taken for the current batch (kept to reuse the allocation).
     message_batch: Vec<Message>,
     /// Requests taken for the current batch (kept to reuse the allocation).
@@ -129,7 +143,9 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             .map_or(state.log_start.index, |e| e.index)
             .max(applied);
         let raft = Raft::new(config.raft.clone(), state, config.seed, Time(0))?;
-        let started = tokio::time::Instant::now();
+        let now = tokio::time::Instant::now();
+        let started = config.clock.start(now);
+        let clock_changes = config.clock.changes();
         Ok(Driver {
             publisher: Publisher::new(
                 status_tx,
@@ -150,7 +166,8 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             shared,
             started,
             clock: Time(0),
-            now: started,
+            now,
+            clock_changes,
             message_batch: Vec::new(),
             request_batch: Vec::new(),
             writes: Writes::default(),
@@ -171,12 +188,12 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
     /// Reads the clock once for the batch about to be handled.
     fn read_clock(&mut self) {
         self.now = tokio::time::Instant::now();
-        self.clock = protocol_time(self.started, self.now);
+        self.clock = protocol_time(&self.config.clock, self.started, self.now);
     }
 
     /// `at` on tokio's clock, to sleep until a deadline of the protocol.
     fn instant_of(&self, at: Time) -> tokio::time::Instant {
-        self.started + Duration::from_millis(at.0)
+        self.config.clock.instant_at(self.started.plus_millis(at.0))
     }
 
     async fn run_loop(mut self) {
@@ -195,6 +212,8 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
                     Wake::Built(built)
                 }
                 _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+                // The clock's rate changed (a simulation's drift): recompute the deadline.
+                _ = clock_changed(&mut self.clock_changes) => Wake::Timer,
             };
             let mut messages = std::mem::take(&mut self.message_batch);
             let mut requests = std::mem::take(&mut self.request_batch);
@@ -386,8 +405,8 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
     /// Carries out the protocol's actions until it has none left (acknowledging a write or an
     /// apply can produce more).
     async fn carry_out_actions(&mut self) -> Result<(), Error> {
-        let started = self.started;
-        let fresh_clock = move || protocol_time(started, tokio::time::Instant::now());
+        let (clock, started) = (self.config.clock.clone(), self.started);
+        let fresh_clock = move || protocol_time(&clock, started, tokio::time::Instant::now());
         loop {
             let actions = self.raft.take_actions();
             if actions.is_empty() {
@@ -463,7 +482,13 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
                     self.contract.answering_read(index);
                 }
                 self.reads
-                    .complete(&self.raft, &mut self.state_machine, fresh_clock, id, result)
+                    .complete(
+                        &self.raft,
+                        &mut self.state_machine,
+                        &fresh_clock,
+                        id,
+                        result,
+                    )
                     .await;
             }
             // Duty 7: a received snapshot replaces the state machine's state.
@@ -485,7 +510,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             }
         }
         self.reads
-            .answer_waiting(&self.raft, &mut self.state_machine, fresh_clock)
+            .answer_waiting(&self.raft, &mut self.state_machine, &fresh_clock)
             .await;
         let (max_lag, now) = (self.config.max_replication_lag, self.clock);
         self.writes

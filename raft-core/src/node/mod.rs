@@ -101,6 +101,7 @@
 // requests wait for their answer in `writes` (acknowledgement levels) and `reads` (read
 // barriers), and time out through `deadlines`; `publish` keeps the status watchers see;
 // `handle` is the client side, which queues requests for the loop.
+mod clock;
 mod deadlines;
 mod driver;
 mod handle;
@@ -113,6 +114,7 @@ mod status;
 mod traits;
 mod writes;
 
+pub use clock::NodeClock;
 pub use handle::NodeHandle;
 pub use inbox::{DEFAULT_INBOX_BYTES, InboundMessages, Inbox, inbox, inbox_with_limits};
 pub use status::{Failover, FailoverTrigger, PeerConnection, PeerStatus, Status};
@@ -361,6 +363,10 @@ pub struct NodeConfig {
     pub snapshot_keep_entries: u64,
     /// The largest chunk of a snapshot image read or sent at once, in bytes. Default 1 MiB.
     pub snapshot_chunk_bytes: usize,
+    /// The clock the node measures its timeouts, leases and staleness bounds on: tokio's
+    /// ([`NodeClock::real`], the default). Simulations give a node an adjustable one to make
+    /// its clock drift ([`NodeClock::adjustable`]). Request timeouts keep tokio's clock.
+    pub clock: NodeClock,
 }
 
 impl NodeConfig {
@@ -378,6 +384,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             snapshot_keep_entries: 1_000,
             snapshot_chunk_bytes: 1 << 20,
+            clock: NodeClock::real(),
         }
     }
 
