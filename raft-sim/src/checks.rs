@@ -1,10 +1,11 @@
-//! The checks made once a run is over, besides linearizability: every answer that names a log
-//! index against the model replayed over the commands the replicas applied, and read-your-writes.
+//! The checks made once a run is over, besides linearizability and the store audit: every
+//! answer that names a log index against the model replayed over the commands the replicas
+//! applied, read-your-writes, and the bound of every bounded-staleness read.
 
 use crate::SimStateMachine;
 use crate::model::{ClusterOp, Model, OpOf, RetOf};
 use crate::recording::AppliedLog;
-use crate::world::{Capped, Observation};
+use crate::world::{Acknowledged, BoundedRead, Capped, Observation};
 
 /// Replays `model` over the commands applied, in index order (the one log every replica must
 /// have applied), and checks each observation against it:
@@ -99,4 +100,140 @@ where
         }
     }
     problems.lines("answers that disagree with the model")
+}
+
+/// How much later than the node's answer its client may see it, in milliseconds: the node and
+/// the client are different hosts of the simulation, and an answer sent in one step of 1 ms may
+/// reach its client in the next.
+const DELIVERY_MS: u64 = 1;
+
+/// Checks every bounded-staleness read against the guarantee of
+/// `raft_core::node::Consistency::BoundedStaleness(bound)`: the data served reflects every
+/// write acknowledged more than `bound` before the read is answered. Measured from the
+/// clients, with every doubt on the node's side:
+///
+/// a read answered (as its client saw it) at `answered_ms` must have been served at an applied
+/// index at least the index of every write whose acknowledgement reached its client at
+/// `at_ms < answered_ms - bound_ms - 1`.
+///
+/// A write's acknowledgement reaches its client no earlier than the node acknowledged it, and
+/// a read's answer reaches its client at most 1 ms (one step) after the node answered it, so
+/// every such write was acknowledged more than `bound` before the node answered.
+pub(crate) fn check_bounded_staleness(
+    acknowledged: &[Acknowledged],
+    reads: &[BoundedRead],
+) -> Vec<String> {
+    // The acknowledgements in the order they arrived, each with the highest index acknowledged
+    // up to it (and which write that was).
+    let mut arrived: Vec<&Acknowledged> = acknowledged.iter().collect();
+    arrived.sort_by_key(|write| write.at_ms);
+    let mut highest: Vec<(u64, &Acknowledged)> = Vec::with_capacity(arrived.len());
+    for write in arrived {
+        let best = match highest.last() {
+            Some(&(_, best)) if best.index >= write.index => best,
+            _ => write,
+        };
+        highest.push((write.at_ms, best));
+    }
+    let mut problems = Capped::default();
+    for read in reads {
+        let cutoff = read
+            .answered_ms
+            .saturating_sub(read.bound_ms)
+            .saturating_sub(DELIVERY_MS);
+        let before = highest.partition_point(|&(at_ms, _)| at_ms < cutoff);
+        let Some(&(_, required)) = before.checked_sub(1).and_then(|i| highest.get(i)) else {
+            continue;
+        };
+        if read.applied_index < required.index {
+            problems.push(format!(
+                "bounded staleness: n{} answered {}'s read with a bound of {} ms (invoked at {} \
+                 ms, answered at {} ms) from applied index {}, but {}'s write {} at index {} was \
+                 acknowledged at {} ms, {} ms before the answer",
+                read.node.0,
+                read.client,
+                read.bound_ms,
+                read.invoked_ms,
+                read.answered_ms,
+                read.applied_index.0,
+                required.client,
+                required.command,
+                required.index.0,
+                required.at_ms,
+                read.answered_ms.saturating_sub(required.at_ms)
+            ));
+        }
+    }
+    problems.lines("bounded-staleness reads staler than their bound")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::{LogIndex, NodeId, Term};
+
+    fn acknowledged(at_ms: u64, index: u64) -> Acknowledged {
+        Acknowledged {
+            client: "c1".to_string(),
+            at_ms,
+            index: LogIndex(index),
+            term: Term(1),
+            encoded: Vec::new(),
+            command: format!("write {index}"),
+        }
+    }
+
+    fn read(answered_ms: u64, bound_ms: u64, applied: u64) -> BoundedRead {
+        BoundedRead {
+            client: "c2".to_string(),
+            node: NodeId(2),
+            bound_ms,
+            invoked_ms: answered_ms.saturating_sub(5),
+            answered_ms,
+            applied_index: LogIndex(applied),
+        }
+    }
+
+    /// Writes acknowledged at 100 ms (index 10), 300 ms (index 30) and 200 ms (index 20,
+    /// acknowledged after the higher one), then reads of each kind: what each may miss, and
+    /// what it may not.
+    #[test]
+    fn a_read_must_reflect_every_write_acknowledged_more_than_its_bound_before() {
+        let writes = [
+            acknowledged(100, 10),
+            acknowledged(300, 30),
+            acknowledged(200, 20),
+        ];
+        let fine = [
+            // Nothing acknowledged more than 500 ms + 1 ms before 600 ms.
+            read(600, 500, 0),
+            // The write at 100 ms is exactly 501 ms old: within the bound and the step.
+            read(601, 500, 0),
+            // 502 ms old: index 10 is needed, and there.
+            read(602, 500, 10),
+            // Every write is older than 100 ms + 1 ms at 500 ms: index 30 reflects all three.
+            read(500, 100, 30),
+            // A bound of zero: a read reflecting everything is fine.
+            read(1000, 0, 30),
+        ];
+        assert_eq!(
+            check_bounded_staleness(&writes, &fine),
+            Vec::<String>::new()
+        );
+        let stale = [
+            (read(602, 500, 9), "write 10 at index 10"),
+            // The write at 200 ms (index 20) came after the one at index 30: 30 is needed.
+            (read(500, 100, 29), "write 30 at index 30"),
+            (read(1000, 0, 20), "write 30 at index 30"),
+        ];
+        for (read, needed) in stale {
+            let found = check_bounded_staleness(&writes, std::slice::from_ref(&read));
+            assert_eq!(found.len(), 1, "{read:?}: {found:?}");
+            assert!(found[0].contains("bounded staleness"), "{found:?}");
+            assert!(
+                found[0].contains(needed),
+                "{read:?} needs {needed}: {found:?}"
+            );
+        }
+    }
 }

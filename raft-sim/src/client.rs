@@ -5,7 +5,7 @@ use crate::SimStateMachine;
 use crate::history::OpId;
 use crate::model::{ClusterOp, ClusterRet, OpOf, RetOf};
 use crate::outcome::Outcome;
-use crate::world::{Observation, SharedWorld, now_ms};
+use crate::world::{Acknowledged, BoundedRead, Observation, SharedWorld, now_ms};
 use raft_core::node::{Ack, Consistency, Error, NodeHandle, ReadOutcome, WriteOutcome};
 use raft_core::{LogIndex, NodeId};
 use rand::rngs::ChaCha8Rng;
@@ -40,7 +40,10 @@ pub enum Target {
 /// `Ack::Quorum` or `Ack::All` and reads at `Consistency::Linearizable` or `Lease` are checked
 /// for linearizability; every answer that names a log index (a write's index, a read's applied
 /// index) is also checked against the model at that index, and an `AtLeast(token)` read must be
-/// served at or after its token (read-your-writes).
+/// served at or after its token (read-your-writes). A `BoundedStaleness(bound)` read must
+/// reflect every write acknowledged more than `bound` before it was answered, and every write
+/// acknowledged at `Ack::Quorum` or `Ack::All` must be on a majority of the final voters' stores
+/// once the run is over (see [`crate::Simulation`]).
 ///
 /// A request that fails returns after a pause of 10 ms, and one that took no simulated time
 /// (a read served locally) after 1 ms, so a loop of requests always lets time pass.
@@ -172,11 +175,9 @@ impl<SM: SimStateMachine> Client<SM> {
     ) -> Outcome<WriteOutcome<SM::Response>> {
         let op = ClusterOp::Write(command.clone());
         let (invoked, id) = self.invoke(Some(op.clone()));
-        let outcome = self
-            .send(
-                target,
-                |node| async move { node.propose(command, ack).await },
-            )
+        let sent = command.clone();
+        let (_, outcome) = self
+            .send(target, |node| async move { node.propose(sent, ack).await })
             .await;
         let answer = match (&outcome, ack) {
             (Outcome::Ok(written), Ack::Quorum | Ack::All) => written
@@ -185,6 +186,22 @@ impl<SM: SimStateMachine> Client<SM> {
                 .map(|response| (ClusterRet::Write(response), written.index)),
             _ => None,
         };
+        if let (Outcome::Ok(written), Some(_)) = (&outcome, &answer) {
+            // Committed and applied: for the store audit and the bounded-staleness check.
+            let acknowledged = Acknowledged {
+                client: self.shared.name.clone(),
+                at_ms: now_ms(),
+                index: written.index,
+                term: written.term,
+                encoded: postcard::to_allocvec(&command).unwrap_or_default(),
+                command: format!("{command:?}"),
+            };
+            self.shared
+                .world
+                .borrow_mut()
+                .acknowledged
+                .push(acknowledged);
+        }
         self.settle(id, &outcome, op, answer, None);
         self.after(invoked, &outcome).await;
         outcome
@@ -201,8 +218,9 @@ impl<SM: SimStateMachine> Client<SM> {
 
     /// Reads `query` from `target` at `consistency`. `Linearizable` and `Lease` reads go into
     /// the history checked for linearizability. Every read that answers is checked against the
-    /// model at the applied index it reports, and an `AtLeast(token)` read must report at least
-    /// its token.
+    /// model at the applied index it reports, an `AtLeast(token)` read must report at least
+    /// its token, and a `BoundedStaleness(bound)` read an applied index that reaches every
+    /// write acknowledged more than `bound` before its answer.
     pub async fn read_on(
         &self,
         target: Target,
@@ -212,11 +230,24 @@ impl<SM: SimStateMachine> Client<SM> {
         let op = ClusterOp::Read(query.clone());
         let linearizable = matches!(consistency, Consistency::Linearizable | Consistency::Lease);
         let (invoked, id) = self.invoke(linearizable.then(|| op.clone()));
-        let outcome = self
+        let (node, outcome) = self
             .send(target, |node| async move {
                 node.query(consistency, query).await
             })
             .await;
+        if let (Consistency::BoundedStaleness(bound), Outcome::Ok(read), Some(node)) =
+            (consistency, &outcome, node)
+        {
+            let read = BoundedRead {
+                client: self.shared.name.clone(),
+                node,
+                bound_ms: u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+                invoked_ms: invoked,
+                answered_ms: now_ms(),
+                applied_index: read.applied_index,
+            };
+            self.shared.world.borrow_mut().bounded_reads.push(read);
+        }
         let answer = match &outcome {
             Outcome::Ok(read) => {
                 Some((ClusterRet::Read(read.response.clone()), read.applied_index))
@@ -271,19 +302,22 @@ impl<SM: SimStateMachine> Client<SM> {
         (invoked, id)
     }
 
-    /// Sends a request to the node `target` names; no node up is a refusal (nothing was
-    /// sent).
+    /// Sends a request to the node `target` names; returns that node and the outcome. No node
+    /// up is a refusal (nothing was sent).
     async fn send<R, Fut>(
         &self,
         target: Target,
         call: impl FnOnce(SimHandle<SM>) -> Fut,
-    ) -> Outcome<R>
+    ) -> (Option<NodeId>, Outcome<R>)
     where
         Fut: Future<Output = Result<R, Error>>,
     {
         match self.handle(target) {
-            Some(node) => Outcome::from_result(call(node).await),
-            None => Outcome::Failed(Error::NotLeader { leader_hint: None }),
+            Some(node) => (Some(node.id()), Outcome::from_result(call(node).await)),
+            None => (
+                None,
+                Outcome::Failed(Error::NotLeader { leader_hint: None }),
+            ),
         }
     }
 

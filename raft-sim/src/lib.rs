@@ -18,8 +18,10 @@
 //!    .nemesis(Nemesis)                              ├─ host n1..nN: Node<Recording<SM>> + TcpTransport<TurmoilNet>
 //!    .storage(Storage)                              │                 + stores (memory / simulated disk / yours)
 //!    .client(name, |client| async {..})             ├─ clients: your code ─Client─▶ NodeHandle  ──▶ History
-//!                                                   └─ every step: Nemesis injects; Status ──▶ invariants
+//!                                                   ├─ every step: Nemesis injects; Status ──▶ invariants
+//!                                                   └─ at the end: crash all, read the final voters' stores back
 //!  Report ◀── checker::check(model, history) + replicas' applied commands vs the model
+//!             + bounded-staleness reads vs acknowledgements + acknowledged writes vs the stores
 //! ```
 //!
 //! * [`Simulation`] (module `sim`): the builder and the run of one seed; [`seeds`] reads
@@ -27,7 +29,8 @@
 //! * [`Client`] (module `client`): what your workload code gets; every request it makes is
 //!   recorded in a [`History`] with its [`Outcome`].
 //! * [`Nemesis`] and [`Fault`] (module `nemesis`): which faults, how often; every fault is
-//!   recorded with its time ([`FaultRecord`]).
+//!   recorded with its time ([`FaultRecord`]). Membership churn (module `churn`) and leadership
+//!   transfers (module `transfer`) run beside the other faults, as tasks of their own.
 //! * [`Storage`] (module `storage`): in memory (kept across crashes), the durable file stores
 //!   on turmoil's simulated disk, or your own.
 //! * [`Model`] and [`check`] (modules `model`, `checker`): your sequential specification
@@ -39,6 +42,9 @@
 //!   them ([`Counterexample`]).
 //! * [`Recording`] (module `recording`): the wrapper around your state machine that records
 //!   what every replica applied.
+//! * The checks made once a run is over (modules `checks`, `audit`, `invariants`): answers
+//!   against the model at their log index, read-your-writes, bounded staleness, the store
+//!   audit.
 //! * [`Report`] (module `report`): what a run did and found.
 //!
 //! ## What is checked
@@ -51,6 +57,12 @@
 //!   replicas applied: a write's response at its index, and any read's answer at the applied
 //!   index it was served at (`Stale` and `BoundedStaleness` reads included: stale, never wrong).
 //! * **Read-your-writes**: an `AtLeast(token)` read is served at or after its token.
+//! * **Bounded staleness**, as `Consistency::BoundedStaleness(bound)` promises: the data served
+//!   reflects every write acknowledged more than `bound` before the read is answered. Measured
+//!   from the clients, giving the node every doubt: a read whose answer reached its client at
+//!   `t` must have been served at an applied index no lower than that of any write (`Ack::Quorum`
+//!   or `Ack::All`) whose acknowledgement reached its client before `t - bound - 1 ms` (an
+//!   answer may reach its client one 1 ms step after the node sent it).
 //! * **State machine safety and determinism**: every replica applied the same command at each
 //!   index (compared as the log encodes it), and returned the same response for it (compared
 //!   as `Debug` prints it: a response holding a `HashMap` may print equal values differently).
@@ -59,14 +71,25 @@
 //!   beyond committed. And **liveness**: within 10 s of the faults stopping, a leader whose
 //!   membership is committed and not joint, followed by every voter of that membership (the
 //!   final voters: with membership churn, not the first ones).
+//! * **The stores, once the run is over** (the store audit): after the liveness check, every
+//!   host is crashed (whatever its stores had not made durable is lost) and the final voters'
+//!   stores are read back as a restart would find them: the harness's in-memory stores
+//!   ([`Storage::Memory`]), the file stores opened on the host's simulated disk
+//!   ([`Storage::SimulatedDisk`]), or what your factory returns for one more start
+//!   ([`Storage::custom`]). Every write acknowledged at `Ack::Quorum` or `Ack::All` must be on a
+//!   majority of them: in the log at its index, of its term, with its command's bytes, or at or
+//!   below the last index of the latest snapshot (which must restore into a fresh state
+//!   machine, and end in a term no earlier than the write's). A store that cannot be read back
+//!   is a problem too.
 //!
-//! Not yet: clock drift between nodes (turmoil gives every host the same clock, so leases are
-//! not tested against drift). A transport that replaces TCP altogether: a wrapper from
+//! Clocks drift too ([`Fault::ClockDrift`], in the default nemesis): turmoil gives every host
+//! one clock, so each node runs on a `raft_core::node::NodeClock` of its own whose rate the
+//! nemesis keeps changing, within the nodes' `clock_drift_bound_ms` unless told otherwise.
+//!
+//! Not yet: a transport that replaces TCP altogether: a wrapper from
 //! [`Simulation::transport`] sends the node's messages, but they arrive through the TCP
 //! transport's listener, so what can be tested is a decorator of the sending side
-//! (compression, encryption, batching, faults of its own). No look at the stores once a run
-//! is over (that every acknowledged write is on a majority of the final voters): a lost write
-//! is caught when a replica applies another command at its index, or a read misses it.
+//! (compression, encryption, batching, faults of its own).
 //!
 //! ## Example: a replicated counter
 //!
@@ -151,10 +174,12 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod checker;
 mod checks;
 mod churn;
 mod client;
+mod drift;
 mod history;
 mod invariants;
 mod model;
@@ -164,6 +189,7 @@ mod recording;
 mod report;
 mod sim;
 mod storage;
+mod transfer;
 mod transport;
 mod world;
 

@@ -51,11 +51,28 @@ pub enum Fault {
     /// `remove_learner` and `change_membership`. Each request is recorded with the time it was
     /// made and its outcome. Not in [`Nemesis::default`]: add it with [`Nemesis::with`].
     MembershipChange,
+    /// Leadership transfer (dissertation §3.10), beside the other faults like
+    /// [`Fault::MembershipChange`]: every 300 to 1,500 ms the node that leads is asked, through
+    /// `NodeHandle::transfer_leadership`, to hand leadership to another voter of its membership
+    /// picked at random, which may be down or cut off (the leader then abandons the transfer
+    /// after a minimum election timeout, refusing writes meanwhile). Each request is recorded
+    /// with the time it was made, its outcome (started, or refused), and whether its target was
+    /// then seen leading a later term within 1 s. Not in [`Nemesis::default`]: add it with
+    /// [`Nemesis::with`].
+    TransferLeadership,
+    /// Clock drift, beside the other faults: every node runs on a clock of its own
+    /// (`raft_core::node::NodeClock`), and every 200 to 1,000 ms each clock's rate is drawn
+    /// anew from `1 ± d`. By default `d` keeps any two clocks within the nodes'
+    /// `clock_drift_bound_ms` over a minimum election timeout (nine tenths of half their
+    /// ratio: ±4.5% with the default `Config`), where every check, lease reads included, must
+    /// hold; [`Nemesis::clock_drift`] sets `d` (beyond the bound, lease reads are expected to
+    /// go stale). Every draw is recorded; when the faults stop, every clock keeps time again.
+    ClockDrift,
 }
 
 impl Fault {
     /// Every fault, in the order of this enum.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 12] = [
         Fault::Partition,
         Fault::OneWayPartition,
         Fault::IsolateLeader,
@@ -66,7 +83,23 @@ impl Fault {
         Fault::Restart,
         Fault::PowerLoss,
         Fault::MembershipChange,
+        Fault::TransferLeadership,
+        Fault::ClockDrift,
     ];
+
+    /// Whether it runs beside the other faults, on a clock of its own, rather than in turn
+    /// with them (an administrator's request, or drift that never stops).
+    pub(crate) fn runs_beside(self) -> bool {
+        matches!(
+            self,
+            Fault::MembershipChange | Fault::TransferLeadership | Fault::ClockDrift
+        )
+    }
+
+    /// Whether [`Nemesis::default`] leaves it out (the administrator's requests).
+    fn opt_in(self) -> bool {
+        matches!(self, Fault::MembershipChange | Fault::TransferLeadership)
+    }
 }
 
 /// Which faults a run sees, and how often. A builder:
@@ -82,10 +115,11 @@ impl Fault {
 /// # let _ = partitions_only;
 /// ```
 ///
-/// The default: every [`Fault`] but [`Fault::MembershipChange`], the first 500 ms into the
-/// run, then a new one every 150 to 1,200 ms (each undoing the one before), 5% message loss,
-/// latency spikes of 50 to 400 ms. Membership churn, when added, runs beside them on its own
-/// clock. Not yet: clock drift (turmoil gives every host the same clock).
+/// The default: every [`Fault`] but [`Fault::MembershipChange`] and
+/// [`Fault::TransferLeadership`], the first 500 ms into the run, then a new one every 150 to
+/// 1,200 ms (each undoing the one before), 5% message loss, latency spikes of 50 to 400 ms;
+/// and beside them clock drift within the nodes' bound. Membership churn and leadership
+/// transfers, when added, also run beside them, each on its own clock.
 #[derive(Clone, Debug)]
 pub struct Nemesis {
     faults: BTreeSet<Fault>,
@@ -93,19 +127,18 @@ pub struct Nemesis {
     interval_ms: (u64, u64),
     loss_rate: f64,
     spike_ms: (u64, u64),
+    drift: Option<f64>,
 }
 
 impl Default for Nemesis {
     fn default() -> Self {
         Nemesis {
-            faults: Fault::ALL
-                .into_iter()
-                .filter(|&f| f != Fault::MembershipChange)
-                .collect(),
+            faults: Fault::ALL.into_iter().filter(|f| !f.opt_in()).collect(),
             first_ms: 500,
             interval_ms: (150, 1_200),
             loss_rate: 0.05,
             spike_ms: (50, 400),
+            drift: None,
         }
     }
 }
@@ -146,8 +179,8 @@ impl Nemesis {
         self
     }
 
-    /// The first fault (and the first membership change) begins this long into the run
-    /// (default 500 ms: an election first).
+    /// The first fault (and the first membership change or leadership transfer) begins this
+    /// long into the run (default 500 ms: an election first).
     pub fn first_fault_after(mut self, delay: Duration) -> Nemesis {
         self.first_ms = millis(delay);
         self
@@ -172,6 +205,19 @@ impl Nemesis {
         self
     }
 
+    /// With [`Fault::ClockDrift`], every clock's rate is drawn from `1 ± max_deviation`
+    /// (clamped to 0..=0.99; a NaN is taken as 0) rather than within the nodes' drift bound:
+    /// 0.5 lets one node's clock run at half speed while another's runs half as fast again.
+    pub fn clock_drift(mut self, max_deviation: f64) -> Nemesis {
+        let max_deviation = if max_deviation.is_nan() {
+            0.0
+        } else {
+            max_deviation
+        };
+        self.drift = Some(max_deviation.clamp(0.0, 0.99));
+        self
+    }
+
     /// The faults it may inject.
     pub fn faults(&self) -> impl Iterator<Item = Fault> + '_ {
         self.faults.iter().copied()
@@ -182,14 +228,28 @@ impl Nemesis {
         self.faults.contains(&Fault::MembershipChange)
     }
 
+    /// Whether it asks for leadership transfers ([`Fault::TransferLeadership`]).
+    pub(crate) fn transfers(&self) -> bool {
+        self.faults.contains(&Fault::TransferLeadership)
+    }
+
+    /// How far clocks drift ([`Fault::ClockDrift`]): `None` when they do not, else the
+    /// largest deviation from tokio's rate, `within_bound` unless [`Nemesis::clock_drift`]
+    /// said otherwise.
+    pub(crate) fn drift(&self, within_bound: f64) -> Option<f64> {
+        self.faults
+            .contains(&Fault::ClockDrift)
+            .then(|| self.drift.unwrap_or(within_bound))
+    }
+
     /// When the first fault begins, in milliseconds into the run.
     pub(crate) fn first_ms(&self) -> u64 {
         self.first_ms
     }
 }
 
-/// A fault injected (or undone) during a run, or a membership change asked for (with its
-/// outcome in `what`).
+/// A fault injected (or undone) during a run, or a membership change or leadership transfer
+/// asked for (with its outcome in `what`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRecord {
     /// When, in milliseconds of simulated time.
@@ -240,11 +300,9 @@ pub(crate) enum NodeEvent {
 impl Injector {
     pub(crate) fn new(nemesis: Nemesis, ids: Vec<NodeId>, max_latency: Duration) -> Injector {
         Injector {
-            // Membership churn runs on its own clock, in its own task (`crate::churn`).
-            faults: nemesis
-                .faults()
-                .filter(|&f| f != Fault::MembershipChange)
-                .collect(),
+            // Membership churn and leadership transfers run on their own clocks, in their own
+            // tasks (`crate::churn`, `crate::transfer`).
+            faults: nemesis.faults().filter(|f| !f.runs_beside()).collect(),
             next_at: nemesis.first_ms,
             nemesis,
             ids,
@@ -408,7 +466,7 @@ impl Injector {
                 Some("power loss: every host crashes and restarts".to_string())
             }
             // Never drawn here (see `Injector::new`).
-            Fault::MembershipChange => None,
+            Fault::MembershipChange | Fault::TransferLeadership | Fault::ClockDrift => None,
         }
     }
 

@@ -31,11 +31,23 @@ pub struct Report<Op, Ret> {
     /// Membership changes that took effect and removed from the voters the leader that made
     /// them (which then handed over leadership).
     pub leader_removals: u64,
+    /// Leadership transfers asked for ([`crate::Fault::TransferLeadership`]), by outcome: `ok`
+    /// when the leader started the transfer.
+    pub leadership_transfers: OperationCounts,
+    /// Transfers started whose target was then seen leading a later term within 1 s.
+    pub transfers_completed: u64,
     /// The voters of the settled membership the liveness check found after the faults
     /// stopped; empty when it found none (then a liveness problem says so).
     pub final_voters: Vec<raft_core::NodeId>,
-    /// Every fault injected and undone, and every membership change asked for, in order of
-    /// time.
+    /// The writes acknowledged at `Ack::Quorum` or `Ack::All` that the store audit looked for
+    /// on the final voters' stores once the run was over (any it did not find on a majority is
+    /// a problem); `None` when the audit did not run, because the cluster never settled (a
+    /// liveness problem says so).
+    pub audited_writes: Option<u64>,
+    /// `Consistency::BoundedStaleness` reads answered, each checked against its bound.
+    pub bounded_reads: u64,
+    /// Every fault injected and undone, and every membership change and leadership transfer
+    /// asked for, in order of time.
     pub faults: Vec<FaultRecord>,
     /// Everything found wrong; empty when the run passed.
     pub problems: Vec<String>,
@@ -80,6 +92,33 @@ impl<Op, Ret> Report<Op, Ret> {
             self.wall,
             self.digest
         ) + &self.churn_summary()
+            + &self.transfer_summary()
+            + &self.checks_summary()
+    }
+
+    /// The leadership transfers, when any was asked for.
+    fn transfer_summary(&self) -> String {
+        let transfers = self.leadership_transfers;
+        if transfers.ok + transfers.failed + transfers.unknown == 0 {
+            return String::new();
+        }
+        format!(
+            "; leadership transfers {} started / {} refused / {} unknown ({} completed)",
+            transfers.ok, transfers.failed, transfers.unknown, self.transfers_completed
+        )
+    }
+
+    /// The end-of-run checks whose counts are not in the rest of the line.
+    fn checks_summary(&self) -> String {
+        let mut summary = String::new();
+        if self.bounded_reads > 0 {
+            summary += &format!("; {} bounded-staleness reads", self.bounded_reads);
+        }
+        match self.audited_writes {
+            Some(writes) => summary += &format!("; {writes} acknowledged writes audited"),
+            None => summary += "; no store audit",
+        }
+        summary
     }
 
     /// The membership changes, when any was asked for.

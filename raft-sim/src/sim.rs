@@ -1,6 +1,7 @@
 //! The cluster harness: a [`Simulation`] builder, and the run of one seed.
 
 use crate::SimStateMachine;
+use crate::audit::READ_BACK_MS;
 use crate::checker::{DEFAULT_STEP_BUDGET, check_with_budget};
 use crate::churn::ChurnPlan;
 use crate::client::Client;
@@ -60,12 +61,23 @@ type TransportFn = Rc<dyn Fn(NodeStart, TcpTransport<TurmoilNet>) -> Box<dyn Tra
 ///    undoing the one before, for [`Simulation::duration`] (or until every client returned).
 /// 3. Then every fault is undone and every host brought up; [`Client::running`] turns false, and
 ///    the clients finish. Within 10 simulated seconds a leader must then hold a committed
-///    membership that is not a joint one, and every voter of it must follow that leader.
-/// 4. The checks: the history's linearizability against the model; every answer that names a
-///    log index against the model at that index; read-your-writes; the invariants observed on
-///    every node's status after every step (at most one leader per term, terms and commit
-///    indexes that never go back within a start, applied never beyond committed); and that
-///    replicas applied the same command, with the same response, at every index.
+///    membership that is not a joint one, and every voter of it (the final voters) must follow
+///    that leader.
+/// 4. Every host is crashed, and the final voters' hosts started again to read their stores
+///    back (as a restart would find them) instead of running their nodes: with
+///    [`Storage::Memory`], the stores the harness kept; with [`Storage::SimulatedDisk`], the
+///    files the crash left; with [`Storage::custom`], the stores `make(node, start)` returns for
+///    one more start. A latest snapshot counts only if its image restores into a fresh state
+///    machine from your factory.
+/// 5. The checks: the history's linearizability against the model; every answer that names a
+///    log index against the model at that index; read-your-writes; every bounded-staleness
+///    read against its bound; the invariants observed on every node's status after every step
+///    (at most one leader per term, terms and commit indexes that never go back within a
+///    start, applied never beyond committed); that replicas applied the same command, with the
+///    same response, at every index; and the store audit: every write acknowledged at
+///    `Ack::Quorum` or `Ack::All` is on a majority of the final voters' stores, in the log at
+///    its index with its term and its command's bytes, or at or below the index a snapshot
+///    covers (see the crate documentation, "What is checked").
 pub struct Simulation<SM: SimStateMachine, M> {
     state_machine: Rc<dyn Fn(NodeId) -> SM>,
     model: M,
@@ -313,8 +325,16 @@ where
             tracing::warn!("{warning}");
         }
 
+        // Clock drift: every node on a clock of its own, kept across its restarts.
+        let drift = self
+            .nemesis
+            .drift(crate::drift::within_bound(&self.node_config()));
+        let clocks = drift
+            .map(|_| crate::drift::clocks(&ids))
+            .unwrap_or_default();
         let setup = Rc::new(Setup {
             seed,
+            clocks: clocks.clone(),
             ids: ids.clone(),
             voters: voters.clone(),
             state_machine: Rc::clone(&self.state_machine),
@@ -358,6 +378,21 @@ where
                 Ok(())
             });
         }
+        if let Some(max_deviation) = drift {
+            let first_ms = self.nemesis.first_ms();
+            let drift = crate::drift::run(Rc::clone(&world), clocks, max_deviation, first_ms, seed);
+            sim.client("clocks", async move {
+                drift.await;
+                Ok(())
+            });
+        }
+        if self.nemesis.transfers() {
+            let transfers = crate::transfer::run(Rc::clone(&world), self.nemesis.first_ms(), seed);
+            sim.client("transfers", async move {
+                transfers.await;
+                Ok(())
+            });
+        }
 
         let mut injector = Injector::new(self.nemesis.clone(), ids.clone(), self.latency.1);
         let mut observer = Observer::default();
@@ -367,6 +402,8 @@ where
         let mut final_voters: Option<Vec<NodeId>> = None;
         let mut now = 0;
         let mut events = Vec::new();
+        // Whether the run reached its end: every client returned and the cluster settled.
+        let mut settled = false;
         loop {
             let all_done = match sim.step() {
                 Ok(done) => done,
@@ -406,6 +443,7 @@ where
                         final_voters = settled_voters(&world, &voters);
                     }
                     if all_done && final_voters.is_some() {
+                        settled = true;
                         break;
                     }
                     if all_done && now > healed + LIVENESS_MS {
@@ -418,6 +456,12 @@ where
                     }
                 }
             }
+        }
+        // The store audit: only once the run settled (otherwise a problem already says why it
+        // did not), over the final voters' stores.
+        let audit_voters = final_voters.clone().filter(|_| settled);
+        if let Some(voters) = &audit_voters {
+            read_back_stores(&mut sim, &world, &ids, voters, &mut problems);
         }
         drop(sim);
 
@@ -433,6 +477,18 @@ where
                 &world.observations,
             ));
         }
+        problems.extend(crate::checks::check_bounded_staleness(
+            &world.acknowledged,
+            &world.bounded_reads,
+        ));
+        let audited_writes = audit_voters.map(|voters| {
+            problems.extend(crate::audit::audit(
+                &world.acknowledged,
+                &world.images,
+                &voters,
+            ));
+            world.acknowledged.len() as u64
+        });
         let history = std::mem::take(&mut world.history);
         let linearizability = check_with_budget(&self.model, &history, self.step_budget);
         if !linearizability.is_linearizable() {
@@ -443,8 +499,11 @@ where
             problems.push("no operation completed".to_string());
         }
         let churn = std::mem::take(&mut world.churn);
+        let transfers = std::mem::take(&mut world.transfers);
         let mut faults = injector.log;
         faults.extend(churn.log);
+        faults.extend(transfers.log);
+        faults.append(&mut world.clock_rates);
         // Stable: the nemesis' records first at equal times, each list in its own order.
         faults.sort_by_key(|fault| fault.at_ms);
         let digest = digest(&history, &faults);
@@ -458,7 +517,11 @@ where
             node_starts: world.starts.values().sum(),
             membership_changes: churn.counts,
             leader_removals: churn.leader_removals,
+            leadership_transfers: transfers.counts,
+            transfers_completed: transfers.completed,
             final_voters: final_voters.unwrap_or_default(),
+            audited_writes,
+            bounded_reads: world.bounded_reads.len() as u64,
             faults,
             problems,
             warnings,
@@ -469,10 +532,17 @@ where
         }
     }
 
-    /// What makes this configuration less useful than it could be.
-    fn warnings(&self) -> Vec<String> {
+    /// A node's configuration as the user's `configure` leaves it (for the settings every node
+    /// shares: timeouts, the drift bound).
+    fn node_config(&self) -> NodeConfig {
         let mut config = NodeConfig::new(NodeId(1), [NodeId(1)]);
         (self.configure)(&mut config);
+        config
+    }
+
+    /// What makes this configuration less useful than it could be.
+    fn warnings(&self) -> Vec<String> {
+        let config = self.node_config();
         let max_latency_ms = u64::try_from(self.latency.1.as_millis()).unwrap_or(u64::MAX);
         let election_ms = config.raft.election_timeout_min_ms;
         let mut warnings = Vec::new();
@@ -537,6 +607,9 @@ pub fn seeds(default: u64) -> Vec<u64> {
 /// What a host needs to start its node, shared by every start.
 struct Setup<SM> {
     seed: u64,
+    /// Every node's clock, when clocks drift ([`crate::Fault::ClockDrift`]); else empty, and
+    /// every node keeps tokio's time.
+    clocks: crate::drift::Clocks,
     /// Every host.
     ids: Vec<NodeId>,
     /// The first voters; the other hosts are spares, which start empty.
@@ -579,18 +652,26 @@ async fn start_node<SM: SimStateMachine>(
     world: &SharedWorld<SM>,
     applied: Applied<SM::Command>,
 ) {
+    // Once the run is over, a start reads the stores back for the audit, as the next start
+    // would find them, and is not counted as one.
+    let auditing = world.borrow().auditing;
     let start = {
         let mut world = world.borrow_mut();
         let starts = world.starts.entry(id).or_insert(0);
-        *starts += 1;
-        *starts - 1
+        let start = *starts;
+        if !auditing {
+            *starts += 1;
+        }
+        start
     };
     let fail = |what: String| {
-        world.borrow_mut().problems.push(format!(
-            "n{} (start {start}) at {} ms: {what}",
-            id.0,
-            now_ms()
-        ));
+        let mut world = world.borrow_mut();
+        if auditing {
+            world.images.insert(id, Err(what));
+        } else {
+            let problem = format!("n{} (start {start}) at {} ms: {what}", id.0, now_ms());
+            world.problems.push(problem);
+        }
     };
     match &setup.storage {
         Storage::Memory => {
@@ -630,6 +711,12 @@ async fn run_node<SM: SimStateMachine, LS: LogStore, SS: SnapshotStore>(
     snapshots: SS,
     fail: impl Fn(String),
 ) {
+    if world.borrow().auditing {
+        let fresh = (setup.state_machine)(id);
+        let image = crate::audit::read_back(log, snapshots, fresh).await;
+        world.borrow_mut().images.insert(id, image);
+        return;
+    }
     let (inbox, inbound) = raft_core::node::inbox(4096);
     let peers = setup
         .ids
@@ -662,6 +749,9 @@ async fn run_node<SM: SimStateMachine, LS: LogStore, SS: SnapshotStore>(
     config.snapshot_every = setup.policy.every;
     config.snapshot_keep_entries = setup.policy.keep;
     config.snapshot_chunk_bytes = setup.policy.chunk_bytes;
+    if let Some(clock) = setup.clocks.get(&id) {
+        config.clock = clock.clone();
+    }
     (setup.configure)(&mut config);
     let state_machine = Recording::new((setup.state_machine)(id), id, start, applied);
     let created = Node::create(config, state_machine, log, snapshots, transport, inbound).await;
@@ -679,6 +769,49 @@ async fn run_node<SM: SimStateMachine, LS: LogStore, SS: SnapshotStore>(
         "the node stopped by itself: {}",
         why.map_or_else(|| "no reason given".to_string(), |e| e.to_string())
     ));
+}
+
+/// Once the run is over, crashes every host (so that whatever its stores had not made durable
+/// is lost, as in a power loss) and starts the final voters' hosts again to read their stores
+/// back into `World::images` instead of running their nodes (see [`crate::audit`]).
+fn read_back_stores<SM: SimStateMachine>(
+    sim: &mut turmoil::Sim<'_>,
+    world: &SharedWorld<SM>,
+    hosts: &[NodeId],
+    voters: &[NodeId],
+    problems: &mut Vec<String>,
+) {
+    {
+        let mut world = world.borrow_mut();
+        world.auditing = true;
+        world.handles.clear();
+    }
+    for &id in hosts {
+        sim.crash(host(id));
+    }
+    let voters: Vec<NodeId> = voters
+        .iter()
+        .copied()
+        .filter(|id| hosts.contains(id))
+        .collect();
+    for &id in &voters {
+        sim.bounce(host(id));
+    }
+    let started = sim.elapsed();
+    let read = |world: &SharedWorld<SM>| {
+        let world = world.borrow();
+        voters.iter().all(|id| world.images.contains_key(id))
+    };
+    while !read(world)
+        && sim.elapsed().saturating_sub(started) < Duration::from_millis(READ_BACK_MS)
+    {
+        if let Err(error) = sim.step() {
+            problems.push(format!(
+                "the simulation stopped while the stores were read back for the audit: {error}"
+            ));
+            return;
+        }
+    }
 }
 
 /// The node that leads in the highest term, by the nodes' own statuses.

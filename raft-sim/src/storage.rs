@@ -69,6 +69,11 @@ impl Storage {
     /// clones for each start, or files on the simulated disk); what the returned stores hold
     /// only in themselves is lost with the host.
     ///
+    /// Once the run is over, every host is crashed and `make` is called once more for each
+    /// final voter (with the number of the start that would come next), and the store audit
+    /// reads back what the stores it returns recover (see the crate documentation, "What is
+    /// checked"): the node is not started on them.
+    ///
     /// ```
     /// use raft_sim::Storage;
     /// use raft_storage::{MemLogStore, MemSnapshotStore};

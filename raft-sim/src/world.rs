@@ -2,11 +2,12 @@
 //! runs them all on one thread, so a `RefCell` is enough; no borrow is held across an await).
 
 use crate::SimStateMachine;
+use crate::audit::StoreImage;
 use crate::client::SimHandle;
 use crate::history::History;
 use crate::model::{OpOf, RetOf};
 use crate::outcome::Outcome;
-use raft_core::{LogIndex, NodeId};
+use raft_core::{LogIndex, NodeId, Term};
 use raft_storage::{MemLogStore, MemSnapshotStore};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -36,6 +37,62 @@ pub(crate) struct World<SM: SimStateMachine> {
     pub(crate) clients_finished: usize,
     /// The membership changes asked for ([`crate::Fault::MembershipChange`]).
     pub(crate) churn: ChurnLog,
+    /// The leadership transfers asked for ([`crate::Fault::TransferLeadership`]).
+    pub(crate) transfers: TransferLog,
+    /// The clock rates drawn ([`crate::Fault::ClockDrift`]).
+    pub(crate) clock_rates: Vec<crate::nemesis::FaultRecord>,
+    /// Every write acknowledged at `Ack::Quorum` or `Ack::All`, in the order the
+    /// acknowledgements reached their clients: for the store audit and the bounded-staleness
+    /// check.
+    pub(crate) acknowledged: Vec<Acknowledged>,
+    /// Every `Consistency::BoundedStaleness` read that was answered, for the check of its bound.
+    pub(crate) bounded_reads: Vec<BoundedRead>,
+    /// The run is over: a host that starts reads its stores back into `images` instead of
+    /// running its node.
+    pub(crate) auditing: bool,
+    /// What each node's stores held once the run was over, or why they could not be read.
+    pub(crate) images: BTreeMap<NodeId, Result<StoreImage, String>>,
+}
+
+/// The leadership transfers of a run: each request with its time and outcome, and counts.
+#[derive(Debug, Default)]
+pub(crate) struct TransferLog {
+    pub(crate) log: Vec<crate::nemesis::FaultRecord>,
+    /// Requests by outcome: `ok` when the leader started the transfer.
+    pub(crate) counts: OperationCounts,
+    /// Transfers whose target was then seen leading in a later term.
+    pub(crate) completed: u64,
+}
+
+/// A write acknowledged at `Ack::Quorum` or `Ack::All` (committed and applied): where the log
+/// holds it, and when its acknowledgement reached its client.
+#[derive(Clone, Debug)]
+pub(crate) struct Acknowledged {
+    pub(crate) client: String,
+    /// When the acknowledgement reached the client: no earlier than the node acknowledged it.
+    pub(crate) at_ms: u64,
+    pub(crate) index: LogIndex,
+    /// The term the write was made in, as the acknowledgement says.
+    pub(crate) term: Term,
+    /// The command as the log holds it (postcard).
+    pub(crate) encoded: Vec<u8>,
+    /// The command as `Debug` prints it, for the report.
+    pub(crate) command: String,
+}
+
+/// A `Consistency::BoundedStaleness` read that was answered.
+#[derive(Clone, Debug)]
+pub(crate) struct BoundedRead {
+    pub(crate) client: String,
+    /// The node that answered.
+    pub(crate) node: NodeId,
+    /// The read's bound, in whole milliseconds (as the node measures ages).
+    pub(crate) bound_ms: u64,
+    pub(crate) invoked_ms: u64,
+    /// When the answer reached the client: no earlier than the node answered.
+    pub(crate) answered_ms: u64,
+    /// The applied index the node served it at.
+    pub(crate) applied_index: LogIndex,
 }
 
 /// The membership changes of a run: each request with its time and outcome, and counts.
@@ -64,6 +121,12 @@ impl<SM: SimStateMachine> World<SM> {
             counts: Counts::default(),
             clients_finished: 0,
             churn: ChurnLog::default(),
+            transfers: TransferLog::default(),
+            clock_rates: Vec::new(),
+            acknowledged: Vec::new(),
+            bounded_reads: Vec::new(),
+            auditing: false,
+            images: BTreeMap::new(),
         }
     }
 }

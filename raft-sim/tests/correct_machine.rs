@@ -62,7 +62,9 @@ fn a_seed_replays_the_same_run() {
     let churn = simulation()
         .spares(2)
         .nemesis(Nemesis::default().with(Fault::MembershipChange));
-    for simulation in [plain, churn] {
+    // With leadership transfers, recorded the same way.
+    let transfers = simulation().nemesis(Nemesis::default().with(Fault::TransferLeadership));
+    for simulation in [plain, churn, transfers] {
         let first = simulation.run(7);
         let second = simulation.run(7);
         assert!(first.is_ok(), "{first}");
@@ -70,6 +72,34 @@ fn a_seed_replays_the_same_run() {
         assert_eq!(first.history.len(), second.history.len());
         assert_eq!(first.faults, second.faults);
         assert_eq!(first.final_voters, second.final_voters);
+        assert_eq!(first.audited_writes, second.audited_writes);
+    }
+}
+
+/// Bounded-staleness reads of every node, with bounds from 0 to 500 ms, beside writes: each
+/// read is checked against its bound, and against the model at the applied index it was served
+/// at; every acknowledged write is then found on a majority of the stores.
+#[test]
+fn bounded_staleness_reads_stay_within_their_bound() {
+    let simulation = Simulation::new(|_| RegisterMachine::default(), RegisterModel).clients(
+        3,
+        |client| async move {
+            let mut rng = client.rng();
+            while client.running() {
+                if rng.random_ratio(1, 2) {
+                    client.propose(random_write(&mut rng, 3)).await;
+                } else {
+                    let bound = Duration::from_millis(rng.random_range(0..500));
+                    let key = rng.random_range(0..3);
+                    let consistency = Consistency::BoundedStaleness(bound);
+                    client.read_on(Target::Any, key, consistency).await;
+                }
+            }
+        },
+    );
+    for report in simulation.check() {
+        assert!(report.bounded_reads > 0, "{report}");
+        assert_eq!(report.audited_writes, Some(report.writes.ok), "{report}");
     }
 }
 
