@@ -2,7 +2,7 @@
 //! (`NodeConfig::clock`): an adjustable clock's rate changes how soon, on tokio's clock, its
 //! deadlines come, even while the node already sleeps until one.
 
-use raft_core::node::{Node, NodeClock, NodeConfig, NodeHandle, inbox};
+use raft_core::node::{Error, Node, NodeClock, NodeConfig, NodeHandle, inbox};
 use raft_core::{NodeId, Role};
 use raft_storage::{MemLogStore, MemSnapshotStore};
 use raft_tests::kv::KvStore;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// A single-voter cluster on `clock`: it elects itself once its election timeout (150 to
 /// 300 ms by default, on its own clock) runs out.
-async fn single_node(clock: NodeClock) -> NodeHandle<KvStore> {
+async fn single_node(clock: NodeClock) -> Result<NodeHandle<KvStore>, Error> {
     let network = raft_net::ChannelNetwork::new();
     let (own_inbox, inbound) = inbox(64);
     network.register(NodeId(1), own_inbox);
@@ -27,7 +27,6 @@ async fn single_node(clock: NodeClock) -> NodeHandle<KvStore> {
         inbound,
     )
     .await
-    .expect("the node starts")
 }
 
 /// How long, on tokio's clock, `node` takes to lead, up to `limit`.
@@ -43,8 +42,8 @@ async fn time_to_lead(node: &NodeHandle<KvStore>, limit: Duration) -> Option<Dur
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_fast_clock_brings_the_election_timeout_sooner() {
-    let real = single_node(NodeClock::real()).await;
+async fn a_fast_clock_brings_the_election_timeout_sooner() -> Result<(), Error> {
+    let real = single_node(NodeClock::real()).await?;
     let took = time_to_lead(&real, Duration::from_secs(1)).await;
     assert!(
         took.is_some_and(|t| t >= Duration::from_millis(150)),
@@ -52,18 +51,19 @@ async fn a_fast_clock_brings_the_election_timeout_sooner() {
     );
     let clock = NodeClock::adjustable();
     clock.set_rate(10.0);
-    let fast = single_node(clock).await;
+    let fast = single_node(clock).await?;
     let took = time_to_lead(&fast, Duration::from_secs(1)).await;
     assert!(
         took.is_some_and(|t| t <= Duration::from_millis(32)),
         "ten times as fast: {took:?}"
     );
+    Ok(())
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_rate_change_wakes_a_node_sleeping_until_its_deadline() {
+async fn a_rate_change_wakes_a_node_sleeping_until_its_deadline() -> Result<(), Error> {
     let clock = NodeClock::adjustable();
-    let node = single_node(clock.clone()).await;
+    let node = single_node(clock.clone()).await?;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_ne!(
         node.status().role,
@@ -78,4 +78,5 @@ async fn a_rate_change_wakes_a_node_sleeping_until_its_deadline() {
         took.is_some_and(|t| t <= Duration::from_millis(5)),
         "after the change: {took:?}"
     );
+    Ok(())
 }
