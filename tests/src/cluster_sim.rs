@@ -5,10 +5,11 @@
 //! nemesis' faults and their timing, and every client's choices. A run records:
 //!
 //! * a client [`History`](crate::linearizability::History) of puts, deletes, compare-and-swaps
-//!   and linearizable or lease reads, with their call and return times, checked by
-//!   [`crate::linearizability`]. An error counts as the node's API documents it: a refusal
-//!   (`NotLeader`, `NotEnoughReplicas`, `TransferInProgress`, `TooStale`, `InvalidArgument`)
-//!   had no effect; a `Timeout`, `Shutdown` or `Storage` failure may or may not have;
+//!   and linearizable or lease reads, with their call and return times, checked by raft-sim's
+//!   linearizability checker against the key-value model of [`crate::linearizability`]. An
+//!   error counts as the node's API documents it: a refusal (`NotLeader`,
+//!   `NotEnoughReplicas`, `TransferInProgress`, `TooStale`, `InvalidArgument`) had no effect;
+//!   a `Timeout`, `Shutdown` or `Storage` failure may or may not have;
 //! * read-your-writes probes: after a write to a key only it writes, a client reads the key from
 //!   a random node with `Consistency::AtLeast(token)` and must see its write;
 //! * bounded-staleness reads (`Consistency::BoundedStaleness(d)`, random node, `d` of
@@ -2821,7 +2822,7 @@ pub fn check_seed(scenario: Scenario, seed: u64) -> Result<SimOutcome, String> {
     let outcome = run(&config);
     let mut problems = outcome.violations.clone();
     match crate::linearizability::check(&outcome.history) {
-        crate::linearizability::CheckResult::Linearizable => {}
+        crate::linearizability::Verdict::Linearizable => {}
         other => problems.push(format!("history: {other}")),
     }
     if outcome.completed == 0 {

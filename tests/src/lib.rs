@@ -4,10 +4,12 @@
 //! * [`kv`] — the key-value state machine the clusters replicate.
 //! * [`linearizability`] — the judge of those simulations: clients record a [`History`] of the
 //!   requests they made to the replicated key-value store and what came back, and
-//!   [`check`](linearizability::check) decides whether some real-time-respecting order of them is
-//!   a legal run of a single-copy map.
+//!   [`check`](linearizability::check) has raft-sim's checker decide whether some
+//!   real-time-respecting order of them is a legal run of a single-copy map
+//!   ([`KvModel`]).
 //!
 //! [`History`]: linearizability::History
+//! [`KvModel`]: linearizability::KvModel
 
 /// Throw-away certificates for the TLS tests.
 pub mod certs;
@@ -24,8 +26,8 @@ pub mod filtered;
 /// A replicated key-value state machine (get, put, delete, compare-and-swap) for the tests.
 pub mod kv;
 
-/// A Wing–Gong linearizability checker with memoisation, checking each key independently, for
-/// client histories of the replicated key-value store.
+/// The key-value store as a model for raft-sim's linearizability checker, and the client
+/// histories of the replicated store that it checks.
 pub mod linearizability;
 
 /// A seeded random generator for the simulations' choices.

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each test file uses a part of this
 
 use raft_kv::client::{Client, Reply};
-use raft_tests::linearizability::{CheckResult, History, Operation, OperationId, Response, check};
+use raft_tests::linearizability::{History, Operation, OperationId, Response, Verdict, check};
 // The workload's random numbers.
 use raft_tests::rng::SplitMix64 as Rng;
 use reqwest::Method;
@@ -658,7 +658,9 @@ pub fn classify(result: Result<Reply, String>) -> Outcome {
     }
 }
 
-/// Records operations into a history, with times in microseconds since it was created.
+/// Records operations into a history, with times in milliseconds since it was created. Every
+/// event is recorded under one lock, with the time read under it, so the history orders events
+/// as they happened (equal times in the order recorded).
 pub struct Recorder {
     start: Instant,
     history: Mutex<History>,
@@ -682,7 +684,7 @@ impl Recorder {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_micros()).expect("microseconds fit")
+        u64::try_from(self.start.elapsed().as_millis()).expect("milliseconds fit")
     }
 
     /// Records a call, now.
@@ -758,7 +760,8 @@ impl Recorder {
         }
     }
 
-    /// Checks the history; panics with the checker's explanation if it is not linearizable.
+    /// Checks the history with raft-sim's checker; panics with its counterexample if it is not
+    /// linearizable.
     pub fn assert_linearizable(&self) {
         let history = self.history().clone();
         let started = Instant::now();
@@ -767,9 +770,9 @@ impl Recorder {
             "checked the history in {:?}: {}",
             started.elapsed(),
             match &result {
-                CheckResult::Linearizable => "linearizable",
-                CheckResult::Violation { .. } => "VIOLATION",
-                CheckResult::Undecided { .. } => "undecided",
+                Verdict::Linearizable => "linearizable",
+                Verdict::NotLinearizable(_) => "VIOLATION",
+                Verdict::Undecided { .. } => "undecided",
             }
         );
         self.print_tally();
