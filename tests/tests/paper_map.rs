@@ -25,6 +25,7 @@ const ROOTS: &[&str] = &[
     "raft-storage/src",
     "raft-net/src",
     "raft-net/tests",
+    "raft-sim/tests",
 ];
 
 fn workspace() -> PathBuf {
@@ -121,6 +122,7 @@ fn every_name_in_the_paper_map_exists() {
         "raft-core",
         "raft-storage",
         "raft-net",
+        "raft-sim",
         "tests",
         "bench",
         "examples",
