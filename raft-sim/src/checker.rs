@@ -2,6 +2,7 @@
 
 use crate::history::{History, Operation, Recorded};
 use crate::model::Model;
+use crate::register::{self, Access, Refuted};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
@@ -26,7 +27,8 @@ pub enum Verdict<Op, Ret> {
     Undecided {
         /// The part, as [`Model::partition`] names it (`None`: the whole history).
         partition: Option<u64>,
-        /// Its operations (refused ones left out).
+        /// Its operations searched (refused ones left out, and those the register rules of
+        /// [`Model::register`] leave out).
         operations: usize,
         /// The steps taken.
         steps: u64,
@@ -47,8 +49,11 @@ pub struct Counterexample<Op, Ret> {
     pub partition: Option<u64>,
     /// The operations of that part (refused ones left out).
     pub partition_operations: usize,
-    /// The operations of its shortest failing prefix.
+    /// The operations of its shortest failing prefix (all of the part's when a register rule
+    /// refuted it: no prefix is sought then).
     pub prefix_operations: usize,
+    /// What refuted the part: the search, or a register rule of [`Model::register`].
+    pub refutation: Refutation,
     /// The operations whose answers cannot all be given, in any order of the prefix consistent
     /// with real time (every other operation of the prefix taking effect within its interval,
     /// answering anything). Ignoring any one of these answers too (when `minimal`) would allow
@@ -62,12 +67,46 @@ pub struct Counterexample<Op, Ret> {
     pub minimal: bool,
 }
 
+/// What refuted a part of a history ([`Counterexample::refutation`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refutation {
+    /// The search found no legal order, and the reduction cut the part down to the core.
+    Search,
+    /// Before any search: an answer in the core needs a value that no other operation invoked
+    /// before it returned leaves (rule 1 of [`Model::register`]). Says which, and which value.
+    UnwrittenValue(String),
+    /// Before any search: two values, each left by one operation only, were each held before
+    /// the other (rule 2 of [`Model::register`]); the core holds the operations that show it.
+    /// Says which values, and how real time orders those operations.
+    ValueHeldTwice(String),
+}
+
 impl<Op: fmt::Debug, Ret: fmt::Debug> fmt::Display for Counterexample<Op, Ret> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let part = match self.partition {
             Some(part) => format!("partition {part}"),
             None => "the history".to_string(),
         };
+        if let Refutation::UnwrittenValue(why) | Refutation::ValueHeldTwice(why) = &self.refutation
+        {
+            writeln!(
+                f,
+                "{part} ({} operations) is not linearizable, as its answers show without a \
+                 search: {why}. The operations named:",
+                self.partition_operations,
+            )?;
+            for operation in &self.core {
+                writeln!(f, "  {operation}")?;
+            }
+            if !self.context.is_empty() {
+                writeln!(f, "the operations that leave the values named:")?;
+                for operation in &self.context {
+                    writeln!(f, "  {operation}")?;
+                }
+            }
+            return Ok(());
+        }
         writeln!(
             f,
             "{part} ({} operations) is not linearizable; its first {} operations already fail: \
@@ -140,6 +179,13 @@ impl<Op: fmt::Debug, Ret: fmt::Debug> fmt::Display for Verdict<Op, Ret> {
 ///   so if any legal order exists, one exists without such placements, and the search tries
 ///   only those: an unknown operation is placed only if it changes the state, and then the
 ///   next operation placed must tell its effect apart.
+/// * **The register rules**, when the model describes every operation of a part as an access
+///   to one register ([`Model::register`]): before the search, operations of unknown outcome
+///   that never change the register or leave a value nothing needs are left out, and the part
+///   is refuted outright when an answer needs a value nothing invoked before it returned
+///   leaves ([`Refutation::UnwrittenValue`]), or when two values, each left by one operation
+///   only, must each have been held before the other ([`Refutation::ValueHeldTwice`]). The
+///   verdict stays that of the search; such a refutation names the operations it rests on.
 /// * **A step budget** per part turns a pathological search into [`Verdict::Undecided`]
 ///   rather than a test that never ends.
 ///
@@ -207,7 +253,11 @@ pub fn check_with_budget<M: Model>(
     let operations = history.operations();
     let mut undecided = None;
     for (partition, members) in partitions(model, operations) {
-        let items = items(operations, &members);
+        let items = match register_rules(model, operations, partition, items(operations, &members))
+        {
+            Ok(items) => items,
+            Err(counterexample) => return Verdict::NotLinearizable(counterexample),
+        };
         match search(model, &items, step_budget) {
             (Search::Found, _) => {}
             (Search::NotFound, _) => {
@@ -224,6 +274,81 @@ pub fn check_with_budget<M: Model>(
         }
     }
     undecided.unwrap_or(Verdict::Linearizable)
+}
+
+/// The register rules of [`Model::register`], when the model describes every operation of the
+/// part: the operations left for the search (rule 3), or a refutation (rules 1 and 2). The
+/// rules and why they are sound are in the `register` module.
+fn register_rules<'h, M: Model>(
+    model: &M,
+    operations: &'h [Operation<M::Op, M::Ret>],
+    partition: Option<u64>,
+    items: Vec<Item<'h, M::Op, M::Ret>>,
+) -> Result<Vec<Item<'h, M::Op, M::Ret>>, Counterexample<M::Op, M::Ret>> {
+    let described: Option<Vec<Access>> = items
+        .iter()
+        .map(|item| {
+            Some(Access {
+                register: model.register(item.op, item.ret)?,
+                invoke_event: item.invoke_event,
+                return_event: item.return_event,
+            })
+        })
+        .collect();
+    let Some(accesses) = described else {
+        return Ok(items);
+    };
+    let partition_operations = items.len();
+    let dropped = register::droppable(&accesses);
+    let (kept, kept_accesses): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .zip(accesses)
+        .zip(dropped)
+        .filter(|(_, dropped)| !dropped)
+        .map(|(pair, _)| pair)
+        .unzip();
+    let Some(refuted) = register::refute(&kept_accesses) else {
+        return Ok(kept);
+    };
+    let name = |position: usize| operations[kept[position].index].to_string();
+    let why = refuted.explain(name);
+    let (refutation, writers) = match &refuted {
+        Refuted::Unwritten { value, .. } => {
+            let writers = (0..kept.len())
+                .filter(|&position| match kept_accesses[position].register {
+                    crate::Register::Write(Some(ref left))
+                    | crate::Register::Swap {
+                        new: Some(ref left),
+                        ..
+                    } => left == value,
+                    _ => false,
+                })
+                .take(CONTEXT_BEFORE)
+                .collect::<Vec<_>>();
+            (Refutation::UnwrittenValue(why), writers)
+        }
+        Refuted::HeldTwice { first, second } => (
+            Refutation::ValueHeldTwice(why),
+            vec![first.writer, second.writer],
+        ),
+    };
+    let core = refuted.operations();
+    let mut context: Vec<usize> = writers
+        .into_iter()
+        .filter(|position| !core.contains(position))
+        .collect();
+    context.sort_unstable();
+    context.dedup();
+    let operation = |position: usize| operations[kept[position].index].clone();
+    Err(Counterexample {
+        partition,
+        partition_operations,
+        prefix_operations: partition_operations,
+        refutation,
+        core: core.into_iter().map(operation).collect(),
+        context: context.into_iter().map(operation).collect(),
+        minimal: true,
+    })
 }
 
 /// The operations (refused ones left out) of each part, in invocation order.
@@ -520,6 +645,7 @@ fn reduce<M: Model>(
         partition,
         partition_operations: items.len(),
         prefix_operations: witness.len(),
+        refutation: Refutation::Search,
         core: core
             .iter()
             .map(|item| operations[item.index].clone())
@@ -552,10 +678,13 @@ fn prefix<'h, Op, Ret>(items: &[Item<'h, Op, Ret>], length: usize) -> Vec<Item<'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Register;
 
-    /// A register of one number per key: `(key, Some(v))` writes, `(key, None)` reads.
+    /// A register of one number per key: `(key, Some(v))` writes, `(key, None)` reads. With
+    /// `rules`, it describes its operations for the register rules (0 is absent).
     struct Registers {
         partitioned: bool,
+        rules: bool,
     }
 
     impl Model for Registers {
@@ -575,6 +704,18 @@ mod tests {
         }
         fn partition(&self, op: &Self::Op) -> Option<u64> {
             self.partitioned.then_some(op.0)
+        }
+        fn register(&self, &(_, write): &Self::Op, answer: Option<&u64>) -> Option<Register> {
+            let value = |v: u64| (v != 0).then(|| v.to_be_bytes().to_vec());
+            if !self.rules || !self.partitioned {
+                // Unpartitioned, the state holds every key: not one register.
+                return None;
+            }
+            Some(match (write, answer) {
+                (Some(v), _) => Register::Write(value(v)),
+                (None, Some(&seen)) => Register::Read(value(seen)),
+                (None, None) => Register::Nothing,
+            })
         }
     }
 
@@ -610,7 +751,13 @@ mod tests {
     }
 
     fn verdict(ops: Ops, partitioned: bool) -> Verdict<(u64, Option<u64>), u64> {
-        check(&Registers { partitioned }, &history(ops))
+        check(
+            &Registers {
+                partitioned,
+                rules: partitioned,
+            },
+            &history(ops),
+        )
     }
 
     #[test]
@@ -699,7 +846,16 @@ mod tests {
         let mut history = history(vec![("b", (1, None), 30, Some((0, 40)))]);
         let refused = history.invoke("a", (1, Some(1)), 0);
         history.failed(refused);
-        assert!(check(&Registers { partitioned: false }, &history).is_linearizable());
+        assert!(
+            check(
+                &Registers {
+                    partitioned: false,
+                    rules: false
+                },
+                &history
+            )
+            .is_linearizable()
+        );
     }
 
     #[test]
@@ -729,7 +885,14 @@ mod tests {
         }
         ops.push(("r", (1, None), 500, Some((99, 510))));
         let history = history(ops);
-        let verdict = check_with_budget(&Registers { partitioned: false }, &history, 50);
+        let verdict = check_with_budget(
+            &Registers {
+                partitioned: false,
+                rules: false,
+            },
+            &history,
+            50,
+        );
         assert!(matches!(verdict, Verdict::Undecided { .. }), "{verdict}");
     }
 
@@ -751,7 +914,10 @@ mod tests {
             order: &mut Vec<usize>,
             state: BTreeMap<u64, u64>,
         ) -> bool {
-            let model = Registers { partitioned: false };
+            let model = Registers {
+                partitioned: false,
+                rules: false,
+            };
             if (0..items.len()).all(|i| !items[i].required() || order.contains(&i)) {
                 return true;
             }
@@ -793,7 +959,10 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             (seed >> 33) % bound
         };
-        let model = Registers { partitioned: false };
+        let model = Registers {
+            partitioned: false,
+            rules: false,
+        };
         let (mut yes, mut no) = (0, 0);
         for case in 0..1500 {
             let count = 2 + next(5) as usize;
@@ -861,10 +1030,10 @@ mod tests {
             }
             let history = history(ops);
             let expected = brute_force(&history);
-            for partitioned in [false, true] {
-                let got = check(&Registers { partitioned }, &history).is_linearizable();
+            for (partitioned, rules) in [(false, false), (true, false), (true, true)] {
+                let got = check(&Registers { partitioned, rules }, &history).is_linearizable();
                 if got != expected {
-                    disagreements.push((case, partitioned, history.clone()));
+                    disagreements.push((case, partitioned, rules, history.clone()));
                 }
             }
             if expected {

@@ -37,7 +37,10 @@
 //!   (written out, or made of your state machine's pure logic with [`sequential`]), and a
 //!   linearizability checker for any model (Wing and Gong's search with Lowe's memoisation,
 //!   per part of the state when [`Model::partition`] says, with operations of unknown outcome),
-//!   usable on histories of your own too. A history that fails is cut down to its shortest
+//!   usable on histories of your own too; when the model describes each part as one register
+//!   ([`Model::register`], [`Register`]), sound register rules leave out operations of unknown
+//!   outcome that cannot matter and refute some parts before the search. A history that fails
+//!   is cut down to its shortest
 //!   failing prefix and the few answers in it that no order explains, with what ran around
 //!   them ([`Counterexample`]).
 //! * [`Recording`] (module `recording`): the wrapper around your state machine that records
@@ -186,6 +189,7 @@ mod model;
 mod nemesis;
 mod outcome;
 mod recording;
+mod register;
 mod report;
 mod sim;
 mod storage;
@@ -193,13 +197,16 @@ mod transfer;
 mod transport;
 mod world;
 
-pub use checker::{Counterexample, DEFAULT_STEP_BUDGET, Verdict, check, check_with_budget};
+pub use checker::{
+    Counterexample, DEFAULT_STEP_BUDGET, Refutation, Verdict, check, check_with_budget,
+};
 pub use client::{Client, SimHandle, Target};
 pub use history::{History, OpId, Operation, Recorded};
 pub use model::{ClusterOp, ClusterRet, Model, OpOf, RetOf, Sequential, sequential};
 pub use nemesis::{Fault, FaultRecord, Nemesis};
 pub use outcome::Outcome;
 pub use recording::Recording;
+pub use register::Register;
 pub use report::Report;
 pub use sim::{DEFAULT_SEEDS, Simulation, seeds};
 pub use storage::{CustomStores, LOG_DIR, SNAPSHOT_DIR, Storage};

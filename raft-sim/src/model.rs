@@ -1,6 +1,7 @@
 //! The sequential specification a history is checked against: the user's [`Model`], and the
 //! operations of a simulated cluster's history ([`ClusterOp`], [`ClusterRet`]).
 
+use crate::register::Register;
 use raft_core::node::StateMachine;
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -54,6 +55,81 @@ pub trait Model {
     /// parts; a history with any such operation is checked as a whole.
     fn partition(&self, op: &Self::Op) -> Option<u64> {
         let _ = op;
+        None
+    }
+
+    /// For the register rules: when each part of the state (each part [`Model::partition`]
+    /// names, or the whole state) is one register holding one value, what `op`, with `answer`
+    /// (`None`: its outcome is unknown), does to it ([`Register`] states the contract). `None`
+    /// (the default) when it cannot be said; a part with any such operation is left to the
+    /// search alone.
+    ///
+    /// When every operation of a part is described, the checker, before searching it, leaves
+    /// out the operations of unknown outcome that never change the register or leave a value
+    /// no operation of the part needs, and refutes the part outright when an answer needs a
+    /// value that no operation invoked before it returned leaves, or when two values, each
+    /// left by one operation only, must each have been held before the other. The verdict is
+    /// that of the search; only sooner (see [`crate::check`]). Values must be exact: the
+    /// value's bytes or a canonical encoding of it, never a hash, which could make two values
+    /// equal and a refutation wrong.
+    ///
+    /// # Example: a register of text
+    ///
+    /// ```
+    /// use raft_sim::{Model, Register};
+    ///
+    /// #[derive(Clone, Debug)]
+    /// enum Op {
+    ///     Put(String),
+    ///     Get,
+    ///     /// Compare-and-swap: from the first (`None`: absent) to the second.
+    ///     Cas(Option<String>, String),
+    /// }
+    ///
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// enum Ret {
+    ///     Done,
+    ///     Value(Option<String>),
+    ///     Swapped(bool),
+    /// }
+    ///
+    /// struct Text;
+    ///
+    /// impl Model for Text {
+    ///     type Op = Op;
+    ///     type Ret = Ret;
+    ///     type State = Option<String>;
+    ///     fn init(&self) -> Option<String> {
+    ///         None
+    ///     }
+    ///     fn step(&self, state: &Option<String>, op: &Op) -> (Option<String>, Ret) {
+    ///         match op {
+    ///             Op::Put(value) => (Some(value.clone()), Ret::Done),
+    ///             Op::Get => (state.clone(), Ret::Value(state.clone())),
+    ///             Op::Cas(expect, new) if state == expect => (Some(new.clone()), Ret::Swapped(true)),
+    ///             Op::Cas(..) => (state.clone(), Ret::Swapped(false)),
+    ///         }
+    ///     }
+    ///     fn register(&self, op: &Op, answer: Option<&Ret>) -> Option<Register> {
+    ///         let bytes = |value: &Option<String>| value.clone().map(String::into_bytes);
+    ///         Some(match (op, answer) {
+    ///             (Op::Put(value), _) => Register::Write(Some(value.clone().into_bytes())),
+    ///             (Op::Get, Some(Ret::Value(seen))) => Register::Read(bytes(seen)),
+    ///             (Op::Get, _) => Register::Nothing,
+    ///             // A failed swap says the register did not hold `expect`, not what it held.
+    ///             (Op::Cas(..), Some(Ret::Swapped(false))) => return None,
+    ///             (Op::Cas(expect, new), _) => Register::Swap {
+    ///                 expect: bytes(expect),
+    ///                 new: Some(new.clone().into_bytes()),
+    ///             },
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(Text.register(&Op::Get, None), Some(Register::Nothing));
+    /// ```
+    fn register(&self, op: &Self::Op, answer: Option<&Self::Ret>) -> Option<Register> {
+        let _ = (op, answer);
         None
     }
 }

@@ -16,7 +16,6 @@
 //! | [`History::complete`] | [`raft_sim::Recorded::Ok`] | took effect within its interval, with that answer |
 //! | [`History::fail`] | [`raft_sim::Recorded::Failed`] | left out: it had no effect |
 //! | [`History::time_out`], or never ended | [`raft_sim::Recorded::Unknown`] (or `Pending`) | may take effect at any point after its call, or never |
-//! | the same, of a get, or of a put or swap of a value no operation on the key mentions | not there | left out: whether it took effect makes no difference ([`History::to_sim`]) |
 //!
 //! [`History`] keeps each event's time, so a test may write the operations of a history in any
 //! order ([`History::from_timed`]); events with equal times keep the order they were recorded in.
@@ -54,8 +53,8 @@
 //! [`brute_force_linearizable`]: crate::linearizability::brute_force_linearizable
 //! [`check`]: crate::linearizability::check
 
-use raft_sim::{DEFAULT_STEP_BUDGET, Model, OpId};
-use std::collections::{BTreeMap, BTreeSet};
+use raft_sim::{DEFAULT_STEP_BUDGET, Model, OpId, Register};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// raft-sim's verdict and counterexample, for the users of [`check`].
@@ -115,6 +114,36 @@ impl Model for KvModel {
 
     fn partition(&self, operation: &Operation) -> Option<u64> {
         Some(fnv1a(operation.key()))
+    }
+
+    /// Each key is a register of one value (absent or a string), so raft-sim refutes what
+    /// needs no search before searching: an answer needing a value nothing wrote by then, and
+    /// two values each written once whose stretches real time orders both ways (a stale read).
+    fn register(&self, operation: &Operation, answer: Option<&Response>) -> Option<Register> {
+        let bytes = |value: &Option<String>| value.as_ref().map(|v| v.as_bytes().to_vec());
+        Some(match (operation, answer) {
+            (Operation::Put { value, .. }, _) => Register::Write(Some(value.as_bytes().to_vec())),
+            (Operation::Delete { .. }, _) => Register::Write(None),
+            (Operation::Get { .. }, Some(Response::Value(seen))) => Register::Read(bytes(seen)),
+            (Operation::Get { .. }, None) => Register::Nothing,
+            // A swap that failed on `current` changed nothing and needed the key to hold it.
+            (
+                Operation::Cas { .. },
+                Some(Response::Cas {
+                    swapped: false,
+                    current,
+                }),
+            ) => Register::Read(bytes(current)),
+            // A swap that succeeded, whichever value it reports, or one of unknown outcome.
+            (Operation::Cas { expect, new, .. }, None | Some(Response::Cas { .. })) => {
+                Register::Swap {
+                    expect: bytes(expect),
+                    new: Some(new.as_bytes().to_vec()),
+                }
+            }
+            // An answer of the wrong kind, which the model never gives: searched as it is.
+            (Operation::Get { .. } | Operation::Cas { .. }, Some(_)) => return None,
+        })
     }
 }
 
@@ -538,31 +567,16 @@ impl History {
     /// order (by time, then by recording), each client named by its number, an answer recorded
     /// as [`KvModel`] gives it (a successful swap reporting the value it found: see
     /// [`Response::Cas`]), and the outcomes mapped as the module documentation's table says.
-    ///
-    /// Two kinds of operation of unknown outcome are left out, because whether they took effect
-    /// makes no difference to the verdict, and each would otherwise be a candidate at every step
-    /// of raft-sim's search from its call to the end of the history:
-    ///
-    /// * a get: it changes nothing, and its answer is unknown;
-    /// * a put or a swap of a value that no operation on its key mentions (no get returned it, no
-    ///   swap expected it or reported finding it). Take a legal order holding it, without the
-    ///   swaps of unknown outcome that failed (they changed nothing). The operation right after
-    ///   the write finds the key holding its value, so it cannot be one whose answer needs a
-    ///   value (a get, a completed swap, a swap of unknown outcome that succeeded): that would
-    ///   mention the value. It is a put, a delete or nothing, and removing the write leaves the
-    ///   order legal. A store whose clients write unique values makes almost every timed-out
-    ///   write that nobody read such a one.
+    /// (Operations of unknown outcome that make no difference, a get or a write of a value
+    /// nothing mentions, are left out by raft-sim itself, through [`KvModel`]'s
+    /// [`Model::register`].)
     pub fn to_sim(&self) -> raft_sim::History<Operation, Response> {
         enum Event {
             Call(usize),
             Return(usize),
         }
-        let left_out = self.left_out();
         let mut events: Vec<(EventOrder, Event)> = Vec::with_capacity(2 * self.records.len());
         for (index, record) in self.records.iter().enumerate() {
-            if left_out[index] {
-                continue;
-            }
             events.push((record.call, Event::Call(index)));
             if let Ending::Completed { at, .. } = record.ending {
                 events.push((at, Event::Return(index)));
@@ -592,7 +606,6 @@ impl History {
             }
         }
         for (record, id) in self.records.iter().zip(ids) {
-            // Left out.
             let Some(id) = id else {
                 continue;
             };
@@ -604,52 +617,6 @@ impl History {
             }
         }
         history
-    }
-
-    /// Which operations [`History::to_sim`] leaves out: the timed-out (or unfinished) gets, and
-    /// puts and swaps of a value that no operation on their key mentions.
-    fn left_out(&self) -> Vec<bool> {
-        let mut mentioned: BTreeSet<(&str, &str)> = BTreeSet::new();
-        for record in &self.records {
-            let key = record.operation.key();
-            let answer = match &record.ending {
-                Ending::Failed => continue,
-                Ending::Completed { response, .. } => Some(response),
-                Ending::Pending | Ending::TimedOut => None,
-            };
-            if let Operation::Cas {
-                expect: Some(expect),
-                ..
-            } = &record.operation
-            {
-                mentioned.insert((key, expect));
-            }
-            if let Some(
-                Response::Value(Some(value))
-                | Response::Cas {
-                    current: Some(value),
-                    ..
-                },
-            ) = answer
-            {
-                mentioned.insert((key, value));
-            }
-        }
-        self.records
-            .iter()
-            .map(|record| {
-                let unfinished = matches!(record.ending, Ending::Pending | Ending::TimedOut);
-                let written = match &record.operation {
-                    Operation::Put { key, value }
-                    | Operation::Cas {
-                        key, new: value, ..
-                    } => Some((key.as_str(), value.as_str())),
-                    Operation::Get { .. } | Operation::Delete { .. } => None,
-                };
-                let read = matches!(record.operation, Operation::Get { .. });
-                unfinished && (read || written.is_some_and(|written| !mentioned.contains(&written)))
-            })
-            .collect()
     }
 
     fn take_sequence(&mut self) -> u64 {
@@ -934,9 +901,23 @@ mod tests {
         );
         completed(&mut history, 2, Operation::get("x"), 11, 12, value("0"));
         let counterexample = assert_violation(&history, "x");
-        assert_eq!(ops(&counterexample.core), [(11, Operation::get("x"))]);
+        // Found before any search: "0" and "1" are each written once, and real time orders
+        // their stretches both ways (the put of "1" returned before the read of "0" was called,
+        // the put of "0" before the put of "1"); the core is those operations.
         assert!(
-            ops(&counterexample.context).contains(&(6, Operation::put("x", "1"))),
+            matches!(
+                counterexample.refutation,
+                raft_sim::Refutation::ValueHeldTwice(_)
+            ),
+            "{counterexample}"
+        );
+        let core = ops(&counterexample.core);
+        assert!(
+            core.contains(&(11, Operation::get("x"))),
+            "{counterexample}"
+        );
+        assert!(
+            core.contains(&(6, Operation::put("x", "1"))),
             "{counterexample}"
         );
     }
@@ -1149,7 +1130,6 @@ mod tests {
         );
         let refused = history.call(2, Operation::put("x", "2"), 1);
         history.fail(refused);
-        // Deletes: a timed-out get, or put of a value nothing reads, would be left out.
         timed_out(&mut history, 3, Operation::delete("x"), 2);
         history.call(4, Operation::delete("x"), 3);
         let sim = history.to_sim();
@@ -1175,30 +1155,6 @@ mod tests {
                 ("4", raft_sim::Recorded::Pending),
             ]
         );
-    }
-
-    #[test]
-    fn unknown_operations_that_make_no_difference_are_left_out() {
-        let mut history = History::new();
-        timed_out(&mut history, 1, Operation::get("x"), 0);
-        timed_out(&mut history, 2, Operation::put("x", "nobody reads this"), 1);
-        history.call(3, Operation::cas("x", None, "nor this"), 2);
-        // Mentioned: read, expected, or reported found by a failed swap.
-        timed_out(&mut history, 4, Operation::put("x", "read"), 3);
-        timed_out(&mut history, 5, Operation::cas("x", None, "expected"), 4);
-        timed_out(&mut history, 6, Operation::put("x", "found"), 5);
-        completed(&mut history, 7, Operation::get("x"), 10, 11, value("read"));
-        let swap = Operation::cas("x", Some("expected"), "z");
-        completed(&mut history, 7, swap, 12, 13, not_swapped(Some("found")));
-        // The same value on another key does not count.
-        timed_out(&mut history, 8, Operation::put("y", "read"), 14);
-        let kept: Vec<_> = history
-            .to_sim()
-            .operations()
-            .iter()
-            .map(|operation| operation.client.clone())
-            .collect();
-        assert_eq!(kept, ["4", "5", "6", "7", "7"]);
     }
 
     // ---- real time and keys --------------------------------------------------------------------
