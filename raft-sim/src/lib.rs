@@ -89,10 +89,10 @@
 //! one clock, so each node runs on a `raft_core::node::NodeClock` of its own whose rate the
 //! nemesis keeps changing, within the nodes' `clock_drift_bound_ms` unless told otherwise.
 //!
-//! Not yet: a transport that replaces TCP altogether: a wrapper from
-//! [`Simulation::transport`] sends the node's messages, but they arrive through the TCP
-//! transport's listener, so what can be tested is a decorator of the sending side
-//! (compression, encryption, batching, faults of its own).
+//! Your own transport meets the same faults either as a wrapper around the TCP transport
+//! ([`Simulation::transport`]: compression, encryption, batching on the sending side) or in
+//! its place on both sides ([`Simulation::own_transport`]: it listens on turmoil's network
+//! itself and hands what it receives to the node's inbox, [`TransportStart`]).
 //!
 //! ## Example: a replicated counter
 //!
@@ -210,7 +210,7 @@ pub use register::Register;
 pub use report::Report;
 pub use sim::{DEFAULT_SEEDS, Simulation, seeds};
 pub use storage::{CustomStores, LOG_DIR, SNAPSHOT_DIR, Storage};
-pub use transport::NodeStart;
+pub use transport::{NodeStart, TransportStart};
 pub use world::OperationCounts;
 
 use raft_core::node::StateMachine;

@@ -11,7 +11,7 @@ use crate::nemesis::{Injector, Nemesis, NodeEvent, host};
 use crate::recording::{Applied, Recording};
 use crate::report::Report;
 use crate::storage::{LOG_DIR, SNAPSHOT_DIR, Storage};
-use crate::transport::{BoxedTransport, NodeStart};
+use crate::transport::{BoxedTransport, NodeStart, TransportSeam, TransportStart};
 use crate::world::{SharedWorld, World, now_ms};
 use raft_core::node::{Consistency, LogStore, Node, NodeConfig, SnapshotStore, Transport};
 use raft_core::{NodeId, Role};
@@ -20,6 +20,7 @@ use raft_storage::{FileLogOptions, FileLogStore, FileSnapshotStore};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -39,8 +40,6 @@ const TORN_WRITE_BLOCK_BYTES: u64 = 64;
 pub const DEFAULT_SEEDS: u64 = 4;
 
 type ClientFn<SM> = Rc<dyn Fn(Client<SM>) -> Pin<Box<dyn Future<Output = ()>>>>;
-/// What [`Simulation::transport`] keeps: the user's factory, its transport boxed.
-type TransportFn = Rc<dyn Fn(NodeStart, TcpTransport<TurmoilNet>) -> Box<dyn Transport>>;
 
 /// A simulated cluster of your state machine under a nemesis, with clients you write, checked
 /// against a model. A builder; see the crate documentation for a complete example.
@@ -88,7 +87,7 @@ pub struct Simulation<SM: SimStateMachine, M> {
     nemesis: Nemesis,
     storage: Storage,
     configure: Rc<dyn Fn(&mut NodeConfig)>,
-    transport: TransportFn,
+    transport: TransportSeam,
     clients: Vec<(String, ClientFn<SM>)>,
     step_budget: u64,
     default_seeds: u64,
@@ -115,7 +114,7 @@ where
             nemesis: Nemesis::default(),
             storage: Storage::Memory,
             configure: Rc::new(|_: &mut NodeConfig| {}),
-            transport: Rc::new(|_, tcp| Box::new(tcp)),
+            transport: TransportSeam::default(),
             clients: Vec::new(),
             step_budget: DEFAULT_STEP_BUDGET,
             default_seeds: DEFAULT_SEEDS,
@@ -221,7 +220,50 @@ where
         mut self,
         wrap: impl Fn(NodeStart, TcpTransport<TurmoilNet>) -> T + 'static,
     ) -> Self {
-        self.transport = Rc::new(move |node, tcp| Box::new(wrap(node, tcp)));
+        self.transport = TransportSeam::Wrap(Rc::new(move |node, tcp| Box::new(wrap(node, tcp))));
+        self
+    }
+
+    /// Replaces each node's TCP transport with a transport of yours, on both sides: `start`
+    /// is called at every start of every node with a [`TransportStart`] (the node, the address
+    /// to listen on, its peers' addresses, and the node's `Inbox`) and returns, once started,
+    /// the transport the node sends through; what it receives for the node it hands to the
+    /// inbox. It runs on the node's host, so turmoil's `turmoil::net` sockets reach the other
+    /// hosts through the simulated network, under its partitions, delays and crashes (a crash
+    /// drops every task of the host, yours too). An `Err` is reported as a node that could not
+    /// start. Spawn tasks with `tokio::task::spawn_local` and draw randomness from
+    /// [`NodeStart::seed`], so that a seed replays the run. `raft_net::conformance` checks a
+    /// transport's contract outside a simulation; this checks it under faults, end to end.
+    ///
+    /// ```
+    /// use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
+    ///
+    /// # fn wire<SM: raft_sim::SimStateMachine, M>(simulation: raft_sim::Simulation<SM, M>)
+    /// # where M: raft_sim::Model<Op = raft_sim::OpOf<SM>, Ret = raft_sim::RetOf<SM>> {
+    /// // raft-net's TCP transport, started by hand: a transport of your own starts the same way.
+    /// let simulation = simulation.own_transport(|start| async move {
+    ///     let config = TcpConfig::new(start.node.node, 7, start.listen, start.peers);
+    ///     TcpTransport::start(TurmoilNet, config, start.inbox, Spawner::local())
+    ///         .await
+    ///         .map_err(|error| error.to_string())
+    /// });
+    /// # let _ = simulation;
+    /// # }
+    /// ```
+    pub fn own_transport<T, F, Fut>(mut self, start: F) -> Self
+    where
+        T: Transport,
+        F: Fn(TransportStart) -> Fut + 'static,
+        Fut: Future<Output = Result<T, String>> + 'static,
+    {
+        let start = Rc::new(start);
+        self.transport = TransportSeam::Own(Rc::new(move |transport_start| {
+            let start = Rc::clone(&start);
+            Box::pin(async move {
+                let transport = start(transport_start).await?;
+                Ok(Box::new(transport) as Box<dyn Transport>)
+            })
+        }));
         self
     }
 
@@ -344,7 +386,7 @@ where
                 _ => None,
             },
             configure: Rc::clone(&self.configure),
-            transport: Rc::clone(&self.transport),
+            transport: self.transport.clone(),
             policy: SnapshotPolicy::for_seed(seed),
         });
         for &id in &ids {
@@ -619,7 +661,7 @@ struct Setup<SM> {
     /// This run's maker of custom stores ([`Storage::Custom`]).
     custom: Option<RefCell<Box<crate::storage::NodeStores>>>,
     configure: Rc<dyn Fn(&mut NodeConfig)>,
-    transport: TransportFn,
+    transport: TransportSeam,
     policy: SnapshotPolicy,
 }
 
@@ -718,25 +760,43 @@ async fn run_node<SM: SimStateMachine, LS: LogStore, SS: SnapshotStore>(
         return;
     }
     let (inbox, inbound) = raft_core::node::inbox(4096);
-    let peers = setup
+    let peers: BTreeMap<NodeId, String> = setup
         .ids
         .iter()
         .filter(|&&peer| peer != id)
-        .map(|&peer| (peer, format!("{}:{PORT}", host(peer))));
-    let mut tcp = TcpConfig::new(id, CLUSTER_ID, format!("0.0.0.0:{PORT}"), peers);
+        .map(|&peer| (peer, format!("{}:{PORT}", host(peer))))
+        .collect();
+    let listen = format!("0.0.0.0:{PORT}");
     // Different at every start, so that a restarted node does not repeat its earlier choices.
     let node_seed = setup.seed.rotate_left(17) ^ id.0 ^ start.rotate_left(32);
-    tcp.seed = node_seed ^ 0x7C9;
-    let tcp = match TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await {
-        Ok(transport) => transport,
-        Err(error) => return fail(format!("its transport could not start: {error}")),
-    };
     let node_start = NodeStart {
         node: id,
         start,
         seed: node_seed ^ 0x5EED_7A95,
     };
-    let transport = BoxedTransport((setup.transport)(node_start, tcp));
+    let transport = match &setup.transport {
+        TransportSeam::Wrap(wrap) => {
+            let mut tcp = TcpConfig::new(id, CLUSTER_ID, listen, peers);
+            tcp.seed = node_seed ^ 0x7C9;
+            match TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await {
+                Ok(tcp) => wrap(node_start, tcp),
+                Err(error) => return fail(format!("its transport could not start: {error}")),
+            }
+        }
+        TransportSeam::Own(own) => {
+            let transport_start = TransportStart {
+                node: node_start,
+                listen,
+                peers,
+                inbox,
+            };
+            match own(transport_start).await {
+                Ok(transport) => transport,
+                Err(error) => return fail(format!("its transport could not start: {error}")),
+            }
+        }
+    };
+    let transport = BoxedTransport(transport);
     // A spare starts empty and waits to be added: it forms no cluster of its own.
     let first_voters = if setup.voters.contains(&id) {
         setup.voters.clone()

@@ -6,7 +6,7 @@
 mod support;
 
 use raft_core::node::{PeerConnection, Transport};
-use raft_core::{Membership, Message, MessageBody, NodeId, Payload};
+use raft_core::{Membership, Message, NodeId};
 use raft_sim::{DEFAULT_SEEDS, NodeStart, Report, Simulation, seeds};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{RegisterMachine, RegisterModel, Write, workload};
+use support::{RegisterMachine, RegisterModel, carries_commands, corrupt_one_command, workload};
 
 fn simulation() -> Simulation<RegisterMachine, RegisterModel> {
     workload(Simulation::new(
@@ -129,39 +129,8 @@ struct Corrupting<T> {
 
 impl<T> Corrupting<T> {
     fn corrupt(&self, message: &mut Message) {
-        let MessageBody::AppendEntries { entries, .. } = &mut message.body else {
-            return;
-        };
-        if !entries
-            .iter()
-            .any(|e| matches!(e.payload, Payload::Command(_)))
-            || !draw(&self.rng, 20)
-        {
-            return;
-        }
-        for entry in entries.iter_mut() {
-            let Payload::Command(data) = &entry.payload else {
-                continue;
-            };
-            let Ok(write) = postcard::from_bytes::<Write>(data) else {
-                continue;
-            };
-            let changed = match write {
-                Write::Add { key, delta } => Write::Add {
-                    key,
-                    delta: delta + 1,
-                },
-                Write::Put { key, value } => Write::Put {
-                    key,
-                    value: value + 1,
-                },
-            };
-            let Ok(bytes) = postcard::to_allocvec(&changed) else {
-                continue;
-            };
-            entry.payload = Payload::Command(bytes.into());
+        if carries_commands(message) && draw(&self.rng, 20) && corrupt_one_command(message) {
             self.corrupted.fetch_add(1, Ordering::Relaxed);
-            return;
         }
     }
 }

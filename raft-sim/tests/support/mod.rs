@@ -171,3 +171,43 @@ pub fn workload(
         }
     })
 }
+
+/// Whether `message` is an AppendEntries carrying at least one command.
+pub fn carries_commands(message: &raft_core::Message) -> bool {
+    matches!(&message.body, raft_core::MessageBody::AppendEntries { entries, .. }
+        if entries.iter().any(|e| matches!(e.payload, raft_core::Payload::Command(_))))
+}
+
+/// Changes the first command of an AppendEntries (adds one to what a write adds or puts), as a
+/// buggy compression or encryption layer might: the message stays well formed, so nothing in
+/// the protocol can tell. Whether it changed one.
+pub fn corrupt_one_command(message: &mut raft_core::Message) -> bool {
+    use raft_core::{MessageBody, Payload};
+    let MessageBody::AppendEntries { entries, .. } = &mut message.body else {
+        return false;
+    };
+    for entry in entries.iter_mut() {
+        let Payload::Command(data) = &entry.payload else {
+            continue;
+        };
+        let Ok(write) = postcard::from_bytes::<Write>(data) else {
+            continue;
+        };
+        let changed = match write {
+            Write::Add { key, delta } => Write::Add {
+                key,
+                delta: delta + 1,
+            },
+            Write::Put { key, value } => Write::Put {
+                key,
+                value: value + 1,
+            },
+        };
+        let Ok(bytes) = postcard::to_allocvec(&changed) else {
+            continue;
+        };
+        entry.payload = Payload::Command(bytes.into());
+        return true;
+    }
+    false
+}
