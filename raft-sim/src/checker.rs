@@ -3,7 +3,7 @@
 use crate::history::{History, Operation, Recorded};
 use crate::model::Model;
 use crate::register::{self, Access, Refuted};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 /// Steps (operations tried) the search may take per part of a history before it gives up.
@@ -186,6 +186,10 @@ impl<Op: fmt::Debug, Ret: fmt::Debug> fmt::Display for Verdict<Op, Ret> {
 ///   leaves ([`Refutation::UnwrittenValue`]), or when two values, each left by one operation
 ///   only, must each have been held before the other ([`Refutation::ValueHeldTwice`]). The
 ///   verdict stays that of the search; such a refutation names the operations it rests on.
+/// * **Interchangeable operations of unknown outcome**: when [`Model::register`] describes two
+///   of them alike, only the earlier invoked of those not placed yet is tried (it can take
+///   effect wherever the later one can), so retries of one timed-out command cost no more than
+///   one.
 /// * **A step budget** per part turns a pathological search into [`Verdict::Undecided`]
 ///   rather than a test that never ends.
 ///
@@ -308,7 +312,7 @@ fn register_rules<'h, M: Model>(
         .map(|(pair, _)| pair)
         .unzip();
     let Some(refuted) = register::refute(&kept_accesses) else {
-        return Ok(kept);
+        return Ok(with_twins(kept, &kept_accesses));
     };
     let name = |position: usize| operations[kept[position].index].to_string();
     let why = refuted.explain(name);
@@ -351,6 +355,28 @@ fn register_rules<'h, M: Model>(
     })
 }
 
+/// Puts the operations of unknown outcome that the model describes alike in one class each:
+/// they are interchangeable. Of two such operations, the one invoked first may take effect
+/// wherever the other may (an operation may be placed once it was invoked before the earliest
+/// return still to be placed, and that only moves later as the order grows), so a legal order
+/// placing the later one can place the earlier one there instead, and the later one where the
+/// earlier one was, or nowhere. Trying only the earliest unplaced of each class therefore loses
+/// no legal order, and spares the search every permutation of equal timed-out writes (a
+/// client's retries of one command, say).
+fn with_twins<'h, Op, Ret>(
+    mut items: Vec<Item<'h, Op, Ret>>,
+    accesses: &[Access],
+) -> Vec<Item<'h, Op, Ret>> {
+    let mut classes: BTreeMap<&crate::Register, u32> = BTreeMap::new();
+    for (item, access) in items.iter_mut().zip(accesses) {
+        if !item.required() {
+            let next = u32::try_from(classes.len()).unwrap_or(u32::MAX);
+            item.twins = Some(*classes.entry(&access.register).or_insert(next));
+        }
+    }
+    items
+}
+
 /// The operations (refused ones left out) of each part, in invocation order.
 fn partitions<M: Model>(
     model: &M,
@@ -389,6 +415,10 @@ struct Item<'h, Op, Ret> {
     /// The answer it must give; `None` when it is not checked (unknown outcome, or ignored by
     /// the reduction).
     ret: Option<&'h Ret>,
+    /// For an operation of unknown outcome, a class it shares with the others of unknown
+    /// outcome that do exactly what it does ([`Model::register`] describes them alike): of
+    /// those not placed yet, only the earliest invoked is a candidate (see [`candidates`]).
+    twins: Option<u32>,
 }
 
 impl<Op, Ret> Item<'_, Op, Ret> {
@@ -428,6 +458,7 @@ fn items<'h, Op, Ret>(
                 invoke_event: operation.invoke_event,
                 return_event,
                 ret,
+                twins: None,
             }
         })
         .collect()
@@ -534,8 +565,16 @@ fn candidates<Op, Ret>(items: &[Item<'_, Op, Ret>], placed: &[u64]) -> Vec<usize
         .filter_map(|i| items[i].return_event)
         .min()
         .unwrap_or(u64::MAX);
+    // Items are in invocation order, so the first eligible of a class is its earliest
+    // unplaced (an earlier unplaced one would be eligible too).
+    let mut classes_seen = BTreeSet::new();
     let eligible = (0..items.len())
         .filter(|&i| unplaced(i) && items[i].invoke_event < first_return)
+        .filter(|&i| {
+            items[i]
+                .twins
+                .is_none_or(|class| classes_seen.insert(class))
+        })
         .collect::<Vec<_>>();
     let (mut returned, unknown): (Vec<usize>, Vec<usize>) =
         eligible.into_iter().partition(|&i| items[i].required());
@@ -988,6 +1027,7 @@ mod tests {
                     invoke_event: *invoked,
                     return_event: (*kind != 1).then_some(*returned),
                     ret: (*kind == 0).then_some(answer),
+                    twins: None,
                 })
                 .collect();
             let expected = brute_force_items(&items);

@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 ///
 /// [`Model::register`]: crate::Model::register
 /// [`Model::init`]: crate::Model::init
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Register {
     /// Takes effect in every state, with the same answer, and leaves this value: a put, or
     /// a delete (`None`), returned or not.

@@ -691,14 +691,11 @@ fn timed_out_operations_that_change_nothing_are_never_placed() {
     refuted_within(&swaps_that_change_nothing_then_a_read_of_absent(), 100_000);
 }
 
-/// Equal timed-out writes: about 1.8 million steps, within the default budget (trying only the
-/// earliest called of equal writes took about 500).
+/// Equal timed-out writes are interchangeable, so only the earliest called of those not placed
+/// yet is tried: about a hundred steps (1.8 million when every subset of them was).
 #[test]
 fn sixteen_equal_timed_out_puts_cannot_serve_seventeen_reads() {
-    refuted_within(
-        &sixteen_equal_timed_out_puts_and_seventeen_reads(),
-        DEFAULT_STEP_BUDGET,
-    );
+    refuted_within(&sixteen_equal_timed_out_puts_and_seventeen_reads(), 10_000);
 }
 
 /// Prints how many steps the histories above take; for measuring, with a ceiling of 20 million
