@@ -80,3 +80,18 @@ async fn a_rate_change_wakes_a_node_sleeping_until_its_deadline() -> Result<(), 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_node_does_not_start_on_a_clock_another_running_node_uses() -> Result<(), Error> {
+    let clock = NodeClock::adjustable();
+    let first = single_node(clock.clone()).await?;
+    match single_node(clock.clone()).await {
+        Err(Error::InvalidConfig(why)) => assert!(why.contains("clock"), "{why}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a second node started on the first one's clock"),
+    }
+    // Once the first stopped, the clock is free.
+    first.shutdown().await;
+    single_node(clock).await?;
+    Ok(())
+}

@@ -9,6 +9,7 @@
 //! [`NodeClock::adjustable`] runs at a rate that [`NodeClock::set_rate`] changes at any time,
 //! taking effect at once, even while the node sleeps until a deadline.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,7 +28,8 @@ const RATE_BOUNDS: (f64, f64) = (0.01, 100.0);
 /// [`NodeClock::real`], the default, is tokio's clock. [`NodeClock::adjustable`] is for
 /// simulations: clones share one clock, whose rate [`NodeClock::set_rate`] changes (a node's
 /// clock running 2% fast, say, or a leader's running slow past the drift bound to show that
-/// its lease reads then go stale). Give each node its own.
+/// its lease reads then go stale). Give each node its own: a node does not start on a clock
+/// another running node uses ([`crate::node::Error::InvalidConfig`]).
 ///
 /// ```
 /// use raft_core::node::{NodeClock, NodeConfig};
@@ -51,6 +53,8 @@ struct Adjustable {
     state: Mutex<Rate>,
     /// Counts rate changes, so that a sleeping node wakes to recompute its deadline.
     changes: watch::Sender<u64>,
+    /// A running node reads the clock: a second one would move its origin under it.
+    in_use: AtomicBool,
 }
 
 /// Where the clock stands: at `real` on tokio's clock it read `local_us`, and it has run at
@@ -85,6 +89,7 @@ impl NodeClock {
                     next_ppm: EXACT_PPM,
                 }),
                 changes,
+                in_use: AtomicBool::new(false),
             })),
         }
     }
@@ -119,16 +124,24 @@ impl NodeClock {
     }
 
     /// Starts the clock's readings for a node starting at `now` (on the node's runtime): the
-    /// reading at `now`, from which the node measures its protocol's time. A node restarted
-    /// on the same clock starts it again (its protocol's time starts from zero anyway).
-    pub(super) fn start(&self, now: Instant) -> LocalTime {
+    /// reading at `now`, from which the node measures its protocol's time, and the claim the
+    /// node holds while it runs. A node restarted on the same clock starts it again (its
+    /// protocol's time starts from zero anyway); `None` while another node runs on it (its
+    /// readings would jump back).
+    pub(super) fn start(&self, now: Instant) -> Option<(LocalTime, ClockClaim)> {
         match &self.adjustable {
-            None => LocalTime::Real(now),
+            None => Some((LocalTime::Real(now), ClockClaim(None))),
             Some(adjustable) => {
+                if adjustable.in_use.swap(true, Ordering::AcqRel) {
+                    return None;
+                }
                 let mut state = adjustable.lock();
                 state.anchor = Some((now, 0));
                 state.ppm = state.next_ppm;
-                LocalTime::Scaled(0)
+                Some((
+                    LocalTime::Scaled(0),
+                    ClockClaim(Some(Arc::clone(adjustable))),
+                ))
             }
         }
     }
@@ -180,6 +193,18 @@ impl NodeClock {
     /// clock, whose rate never changes).
     pub(super) fn changes(&self) -> Option<watch::Receiver<u64>> {
         self.adjustable.as_ref().map(|a| a.changes.subscribe())
+    }
+}
+
+/// A running node's claim on its adjustable clock, released when the node stops.
+#[derive(Debug)]
+pub(super) struct ClockClaim(Option<Arc<Adjustable>>);
+
+impl Drop for ClockClaim {
+    fn drop(&mut self) {
+        if let Some(adjustable) = &self.0 {
+            adjustable.in_use.store(false, Ordering::Release);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! is kept apart: writes in [`super::writes`], reads in [`super::reads`], their deadlines in
 //! [`super::deadlines`], and what the node reports in [`super::publish`].
 
-use super::clock::{LocalTime, NodeClock};
+use super::clock::{ClockClaim, LocalTime, NodeClock};
 use super::deadlines::deadline_after;
 use super::membership::PendingChanges;
 use super::publish::{Publisher, in_sync};
@@ -89,6 +89,9 @@ pub(super) struct Driver<SM: StateMachine, LS, SS, T> {
     now: tokio::time::Instant,
     /// Rate changes of an adjustable clock (`None` for tokio's).
     clock_changes: Option<watch::Receiver<u64>>,
+    /// This node's claim on its adjustable clock, released when the node stops (before it
+    /// tells those waiting for it: a node started next on the clock may be theirs).
+    clock_claim: Option<ClockClaim>,
     /// Messages taken for the current batch (kept to reuse the allocation).
     message_batch: Vec<Message>,
     /// Requests taken for the current batch (kept to reuse the allocation).
@@ -144,8 +147,15 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             .max(applied);
         let raft = Raft::new(config.raft.clone(), state, config.seed, Time(0))?;
         let now = tokio::time::Instant::now();
-        let started = config.clock.start(now);
+        // Subscribed before the start, so that a rate changed in between is not taken as seen.
         let clock_changes = config.clock.changes();
+        let Some((started, clock_claim)) = config.clock.start(now) else {
+            return Err(Error::InvalidConfig(
+                "its NodeConfig::clock is in use by another running node: give each node a \
+                 clock of its own"
+                    .into(),
+            ));
+        };
         Ok(Driver {
             publisher: Publisher::new(
                 status_tx,
@@ -168,6 +178,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             clock: Time(0),
             now,
             clock_changes,
+            clock_claim: Some(clock_claim),
             message_batch: Vec::new(),
             request_batch: Vec::new(),
             writes: Writes::default(),
@@ -306,6 +317,7 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
             }
             if let Some(waiters) = self.stop.take() {
                 self.fail_everything(Error::Shutdown);
+                self.clock_claim = None;
                 info!("node stopped");
                 for waiter in waiters {
                     let _ = waiter.send(());

@@ -1,5 +1,13 @@
 use super::*;
 
+/// Starts `clock` for a node now, and lets the node go (so that the clock can start again).
+fn started(clock: &NodeClock) -> LocalTime {
+    match clock.start(Instant::now()) {
+        Some((origin, _claim)) => origin,
+        None => panic!("the clock is in use"),
+    }
+}
+
 /// Changes `clock`'s rate and reads it at once, as a node woken by the change does.
 fn change(clock: &NodeClock, rate: f64) {
     clock.set_rate(rate);
@@ -15,7 +23,7 @@ async fn reading_after(clock: &NodeClock, origin: LocalTime, elapsed_ms: u64) ->
 #[tokio::test(start_paused = true)]
 async fn a_real_clock_keeps_tokio_time() {
     let clock = NodeClock::real();
-    let origin = clock.start(Instant::now());
+    let origin = started(&clock);
     assert_eq!(reading_after(&clock, origin, 250).await, 250);
     let deadline = origin.plus_millis(400);
     assert_eq!(
@@ -30,7 +38,7 @@ async fn a_real_clock_keeps_tokio_time() {
 #[tokio::test(start_paused = true)]
 async fn an_adjustable_clock_runs_at_its_rate_from_each_change_on() {
     let clock = NodeClock::adjustable();
-    let origin = clock.start(Instant::now());
+    let origin = started(&clock);
     assert_eq!(
         reading_after(&clock, origin, 100).await,
         100,
@@ -88,7 +96,7 @@ fn rates_are_clamped_so_that_the_clock_always_moves_forward() {
 #[tokio::test(start_paused = true)]
 async fn readings_never_go_back_across_rate_changes() {
     let clock = NodeClock::adjustable();
-    let origin = clock.start(Instant::now());
+    let origin = started(&clock);
     let mut last = 0;
     for (step, rate) in [(7, 0.01), (13, 100.0), (1, 0.37), (29, 1.0), (3, 55.5)] {
         change(&clock, rate);
@@ -103,7 +111,7 @@ async fn at_the_instant_of_a_deadline_the_clock_has_reached_it() {
     // Rates whose conversion back to tokio's time is not exact in microseconds.
     for rate in [0.3, 0.7, 1.3, 1.7, 2.9, 0.013] {
         let clock = NodeClock::adjustable();
-        let origin = clock.start(Instant::now());
+        let origin = started(&clock);
         change(&clock, rate);
         for deadline_ms in [1, 7, 149, 150, 301, 1_001] {
             let deadline = origin.plus_millis(deadline_ms);
@@ -120,7 +128,7 @@ async fn at_the_instant_of_a_deadline_the_clock_has_reached_it() {
 #[tokio::test(start_paused = true)]
 async fn a_rate_counts_from_the_reading_after_the_change() {
     let clock = NodeClock::adjustable();
-    let origin = clock.start(Instant::now());
+    let origin = started(&clock);
     clock.set_rate(3.0);
     assert_eq!(clock.rate(), 3.0, "the rate asked for");
     // Not read since: the 50 ms before the next reading count at the old rate.
@@ -131,15 +139,35 @@ async fn a_rate_counts_from_the_reading_after_the_change() {
 #[tokio::test(start_paused = true)]
 async fn a_restart_starts_the_readings_again_at_the_present_rate() {
     let clock = NodeClock::adjustable();
-    let origin = clock.start(Instant::now());
+    let origin = started(&clock);
     change(&clock, 2.0);
     assert_eq!(reading_after(&clock, origin, 100).await, 200);
     // A node restarted on the clock (perhaps on a new runtime, whose instants start again).
-    let origin = clock.start(Instant::now());
+    let origin = started(&clock);
     assert_eq!(origin, LocalTime::Scaled(0));
     assert_eq!(
         reading_after(&clock, origin, 10).await,
         20,
         "still twice as fast"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_running_node_at_a_time_reads_an_adjustable_clock() {
+    let clock = NodeClock::adjustable();
+    let first = clock.start(Instant::now());
+    assert!(first.is_some());
+    assert!(
+        clock.clone().start(Instant::now()).is_none(),
+        "a second node would move the first one's origin"
+    );
+    drop(first);
+    assert!(
+        clock.start(Instant::now()).is_some(),
+        "free once the first stopped"
+    );
+    // Tokio's clock has no origin to move: any number of nodes read it.
+    let real = NodeClock::real();
+    let (a, b) = (real.start(Instant::now()), real.start(Instant::now()));
+    assert!(a.is_some() && b.is_some());
 }
