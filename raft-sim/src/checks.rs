@@ -107,6 +107,17 @@ where
 /// reach its client in the next.
 const DELIVERY_MS: u64 = 1;
 
+/// The longest real time a node whose clock runs slow by `drift` (0 to 0.99) can count as
+/// `bound_ms`, rounded up: `bound_ms` itself when clocks keep time.
+fn real_bound_ms(bound_ms: u64, drift: f64) -> u64 {
+    if drift <= 0.0 {
+        return bound_ms;
+    }
+    let stretched = (bound_ms.saturating_add(1)) as f64 / (1.0 - drift.min(0.99));
+    // Finite and positive: the conversion saturates at worst.
+    stretched.ceil() as u64
+}
+
 /// Checks every bounded-staleness read against the guarantee of
 /// `raft_core::node::Consistency::BoundedStaleness(bound)`: the data served reflects every
 /// write acknowledged more than `bound` before the read is answered. Measured from the
@@ -119,9 +130,16 @@ const DELIVERY_MS: u64 = 1;
 /// A write's acknowledgement reaches its client no earlier than the node acknowledged it, and
 /// a read's answer reaches its client at most 1 ms (one step) after the node answered it, so
 /// every such write was acknowledged more than `bound` before the node answered.
+///
+/// The node measures the age on its own clock. When clocks drift (`drift`, the largest
+/// deviation of any clock's rate from real time, 0 without [`crate::Fault::ClockDrift`]), a
+/// clock running slow by `drift` lets data `bound / (1 - drift)` old in real time pass as
+/// `bound` old, so that longer bound (one more millisecond of the node's, for its rounding)
+/// is what is checked.
 pub(crate) fn check_bounded_staleness(
     acknowledged: &[Acknowledged],
     reads: &[BoundedRead],
+    drift: f64,
 ) -> Vec<String> {
     // The acknowledgements in the order they arrived, each with the highest index acknowledged
     // up to it (and which write that was).
@@ -139,7 +157,7 @@ pub(crate) fn check_bounded_staleness(
     for read in reads {
         let cutoff = read
             .answered_ms
-            .saturating_sub(read.bound_ms)
+            .saturating_sub(real_bound_ms(read.bound_ms, drift))
             .saturating_sub(DELIVERY_MS);
         let before = highest.partition_point(|&(at_ms, _)| at_ms < cutoff);
         let Some(&(_, required)) = before.checked_sub(1).and_then(|i| highest.get(i)) else {
@@ -217,7 +235,7 @@ mod tests {
             read(1000, 0, 30),
         ];
         assert_eq!(
-            check_bounded_staleness(&writes, &fine),
+            check_bounded_staleness(&writes, &fine, 0.0),
             Vec::<String>::new()
         );
         let stale = [
@@ -227,7 +245,7 @@ mod tests {
             (read(1000, 0, 20), "write 30 at index 30"),
         ];
         for (read, needed) in stale {
-            let found = check_bounded_staleness(&writes, std::slice::from_ref(&read));
+            let found = check_bounded_staleness(&writes, std::slice::from_ref(&read), 0.0);
             assert_eq!(found.len(), 1, "{read:?}: {found:?}");
             assert!(found[0].contains("bounded staleness"), "{found:?}");
             assert!(
@@ -235,5 +253,25 @@ mod tests {
                 "{read:?} needs {needed}: {found:?}"
             );
         }
+    }
+
+    /// A node whose clock runs 5% slow counts 1,000 ms of its own in up to 1,054 ms of real
+    /// time: a read of data that old in real time is within its bound when clocks drift by
+    /// 5%, not when they keep time.
+    #[test]
+    fn drifting_clocks_stretch_the_bound_by_the_slowest_rate() {
+        assert_eq!(real_bound_ms(1_000, 0.0), 1_000);
+        assert_eq!(real_bound_ms(1_000, 0.05), 1_054);
+        let writes = [acknowledged(100, 10)];
+        // The write is 1,040 ms old (plus the step) when the read is answered.
+        let late = [read(1_141, 1_000, 0)];
+        assert_eq!(
+            check_bounded_staleness(&writes, &late, 0.05),
+            Vec::<String>::new()
+        );
+        assert_eq!(check_bounded_staleness(&writes, &late, 0.0).len(), 1);
+        // Beyond even the stretched bound.
+        let too_late = [read(1_200, 1_000, 0)];
+        assert_eq!(check_bounded_staleness(&writes, &too_late, 0.05).len(), 1);
     }
 }

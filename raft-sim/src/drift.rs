@@ -34,7 +34,8 @@ pub(crate) fn clocks(ids: &[NodeId]) -> Clocks {
 /// How far from tokio's rate a node's clock may run while every clock still meets the nodes'
 /// drift bound: two clocks may disagree by at most `clock_drift_bound_ms` over one minimum
 /// election timeout (`raft_core::Config`), so each may be off by half that ratio; nine tenths
-/// of it leave room for the protocol's millisecond rounding.
+/// of it keep back room for the protocol's millisecond rounding (about 2 ms in all: enough
+/// with bounds of 20 ms or more; the default is 15, whose lease leaves ample margin besides).
 pub(crate) fn within_bound(config: &NodeConfig) -> f64 {
     let raft = &config.raft;
     let ratio = raft.clock_drift_bound_ms as f64 / raft.election_timeout_min_ms.max(1) as f64;

@@ -65,7 +65,9 @@
 //!   from the clients, giving the node every doubt: a read whose answer reached its client at
 //!   `t` must have been served at an applied index no lower than that of any write (`Ack::Quorum`
 //!   or `Ack::All`) whose acknowledgement reached its client before `t - bound - 1 ms` (an
-//!   answer may reach its client one 1 ms step after the node sent it).
+//!   answer may reach its client one 1 ms step after the node sent it). The node measures the
+//!   age on its own clock, so with clock drift the bound is stretched by the slowest rate a
+//!   clock may run at: `(bound + 1 ms) / (1 - d)`.
 //! * **State machine safety and determinism**: every replica applied the same command at each
 //!   index (compared as the log encodes it), and returned the same response for it (compared
 //!   as `Debug` prints it: a response holding a `HashMap` may print equal values differently).

@@ -522,6 +522,7 @@ where
         problems.extend(crate::checks::check_bounded_staleness(
             &world.acknowledged,
             &world.bounded_reads,
+            drift.unwrap_or(0.0),
         ));
         let audited_writes = audit_voters.map(|voters| {
             problems.extend(crate::audit::audit(
