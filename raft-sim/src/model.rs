@@ -71,7 +71,11 @@ pub trait Model {
     /// left by one operation only, must each have been held before the other. The verdict is
     /// that of the search; only sooner (see [`crate::check`]). Values must be exact: the
     /// value's bytes or a canonical encoding of it, never a hash, which could make two values
-    /// equal and a refutation wrong.
+    /// equal and a refutation wrong. So must the parts: each part must be exactly one register,
+    /// so [`Model::partition`] must give two registers (two keys) different numbers, never a
+    /// hash that two keys could share (number the keys as you meet them instead). A part whose
+    /// operations [`Model::partition`] numbers differently (the whole history, checked as one
+    /// when some operation has no number) gets the search alone.
     ///
     /// # Example: a register of text
     ///

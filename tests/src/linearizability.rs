@@ -54,6 +54,7 @@
 //! [`check`]: crate::linearizability::check
 
 use raft_sim::{DEFAULT_STEP_BUDGET, Model, OpId, Register};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -91,11 +92,15 @@ pub fn apply_to_map(map: &mut BTreeMap<String, String>, operation: &Operation) -
 /// Every operation touches exactly one key, and linearizability is local (Herlihy and Wing): a
 /// history is linearizable exactly when each key's sub-history is. So [`Model::partition`] names
 /// the key, and raft-sim checks each key's operations on their own, many small searches in place
-/// of one over the product of every key's states. The number is a hash of the key; two keys with
-/// the same hash are checked together, which is slower but still right, since the state is the
-/// whole map.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KvModel;
+/// of one over the product of every key's states. Keys are numbered as the model meets them
+/// (in a history's order, so the same in every build), never by a hash: each part must be
+/// exactly one key, since the register rules ([`Model::register`]) take a part for one
+/// register, and two keys sharing a part would look like one register written twice.
+#[derive(Debug, Default)]
+pub struct KvModel {
+    /// Every key met, and its part's number.
+    keys: RefCell<BTreeMap<String, u64>>,
+}
 
 impl Model for KvModel {
     type Op = Operation;
@@ -113,7 +118,9 @@ impl Model for KvModel {
     }
 
     fn partition(&self, operation: &Operation) -> Option<u64> {
-        Some(fnv1a(operation.key()))
+        let mut keys = self.keys.borrow_mut();
+        let next = keys.len() as u64;
+        Some(*keys.entry(operation.key().to_string()).or_insert(next))
     }
 
     /// Each key is a register of one value (absent or a string), so raft-sim refutes what
@@ -147,25 +154,17 @@ impl Model for KvModel {
     }
 }
 
-/// FNV-1a, 64 bits: a hash fixed by its definition, so a key's part, and with it the order in
-/// which keys are checked and the first violation reported, is the same in every build.
-fn fnv1a(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Checks `history` against [`KvModel`] with raft-sim's [`DEFAULT_STEP_BUDGET`] steps per key.
 pub fn check(history: &History) -> Verdict<Operation, Response> {
     check_with_budget(history, DEFAULT_STEP_BUDGET)
 }
 
 /// Checks `history` against [`KvModel`], allowing each key's search `step_budget` steps
-/// ([`raft_sim::check_with_budget`]): the first key (in the order of [`KvModel::partition`]'s
-/// numbers) with no legal order is reported; if none has a violation but some key ran out of
+/// ([`raft_sim::check_with_budget`]): the first key (in the order the history meets the keys)
+/// with no legal order is reported; if none has a violation but some key ran out of
 /// budget, the first such key is reported as undecided.
 pub fn check_with_budget(history: &History, step_budget: u64) -> Verdict<Operation, Response> {
-    raft_sim::check_with_budget(&KvModel, &history.to_sim(), step_budget)
+    raft_sim::check_with_budget(&KvModel::default(), &history.to_sim(), step_budget)
 }
 
 /// An operation as a test describes it before recording it: what, by which client, when it
@@ -724,7 +723,7 @@ mod tests {
 
     #[test]
     fn every_key_is_a_part_of_its_own() {
-        let model = KvModel;
+        let model = KvModel::default();
         let part = |operation: &Operation| model.partition(operation);
         assert_eq!(part(&Operation::put("x", "1")), part(&Operation::get("x")));
         assert_eq!(
@@ -732,9 +731,36 @@ mod tests {
             part(&Operation::cas("x", None, "2"))
         );
         assert_ne!(part(&Operation::get("x")), part(&Operation::get("y")));
-        // Fixed by FNV-1a's definition, whatever the build.
-        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        // Numbered as met, so two keys never share a part.
+        assert_eq!(part(&Operation::get("x")), Some(0));
+        assert_eq!(part(&Operation::get("y")), Some(1));
+    }
+
+    /// Two keys whose FNV-1a hashes are equal: numbered by that hash, they shared a part, and
+    /// the register rules took this plain sequential history for one register written twice.
+    #[test]
+    fn keys_whose_hashes_collide_are_checked_apart() {
+        let (x, y) = ("k49a2fca89c12ced4", "k213cf6072fab0471");
+        let mut history = History::new();
+        completed(
+            &mut history,
+            1,
+            Operation::put(x, "a"),
+            1,
+            2,
+            Response::Done,
+        );
+        completed(
+            &mut history,
+            2,
+            Operation::put(y, "b"),
+            3,
+            4,
+            Response::Done,
+        );
+        completed(&mut history, 3, Operation::get(x), 5, 6, value("a"));
+        completed(&mut history, 4, Operation::get(y), 7, 8, value("b"));
+        assert_linearizable(&history);
     }
 
     #[test]
