@@ -184,3 +184,23 @@ fn a_receiving_side_that_changes_commands_is_caught() {
     );
     eprintln!("{corrupted} commands corrupted on receipt; caught by seeds {failed:?}");
 }
+
+#[test]
+fn a_transport_that_cannot_start_is_reported() {
+    let simulation = simulation()
+        .duration(Duration::from_millis(500))
+        .own_transport(|start| async move {
+            let refused: Result<Framed, String> =
+                Err(format!("n{} has no network card", start.node.node.0));
+            refused
+        });
+    let report = simulation.run(0);
+    assert!(!report.is_ok());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("its transport could not start: n1 has no network card")),
+        "{report}"
+    );
+}
