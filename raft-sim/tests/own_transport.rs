@@ -7,14 +7,16 @@ mod support;
 
 use raft_core::node::{PeerConnection, Transport};
 use raft_core::{Membership, Message, NodeId};
-use raft_sim::{DEFAULT_SEEDS, NodeStart, Report, Simulation, seeds};
+use raft_sim::{NodeStart, Report, Simulation};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{RegisterMachine, RegisterModel, carries_commands, corrupt_one_command, workload};
+use support::{
+    RegisterMachine, RegisterModel, carries_commands, corrupt_one_command, run_seeds, workload,
+};
 
 fn simulation() -> Simulation<RegisterMachine, RegisterModel> {
     workload(Simulation::new(
@@ -227,13 +229,7 @@ fn a_transport_that_corrupts_commands_is_caught() {
         rng: generator(node),
         corrupted: Arc::clone(&counter),
     });
-    let reports: Vec<Report<_, _>> = seeds(DEFAULT_SEEDS)
-        .into_iter()
-        .map(|seed| simulation.run(seed))
-        .collect();
-    for report in &reports {
-        eprintln!("{}", report.summary());
-    }
+    let reports = run_seeds(&simulation);
     let corrupted = corrupted.load(Ordering::Relaxed);
     assert!(corrupted > 0, "the wrapper corrupted nothing");
     let failed: Vec<&Report<_, _>> = reports.iter().filter(|r| !r.is_ok()).collect();

@@ -7,7 +7,7 @@ mod support;
 
 use raft_core::node::{Inbox, PeerConnection, Transport};
 use raft_core::{Membership, Message, NodeId};
-use raft_sim::{DEFAULT_SEEDS, Report, Simulation, TransportStart, seeds};
+use raft_sim::{Simulation, TransportStart};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::cell::RefCell;
@@ -16,7 +16,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use support::{RegisterMachine, RegisterModel, carries_commands, corrupt_one_command, workload};
+use support::{
+    RegisterMachine, RegisterModel, carries_commands, corrupt_one_command, run_seeds, workload,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -164,13 +166,7 @@ fn a_receiving_side_that_changes_commands_is_caught() {
         });
         Framed::start(start, corrupt)
     });
-    let reports: Vec<Report<_, _>> = seeds(DEFAULT_SEEDS)
-        .into_iter()
-        .map(|seed| simulation.run(seed))
-        .collect();
-    for report in &reports {
-        eprintln!("{}", report.summary());
-    }
+    let reports = run_seeds(&simulation);
     let corrupted = corrupted.load(Ordering::Relaxed);
     assert!(corrupted > 0, "the receiving side corrupted nothing");
     let failed: Vec<u64> = reports

@@ -211,3 +211,21 @@ pub fn corrupt_one_command(message: &mut raft_core::Message) -> bool {
     }
     false
 }
+
+/// Runs the default seeds (or the environment's) and prints each run's summary.
+pub fn run_seeds<SM, M>(
+    simulation: &Simulation<SM, M>,
+) -> Vec<raft_sim::Report<OpOf<SM>, RetOf<SM>>>
+where
+    SM: raft_sim::SimStateMachine,
+    M: Model<Op = OpOf<SM>, Ret = RetOf<SM>>,
+{
+    let reports: Vec<_> = raft_sim::seeds(raft_sim::DEFAULT_SEEDS)
+        .into_iter()
+        .map(|seed| simulation.run(seed))
+        .collect();
+    for report in &reports {
+        eprintln!("{}", report.summary());
+    }
+    reports
+}
