@@ -158,13 +158,16 @@ impl NodeClock {
 
     /// The instant on tokio's clock at which this clock will read `local`, at its present
     /// rate (an instant already past if it read `local` before its last rate change).
-    pub(super) fn instant_at(&self, local: LocalTime) -> Instant {
+    /// `now` is the node's latest reading of tokio's clock: the answer when there is no
+    /// instant to compute (a clock not started, which a running node's never is), so that the
+    /// node wakes at once and reads again. The clock itself never reads tokio's clock.
+    pub(super) fn instant_at(&self, local: LocalTime, now: Instant) -> Instant {
         match (local, &self.adjustable) {
             (LocalTime::Real(at), _) => at,
             (LocalTime::Scaled(local_us), Some(adjustable)) => {
                 let state = *adjustable.lock();
                 let Some((real, anchor_us)) = state.anchor else {
-                    return Instant::now();
+                    return now;
                 };
                 // Rounded up: at the instant returned the clock reads `local` or more, so a
                 // node that sleeps until a deadline finds it reached when it wakes (rounded
@@ -182,10 +185,8 @@ impl NodeClock {
                         .unwrap_or(real)
                 }
             }
-            // A scaled reading of a real clock cannot be made; keep time with tokio's.
-            (LocalTime::Scaled(local_us), None) => {
-                later(Instant::now(), Duration::from_micros(local_us))
-            }
+            // A real clock makes no scaled readings.
+            (LocalTime::Scaled(_), None) => now,
         }
     }
 

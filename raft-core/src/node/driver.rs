@@ -204,7 +204,8 @@ impl<SM: StateMachine, LS: LogStore, SS: SnapshotStore, T: Transport> Driver<SM,
 
     /// `at` on tokio's clock, to sleep until a deadline of the protocol.
     fn instant_of(&self, at: Time) -> tokio::time::Instant {
-        self.config.clock.instant_at(self.started.plus_millis(at.0))
+        let deadline = self.started.plus_millis(at.0);
+        self.config.clock.instant_at(deadline, self.now)
     }
 
     async fn run_loop(mut self) {
