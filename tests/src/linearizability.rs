@@ -119,8 +119,12 @@ impl Model for KvModel {
 
     fn partition(&self, operation: &Operation) -> Option<u64> {
         let mut keys = self.keys.borrow_mut();
+        if let Some(&part) = keys.get(operation.key()) {
+            return Some(part);
+        }
         let next = keys.len() as u64;
-        Some(*keys.entry(operation.key().to_string()).or_insert(next))
+        keys.insert(operation.key().to_string(), next);
+        Some(next)
     }
 
     /// Each key is a register of one value (absent or a string), so raft-sim refutes what
