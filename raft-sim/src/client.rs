@@ -5,7 +5,7 @@ use crate::SimStateMachine;
 use crate::history::OpId;
 use crate::model::{ClusterOp, ClusterRet, OpOf, RetOf};
 use crate::outcome::Outcome;
-use crate::world::{Acknowledged, BoundedRead, Observation, SharedWorld, now_ms};
+use crate::world::{Acknowledged, BoundedRead, LeaseRead, Observation, SharedWorld, now_ms};
 use raft_core::node::{Ack, Consistency, Error, NodeHandle, ReadOutcome, WriteOutcome};
 use raft_core::{LogIndex, NodeId};
 use rand::rngs::ChaCha8Rng;
@@ -247,6 +247,20 @@ impl<SM: SimStateMachine> Client<SM> {
                 applied_index: read.applied_index,
             };
             self.shared.world.borrow_mut().bounded_reads.push(read);
+        }
+        if let (Consistency::Lease, Outcome::Ok(_), Some(node)) = (consistency, &outcome, node) {
+            // The node's term now, no earlier than the term it served the read in: the lease
+            // check asks whether a later term had a leader before the answer arrived.
+            let term = self.handle(Target::Node(node)).map(|h| h.status().term);
+            if let Some(term) = term {
+                let read = LeaseRead {
+                    client: self.shared.name.clone(),
+                    node,
+                    term,
+                    answered_ms: now_ms(),
+                };
+                self.shared.world.borrow_mut().lease_reads.push(read);
+            }
         }
         let answer = match &outcome {
             Outcome::Ok(read) => {

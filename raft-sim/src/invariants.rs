@@ -1,7 +1,7 @@
 //! Raft invariants a run can see from the outside, checked on every node's
 //! [`raft_core::node::Status`] after every step of the simulation.
 
-use crate::world::Capped;
+use crate::world::{Capped, LeaseRead};
 use raft_core::node::Status;
 use raft_core::{LogIndex, NodeId, Role, Term};
 use std::collections::BTreeMap;
@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 /// What the statuses seen so far establish.
 #[derive(Debug, Default)]
 pub(crate) struct Observer {
-    /// The leader seen in each term (election safety, §5.2: at most one per term).
-    leaders: BTreeMap<Term, NodeId>,
+    /// Every term seen, with the leader seen in it (election safety, §5.2: at most one per
+    /// term).
+    pub(crate) terms: BTreeMap<Term, TermRecord>,
     /// The latest term and commit index of each start of each node.
     latest: BTreeMap<(NodeId, u64), (Term, LogIndex)>,
     pub(crate) violations: Capped,
@@ -23,13 +24,19 @@ impl Observer {
     pub(crate) fn observe(&mut self, start: u64, status: &Status, now: u64) {
         let id = status.id;
         let mut found = Vec::new();
+        let record = self.terms.entry(status.term).or_insert(TermRecord {
+            term: status.term,
+            first_seen_ms: now,
+            first_seen_on: id,
+            leader: None,
+        });
         if status.role == Role::Leader {
-            match self.leaders.get(&status.term) {
+            match record.leader {
                 None => {
-                    self.leaders.insert(status.term, id);
+                    record.leader = Some((id, now));
                     self.elections += 1;
                 }
-                Some(&other) if other != id => found.push(format!(
+                Some((other, _)) if other != id => found.push(format!(
                     "election safety (§5.2): n{} and n{} both led term {} (seen at {now} ms)",
                     other.0, id.0, status.term.0
                 )),
@@ -62,6 +69,48 @@ impl Observer {
             self.violations.push(violation);
         }
     }
+
+    /// The lease check (dissertation §6.4.1): a node serves a lease read only while no other
+    /// node can have been elected, so no leader of a later term than the one the read was
+    /// served in may have been seen before its answer reached its client. `reads` carry the
+    /// node's term right after it answered (no earlier than the term it served in, so the check
+    /// can miss a stale read but never blames a good one).
+    pub(crate) fn check_lease_reads(&self, reads: &[LeaseRead]) -> Vec<String> {
+        let mut found = Capped::default();
+        for read in reads {
+            let later = self
+                .terms
+                .range(Term(read.term.0 + 1)..)
+                .find_map(|(term, record)| {
+                    let (leader, seen) = record.leader?;
+                    (seen < read.answered_ms).then_some((term, leader, seen))
+                });
+            if let Some((term, leader, seen)) = later {
+                found.push(format!(
+                    "{}: a lease read answered by n{} in term {} reached it at {} ms, but n{} \
+                     was seen leading the later term {} at {seen} ms",
+                    read.client, read.node.0, read.term.0, read.answered_ms, leader.0, term.0
+                ));
+            }
+        }
+        found.lines("lease reads after a later term's election")
+    }
+}
+
+/// A term some node was seen in, and its leader if one was seen: the run's terms are in
+/// [`crate::Report::terms`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TermRecord {
+    /// The term.
+    pub term: Term,
+    /// When a node was first seen in it, in milliseconds of simulated time (statuses are read
+    /// after every 1 ms step).
+    pub first_seen_ms: u64,
+    /// That node.
+    pub first_seen_on: NodeId,
+    /// The node seen leading it, and when it was first seen leading.
+    pub leader: Option<(NodeId, u64)>,
 }
 
 #[cfg(test)]
@@ -137,5 +186,37 @@ mod tests {
             (0, status(2, "Leader", 3, 6, 6)),
         ];
         assert_eq!(violations(&fine), Vec::<String>::new());
+    }
+
+    /// A lease read answered after a later term's leader was seen is reported; one answered
+    /// before (or in that later term itself) is not.
+    #[test]
+    fn a_lease_read_after_a_later_terms_election_is_reported() {
+        let mut observer = Observer::default();
+        observer.observe(0, &status(1, "Leader", 2, 5, 5), 100);
+        observer.observe(0, &status(2, "Leader", 3, 5, 5), 200);
+        let read = |term: u64, answered_ms: u64| LeaseRead {
+            client: "c1".to_string(),
+            node: NodeId(1),
+            term: Term(term),
+            answered_ms,
+        };
+        let found = observer.check_lease_reads(&[read(2, 201)]);
+        assert!(
+            found.iter().any(|p| p.contains("later term 3 at 200 ms")),
+            "{found:?}"
+        );
+        let fine = [read(2, 150), read(2, 200), read(3, 250)];
+        assert_eq!(observer.check_lease_reads(&fine), Vec::<String>::new());
+        // The terms are reported with their leaders and when they were first seen.
+        let terms: Vec<_> = observer
+            .terms
+            .values()
+            .map(|t| (t.term.0, t.leader))
+            .collect();
+        assert_eq!(
+            terms,
+            vec![(2, Some((NodeId(1), 100))), (3, Some((NodeId(2), 200)))]
+        );
     }
 }

@@ -31,6 +31,9 @@
 //! * [`Nemesis`] and [`Fault`] (module `nemesis`): which faults, how often; every fault is
 //!   recorded with its time ([`FaultRecord`]). Membership churn (module `churn`) and leadership
 //!   transfers (module `transfer`) run beside the other faults, as tasks of their own.
+//! * [`Director`] (module `director`): scripted faults, for scenarios the random nemesis cannot
+//!   aim at: a task of yours that watches the nodes and partitions, crashes, empties and
+//!   restarts them when it sees fit, with checks of its own ([`Simulation::director`]).
 //! * [`Storage`] (module `storage`): in memory (kept across crashes), the durable file stores
 //!   on turmoil's simulated disk, or your own.
 //! * [`Model`] and [`check`] (modules `model`, `checker`): your sequential specification
@@ -73,9 +76,13 @@
 //!   as `Debug` prints it: a response holding a `HashMap` may print equal values differently).
 //! * **Invariants on every node's `Status` after every step**: at most one leader per term;
 //!   within one start of a node, its term and commit index never go back; applied never
-//!   beyond committed. And **liveness**: within 10 s of the faults stopping, a leader whose
-//!   membership is committed and not joint, followed by every voter of that membership (the
-//!   final voters: with membership churn, not the first ones).
+//!   beyond committed; and **leases** (dissertation §6.4.1): no `Lease` read is answered after a
+//!   leader of a later term than the one it was served in was seen (the term is the serving
+//!   node's right after it answered, so a stale read can be missed but a good one is never
+//!   blamed). Every term seen, with its leader, is in [`Report::terms`] for checks of your own
+//!   (a healthy cluster keeps its first leader). And **liveness**: within 10 s of the faults
+//!   stopping, a leader whose membership is committed and not joint, followed by every voter
+//!   of that membership (the final voters: with membership churn, not the first ones).
 //! * **The stores, once the run is over** (the store audit): after the liveness check, every
 //!   host is crashed (whatever its stores had not made durable is lost) and the final voters'
 //!   stores are read back as a restart would find them: the harness's in-memory stores
@@ -184,6 +191,7 @@ mod checker;
 mod checks;
 mod churn;
 mod client;
+mod director;
 mod drift;
 mod history;
 mod invariants;
@@ -203,7 +211,9 @@ pub use checker::{
     Counterexample, DEFAULT_STEP_BUDGET, Refutation, Verdict, check, check_with_budget,
 };
 pub use client::{Client, SimHandle, Target};
+pub use director::Director;
 pub use history::{History, OpId, Operation, Recorded};
+pub use invariants::TermRecord;
 pub use model::{ClusterOp, ClusterRet, Model, OpOf, RetOf, Sequential, sequential};
 pub use nemesis::{Fault, FaultRecord, Nemesis};
 pub use outcome::Outcome;

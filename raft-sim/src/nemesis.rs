@@ -1,6 +1,7 @@
 //! The fault injector: which faults a run may see ([`Nemesis`], a builder), and the injector
 //! that applies them to turmoil's simulation, one at a time, recording each ([`FaultRecord`]).
 
+use crate::director::Directive;
 use raft_core::NodeId;
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
@@ -468,6 +469,74 @@ impl Injector {
             // Never drawn here (see `Injector::new`).
             Fault::MembershipChange | Fault::TransferLeadership | Fault::ClockDrift => None,
         }
+    }
+
+    /// Carries out a fault the director asked for ([`crate::Director`]), and records it.
+    pub(crate) fn direct(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        directive: &Directive,
+        now: u64,
+        events: &mut Vec<NodeEvent>,
+    ) {
+        let (fault, what) = match directive {
+            Directive::Partition { a, b } => {
+                let mut cut = Vec::new();
+                for &x in a {
+                    for &y in b.iter().filter(|&&y| y != x) {
+                        let (x, y) = (host(x), host(y));
+                        sim.partition(x.as_str(), y.as_str());
+                        cut.push(format!("{x}-{y}"));
+                        self.partitioned.insert((x, y));
+                    }
+                }
+                (
+                    Fault::Partition,
+                    format!("director: partition {a:?} | {b:?} ({})", cut.join(" ")),
+                )
+            }
+            Directive::OneWay { from, to } => {
+                let (a, b) = (host(*from), host(*to));
+                sim.partition_oneway(a.as_str(), b.as_str());
+                let what = format!("director: one-way partition: {a} -> {b} dropped");
+                self.partitioned.insert((a, b));
+                (Fault::OneWayPartition, what)
+            }
+            Directive::Heal => {
+                self.undo(sim, now, false);
+                self.log.push(FaultRecord {
+                    at_ms: now,
+                    fault: None,
+                    what: "director: heal".to_string(),
+                });
+                return;
+            }
+            Directive::Crash { node, empty } => {
+                self.crashed.insert(*node);
+                sim.crash(host(*node));
+                events.push(NodeEvent::Down(*node));
+                let emptied = if *empty { ", its stores emptied" } else { "" };
+                (
+                    Fault::Crash,
+                    format!("director: crash {}{emptied}", host(*node)),
+                )
+            }
+            Directive::Restart { node } => {
+                let was = if self.crashed.remove(node) {
+                    "start"
+                } else {
+                    "restart"
+                };
+                sim.bounce(host(*node));
+                events.push(NodeEvent::Down(*node));
+                (Fault::Restart, format!("director: {was} {}", host(*node)))
+            }
+        };
+        self.log.push(FaultRecord {
+            at_ms: now,
+            fault: Some(fault),
+            what,
+        });
     }
 
     /// Undoes the current fault; crashed hosts are restarted when `restart`.

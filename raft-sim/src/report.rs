@@ -24,6 +24,9 @@ pub struct Report<Op, Ret> {
     pub reads: OperationCounts,
     /// Terms in which a leader was seen.
     pub elections: u64,
+    /// Every term a node was seen in, in order, with its leader if one was seen: for checks of
+    /// your own, such as that a healthy cluster keeps its first leader.
+    pub terms: Vec<crate::TermRecord>,
     /// Times a node started (the first starts included).
     pub node_starts: u64,
     /// Membership changes asked for ([`crate::Fault::MembershipChange`]), by outcome.

@@ -5,9 +5,10 @@ use crate::audit::READ_BACK_MS;
 use crate::checker::{DEFAULT_STEP_BUDGET, check_with_budget};
 use crate::churn::ChurnPlan;
 use crate::client::Client;
+use crate::director::{Directive, Director};
 use crate::invariants::Observer;
 use crate::model::{Model, OpOf, RetOf};
-use crate::nemesis::{Injector, Nemesis, NodeEvent, host};
+use crate::nemesis::{FaultRecord, Injector, Nemesis, NodeEvent, host};
 use crate::recording::{Applied, Recording};
 use crate::report::Report;
 use crate::storage::{LOG_DIR, SNAPSHOT_DIR, Storage};
@@ -16,7 +17,9 @@ use crate::world::{SharedWorld, World, now_ms};
 use raft_core::node::{Consistency, LogStore, Node, NodeConfig, SnapshotStore, Transport};
 use raft_core::{NodeId, Role};
 use raft_net::{Spawner, TcpConfig, TcpTransport, TurmoilNet};
-use raft_storage::{FileLogOptions, FileLogStore, FileSnapshotStore};
+use raft_storage::{
+    FileLogOptions, FileLogStore, FileSnapshotStore, MemLogStore, MemSnapshotStore,
+};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use std::cell::RefCell;
@@ -40,6 +43,7 @@ const TORN_WRITE_BLOCK_BYTES: u64 = 64;
 pub const DEFAULT_SEEDS: u64 = 4;
 
 type ClientFn<SM> = Rc<dyn Fn(Client<SM>) -> Pin<Box<dyn Future<Output = ()>>>>;
+type DirectorFn<SM> = Rc<dyn Fn(Director<SM>) -> Pin<Box<dyn Future<Output = ()>>>>;
 
 /// A simulated cluster of your state machine under a nemesis, with clients you write, checked
 /// against a model. A builder; see the crate documentation for a complete example.
@@ -89,6 +93,8 @@ pub struct Simulation<SM: SimStateMachine, M> {
     configure: Rc<dyn Fn(&mut NodeConfig)>,
     transport: TransportSeam,
     clients: Vec<(String, ClientFn<SM>)>,
+    director: Option<DirectorFn<SM>>,
+    tcp_config: Rc<dyn Fn(NodeId, &mut TcpConfig)>,
     step_budget: u64,
     default_seeds: u64,
     test_name: Option<String>,
@@ -116,6 +122,8 @@ where
             configure: Rc::new(|_: &mut NodeConfig| {}),
             transport: TransportSeam::default(),
             clients: Vec::new(),
+            director: None,
+            tcp_config: Rc::new(|_: NodeId, _: &mut TcpConfig| {}),
             step_budget: DEFAULT_STEP_BUDGET,
             default_seeds: DEFAULT_SEEDS,
             test_name: None,
@@ -295,6 +303,55 @@ where
         self
     }
 
+    /// Adds a director: `direct` is called once per run with the run's [`Director`], and runs
+    /// beside the clients and the nemesis, injecting faults of its choosing when it sees fit
+    /// (cut off each new leader with one follower, keep a follower away until the others have
+    /// compacted past it, empty a node's stores) and reporting what it finds wrong
+    /// ([`Director::problem`]). Loop while [`Director::running`]: the run ends when the
+    /// director has returned too. Usually with `Nemesis::none()`, whose faults would undo the
+    /// director's partitions (see [`Director`]).
+    ///
+    /// ```
+    /// use raft_sim::Director;
+    /// use std::time::Duration;
+    ///
+    /// # fn wire<SM: raft_sim::SimStateMachine, M>(simulation: raft_sim::Simulation<SM, M>)
+    /// # where M: raft_sim::Model<Op = raft_sim::OpOf<SM>, Ret = raft_sim::RetOf<SM>> {
+    /// // Every 500 ms, cut the leader off from the others for 300 ms.
+    /// let simulation = simulation.nemesis(raft_sim::Nemesis::none()).director(
+    ///     |director: Director<SM>| async move {
+    ///         while director.running() {
+    ///             tokio::time::sleep(Duration::from_millis(200)).await;
+    ///             if let Some(leader) = director.leader() {
+    ///                 director.isolate(leader).await;
+    ///                 tokio::time::sleep(Duration::from_millis(300)).await;
+    ///                 director.heal().await;
+    ///             }
+    ///         }
+    ///     },
+    /// );
+    /// # let _ = simulation;
+    /// # }
+    /// ```
+    pub fn director<F, Fut>(mut self, direct: F) -> Self
+    where
+        F: Fn(Director<SM>) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.director = Some(Rc::new(move |director| Box::pin(direct(director))));
+        self
+    }
+
+    /// Adjusts each node's TCP transport settings before it starts (the default transport, and
+    /// the one [`Simulation::transport`] wraps; not a transport of your own): `tcp_config` is
+    /// called at every start of every node, for instance to give the nodes mutual TLS
+    /// (`TcpConfig::tls`). The harness has set the node's id, the cluster id, the addresses and
+    /// the seed (leave them).
+    pub fn tcp_config(mut self, tcp_config: impl Fn(NodeId, &mut TcpConfig) + 'static) -> Self {
+        self.tcp_config = Rc::new(tcp_config);
+        self
+    }
+
     /// The linearizability checker's step budget per part of the history (default
     /// [`DEFAULT_STEP_BUDGET`]).
     pub fn step_budget(mut self, steps: u64) -> Self {
@@ -386,6 +443,7 @@ where
                 _ => None,
             },
             configure: Rc::clone(&self.configure),
+            tcp_config: Rc::clone(&self.tcp_config),
             transport: self.transport.clone(),
             policy: SnapshotPolicy::for_seed(seed),
         });
@@ -409,6 +467,21 @@ where
             sim.client(format!("client-{index}"), async move {
                 future.await;
                 world.borrow_mut().clients_finished += 1;
+                Ok(())
+            });
+        }
+        if let Some(direct) = &self.director {
+            let index = self.clients.len() as u64;
+            let client_seed = seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let client = Client::new(
+                "director".to_string(),
+                index,
+                client_seed,
+                Rc::clone(&world),
+            );
+            let future = direct(Director::new(Rc::clone(&world), client, seed));
+            sim.client("director", async move {
+                future.await;
                 Ok(())
             });
         }
@@ -471,6 +544,13 @@ where
                 None if now < duration_ms && !clients_done => {
                     let leader = believed_leader(&world);
                     injector.maybe_act(&mut sim, &mut rng, leader, now, &mut events);
+                    let directives = std::mem::take(&mut world.borrow_mut().directives);
+                    for directive in &directives {
+                        injector.direct(&mut sim, directive, now, &mut events);
+                        if let Directive::Crash { node, empty: true } = directive {
+                            self.empty_stores(&world, *node);
+                        }
+                    }
                     for NodeEvent::Down(id) in events.drain(..) {
                         world.borrow_mut().handles.remove(&id);
                     }
@@ -481,6 +561,14 @@ where
                     healed_at = Some(now);
                 }
                 Some(healed) => {
+                    let late = std::mem::take(&mut world.borrow_mut().directives);
+                    for directive in late {
+                        world.borrow_mut().directed.push(FaultRecord {
+                            at_ms: now,
+                            fault: None,
+                            what: format!("director: {directive:?} ignored: the faults stopped"),
+                        });
+                    }
                     if final_voters.is_none() {
                         final_voters = settled_voters(&world, &voters);
                     }
@@ -510,6 +598,7 @@ where
         let mut world = world.borrow_mut();
         problems.append(&mut world.problems);
         problems.extend(observer.violations.lines("invariant violations"));
+        problems.extend(observer.check_lease_reads(&world.lease_reads));
         {
             let log = applied.lock();
             problems.extend(log.disagreements.lines("disagreements between replicas"));
@@ -547,6 +636,7 @@ where
         faults.extend(churn.log);
         faults.extend(transfers.log);
         faults.append(&mut world.clock_rates);
+        faults.append(&mut world.directed);
         // Stable: the nemesis' records first at equal times, each list in its own order.
         faults.sort_by_key(|fault| fault.at_ms);
         let digest = digest(&history, &faults);
@@ -557,6 +647,7 @@ where
             writes: counts.writes,
             reads: counts.reads,
             elections: observer.elections,
+            terms: observer.terms.values().copied().collect(),
             node_starts: world.starts.values().sum(),
             membership_changes: churn.counts,
             leader_removals: churn.leader_removals,
@@ -572,6 +663,27 @@ where
             history,
             digest,
             replay: self.replay(seed),
+        }
+    }
+
+    /// Empties `node`'s stores before it next starts ([`Director::crash_and_empty`]; its host
+    /// has just been crashed).
+    fn empty_stores(&self, world: &SharedWorld<SM>, node: NodeId) {
+        let mut world = world.borrow_mut();
+        match &self.storage {
+            Storage::Memory => {
+                world
+                    .stores
+                    .insert(node, (MemLogStore::new(), MemSnapshotStore::new()));
+            }
+            Storage::SimulatedDisk { .. } => {
+                world.emptied.insert(node);
+            }
+            Storage::Custom(_) => world.problems.push(format!(
+                "Director::crash_and_empty(n{}): the harness cannot empty custom stores (your \
+                 factory, told the start, can hand out empty ones)",
+                node.0
+            )),
         }
     }
 
@@ -662,6 +774,7 @@ struct Setup<SM> {
     /// This run's maker of custom stores ([`Storage::Custom`]).
     custom: Option<RefCell<Box<crate::storage::NodeStores>>>,
     configure: Rc<dyn Fn(&mut NodeConfig)>,
+    tcp_config: Rc<dyn Fn(NodeId, &mut TcpConfig)>,
     transport: TransportSeam,
     policy: SnapshotPolicy,
 }
@@ -724,6 +837,10 @@ async fn start_node<SM: SimStateMachine>(
             }
         }
         Storage::SimulatedDisk { segment_bytes } => {
+            let empty = !auditing && world.borrow_mut().emptied.remove(&id);
+            if empty && let Err(error) = crate::storage::empty_disk() {
+                return fail(format!("could not empty its disk: {error}"));
+            }
             let options = FileLogOptions::new().segment_bytes(*segment_bytes);
             let log = match FileLogStore::open_simulated(LOG_DIR, options) {
                 Ok(log) => log,
@@ -779,6 +896,7 @@ async fn run_node<SM: SimStateMachine, LS: LogStore, SS: SnapshotStore>(
         TransportSeam::Wrap(wrap) => {
             let mut tcp = TcpConfig::new(id, CLUSTER_ID, listen, peers);
             tcp.seed = node_seed ^ 0x7C9;
+            (setup.tcp_config)(id, &mut tcp);
             match TcpTransport::start(TurmoilNet, tcp, inbox, Spawner::local()).await {
                 Ok(tcp) => wrap(node_start, tcp),
                 Err(error) => return fail(format!("its transport could not start: {error}")),

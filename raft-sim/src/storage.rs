@@ -53,6 +53,33 @@ pub const LOG_DIR: &str = "/raft/log";
 /// Where [`Storage::SimulatedDisk`] keeps a node's snapshots.
 pub const SNAPSHOT_DIR: &str = "/raft/snapshots";
 
+/// Empties the current host's simulated disk under the parent of [`LOG_DIR`] and
+/// [`SNAPSHOT_DIR`] for good: every file and directory is removed, deepest first, and each
+/// removal made durable by syncing the directory it was in.
+pub(crate) fn empty_disk() -> std::io::Result<()> {
+    use turmoil::fs::shim::std::fs;
+    fn remove_under(dir: &std::path::Path) -> std::io::Result<()> {
+        let mut paths: Vec<std::path::PathBuf> = fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        paths.sort();
+        for path in paths {
+            if fs::metadata(&path)?.is_dir() {
+                remove_under(&path)?;
+                fs::remove_dir(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+        fs::sync_dir(dir)
+    }
+    let root = std::path::Path::new("/raft");
+    if !fs::exists(root) {
+        return Ok(());
+    }
+    remove_under(root)
+}
+
 impl Storage {
     /// The file stores on the simulated disk, with segments of 16 KiB.
     pub fn simulated_disk() -> Storage {

@@ -10,7 +10,7 @@ use crate::outcome::Outcome;
 use raft_core::{LogIndex, NodeId, Term};
 use raft_storage::{MemLogStore, MemSnapshotStore};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 pub(crate) type SharedWorld<SM> = Rc<RefCell<World<SM>>>;
@@ -52,6 +52,26 @@ pub(crate) struct World<SM: SimStateMachine> {
     pub(crate) auditing: bool,
     /// What each node's stores held once the run was over, or why they could not be read.
     pub(crate) images: BTreeMap<NodeId, Result<StoreImage, String>>,
+    /// Faults the director asked for, to be carried out at the end of the step
+    /// ([`crate::Director`]).
+    pub(crate) directives: Vec<crate::director::Directive>,
+    /// The director's notes, for the list of faults.
+    pub(crate) directed: Vec<crate::nemesis::FaultRecord>,
+    /// Nodes whose stores are to be emptied before they next start
+    /// ([`crate::Director::crash_and_empty`], on the simulated disk).
+    pub(crate) emptied: BTreeSet<NodeId>,
+    /// Every `Consistency::Lease` read answered, for the lease check.
+    pub(crate) lease_reads: Vec<LeaseRead>,
+}
+
+/// A `Consistency::Lease` read that was answered: by which node, in which term (the node's
+/// term right after it answered), and when the answer reached its client.
+#[derive(Clone, Debug)]
+pub(crate) struct LeaseRead {
+    pub(crate) client: String,
+    pub(crate) node: NodeId,
+    pub(crate) term: Term,
+    pub(crate) answered_ms: u64,
 }
 
 /// The leadership transfers of a run: each request with its time and outcome, and counts.
@@ -127,6 +147,10 @@ impl<SM: SimStateMachine> World<SM> {
             bounded_reads: Vec::new(),
             auditing: false,
             images: BTreeMap::new(),
+            directives: Vec::new(),
+            directed: Vec::new(),
+            emptied: BTreeSet::new(),
+            lease_reads: Vec::new(),
         }
     }
 }
