@@ -214,7 +214,7 @@ pub use client::{Client, SimHandle, Target};
 pub use director::Director;
 pub use history::{History, OpId, Operation, Recorded};
 pub use invariants::TermRecord;
-pub use model::{ClusterOp, ClusterRet, Model, OpOf, RetOf, Sequential, sequential};
+pub use model::{ClusterOp, ClusterRet, Model, OpOf, Registered, RetOf, Sequential, sequential};
 pub use nemesis::{Fault, FaultRecord, Nemesis};
 pub use outcome::Outcome;
 pub use recording::Recording;

@@ -215,6 +215,78 @@ impl<S, C, Q, W, F> Sequential<S, C, Q, W, F> {
     }
 }
 
+impl<S, C, Q, R, A, W, F> Sequential<S, C, Q, W, F>
+where
+    W: Fn(&mut S, &C) -> R,
+    F: Fn(&S, &Q) -> A,
+{
+    /// Says what each operation does to its part's register ([`Model::register`], whose
+    /// contract `register` must keep: exact values, one register per part), so that the
+    /// checker's register rules apply to this model. Call it last: it returns the model
+    /// wrapped.
+    ///
+    /// ```
+    /// use raft_sim::{ClusterOp, ClusterRet, Model, Register, sequential};
+    ///
+    /// // One register of text: commands overwrite it, the query reads it.
+    /// let model = sequential(
+    ///     String::new(),
+    ///     |text: &mut String, new: &String| *text = new.clone(),
+    ///     |text: &String, _: &()| text.clone(),
+    /// )
+    /// .register_by(|op, answer| match (op, answer) {
+    ///     (ClusterOp::Write(new), _) => Some(Register::Write(Some(new.clone().into_bytes()))),
+    ///     (ClusterOp::Read(()), Some(ClusterRet::Read(seen))) => {
+    ///         Some(Register::Read(Some(seen.clone().into_bytes())))
+    ///     }
+    ///     (ClusterOp::Read(()), _) => Some(Register::Nothing),
+    /// });
+    /// assert_eq!(model.register(&ClusterOp::Read(()), None), Some(Register::Nothing));
+    /// ```
+    pub fn register_by<G>(self, register: G) -> Registered<Self, G>
+    where
+        G: Fn(&ClusterOp<C, Q>, Option<&ClusterRet<R, A>>) -> Option<Register>,
+    {
+        Registered {
+            model: self,
+            register,
+        }
+    }
+}
+
+/// A model whose [`Model::register`] is a function of the user's: from
+/// [`Sequential::register_by`]. Everything else is the wrapped model's.
+pub struct Registered<M, G> {
+    model: M,
+    register: G,
+}
+
+impl<M, G> Model for Registered<M, G>
+where
+    M: Model,
+    G: Fn(&M::Op, Option<&M::Ret>) -> Option<Register>,
+{
+    type Op = M::Op;
+    type Ret = M::Ret;
+    type State = M::State;
+
+    fn init(&self) -> M::State {
+        self.model.init()
+    }
+
+    fn step(&self, state: &M::State, op: &M::Op) -> (M::State, M::Ret) {
+        self.model.step(state, op)
+    }
+
+    fn partition(&self, op: &M::Op) -> Option<u64> {
+        self.model.partition(op)
+    }
+
+    fn register(&self, op: &M::Op, answer: Option<&M::Ret>) -> Option<Register> {
+        (self.register)(op, answer)
+    }
+}
+
 impl<S, C, Q, R, A, W, F> Model for Sequential<S, C, Q, W, F>
 where
     S: Clone + Eq + Hash + Debug,

@@ -636,3 +636,49 @@ fn a_thousand_operations_with_late_writes_are_accepted() {
     eprintln!("1000 operations, linearizable: {:?}", started.elapsed());
     assert!(verdict.is_linearizable(), "{verdict}");
 }
+
+/// A model made with `sequential` gets the register rules through `register_by`: sixteen
+/// timed-out writes and a read of a value none of them wrote are refuted by rule 1 before any
+/// search, where the same model without it leaves the history to the search.
+#[test]
+fn a_sequential_model_gets_the_rules_through_register_by() {
+    use raft_sim::{ClusterOp, ClusterRet, sequential};
+    type Op = ClusterOp<String, ()>;
+    type Ret = ClusterRet<(), String>;
+    let text = || {
+        sequential(
+            String::new(),
+            |text: &mut String, new: &String| *text = new.clone(),
+            |text: &String, _: &()| text.clone(),
+        )
+    };
+    let mut history: History<Op, Ret> = History::new();
+    for i in 0..16 {
+        let id = history.invoke(format!("c{i}"), ClusterOp::Write(format!("v{i}")), i);
+        history.unknown(id);
+    }
+    let read = history.invoke("reader", ClusterOp::Read(()), 20);
+    history.ok(read, ClusterRet::Read("nothing wrote this".to_string()), 21);
+
+    let registered = text().register_by(|op: &Op, answer: Option<&Ret>| match (op, answer) {
+        (ClusterOp::Write(new), _) => Some(Register::Write(Some(new.clone().into_bytes()))),
+        (ClusterOp::Read(()), Some(ClusterRet::Read(seen))) => {
+            Some(Register::Read(Some(seen.clone().into_bytes())))
+        }
+        (ClusterOp::Read(()), _) => Some(Register::Nothing),
+    });
+    match check(&registered, &history) {
+        Verdict::NotLinearizable(counterexample) => assert!(
+            matches!(counterexample.refutation, Refutation::UnwrittenValue(_)),
+            "{counterexample}"
+        ),
+        other => panic!("expected a violation, got {other}"),
+    }
+    match check(&text(), &history) {
+        Verdict::NotLinearizable(counterexample) => assert!(
+            matches!(counterexample.refutation, Refutation::Search),
+            "{counterexample}"
+        ),
+        other => panic!("expected a violation, got {other}"),
+    }
+}
