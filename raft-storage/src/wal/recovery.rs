@@ -5,6 +5,10 @@
 //! segment with a damaged header, or entries missing between the log start and the first
 //! entry replayed are corruption: the store refuses to open and names the file. A torn write
 //! at the tail of the last segment is cut off and zeroed before anything else is written.
+//! What was read is then made durable (the directory, and the last segment with its cut):
+//! after a process restart, the page cache may still hold writes of the dead process that
+//! were never synced, and they must not be trusted, nor written after, while a power loss
+//! can still take them back.
 //! After a failed write or sync the store is *poisoned*: what the operating system kept is
 //! unknown, so it refuses every later write until it is reopened from what is durable.
 
@@ -74,6 +78,10 @@ impl Wal {
                 fs.remove_file(&leftover).map_err(|e| io_at(&leftover, e))?;
             }
         }
+        // The entries listed (segments, the metadata file) may be renames or removals of a
+        // process that died before syncing the directory: make them durable before they
+        // are relied on, as the segment being written is below.
+        fs.sync_dir(dir).map_err(|e| io_at(dir, e))?;
         let sequences: Vec<u64> = names
             .iter()
             .filter_map(|n| segment::parse_name(n))
@@ -211,11 +219,11 @@ impl Wal {
                 );
                 // Zero what the torn write left, so nothing of it can be read as a record
                 // once new records are written over the start of it.
+                // (Synced below with the rest of the segment.)
                 let dirty_end = data.iter().rposition(|&b| b != 0).map_or(cut, |p| p + 1);
                 if dirty_end > cut {
                     let zeros = vec![0u8; dirty_end - cut];
                     file.write_all_at(&zeros, cut as u64)
-                        .and_then(|()| file.sync_data())
                         .map_err(|e| io_at(&path, e))?;
                 }
                 cut
@@ -229,6 +237,12 @@ impl Wal {
             }
         };
         if last {
+            // What was read may be only in the page cache: written by a process that died
+            // before its sync (a process restart keeps it, a power loss need not). It is the
+            // log from now on, so it must be durable before it is used: otherwise a power
+            // loss could take it back after entries written behind it are kept, leaving a
+            // hole before valid records, and entries already reported as recovered.
+            file.sync_data().map_err(|e| io_at(&path, e))?;
             self.current = sequence;
             self.current_filled = data.len() as u64;
             self.staged_at = end as u64;
