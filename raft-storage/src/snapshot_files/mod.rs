@@ -31,8 +31,12 @@
 //! the directory holds either the complete new image or no trace of it but a `.partial` file.
 //! Opening deletes `.partial` files. Only once the rename is durable is the older image
 //! removed; a crash in between leaves two complete images, and opening keeps the one with the
-//! highest last index (after making that rename durable) and removes the rest. So a crash never
-//! leaves the store without the latest image it acknowledged, nor with a torn one.
+//! highest last index and removes the rest. Opening syncs the directory before it reports or
+//! removes anything: after a process restart, the page cache may still show a rename that the
+//! dead process never made durable (it died between the rename and the directory's sync), and
+//! the image it put in place must not be relied on (restored from, the log purged up to it)
+//! while a power loss can still take it back. So a crash never leaves the store without the
+//! latest image it acknowledged or reported, nor with a torn one.
 //!
 //! # Modules
 //!

@@ -27,7 +27,6 @@ pub(super) fn open_on(fs: Fs, dir: PathBuf) -> Result<FileSnapshotStore, Storage
         .map_err(io_at("creating the directory", &dir))?;
     let lock_file = fs.lock_dir(&dir).map_err(io_at("locking", &dir))?;
 
-    let mut changed = false;
     let mut images = Vec::new();
     for name in fs.list(&dir).map_err(io_at("listing", &dir))? {
         let path = dir.join(&name);
@@ -35,7 +34,6 @@ pub(super) fn open_on(fs: Fs, dir: PathBuf) -> Result<FileSnapshotStore, Storage
             Name::Partial => {
                 // An image whose writing a crash interrupted: never finished, never visible.
                 remove_if_present(fs, &path)?;
-                changed = true;
             }
             Name::Image(named) => {
                 let image = open_image(fs, path)?;
@@ -60,19 +58,22 @@ pub(super) fn open_on(fs: Fs, dir: PathBuf) -> Result<FileSnapshotStore, Storage
             Name::Other => {}
         }
     }
+    // What was listed may be renames (and removals) of a process that died inside `finish`
+    // before its directory sync: after a process restart the page cache still shows them, a
+    // power loss need not keep them. The latest image is reported to the node, which restores
+    // from it and purges its log up to it, and the older ones are removed because of it: make
+    // the directory durable before any of that (and with it the `.partial` removals above).
+    // The image files' data needs no sync: `finish` synced it before the rename.
+    fs.sync_dir(&dir)
+        .map_err(io_at("syncing the directory", &dir))?;
     images.sort_by_key(|image| (image.header.meta.last.index, image.header.meta.last.term));
     let latest = images.pop();
-    if !images.is_empty() {
-        // A crash came between a newer image's rename and the removal of the older: make the
-        // rename durable before removing anything.
-        fs.sync_dir(&dir)
-            .map_err(io_at("syncing the directory", &dir))?;
-        for older in images {
-            let Image { path, file, .. } = older;
-            drop(file);
-            remove_if_present(fs, &path)?;
-        }
-        changed = true;
+    let changed = !images.is_empty();
+    for older in images {
+        // A crash came between a newer image's rename and the removal of the older.
+        let Image { path, file, .. } = older;
+        drop(file);
+        remove_if_present(fs, &path)?;
     }
     if changed {
         fs.sync_dir(&dir)
