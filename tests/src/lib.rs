@@ -15,7 +15,7 @@
 pub mod certs;
 
 /// Turmoil simulations of whole clusters with a nemesis and history checks.
-pub mod cluster_sim;
+pub mod kv_sim;
 
 /// A cluster of async nodes in one process, on the channel transport and in-memory stores.
 pub mod in_process;

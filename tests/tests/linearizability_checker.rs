@@ -7,8 +7,8 @@
 //! The differential tests run 3,000 seeds each; `RAFT_SIM_SEEDS=n` runs `n`, and
 //! `RAFT_SIM_SEED=s` replays one.
 
+use raft_sim::seeds as seeds_from_env;
 use raft_sim::{DEFAULT_STEP_BUDGET, Refutation};
-use raft_tests::cluster_sim::seeds_from_env;
 use raft_tests::linearizability::{
     History, Operation, Response, TimedOperation, Verdict, apply_to_map as apply,
     brute_force_linearizable, check, check_with_budget,
