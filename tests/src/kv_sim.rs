@@ -1,4 +1,4 @@
-//! raft-kv's state machine ([`KvStore`]) on the simulation kit: the model it is checked
+//! raft-kv's state machine ([`KvStore`](raft_kv::store::KvStore)) on the simulation kit: the model it is checked
 //! against, and the clients of the cluster simulations in `tests/sim_cluster.rs`.
 
 use crate::linearizability::{KvModel, Operation, Response, apply_to_map};
