@@ -250,14 +250,14 @@ impl<SM: SimStateMachine> Client<SM> {
         }
         if let (Consistency::Lease, Outcome::Ok(_), Some(node)) = (consistency, &outcome, node) {
             // The node's term now, no earlier than the term it served the read in: the lease
-            // check asks whether a later term had a leader before the answer arrived.
+            // check asks whether a later term had a leader before the read was invoked.
             let term = self.handle(Target::Node(node)).map(|h| h.status().term);
             if let Some(term) = term {
                 let read = LeaseRead {
                     client: self.shared.name.clone(),
                     node,
                     term,
-                    answered_ms: now_ms(),
+                    invoked_ms: invoked,
                 };
                 self.shared.world.borrow_mut().lease_reads.push(read);
             }

@@ -147,8 +147,13 @@ impl<SM: SimStateMachine> Director<SM> {
         self.ask(Directive::Crash { node, empty: false }).await;
     }
 
-    /// Crashes `node`'s host and empties its stores: when it next starts, its log and
-    /// snapshots are empty, as on a replacement machine that kept its identity. With
+    /// Crashes `node`'s host and empties its stores: when it next starts ([`Director::restart`],
+    /// or when the faults stop), its log and snapshots are empty, as on a replacement machine
+    /// that kept its identity. It forgets its term and its vote too, which Raft assumes a node
+    /// never does: a node that voted in a term and forgot it may vote again in that term, and
+    /// two leaders of one term are possible. Empty a follower while a leader is established
+    /// and stays so (as an operator replaces a disk); the kit's invariants report what else
+    /// it breaks. With
     /// [`crate::Storage::custom`] the harness cannot empty your stores: that is reported as a
     /// problem of the run (your factory, told the start, can hand out empty stores itself).
     pub async fn crash_and_empty(&self, node: NodeId) {

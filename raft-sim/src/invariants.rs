@@ -70,11 +70,15 @@ impl Observer {
         }
     }
 
-    /// The lease check (dissertation §6.4.1): a node serves a lease read only while no other
-    /// node can have been elected, so no leader of a later term than the one the read was
-    /// served in may have been seen before its answer reached its client. `reads` carry the
-    /// node's term right after it answered (no earlier than the term it served in, so the check
-    /// can miss a stale read but never blames a good one).
+    /// The lease check (dissertation §6.4.1): a read served in a term after a leader of a later
+    /// term was elected is stale, whether the node served it on its lease (which must have
+    /// expired before that election) or confirmed it with a round of heartbeats (which a
+    /// majority in the later term refuses). So no `Lease` read invoked after a leader of a
+    /// later term than the one it was served in was seen may be answered. Judged from the
+    /// invocation, not the answer: a read confirmed before the election may reach its client
+    /// after it. `reads` carry the node's term right after it answered (no earlier than the
+    /// term it served in): the check can miss a stale read, and blames only reads that were
+    /// wholly after the later term's election.
     pub(crate) fn check_lease_reads(&self, reads: &[LeaseRead]) -> Vec<String> {
         let mut found = Capped::default();
         for read in reads {
@@ -83,13 +87,13 @@ impl Observer {
                 .range(Term(read.term.0 + 1)..)
                 .find_map(|(term, record)| {
                     let (leader, seen) = record.leader?;
-                    (seen < read.answered_ms).then_some((term, leader, seen))
+                    (seen < read.invoked_ms).then_some((term, leader, seen))
                 });
             if let Some((term, leader, seen)) = later {
                 found.push(format!(
-                    "{}: a lease read answered by n{} in term {} reached it at {} ms, but n{} \
+                    "{}: a lease read invoked at {} ms was answered by n{} in term {}, but n{} \
                      was seen leading the later term {} at {seen} ms",
-                    read.client, read.node.0, read.term.0, read.answered_ms, leader.0, term.0
+                    read.client, read.invoked_ms, read.node.0, read.term.0, leader.0, term.0
                 ));
             }
         }
@@ -188,18 +192,18 @@ mod tests {
         assert_eq!(violations(&fine), Vec::<String>::new());
     }
 
-    /// A lease read answered after a later term's leader was seen is reported; one answered
-    /// before (or in that later term itself) is not.
+    /// A lease read invoked after a later term's leader was seen is reported; one invoked
+    /// before (answered after it, perhaps), or served in that later term itself, is not.
     #[test]
     fn a_lease_read_after_a_later_terms_election_is_reported() {
         let mut observer = Observer::default();
         observer.observe(0, &status(1, "Leader", 2, 5, 5), 100);
         observer.observe(0, &status(2, "Leader", 3, 5, 5), 200);
-        let read = |term: u64, answered_ms: u64| LeaseRead {
+        let read = |term: u64, invoked_ms: u64| LeaseRead {
             client: "c1".to_string(),
             node: NodeId(1),
             term: Term(term),
-            answered_ms,
+            invoked_ms,
         };
         let found = observer.check_lease_reads(&[read(2, 201)]);
         assert!(

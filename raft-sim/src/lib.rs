@@ -76,10 +76,11 @@
 //!   as `Debug` prints it: a response holding a `HashMap` may print equal values differently).
 //! * **Invariants on every node's `Status` after every step**: at most one leader per term;
 //!   within one start of a node, its term and commit index never go back; applied never
-//!   beyond committed; and **leases** (dissertation §6.4.1): no `Lease` read is answered after a
-//!   leader of a later term than the one it was served in was seen (the term is the serving
-//!   node's right after it answered, so a stale read can be missed but a good one is never
-//!   blamed). Every term seen, with its leader, is in [`Report::terms`] for checks of your own
+//!   beyond committed; and, from the same statuses once the run is over, **leases**
+//!   (dissertation §6.4.1): no `Lease` read invoked after a leader of a later term than the one
+//!   it was served in was seen may be answered (the term is the serving node's right after it
+//!   answered, so a stale read can be missed, and only a read wholly after the later term's
+//!   election is blamed). Every term seen, with its leader, is in [`Report::terms`] for checks of your own
 //!   (a healthy cluster keeps its first leader). And **liveness**: within 10 s of the faults
 //!   stopping, a leader whose membership is committed and not joint, followed by every voter
 //!   of that membership (the final voters: with membership churn, not the first ones).

@@ -65,13 +65,13 @@ pub(crate) struct World<SM: SimStateMachine> {
 }
 
 /// A `Consistency::Lease` read that was answered: by which node, in which term (the node's
-/// term right after it answered), and when the answer reached its client.
+/// term right after it answered), and when it was invoked.
 #[derive(Clone, Debug)]
 pub(crate) struct LeaseRead {
     pub(crate) client: String,
     pub(crate) node: NodeId,
     pub(crate) term: Term,
-    pub(crate) answered_ms: u64,
+    pub(crate) invoked_ms: u64,
 }
 
 /// The leadership transfers of a run: each request with its time and outcome, and counts.

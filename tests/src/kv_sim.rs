@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// [`KvModel`] on the kit's operations: a write is a [`KvCommand`], a read names a key. Only
-/// puts, deletes and compare-and-swaps are modelled: the workloads here make no other write
-/// (a `Once` or a `Register` would be taken as changing nothing, and fail the check when it
-/// does).
+/// puts, deletes and compare-and-swaps are modelled: the workloads here make no other write,
+/// and a history with one (a `Once` or a `Register`) panics the check rather than be judged
+/// on a guess.
 #[derive(Debug, Default)]
 pub struct KvSimModel(KvModel);
 
@@ -74,7 +74,7 @@ impl Model for KvSimModel {
                 let response = apply_to_map(&mut next, &operation);
                 (next, answer(response))
             }
-            None => (next, ClusterRet::Write(KvResponse::Done)),
+            None => panic!("KvSimModel models puts, deletes and swaps only, not {op:?}"),
         }
     }
 
