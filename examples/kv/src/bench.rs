@@ -1,12 +1,17 @@
-//! `raft-kv bench`: a load generator for a running cluster. Each client holds one HTTP/1.1
-//! connection and sends one request at a time on it (reads or writes of random keys, with
-//! values of a fixed size) for a fixed duration, following redirects to the leader; a progress
-//! line shows the rate, and a closing table the throughput, latency percentiles and errors by
-//! kind. It speaks HTTP through `hyper` directly (over `tokio-rustls` for HTTPS), so that the
-//! generator costs less CPU than the cluster it measures.
+//! `raft-kv bench`: a load generator for a running cluster. Each client sends one request at a
+//! time (reads or writes of random keys, with values of a fixed size) for a fixed duration,
+//! following redirects to the leader; a progress line shows the rate, and a closing table the
+//! throughput, latency percentiles and errors by kind.
+//!
+//! By default each client holds an HTTP/1.1 connection of its own, spoken through `hyper`
+//! directly (over `tokio-rustls` for HTTPS), so that the generator costs less CPU than the
+//! cluster it measures. With `--conns` below `--clients` the clients share the connections, as
+//! etcd's benchmark separates `--clients` from `--conns`: the requests of the clients of one
+//! connection are pipelined on it (see `pipeline.rs`).
 
 use crate::cli::ClientSecurityArgs;
 use crate::client::{Client, endpoints};
+use crate::pipeline;
 use crate::tokens::{Role, Tokens};
 use bytes::Bytes;
 use clap::Args;
@@ -31,6 +36,12 @@ pub struct BenchArgs {
     /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// HTTP/1.1 connections the clients share (1 to --clients; by default one per client).
+    /// Below --clients, the clients are spread evenly over the connections and the requests
+    /// of the clients of one connection are pipelined on it: written together, answered in
+    /// order. Each client still waits for its answer before its next request.
+    #[arg(long)]
+    pub conns: Option<usize>,
     /// How long to run.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
@@ -227,12 +238,128 @@ fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Str
         .map_err(|e| format!("{host}: not a name TLS can check: {e}"))
 }
 
-/// The `error` field of an error answer, and its `leader_http` if it names one.
-fn error_of(body: &[u8]) -> (String, Option<String>) {
-    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let code = value["error"].as_str().unwrap_or("http_error").to_string();
-    let leader = value["leader_http"].as_str().map(str::to_string);
-    (code, leader)
+/// A connection of `--conns` (a byte stream; HTTP/1.1 is spoken on it by `pipeline.rs`).
+async fn connect(host: &str, reach: &Reach) -> Result<Box<dyn pipeline::Stream>, String> {
+    let stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| format!("{host}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    match &reach.tls {
+        None => Ok(Box::new(stream)),
+        Some(tls) => {
+            let name = server_name(host)?;
+            let stream = tls
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("{host}: TLS: {e}"))?;
+            Ok(Box::new(stream))
+        }
+    }
+}
+
+/// Counts what the clients of a pipelined connection see into a [`Tally`], and successes
+/// into the progress counter.
+struct Counting<'a> {
+    tally: &'a mut Tally,
+    done: &'a AtomicU64,
+}
+
+impl pipeline::Tally for Counting<'_> {
+    fn success(&mut self, read: bool, latency: Duration) {
+        let latencies = if read {
+            &mut self.tally.reads
+        } else {
+            &mut self.tally.writes
+        };
+        latencies.record(latency);
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn error(&mut self, code: String, count: u64) {
+        *self.tally.errors.entry(code).or_default() += count;
+    }
+}
+
+/// The `depth` clients of connection `index` (`--conns` below `--clients`): one connection,
+/// their requests pipelined on it, following redirects to the leader by reconnecting.
+async fn pipelined_loop(
+    index: usize,
+    depth: usize,
+    hosts: Vec<String>,
+    args: BenchArgs,
+    reach: Reach,
+    deadline: Instant,
+    done: Arc<AtomicU64>,
+) -> Tally {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(index as u64);
+    let mut tally = Tally::default();
+    let templates = pipeline::Templates {
+        read_query: format!("consistency={}", args.consistency),
+        write_query: format!("ack={}", args.ack),
+        read_authorization: reach.read_authorization.clone(),
+        write_authorization: reach.write_authorization.clone(),
+        write_body: json!({ "value": "v".repeat(args.value_bytes) })
+            .to_string()
+            .into_bytes(),
+    };
+    let mut next = || pipeline::Request {
+        key: rng.random_range(0..args.keys),
+        read: rng.random_bool(args.read_ratio),
+    };
+    let mut next_host = index % hosts.len();
+    let mut connection: Option<(Box<dyn pipeline::Stream>, String)> = None;
+    while Instant::now() < deadline {
+        let (mut stream, host) = match connection.take() {
+            Some(open) => open,
+            None => {
+                let host = &hosts[next_host];
+                match connect(host, &reach).await {
+                    Ok(stream) => (stream, host.clone()),
+                    Err(_) => {
+                        *tally.errors.entry("unreachable".into()).or_default() += 1;
+                        next_host = (next_host + 1) % hosts.len();
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut counting = Counting {
+            tally: &mut tally,
+            done: &done,
+        };
+        let ended = pipeline::run(
+            &mut stream,
+            &host,
+            depth,
+            deadline,
+            &templates,
+            &mut next,
+            &mut counting,
+        )
+        .await;
+        match ended {
+            pipeline::Ended::Deadline => break,
+            pipeline::Ended::Redirected(leader) => match connect(&leader, &reach).await {
+                Ok(moved) => connection = Some((moved, leader)),
+                Err(_) => {
+                    *tally.errors.entry("not_leader".into()).or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    connection = Some((stream, host));
+                }
+            },
+            // The connection broke: its node may be down; try the next one.
+            pipeline::Ended::Broken => next_host = (next_host + 1) % hosts.len(),
+        }
+    }
+    tally
+}
+
+/// How many clients each of `conns` connections carries: `clients` spread evenly.
+fn spread(clients: usize, conns: usize) -> Vec<usize> {
+    (0..conns)
+        .map(|i| clients / conns + usize::from(i < clients % conns))
+        .collect()
 }
 
 /// One client: a connection of its own (as `wrk` opens), one request at a time, following
@@ -293,7 +420,7 @@ async fn client_loop(
                 connection = Some(open);
             }
             Ok((status, body)) => {
-                let (code, leader) = error_of(&body);
+                let (code, leader) = pipeline::error_of(&body);
                 if status == StatusCode::TEMPORARY_REDIRECT
                     && let Some(leader) = leader
                 {
@@ -327,6 +454,10 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     if args.clients == 0 || args.duration_s == 0 || args.keys == 0 {
         return Err("--clients, --duration-s and --keys must be at least 1".into());
     }
+    let conns = args.conns.unwrap_or(args.clients);
+    if conns == 0 || conns > args.clients {
+        return Err("--conns must be between 1 and --clients".into());
+    }
     crate::http::parse_ack(&args.ack).map_err(|e| format!("--ack: {e}"))?;
     if !["linearizable", "lease", "stale"].contains(&args.consistency.as_str()) {
         return Err("--consistency must be linearizable, lease or stale".into());
@@ -343,11 +474,22 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut tasks = Vec::new();
-    for worker in 0..args.clients {
-        let (hosts, args, reach, done) = (hosts.clone(), args.clone(), reach.clone(), done.clone());
-        tasks.push(tokio::spawn(client_loop(
-            worker, hosts, args, reach, deadline, done,
-        )));
+    if conns == args.clients {
+        for worker in 0..args.clients {
+            let (hosts, args, reach, done) =
+                (hosts.clone(), args.clone(), reach.clone(), done.clone());
+            tasks.push(tokio::spawn(client_loop(
+                worker, hosts, args, reach, deadline, done,
+            )));
+        }
+    } else {
+        for (index, depth) in spread(args.clients, conns).into_iter().enumerate() {
+            let (hosts, args, reach, done) =
+                (hosts.clone(), args.clone(), reach.clone(), done.clone());
+            tasks.push(tokio::spawn(pipelined_loop(
+                index, depth, hosts, args, reach, deadline, done,
+            )));
+        }
     }
     let progress = tokio::spawn({
         let (done, quiet, total) = (done.clone(), args.json, args.duration_s);
@@ -384,11 +526,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     progress.abort();
-    report(&args, total, elapsed);
+    report(&args, conns, total, elapsed);
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(args: &BenchArgs, mut total: Tally, elapsed: f64) {
+fn report(args: &BenchArgs, conns: usize, mut total: Tally, elapsed: f64) {
     let ops = (total.reads.len() + total.writes.len()) as f64;
     let mut all = total.reads.clone();
     all.merge(total.writes.clone());
@@ -397,11 +539,14 @@ fn report(args: &BenchArgs, mut total: Tally, elapsed: f64) {
         let line = json!({
             "case": "raft-kv-http",
             "clients": args.clients,
+            "conns": conns,
             "read_ratio": args.read_ratio,
             "ack": args.ack,
             "consistency": args.consistency,
             "value_bytes": args.value_bytes,
             "ops_per_sec": (ops / elapsed).round(),
+            "writes": total.writes.len(),
+            "reads": total.reads.len(),
             "p50_us": all.percentile(50.0),
             "p99_us": all.percentile(99.0),
             "writes_per_sec": (total.writes.len() as f64 / elapsed).round(),
@@ -415,8 +560,13 @@ fn report(args: &BenchArgs, mut total: Tally, elapsed: f64) {
         println!("{line}");
         return;
     }
+    let shared = if conns == args.clients {
+        String::new()
+    } else {
+        format!(" on {conns} connections (pipelined)")
+    };
     println!(
-        "{} clients, {:.1} s, {}-byte values, read ratio {}, writes ack={}, reads {}",
+        "{} clients{shared}, {:.1} s, {}-byte values, read ratio {}, writes ack={}, reads {}",
         args.clients, elapsed, args.value_bytes, args.read_ratio, args.ack, args.consistency
     );
     println!(
@@ -466,5 +616,13 @@ mod tests {
         assert_eq!(l.percentile(0.0), 1);
         assert_eq!(l.percentile(50.0), 3);
         assert_eq!(l.percentile(100.0), 5);
+    }
+
+    #[test]
+    fn clients_are_spread_evenly_over_connections() {
+        assert_eq!(spread(1024, 256), vec![4; 256]);
+        assert_eq!(spread(10, 4), vec![3, 3, 2, 2]);
+        assert_eq!(spread(3, 3), vec![1, 1, 1]);
+        assert_eq!(spread(5, 1), vec![5]);
     }
 }

@@ -31,6 +31,7 @@ pub mod demo;
 pub mod http;
 pub mod https;
 pub mod metrics;
+mod pipeline;
 mod rate_limit;
 pub mod server;
 pub mod store;
