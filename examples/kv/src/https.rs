@@ -1,5 +1,5 @@
-//! The HTTP API over TLS: an accept loop of its own, since `axum::serve` speaks plain HTTP
-//! only. It keeps what the plain server does on a clean stop (no new connections; requests in
+//! The HTTP API over TLS: an accept loop of its own (each connection is served as the plain
+//! server's are, by `http1.rs`). It keeps what the plain server does on a clean stop (no new connections; requests in
 //! flight are answered and idle connections closed, within the caller's drain timeout), and
 //! bounds what a client can make it spend before it has finished a handshake:
 //!
@@ -14,13 +14,11 @@
 //! Every failed handshake is counted in `raft_kv_tls_handshake_failures_total{cause}` and
 //! logged, at most once per remote address and cause every 10 s.
 
+use crate::http1::HeaderTimeout;
 use crate::metrics::Metrics;
 use crate::rate_limit::LogLimiter;
 use crate::tls::handshake_failure_cause;
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -171,34 +169,7 @@ async fn connection(
         Ok(Err(cause)) => return failed(&shared, remote, cause),
         Err(_) => return failed(&shared, remote, "timeout"),
     };
-    let router = shared.router.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        // What the plain server's `ConnectInfo` gives the handlers: the refusal log needs it.
-        request.extensions_mut().insert(ConnectInfo(remote));
-        let mut router = router.clone();
-        tower_service::Service::call(&mut router, request)
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    // The timer makes hyper's header read timeout apply: a client that opens a request and
-    // stalls is cut off.
-    builder.timer(TokioTimer::new());
-    let serving = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(serving);
-    let finished = tokio::select! {
-        served = serving.as_mut() => Some(served),
-        _ = stop.wait_for(|s| *s) => None,
-    };
-    let served = match finished {
-        Some(served) => served,
-        None => {
-            // Answer the request under way, if any, then close.
-            serving.as_mut().graceful_shutdown();
-            serving.await
-        }
-    };
-    if let Err(e) = served {
-        tracing::debug!(%remote, error = %e, "an HTTPS connection ended with an error");
-    }
+    crate::http1::connection(tls, remote, shared.router.clone(), HeaderTimeout::On, stop).await;
 }
 
 /// The TLS handshake, refusing at once a connection that does not start with one.

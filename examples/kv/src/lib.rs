@@ -29,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod http;
+mod http1;
 pub mod https;
 pub mod metrics;
 mod pipeline;

@@ -371,22 +371,11 @@ impl Server {
             https,
         });
         let (stop, mut stopped) = watch::channel(false);
-        let mut http_stopped = stop.subscribe();
+        let http_stopped = stop.subscribe();
         let router = api.router();
         let (http_task, reload_task) = match &server_tls {
             None => {
-                let http_task = tokio::spawn(async move {
-                    let shutdown = async move {
-                        let _ = http_stopped.wait_for(|s| *s).await;
-                    };
-                    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                    let served = axum::serve(listener, service)
-                        .with_graceful_shutdown(shutdown)
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "the HTTP server failed");
-                    }
-                });
+                let http_task = tokio::spawn(crate::http1::serve(listener, router, http_stopped));
                 (http_task, None)
             }
             Some(server_tls) => {

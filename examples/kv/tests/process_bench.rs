@@ -8,19 +8,59 @@
 mod support;
 
 use serde_json::Value;
+use std::time::Duration;
 use support::{Cluster, ok};
+
+/// The leader's term and commit index.
+async fn term_and_commit(cluster: &Cluster, among: &[u64]) -> (u64, u64) {
+    let leader = cluster.wait_leader(among, Duration::from_secs(10)).await;
+    let status = cluster.status(leader).await.expect("the leader's status");
+    (
+        status["term"].as_u64().expect("term"),
+        status["commit_index"].as_u64().expect("commit_index"),
+    )
+}
+
+/// Runs `raft-kv bench` with `args` and `--json`, and checks its count of writes against the
+/// entries the cluster committed meanwhile: each write counted is one, and the others are
+/// what an election adds (one entry per new term) or a write that timed out may have added.
+/// The bench itself can cost this machine's nodes their leader (the tests' election timeout is
+/// short): errors are allowed only of the kinds an election causes. Returns the JSON line.
+async fn bench_counts(cluster: &Cluster, args: &[&str]) -> Value {
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    let (term, commit) = term_and_commit(cluster, &ids).await;
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = ok(cluster.dir.path(), &args).await;
+    let result: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let (term_after, commit_after) = term_and_commit(cluster, &ids).await;
+    let errors = result["errors"].as_object().expect("errors");
+    for kind in errors.keys() {
+        assert!(
+            ["no_leader", "not_leader", "timeout", "no_answer"].contains(&kind.as_str()),
+            "{result}"
+        );
+    }
+    let timeouts = errors.get("timeout").and_then(Value::as_u64).unwrap_or(0);
+    let writes = result["writes"].as_u64().expect("writes");
+    let committed = commit_after - commit;
+    eprintln!("terms {term} to {term_after}, {committed} entries committed: {result}");
+    assert!(
+        writes <= committed && committed <= writes + (term_after - term) + timeouts,
+        "{committed} entries committed in terms {term} to {term_after}: {result}"
+    );
+    result
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_with_pipelined_connections_counts_what_the_cluster_committed() {
     let mut cluster = Cluster::start(3, &[]);
-    let (leader, follower) = cluster.wait_ready(3).await;
-    let dir = cluster.dir.path().to_path_buf();
+    let (_, follower) = cluster.wait_ready(3).await;
     let f = cluster.nodes[&follower].http.clone();
-    let before = cluster.leader_commit(&[leader]).await;
     // 7 clients on 3 connections (3, 2 and 2 requests in flight), half reads, all sent to a
     // follower first: the writes are redirected to the leader.
-    let out = ok(
-        &dir,
+    let result = bench_counts(
+        &cluster,
         &[
             "bench",
             "--http",
@@ -35,52 +75,28 @@ async fn bench_with_pipelined_connections_counts_what_the_cluster_committed() {
             "0.5",
             "--keys",
             "50",
-            "--json",
         ],
     )
     .await;
-    let result: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(result["clients"], 7, "{result}");
     assert_eq!(result["conns"], 3, "{result}");
-    assert_eq!(result["errors"], serde_json::json!({}), "{result}");
-    let writes = result["writes"].as_u64().unwrap();
-    let reads = result["reads"].as_u64().unwrap();
-    assert!(writes > 50 && reads > 50, "{result}");
-    // Each write the bench counted is one committed entry, and no other entry was made.
-    let after = cluster.leader_commit(&[leader]).await;
-    assert_eq!(after - before, writes, "{result}");
+    assert!(result["writes"].as_u64() > Some(50), "{result}");
+    assert!(result["reads"].as_u64() > Some(50), "{result}");
 
     // The same with one connection per client (the default): nothing pipelined.
-    let out = ok(
-        &dir,
-        &[
-            "bench",
-            "--http",
-            &f,
-            "--clients",
-            "3",
-            "--duration-s",
-            "1",
-            "--json",
-        ],
+    let result = bench_counts(
+        &cluster,
+        &["bench", "--http", &f, "--clients", "3", "--duration-s", "1"],
     )
     .await;
-    let result: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(result["conns"], 3, "{result}");
-    assert_eq!(result["errors"], serde_json::json!({}), "{result}");
-    let writes = result["writes"].as_u64().unwrap();
-    assert!(writes > 10, "{result}");
-    assert_eq!(
-        cluster.leader_commit(&[leader]).await - after,
-        writes,
-        "{result}"
-    );
+    assert!(result["writes"].as_u64() > Some(10), "{result}");
 
     // --conns above --clients is refused.
     let refused = support::run(
-        &dir,
+        cluster.dir.path(),
         &["bench", "--http", &f, "--clients", "2", "--conns", "3"],
-        std::time::Duration::from_secs(20),
+        Duration::from_secs(20),
     );
     assert!(!refused.status.success());
     assert!(refused.stderr.contains("--conns"), "{}", refused.stderr);
