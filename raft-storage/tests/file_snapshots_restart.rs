@@ -10,57 +10,9 @@ use raft_core::{Entry, EntryId, LogIndex, Membership, NodeId, Payload, SnapshotM
 use raft_storage::{FileLogOptions, FileLogStore, FileSnapshotStore};
 use turmoil::fs::shim::std::fs;
 
-/// What a simulated host does on each boot (1, 2, 3): the first two end by parking, holding
-/// nothing, until the test restarts or crashes the host.
-type Boot = fn(u32) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StorageError>>>>;
+mod support;
 
-/// Runs `boot` on host "a" of a simulation with `seed`: boot 1, then a process restart (the
-/// simulated disk keeps what was written, renamed or removed and not synced, as the page cache
-/// does), boot 2, then a power loss (what was not synced is lost) and boot 3, which must
-/// finish. As in `file_log.rs`.
-fn restart_then_power_loss(seed: u64, boot: Boot) {
-    use std::cell::Cell;
-    use std::rc::Rc;
-
-    let mut builder = turmoil::Builder::new();
-    builder.rng_seed(seed);
-    let mut sim = builder.build();
-    let boots = Rc::new(Cell::new(0u32));
-    let parked = Rc::new(Cell::new(0u32));
-    {
-        let (boots, parked) = (Rc::clone(&boots), Rc::clone(&parked));
-        sim.host("a", move || {
-            let (boots, parked) = (Rc::clone(&boots), Rc::clone(&parked));
-            async move {
-                boots.set(boots.get() + 1);
-                let n = boots.get();
-                boot(n)
-                    .await
-                    .map_err(|e| format!("seed {seed}, boot {n}: {e}"))?;
-                parked.set(n);
-                if n < 3 {
-                    std::future::pending::<()>().await;
-                }
-                Ok(())
-            }
-        });
-    }
-    let run_until = |sim: &mut turmoil::Sim<'_>, n: u32| {
-        for _ in 0..1_000 {
-            if parked.get() == n {
-                return;
-            }
-            sim.step().unwrap();
-        }
-        panic!("seed {seed}: boot {n} did not finish");
-    };
-    run_until(&mut sim, 1);
-    sim.bounce("a");
-    run_until(&mut sim, 2);
-    sim.crash("a");
-    sim.bounce("a");
-    run_until(&mut sim, 3);
-}
+use support::restart_then_power_loss;
 
 const SNAPSHOTS: &str = "/data/snap";
 const LOG: &str = "/data/log";
@@ -124,7 +76,7 @@ async fn renamed_but_not_synced(meta: &SnapshotMeta, image: &[u8]) -> Result<(),
 /// it back.
 #[test]
 fn an_image_recovered_after_a_restart_survives_a_power_loss() {
-    restart_then_power_loss(0, |boot| {
+    restart_then_power_loss(0, None, |boot| {
         Box::pin(async move {
             if boot == 1 {
                 return renamed_but_not_synced(&meta(10, 2), &image()).await;
@@ -152,7 +104,7 @@ fn entries(from: u64, to: u64) -> Vec<Entry> {
 /// are gone from the node for good.
 #[test]
 fn a_log_purged_up_to_a_recovered_image_still_has_it_after_a_power_loss() {
-    restart_then_power_loss(0, |boot| {
+    restart_then_power_loss(0, None, |boot| {
         Box::pin(async move {
             let mut log = FileLogStore::open_simulated(LOG, FileLogOptions::new())?;
             let recovered = log.recover().await?;
