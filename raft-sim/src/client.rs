@@ -248,11 +248,20 @@ impl<SM: SimStateMachine> Client<SM> {
             };
             self.shared.world.borrow_mut().bounded_reads.push(read);
         }
+        let answered_by = match (&outcome, node) {
+            (Outcome::Ok(_), Some(node)) => self.handle(Target::Node(node)).map(|h| h.status()),
+            _ => None,
+        };
+        if answered_by
+            .as_ref()
+            .is_some_and(|status| status.role != raft_core::Role::Leader)
+        {
+            self.shared.world.borrow_mut().counts.follower_reads += 1;
+        }
         if let (Consistency::Lease, Outcome::Ok(_), Some(node)) = (consistency, &outcome, node) {
             // The node's term now, no earlier than the term it served the read in: the lease
             // check asks whether a later term had a leader before the read was invoked.
-            let term = self.handle(Target::Node(node)).map(|h| h.status().term);
-            if let Some(term) = term {
+            if let Some(term) = answered_by.as_ref().map(|status| status.term) {
                 let read = LeaseRead {
                     client: self.shared.name.clone(),
                     node,

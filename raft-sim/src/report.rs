@@ -49,6 +49,10 @@ pub struct Report<Op, Ret> {
     pub audited_writes: Option<u64>,
     /// `Consistency::BoundedStaleness` reads answered, each checked against its bound.
     pub bounded_reads: u64,
+    /// Reads answered by a node that was not leading when the answer came (a follower's own
+    /// `Stale`, `BoundedStaleness` or `AtLeast` read, or a read it forwarded to the leader):
+    /// for tests that mean reads to reach followers.
+    pub follower_reads: u64,
     /// Every fault injected and undone, and every membership change and leadership transfer
     /// asked for, in order of time.
     pub faults: Vec<FaultRecord>,
@@ -114,6 +118,9 @@ impl<Op, Ret> Report<Op, Ret> {
     /// The end-of-run checks whose counts are not in the rest of the line.
     fn checks_summary(&self) -> String {
         let mut summary = String::new();
+        if self.follower_reads > 0 {
+            summary += &format!("; {} reads answered by followers", self.follower_reads);
+        }
         if self.bounded_reads > 0 {
             summary += &format!("; {} bounded-staleness reads", self.bounded_reads);
         }

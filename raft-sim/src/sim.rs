@@ -656,6 +656,7 @@ where
             final_voters: final_voters.unwrap_or_default(),
             audited_writes,
             bounded_reads: world.bounded_reads.len() as u64,
+            follower_reads: counts.follower_reads,
             faults,
             problems,
             warnings,

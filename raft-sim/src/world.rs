@@ -205,6 +205,8 @@ impl OperationCounts {
 pub(crate) struct Counts {
     pub(crate) writes: OperationCounts,
     pub(crate) reads: OperationCounts,
+    /// Reads answered by a node that was not leading when the answer came.
+    pub(crate) follower_reads: u64,
 }
 
 impl Counts {
