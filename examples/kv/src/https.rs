@@ -14,7 +14,6 @@
 //! Every failed handshake is counted in `raft_kv_tls_handshake_failures_total{cause}` and
 //! logged, at most once per remote address and cause every 10 s.
 
-use crate::http1::HeaderTimeout;
 use crate::metrics::Metrics;
 use crate::rate_limit::LogLimiter;
 use crate::tls::handshake_failure_cause;
@@ -169,7 +168,7 @@ async fn connection(
         Ok(Err(cause)) => return failed(&shared, remote, cause),
         Err(_) => return failed(&shared, remote, "timeout"),
     };
-    crate::http1::connection(tls, remote, shared.router.clone(), HeaderTimeout::On, stop).await;
+    crate::http1::connection(tls, remote, shared.router.clone(), stop).await;
 }
 
 /// The TLS handshake, refusing at once a connection that does not start with one.
