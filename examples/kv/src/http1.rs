@@ -8,12 +8,14 @@
 //! connections; requests in flight are answered and idle connections closed, within the
 //! caller's drain timeout.
 //!
-//! hyper's `http1::Builder::pipeline_flush` is left off, although it writes the answers to
-//! pipelined requests together: with it hyper buffers every answer while pipelined requests
-//! remain unread, without bound (a client that pipelines reads of a large value and never
-//! reads the answers grows the node's memory by each answer's size), and a stop can drop the
-//! answer to the request in flight. Without it, a connection's unsent answers stop hyper
-//! from reading further requests once they pass its write buffer's limit.
+//! The answers to pipelined requests leave together: [`Coalesce`] holds a connection's answers
+//! while the client's next requests are already there to read, and sends them when there is
+//! nothing more to read (or when they pass [`COALESCE_BYTES`]), so a client that pipelines
+//! gets one write for many answers rather than one each. hyper's own
+//! `http1::Builder::pipeline_flush` does the same without a bound: it buffers every answer
+//! while pipelined requests remain unread (a client that pipelines reads of a large value and
+//! never reads the answers grows the node's memory by each answer's size), and a stop can drop
+//! the answer to the request in flight; it is left off.
 
 use crate::rate_limit::LogLimiter;
 use axum::Router;
@@ -21,8 +23,10 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -83,7 +87,7 @@ pub(crate) async fn connection<I>(
     // The timer makes hyper's header read timeout (30 s) apply: a client that opens a request
     // and stalls is cut off.
     builder.timer(TokioTimer::new());
-    let serving = builder.serve_connection(TokioIo::new(io), service);
+    let serving = builder.serve_connection(TokioIo::new(Coalesce::new(io)), service);
     tokio::pin!(serving);
     let finished = tokio::select! {
         served = serving.as_mut() => Some(served),
@@ -99,6 +103,111 @@ pub(crate) async fn connection<I>(
     };
     if let Err(e) = served {
         tracing::debug!(%remote, error = %e, "an HTTP connection ended with an error");
+    }
+}
+
+/// The most answer bytes [`Coalesce`] holds back: beyond it they are sent at once (and a
+/// client that reads none of them stops the node reading its requests).
+pub(crate) const COALESCE_BYTES: usize = 64 * 1024;
+
+/// A connection whose writes are held while the client's next requests are there to read, and
+/// sent when a read finds nothing more (or on flush past [`COALESCE_BYTES`], or on shutdown):
+/// the answers to a client's pipelined requests leave in one write. A client that sends one
+/// request at a time finds its answer sent when the node next looks for a request, in the same
+/// turn. At most [`COALESCE_BYTES`] are held, plus nothing more: a write that does not fit
+/// waits for what is held to be sent.
+pub(crate) struct Coalesce<I> {
+    io: I,
+    held: Vec<u8>,
+    /// How much of `held` was sent.
+    sent: usize,
+}
+
+impl<I> Coalesce<I> {
+    pub(crate) fn new(io: I) -> Coalesce<I> {
+        Coalesce {
+            io,
+            held: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> Coalesce<I> {
+    /// Sends everything held, then flushes the connection (a TLS stream's records).
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.sent < self.held.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.held[self.sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.held.clear();
+        self.sent = 0;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            // More requests: their answers join the ones held.
+            Poll::Ready(Ok(())) if buf.filled().len() > before => Poll::Ready(Ok(())),
+            // The client closed its side: send what is held before saying so.
+            Poll::Ready(Ok(())) => this.poll_send(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // Nothing more to read: send the answers held (the read waits either way).
+            Poll::Pending => match this.poll_send(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Coalesce<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.len() + data.len() > COALESCE_BYTES {
+            if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if !this.held.is_empty() {
+                return Poll::Pending;
+            }
+            if data.len() > COALESCE_BYTES {
+                return Pin::new(&mut this.io).poll_write(cx, data);
+            }
+        }
+        this.held.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    /// Held answers stay held (they leave when the next read finds nothing, or on shutdown).
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match this.poll_send(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.io).poll_shutdown(cx),
+            other => other,
+        }
     }
 }
 
@@ -145,6 +254,84 @@ mod tests {
         Ok(())
     }
 
+    /// A connection that counts the writes that reach it.
+    struct Counted {
+        io: tokio::io::DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let written = Pin::new(&mut self.io).poll_write(cx, data);
+            if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            written
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// The answers to requests a client pipelined leave together; one request at a time gets
+    /// its answer at once.
+    #[tokio::test]
+    async fn pipelined_answers_leave_together() -> Result<()> {
+        let router = Router::new().route("/k", get(|| async { "value" }));
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = Counted {
+            io: server,
+            writes: Arc::clone(&writes),
+        };
+        let (_stop, stopped) = watch::channel(false);
+        let remote: SocketAddr = "127.0.0.1:1".parse()?;
+        tokio::spawn(connection(counted, remote, router, stopped));
+        let (mut reader, mut writer) = tokio::io::split(client);
+        let request = "GET /k HTTP/1.1\r\nhost: node\r\n\r\n";
+        let answers = |text: &str| text.matches("HTTP/1.1 200 OK").count();
+        let mut got = String::new();
+        let mut buf = vec![0u8; 1 << 16];
+        writer.write_all(request.repeat(5).as_bytes()).await?;
+        while answers(&got) < 5 {
+            let n = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await??;
+            assert!(n > 0, "closed after {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        // hyper answers the first request before it looks for the next ones (one write each
+        // without coalescing: five).
+        let together = writes.load(Ordering::Relaxed);
+        assert!(together <= 2, "{together} writes for five answers: {got}");
+        // One request alone is answered without waiting for another.
+        writer.write_all(request.as_bytes()).await?;
+        let n = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await??;
+        assert_eq!(answers(&String::from_utf8_lossy(&buf[..n])), 1);
+        assert_eq!(writes.load(Ordering::Relaxed), together + 1);
+        Ok(())
+    }
+
     /// A client that pipelines requests for large answers and reads none of them gets only as
     /// many served as the connection's buffers hold: the node stops reading its requests,
     /// rather than keep every answer in memory.
@@ -166,7 +353,10 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let served = served.load(Ordering::Relaxed);
         // The loopback socket's buffers hold a few answers of 1 MiB; all 200 would be 200 MiB.
-        assert!(served < 50, "{served} answers of 1 MiB were made for a client reading none");
+        assert!(
+            served < 50,
+            "{served} answers of 1 MiB were made for a client reading none"
+        );
         Ok(())
     }
 }
