@@ -22,6 +22,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -110,17 +111,28 @@ pub(crate) async fn connection<I>(
 /// client that reads none of them stops the node reading its requests).
 pub(crate) const COALESCE_BYTES: usize = 64 * 1024;
 
+/// The longest [`Coalesce`] holds an answer: a slow request pipelined behind quick ones does
+/// not hold up their answers longer than this.
+pub(crate) const COALESCE_HOLD: Duration = Duration::from_millis(5);
+
+/// The buffer a connection keeps between batches; a larger one is given back once sent.
+const KEPT_BUFFER_BYTES: usize = 8 * 1024;
+
 /// A connection whose writes are held while the client's next requests are there to read, and
-/// sent when a read finds nothing more (or on flush past [`COALESCE_BYTES`], or on shutdown):
-/// the answers to a client's pipelined requests leave in one write. A client that sends one
-/// request at a time finds its answer sent when the node next looks for a request, in the same
-/// turn. At most [`COALESCE_BYTES`] are held, plus nothing more: a write that does not fit
-/// waits for what is held to be sent.
+/// sent when the connection is flushed after a read found nothing more to read, when a write
+/// would take them past [`COALESCE_BYTES`], when they have been held for [`COALESCE_HOLD`], or
+/// on shutdown: the answers to a client's pipelined requests leave in one write, and a client
+/// that sends one request at a time gets its answer as soon as hyper flushes it. At most
+/// [`COALESCE_BYTES`] are held: a write that does not fit waits for what is held to be sent.
 pub(crate) struct Coalesce<I> {
     io: I,
     held: Vec<u8>,
     /// How much of `held` was sent.
     sent: usize,
+    /// The last read found nothing more to read (or the end): a flush sends what is held.
+    drained: bool,
+    /// When what is held must be sent at the latest; armed when the first byte is held.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<I> Coalesce<I> {
@@ -129,6 +141,8 @@ impl<I> Coalesce<I> {
             io,
             held: Vec::new(),
             sent: 0,
+            drained: true,
+            deadline: None,
         }
     }
 }
@@ -147,7 +161,11 @@ impl<I: AsyncWrite + Unpin> Coalesce<I> {
             }
         }
         self.held.clear();
+        if self.held.capacity() > KEPT_BUFFER_BYTES {
+            self.held = Vec::new();
+        }
         self.sent = 0;
+        self.deadline = None;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 }
@@ -162,15 +180,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<I> {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             // More requests: their answers join the ones held.
-            Poll::Ready(Ok(())) if buf.filled().len() > before => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.drained = false;
+                Poll::Ready(Ok(()))
+            }
             // The client closed its side: send what is held before saying so.
-            Poll::Ready(Ok(())) => this.poll_send(cx),
+            Poll::Ready(Ok(())) => {
+                this.drained = true;
+                this.poll_send(cx)
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // Nothing more to read: send the answers held (the read waits either way).
-            Poll::Pending => match this.poll_send(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
+            // Nothing more to read: send the answers held (the read waits either way), and
+            // what is written from now on at the next flush.
+            Poll::Pending => {
+                this.drained = true;
+                match this.poll_send(cx) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    _ => Poll::Pending,
+                }
+            }
         }
     }
 }
@@ -193,13 +221,27 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Coalesce<I> {
                 return Pin::new(&mut this.io).poll_write(cx, data);
             }
         }
+        if this.held.is_empty() {
+            this.deadline = Some(Box::pin(tokio::time::sleep(COALESCE_HOLD)));
+        }
         this.held.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
     }
 
-    /// Held answers stay held (they leave when the next read finds nothing, or on shutdown).
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// Sends what is held if no more requests were there to read, or once it has been held
+    /// for [`COALESCE_HOLD`]; else keeps it for the answers to the requests still to read
+    /// (and is woken when the hold expires: hyper flushes again then).
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let expired = this
+            .deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+        if this.drained || expired {
+            this.poll_send(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -329,6 +371,63 @@ mod tests {
         let n = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await??;
         assert_eq!(answers(&String::from_utf8_lossy(&buf[..n])), 1);
         assert_eq!(writes.load(Ordering::Relaxed), together + 1);
+        Ok(())
+    }
+
+    /// Reads from `client` until `text` arrives; how long that took, or `None` after `limit`.
+    async fn time_to(client: &mut TcpStream, text: &str, limit: Duration) -> Option<Duration> {
+        let started = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(text) {
+            let left = limit.checked_sub(started.elapsed())?;
+            match tokio::time::timeout(left, client.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => return None,
+            }
+        }
+        Some(started.elapsed())
+    }
+
+    /// A client that asks `Expect: 100-continue` gets its `100 Continue` (held, it would wait
+    /// for it while the node waits for the body).
+    #[tokio::test]
+    async fn a_client_expecting_100_continue_gets_it() -> Result<()> {
+        let put = axum::routing::put(|body: String| async move { body });
+        let (address, _stop) = start(Router::new().route("/put", put)).await?;
+        let mut client = TcpStream::connect(address).await?;
+        let head = "PUT /put HTTP/1.1\r\nhost: node\r\ncontent-length: 5\r\n\
+                    expect: 100-continue\r\n\r\n";
+        client.write_all(head.as_bytes()).await?;
+        let waited = time_to(&mut client, "100 Continue", Duration::from_secs(5)).await;
+        assert!(waited.is_some(), "no 100 Continue within 5 s");
+        client.write_all(b"hello").await?;
+        let answered = time_to(&mut client, "hello", Duration::from_secs(5)).await;
+        assert!(answered.is_some(), "no answer to the body");
+        Ok(())
+    }
+
+    /// The answer to a quick request is not held behind a slow one pipelined after it.
+    #[tokio::test]
+    async fn a_slow_request_does_not_hold_up_the_answers_before_it() -> Result<()> {
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            "slow"
+        };
+        let router = Router::new()
+            .route("/fast", get(|| async { "fast" }))
+            .route("/slow", get(slow));
+        let (address, _stop) = start(router).await?;
+        let mut client = TcpStream::connect(address).await?;
+        let requests = "GET /fast HTTP/1.1\r\nhost: node\r\n\r\n\
+                        GET /slow HTTP/1.1\r\nhost: node\r\n\r\n\
+                        GET /fast HTTP/1.1\r\nhost: node\r\n\r\n";
+        client.write_all(requests.as_bytes()).await?;
+        let first = time_to(&mut client, "fast", Duration::from_secs(5)).await;
+        assert!(
+            first.is_some_and(|took| took < Duration::from_millis(500)),
+            "the first answer took {first:?}"
+        );
         Ok(())
     }
 
