@@ -28,16 +28,35 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Serves `router` over plain HTTP on `listener` until `stop` turns true, then stops accepting,
 /// lets every connection finish the request it is answering, and returns once all have
 /// closed.
-pub(crate) async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
-    // Owned here, so that when this task is aborted (the drain timeout passed) every
-    // connection is dropped with it.
+pub(crate) async fn serve(listener: TcpListener, router: Router, stop: watch::Receiver<bool>) {
+    let serving = stop.clone();
+    accept_loop(listener, stop, "HTTP", |stream, remote, connections| {
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(stream, remote, router.clone(), serving.clone()));
+    })
+    .await;
+}
+
+/// The accept loop of both servers: hands every connection accepted on `listener` (of
+/// protocol `what`, for the log) to `accept`, which spawns what serves it on the set it is
+/// given, until `stop` turns true; then stops accepting and returns once every connection has
+/// closed. The set is owned here, so that when this task is aborted (the caller's drain
+/// timeout passed) every connection is dropped with it: a stalled client cannot hold a stop
+/// up. A failed accept (out of file descriptors, most likely) is logged at a limited rate and
+/// waited out rather than spun on.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+    mut accept: impl FnMut(TcpStream, SocketAddr, &mut JoinSet<()>),
+) {
     let mut connections = JoinSet::new();
     let log = LogLimiter::default();
     loop {
@@ -48,15 +67,10 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, mut stop: watch
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, remote)) => {
-                let _ = stream.set_nodelay(true);
-                connections.spawn(connection(stream, remote, router.clone(), stop.clone()));
-            }
+            Ok((stream, remote)) => accept(stream, remote, &mut connections),
             Err(e) => {
-                // Out of file descriptors, most likely: wait for some to be released rather
-                // than spin.
                 if log.allow(None, "accept") {
-                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tracing::warn!(error = %e, "cannot accept an {what} connection");
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

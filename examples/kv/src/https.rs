@@ -1,7 +1,8 @@
-//! The HTTP API over TLS: an accept loop of its own (each connection is served as the plain
-//! server's are, by `http1.rs`). It keeps what the plain server does on a clean stop (no new connections; requests in
-//! flight are answered and idle connections closed, within the caller's drain timeout), and
-//! bounds what a client can make it spend before it has finished a handshake:
+//! The HTTP API over TLS: the plain server's accept loop and connections (`http1.rs`) with a
+//! TLS handshake in between. It keeps what the plain server does on a clean stop (no new
+//! connections; requests in flight are answered and idle connections closed, within the
+//! caller's drain timeout), and bounds what a client can make it spend before it has finished
+//! a handshake:
 //!
 //! - at most [`MAX_HANDSHAKES`] handshakes at once, and at most
 //!   [`MAX_HANDSHAKES_PER_ADDRESS`] from one address, each within [`HANDSHAKE_TIMEOUT`]; a
@@ -24,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 /// How long a client has to complete its TLS handshake.
@@ -55,7 +55,7 @@ pub(crate) async fn serve(
     acceptor: TlsAcceptor,
     router: Router,
     metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let shared = Arc::new(Shared {
         acceptor,
@@ -65,45 +65,24 @@ pub(crate) async fn serve(
     });
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let per_address = Arc::new(Mutex::new(BTreeMap::new()));
-    // Owned here, so that when this task is aborted (the drain timeout passed) every
-    // connection is dropped with it: a stalled client cannot hold a stop up.
-    let mut connections = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
+    let serving = stop.clone();
+    crate::http1::accept_loop(listener, stop, "HTTPS", |stream, remote, connections| {
+        // Accept and close, rather than stop accepting: what waits in the backlog waits
+        // behind the connections that hold the slots.
+        let Some(slot) = HandshakeSlot::take(&handshakes, &per_address, remote.ip()) else {
+            failed(&shared, remote, "busy");
+            return;
         };
-        match accepted {
-            Ok((stream, remote)) => {
-                // Accept and close, rather than stop accepting: what waits in the backlog
-                // waits behind the connections that hold the slots.
-                let Some(slot) = HandshakeSlot::take(&handshakes, &per_address, remote.ip()) else {
-                    failed(&shared, remote, "busy");
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                connections.spawn(connection(
-                    stream,
-                    remote,
-                    slot,
-                    shared.clone(),
-                    stop.clone(),
-                ));
-            }
-            Err(e) => {
-                // Out of file descriptors, most likely: wait for some to be released rather
-                // than spin.
-                tracing::warn!(error = %e, "cannot accept an HTTPS connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        // Reap what has finished, so that the set holds only live connections.
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(
+            stream,
+            remote,
+            slot,
+            shared.clone(),
+            serving.clone(),
+        ));
+    })
+    .await;
 }
 
 /// A handshake under way: one of [`MAX_HANDSHAKES`], and one of its address's
