@@ -15,8 +15,6 @@ pub(crate) struct Observer {
     /// The latest term and commit index of each start of each node.
     latest: BTreeMap<(NodeId, u64), (Term, LogIndex)>,
     pub(crate) violations: Capped,
-    /// Terms in which some node was seen leading.
-    pub(crate) elections: u64,
 }
 
 impl Observer {
@@ -34,7 +32,6 @@ impl Observer {
             match record.leader {
                 None => {
                     record.leader = Some((id, now));
-                    self.elections += 1;
                 }
                 Some((other, _)) if other != id => found.push(format!(
                     "election safety (§5.2): n{} and n{} both led term {} (seen at {now} ms)",
@@ -68,6 +65,11 @@ impl Observer {
         for violation in found {
             self.violations.push(violation);
         }
+    }
+
+    /// Terms in which some node was seen leading.
+    pub(crate) fn elections(&self) -> u64 {
+        self.terms.values().filter(|t| t.leader.is_some()).count() as u64
     }
 
     /// The lease check (dissertation §6.4.1): a read served in a term after a leader of a later

@@ -646,7 +646,7 @@ where
             wall: started.elapsed(),
             writes: counts.writes,
             reads: counts.reads,
-            elections: observer.elections,
+            elections: observer.elections(),
             terms: observer.terms.values().copied().collect(),
             node_starts: world.starts.values().sum(),
             membership_changes: churn.counts,
